@@ -1,0 +1,76 @@
+"""The typed config tree: defaults, experiment files, dotted overrides and clear errors."""
+
+import pytest
+import yaml
+
+from workbench.config import Config, config_from_dict, load_config, parse_overrides
+from workbench.errors import ConfigError
+
+
+def test_defaults_are_valid_and_typed():
+    cfg = load_config()
+    assert cfg.model.backbone == "minilm"
+    assert cfg.data.truncation == "head"
+    assert isinstance(cfg.train.lr, float)
+
+
+def test_experiment_file_then_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  dataset: trec\ntrain:\n  lr: 1.0e-4\n  epochs: 2\n")
+    cfg = load_config(path, ["train.lr=3e-5", "model.hidden_layers=[64,32]", "data.train_subset=100",
+                             "model.freeze_word_embeddings=false"])
+    assert cfg.data.dataset == "trec"
+    assert cfg.train.epochs == 2.0
+    assert cfg.train.lr == 3e-5  # the override wins over the file
+    assert cfg.model.hidden_layers == [64, 32]
+    assert cfg.data.train_subset == 100 and isinstance(cfg.data.train_subset, int)
+    assert cfg.model.freeze_word_embeddings is False
+
+
+@pytest.mark.parametrize("override, message", [
+    (["train.lrr=1e-4"], "Unknown config key 'train.lrr'"),
+    (["trian.lr=1e-4"], "Unknown config key 'trian'"),
+    (["data.max_length=long"], "data.max_length='long' must be a number"),
+    (["train.optimizer=sgd"], "train.optimizer='sgd' is not one of adamw, adafactor, lamb"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5 must be between 0 and 1"),
+    (["data.max_tokens=16"], "data.max_tokens=16 must be at least data.max_length"),
+    (["train.lr"], "needs the form section.key=value"),
+    (["train=3"], "'train' is a section"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_config(overrides=override)
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model:\n  pooler: cls\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: Unknown config key 'model.pooler'.*pooling"):
+        load_config(path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(overrides=["train.lr=2e-5", "data.dataset=sst2", "train.class_weights=[1, 2]"])
+    cfg.save(tmp_path / "config.yaml")
+    again = config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == cfg
+
+
+def test_parse_overrides_nests_and_parses_yaml_scalars():
+    assert parse_overrides(["a.b=1", "a.c=true", "d.e=[1, 2]"]) == {"a": {"b": 1, "c": True}, "d": {"e": [1, 2]}}
+
+
+def test_repository_configs_load():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        assert isinstance(load_config(path), Config), path

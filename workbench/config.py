@@ -1,0 +1,336 @@
+"""One typed tree of configuration for every workbench run.
+
+The root :class:`Config` holds one dataclass per component (``data``, ``model``, ``train``, ``run``);
+each component owns its defaults and validates them in ``__post_init__``. An experiment file in
+``configs/*.yaml`` holds only what differs from these defaults, and dotted overrides such as
+``train.lr=3e-5`` come from the command line or a notebook::
+
+    cfg = load_config("configs/sst2.yaml", ["train.lr=3e-5", "data.train_subset=2000"])
+
+Unknown keys are errors that name the key and list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.errors import ConfigError
+
+TRUNCATION_STRATEGIES = ("head", "tail", "head+tail")
+POOLING_MODES = ("cls", "mean", "attention")
+LOSSES = ("cross_entropy", "focal", "bce", "focal_bce")
+OPTIMIZERS = ("adamw", "adafactor", "lamb")
+SCHEDULES = ("linear", "cosine", "one_cycle", "constant")
+PRECISIONS = ("32", "16", "bf16", "16-mixed", "bf16-mixed")
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    _check(value in choices, f"{section}.{name}={value!r} is not one of {', '.join(map(str, choices))}.")
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and how they become batches."""
+
+    dataset: str | None = _help("Catalog dataset name (sst2, imdb, ag_news, reuters, trec, trec_fine).", None)
+    train_file: str | None = _help("Training file: .csv, .tsv, .jsonl or .parquet.", None)
+    val_file: str | None = _help("Validation file; without one a stratified split of train is used.", None)
+    test_file: str | None = _help("Optional test file, evaluated after training.", None)
+    train_split: str = _help("Catalog split used for training.", "train")
+    val_split: str | None = _help("Catalog split used for validation (None: split off train).", "validation")
+    test_split: str | None = _help("Catalog split used for the final test evaluation.", None)
+    text_column: str = _help("Column holding the text.", "text")
+    text_pair_column: str | None = _help("Second text column for sentence-pair tasks.", None)
+    label_column: str = _help("Column holding the label (or labels, for multi-label).", "label")
+    multi_label: bool = _help("Each example may carry several labels.", False)
+    label_delimiter: str = _help("Separator of a delimited multi-label cell, e.g. 'earn|acq'.", "|")
+    val_fraction: float = _help("Fraction of train held out for validation when none is given.", 0.1)
+    train_subset: int | None = _help("Use a stratified subset of this many training examples.", None)
+    val_subset: int | None = _help("Use a stratified subset of this many validation examples.", None)
+    max_length: int = _help("Longest tokenized input, special tokens included.", 128)
+    truncation: str = _help("Which tokens to keep from long texts: head, tail or head+tail.", "head")
+    head_fraction: float = _help("With head+tail truncation, the share of tokens taken from the head.", 0.25)
+    batch_size: int = _help("Most examples in one batch.", 32)
+    max_tokens: int = _help("Token budget of one batch: examples x padded length stays within it.", 8192)
+    eval_batch_size: int = _help("Most examples in one evaluation batch.", 128)
+    clean_html: bool = _help("Strip HTML tags such as IMDB's <br /> and unescape entities.", True)
+    mask_urls: bool = _help("Replace URLs by a [URL] marker.", False)
+    mask_emails: bool = _help("Replace e-mail addresses by an [EMAIL] marker.", False)
+    lowercase: bool = _help("Lowercase text (uncased tokenizers do this already).", False)
+
+    def __post_init__(self):
+        _check_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)
+        _check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
+        _check(0.0 < self.head_fraction < 1.0, f"data.head_fraction={self.head_fraction} must be between 0 and 1.")
+        _check(self.max_length >= 8, f"data.max_length={self.max_length} must be at least 8.")
+        _check(self.batch_size >= 1, f"data.batch_size={self.batch_size} must be at least 1.")
+        _check(
+            self.max_tokens >= self.max_length,
+            f"data.max_tokens={self.max_tokens} must be at least data.max_length={self.max_length}, "
+            "or the longest example cannot form a batch.",
+        )
+        for name in ("train_subset", "val_subset"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"data.{name}={value} must be a positive count.")
+
+
+@dataclass
+class ModelConfig:
+    """The backbone, its pooling and the classification head."""
+
+    backbone: str = _help("Hugging Face name or local path; 'minilm' is the packaged all-MiniLM-L6-v2.", "minilm")
+    pooling: str = _help("How token states become one vector: cls, mean or attention.", "mean")
+    dropout: float = _help("Dropout before the head.", 0.1)
+    hidden_layers: list[int] = _help("Widths of hidden Linear layers in the head ([] = one Linear).", None, list)
+    activation: str = _help("Activation between head layers (any torch.nn.functional name).", "gelu")
+    freeze_word_embeddings: bool = _help(
+        "Keep the word-embedding matrix fixed. Its dense gradient costs nearly half of each backward pass "
+        "on a CPU; see bench/README.md for the accuracy check.",
+        True,
+    )
+    multi_label_threshold: float = _help("Default decision threshold of each class in multi-label mode.", 0.5)
+
+    def __post_init__(self):
+        _check_choice("model", "pooling", self.pooling, POOLING_MODES)
+        _check(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1).")
+        _check(0.0 < self.multi_label_threshold < 1.0, "model.multi_label_threshold must be between 0 and 1.")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, checkpoints and early stopping."""
+
+    epochs: float = _help("Passes over the training data (fractions allowed).", 3.0)
+    lr: float = _help("Peak learning rate.", 5e-5)
+    weight_decay: float = _help("Decoupled weight decay (not applied to biases and LayerNorm).", 0.01)
+    optimizer: str = _help("adamw, adafactor or lamb.", "adamw")
+    schedule: str = _help("linear, cosine, one_cycle or constant (all with warmup).", "linear")
+    warmup: float = _help("Warmup: a ratio of all steps if < 1, else a step count.", 0.06)
+    grad_accum: int = _help("Batches accumulated per optimizer step.", 1)
+    max_grad_norm: float = _help("Clip the global gradient norm to this (0 = off).", 1.0)
+    loss: str = _help("cross_entropy, focal (single-label); bce, focal_bce (multi-label).", "cross_entropy")
+    label_smoothing: float = _help("Label smoothing for cross-entropy.", 0.0)
+    focal_gamma: float = _help("Focusing parameter of focal losses.", 2.0)
+    class_weights: str | list[float] | None = _help("None, 'balanced', or one weight per class.", None)
+    precision: str = _help("32, 16 or bf16; 16/bf16 need a GPU and fall back to 32 with a warning.", "32")
+    seed: int = _help("Seed for weights, sampling and dropout.", 42)
+    eval_every: int = _help("Evaluate every N optimizer steps (0 = once per epoch).", 0)
+    log_every: int = _help("Write a training log line every N optimizer steps.", 50)
+    monitor: str = _help("Validation metric that picks the best checkpoint (e.g. accuracy, macro_f1).", "accuracy")
+    early_stopping_patience: int = _help("Stop after this many evaluations without improvement (0 = off).", 0)
+    keep_top_k: int = _help("Checkpoints kept on disk besides the last one.", 1)
+    num_workers: int = _help("DataLoader worker processes.", 0)
+    device: str = _help("auto, cpu or cuda.", "auto")
+
+    def __post_init__(self):
+        _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("train", "schedule", self.schedule, SCHEDULES)
+        _check_choice("train", "loss", self.loss, LOSSES)
+        self.precision = str(self.precision)
+        _check_choice("train", "precision", self.precision, PRECISIONS)
+        _check(self.epochs > 0, f"train.epochs={self.epochs} must be positive.")
+        _check(self.lr > 0, f"train.lr={self.lr} must be positive.")
+        _check(self.warmup >= 0, f"train.warmup={self.warmup} must not be negative.")
+        _check(self.grad_accum >= 1, f"train.grad_accum={self.grad_accum} must be at least 1.")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1).")
+        _check(self.keep_top_k >= 1, f"train.keep_top_k={self.keep_top_k} must be at least 1.")
+        _check(
+            self.class_weights is None or self.class_weights == "balanced" or isinstance(self.class_weights, list),
+            f"train.class_weights={self.class_weights!r} must be None, 'balanced' or a list of numbers.",
+        )
+
+
+@dataclass
+class RunConfig:
+    """Where a run's outputs go."""
+
+    name: str = _help("Run name: outputs go to <root>/<name>/version_N/.", "default")
+    root: str = _help("Root folder of all runs.", "runs")
+
+    def __post_init__(self):
+        _check(bool(self.name) and "/" not in self.name, f"run.name={self.name!r} must be a non-empty folder name.")
+
+
+@dataclass
+class Config:
+    """The root of the configuration tree."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a YAML/CLI value into the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r} does not fit {annotation}.")
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else []
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r} must be a list, e.g. {key}=[256,128].")
+        return [_coerce(v, args[0], key) for v in value] if args else value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}={value!r} must be true or false.")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be a number.")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} must be a number.") from None
+        if annotation is int:
+            if not number.is_integer():
+                raise ConfigError(f"{key}={value!r} must be a whole number.")
+            return int(number)
+        return number
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}={value!r} must be a single value.")
+        return str(value)
+    return value
+
+
+def _apply(section: Any, values: dict, prefix: str) -> None:
+    """Set ``values`` on a dataclass section, recursing into nested sections."""
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    hints = typing.get_type_hints(type(section))  # resolves "int | None" (annotations are strings here)
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"Unknown config key '{dotted}'. Valid keys under '{prefix or '<root>'}': {', '.join(fields)}.")
+        current = getattr(section, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{dotted}' is a section; give it keys, e.g. {dotted}.{next(iter(_field_names(current)))}=...")
+            _apply(current, value, f"{dotted}.")
+        else:
+            setattr(section, key, _coerce(value, hints[key], dotted))
+
+
+def _field_names(section: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(section)]
+
+
+def _validate(cfg: Config) -> None:
+    for section in (cfg.data, cfg.model, cfg.train, cfg.run):
+        section.__post_init__()
+
+
+def parse_overrides(overrides: list[str] | dict | None) -> dict:
+    """Turn ``["train.lr=3e-5", "model.pooling=cls"]`` into a nested dict.
+
+    Values are parsed as YAML scalars, so ``3e-5`` is a float, ``true`` a bool and ``[1,2]`` a list.
+    """
+    if not overrides:
+        return {}
+    if isinstance(overrides, dict):
+        flat = overrides.items()
+    else:
+        flat = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"Override '{item}' needs the form section.key=value, e.g. train.lr=3e-5.")
+            key, raw = item.split("=", 1)
+            flat.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    nested: dict = {}
+    for key, value in flat:
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Build the resolved config: defaults, then the experiment file, then overrides.
+
+    Args:
+        path: an experiment YAML (or JSON) file holding only what differs from the defaults.
+        overrides: dotted ``key=value`` strings, or a dict of dotted keys to values.
+
+    Returns:
+        A validated :class:`Config`.
+
+    Example:
+        >>> load_config(overrides=["train.lr=3e-5"]).train.lr
+        3e-05
+    """
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"Config file {path} does not exist.")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of sections (data:, model:, train:, run:).")
+        try:
+            _apply(cfg, values, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    _apply(cfg, parse_overrides(overrides), "")
+    _validate(cfg)
+    return cfg
+
+
+def config_from_dict(values: dict) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a saved run's config.yaml)."""
+    cfg = Config()
+    _apply(cfg, values, "")
+    _validate(cfg)
+    return cfg
+
+
+def describe(section: Any = None) -> str:
+    """Human-readable list of every key with its default and help text (used by ``workbench config``)."""
+    section = section or Config()
+    lines = []
+    for sec in dataclasses.fields(section):
+        lines.append(f"{sec.name}:")
+        for f in dataclasses.fields(getattr(section, sec.name)):
+            value = json.dumps(getattr(getattr(section, sec.name), f.name))
+            lines.append(f"  {f.name} = {value}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
