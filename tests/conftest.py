@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny randomly initialised encoders and few-row datasets, so most tests run in seconds.
+
+The tiny encoders are real transformers architectures (BERT, RoBERTa, DistilBERT, DeBERTa-v2, MPNet) built
+from small configs, with the packaged MiniLM WordPiece tokenizer saved beside them, so every code path that
+loads a backbone from a local folder is exercised for real.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of retrying the (unreachable) hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from transformers import (BertConfig, DebertaV2Config, DistilBertConfig, MPNetConfig, RobertaConfig, AutoModel)
+
+from workbench.models import load_tokenizer
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130)
+
+
+def _tiny_config(kind: str, vocab_size: int):
+    if kind == "bert":
+        return BertConfig(vocab_size=vocab_size, **TINY)
+    if kind == "roberta":
+        # RoBERTa offsets positions by padding_idx + 1, so it needs two extra position slots
+        return RobertaConfig(vocab_size=vocab_size, pad_token_id=0, **{**TINY, "max_position_embeddings": 132})
+    if kind == "distilbert":
+        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=130)
+    if kind == "deberta":
+        return DebertaV2Config(vocab_size=vocab_size, **TINY)
+    if kind == "mpnet":
+        return MPNetConfig(vocab_size=vocab_size, pad_token_id=0, **{**TINY, "max_position_embeddings": 132})
+    raise ValueError(kind)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer("minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(tmp_path_factory, tokenizer) -> dict[str, str]:
+    """Folders of tiny random encoders of several architectures, each with a tokenizer."""
+    root = tmp_path_factory.mktemp("tiny")
+    paths = {}
+    for kind in ("bert", "roberta", "distilbert", "deberta", "mpnet"):
+        torch.manual_seed(0)
+        model = AutoModel.from_config(_tiny_config(kind, tokenizer.vocab_size))
+        model.save_pretrained(root / kind)
+        tokenizer.save_pretrained(root / kind)
+        paths[kind] = str(root / kind)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_backbones) -> str:
+    return tiny_backbones["bert"]
+
+
+POSITIVE = ["a good and great film", "wonderful acting, loved it", "great fun, a fine movie", "good story and great cast"]
+NEGATIVE = ["a bad and awful film", "terrible acting, hated it", "awful mess, a poor movie", "bad story and dull cast"]
+
+
+@pytest.fixture
+def sentiment_files(tmp_path) -> dict[str, Path]:
+    """Tiny but learnable train/val CSVs (the words decide the label)."""
+    rows = [(t, "pos") for t in POSITIVE] * 8 + [(t, "neg") for t in NEGATIVE] * 8
+    train = tmp_path / "train.csv"
+    val = tmp_path / "val.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).sample(frac=1, random_state=0).to_csv(train, index=False)
+    pd.DataFrame(rows[::4], columns=["text", "label"]).to_csv(val, index=False)
+    return {"train": train, "val": val, "dir": tmp_path}
+
+
+@pytest.fixture
+def multilabel_file(tmp_path) -> Path:
+    rows = []
+    for i in range(40):
+        labels = []
+        text = []
+        if i % 2 == 0:
+            labels.append("sports"); text.append("the team won the match")
+        if i % 3 == 0:
+            labels.append("money"); text.append("stocks and profit rose")
+        if not labels:
+            labels.append("other"); text.append("the weather was mild")
+        rows.append((" and ".join(text), "|".join(labels)))
+    path = tmp_path / "ml.csv"
+    pd.DataFrame(rows, columns=["text", "labels"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """Run every test in its own folder so runs/ and checkpoints/ never land in the repository."""
+    monkeypatch.chdir(tmp_path)

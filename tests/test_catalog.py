@@ -1,0 +1,117 @@
+"""Tests for workbench.catalog against the real benchmark files in the shared data folder.
+
+The expected counts are the ones that shared/data/README.md documents. Tests that need the real
+data skip when no data folder can be found; the WORKBENCH_DATA tests build a tiny fake folder.
+"""
+
+import pytest
+
+from workbench.catalog import CatalogEntry, DataError, data_root, list_datasets, load_split, split_sizes
+
+
+@pytest.fixture(scope="module")
+def root():
+    try:
+        return data_root()
+    except DataError as error:
+        pytest.skip(f"real benchmark data not available: {error}")
+
+
+@pytest.mark.parametrize(
+    ("name", "sizes"),
+    [
+        ("sst2", {"train": 67_349, "validation": 872}),
+        ("imdb", {"train": 25_000, "test": 25_000}),
+        ("ag_news", {"test": 7_600}),
+        ("reuters", {"train": 7_769, "test": 3_019}),
+        ("trec", {"train": 5_452, "test": 500}),
+        ("trec_fine", {"train": 5_452, "test": 500}),
+    ],
+)
+def test_split_sizes_match_the_data_readme(root, name, sizes):
+    assert split_sizes(name, root) == sizes
+
+
+def test_every_entry_loads_text_and_label_columns(root):
+    for entry in list_datasets():
+        assert isinstance(entry, CatalogEntry)
+        frame = load_split(entry.name, entry.splits[-1], root)
+        assert list(frame.columns[:2]) == ["text", "label"]
+        assert set(entry.label_columns) <= set(frame.columns)
+        assert isinstance(frame["text"].iloc[0], str) and frame["text"].str.len().min() > 0
+        assert isinstance(frame["label"].iloc[0], list if entry.multi_label else str)
+
+
+def test_sentiment_labels_are_names_with_readme_counts(root):
+    assert load_split("sst2", "validation", root)["label"].value_counts().to_dict() == {"positive": 444, "negative": 428}
+    assert not load_split("sst2", "train", root)["text"].str.endswith(" ").any()
+    imdb = load_split("imdb", "test", root)
+    assert imdb["label"].value_counts().to_dict() == {"negative": 12_500, "positive": 12_500}
+    assert imdb["text"].str.contains("<br />", regex=False).any()  # raw text, cleaned elsewhere
+
+
+def test_reuters_has_90_categories_and_modapte_counts(root):
+    train, test = load_split("reuters", "train", root), load_split("reuters", "test", root)
+    train_labels = {label for labels in train["label"] for label in labels}
+    assert len(train_labels) == 90
+    assert {label for labels in test["label"] for label in labels} == train_labels
+    assert all(labels and len(labels) == len(set(labels)) for labels in train["label"])
+    earn = sum("earn" in labels for labels in train["label"])
+    assert earn == 2_877
+    first = train.iloc[0]
+    assert first["id"] == 1 and first["label"] == ["cocoa"] and first["text"].startswith("BAHIA COCOA REVIEW\nShowers")
+    assert not train["text"].str.contains("&#", regex=False).any()
+    assert not train["text"].str.contains("\x03", regex=False).any()
+
+
+def test_ag_news_has_four_balanced_classes_and_no_escapes(root):
+    frame = load_split("ag_news", "test", root)
+    assert frame["label"].value_counts().to_dict() == {"World": 1_900, "Sports": 1_900, "Business": 1_900, "Sci/Tech": 1_900}
+    for leftover in ("#39;", "#36;", "\\n", "\\"):
+        assert not frame["text"].str.contains(leftover, regex=False).any(), leftover
+    assert "A second team of rocketeers competing for the $10 million" in frame["text"].iloc[1]
+    assert any("train" in entry.note and "absent" in entry.note for entry in list_datasets() if entry.name == "ag_news")
+
+
+def test_trec_coarse_and_fine_entries(root):
+    coarse = load_split("trec", "train", root)
+    assert coarse["label"].nunique() == 6 and coarse["label_fine"].nunique() == 50
+    fine = load_split("trec_fine", "test", root)
+    assert fine["label"].nunique() == 42 and (fine["label"].str.split(":").str[0] == fine["label_coarse"]).all()
+
+
+def test_unknown_dataset_names_the_valid_ones():
+    with pytest.raises(DataError, match="sst2.*reuters.*trec_fine"):
+        load_split("sst-2", "train")
+
+
+def test_unknown_split_names_the_valid_ones(root):
+    with pytest.raises(DataError, match="train, validation"):
+        load_split("sst2", "test", root)
+    with pytest.raises(DataError, match="valid splits: test"):
+        load_split("ag_news", "train", root)
+
+
+def _fake_trec(folder):
+    (folder / "trec").mkdir(parents=True)
+    rows = "text\tlabel\tlabel_fine\nWho wrote \"Hamlet\" ?\tHUM\tHUM:ind\nWhat is NA ?\tDESC\tDESC:def\n"
+    (folder / "trec" / "train.tsv").write_text(rows, encoding="utf-8")
+
+
+def test_workbench_data_env_var_overrides_the_default(monkeypatch, tmp_path):
+    _fake_trec(tmp_path)
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
+    assert data_root() == tmp_path.resolve()
+    frame = load_split("trec", "train")
+    assert frame["text"].tolist() == ['Who wrote "Hamlet" ?', "What is NA ?"]
+    assert frame["label"].tolist() == ["HUM", "DESC"]
+
+
+def test_explicit_root_beats_env_and_missing_folders_raise(monkeypatch, tmp_path):
+    _fake_trec(tmp_path / "explicit")
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "nowhere"))
+    assert len(load_split("trec", "train", root=tmp_path / "explicit")) == 2
+    with pytest.raises(DataError, match="WORKBENCH_DATA"):
+        data_root()
+    with pytest.raises(DataError, match="missing data file"):
+        load_split("trec", "test", root=tmp_path / "explicit")

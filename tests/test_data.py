@@ -1,0 +1,208 @@
+"""Reading, checking, cleaning, tokenizing and batching data."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench.data import LabelMap, LengthBucketedBatchSampler, TextDataModule, TextProcessor, read_table
+from workbench.errors import DataError
+
+
+def write(path, text, mode="w"):
+    path.write_text(text) if mode == "w" else path.write_bytes(text)
+    return path
+
+
+# -- formats --------------------------------------------------------------------------------------
+
+def test_reads_every_format_with_row_numbers(tmp_path):
+    frame = pd.DataFrame({"text": ["a b", "c d"], "label": ["x", "y"]})
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    frame.to_csv(tmp_path / "f.tsv", index=False, sep="\t")
+    frame.to_json(tmp_path / "f.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "f.parquet")
+    for name in ("f.csv", "f.tsv", "f.jsonl", "f.parquet"):
+        read = read_table(tmp_path / name)
+        assert read["text"].tolist() == ["a b", "c d"], name
+    assert read_table(tmp_path / "f.csv")["_row"].tolist() == [2, 3]  # line numbers after the header
+    assert read_table(tmp_path / "f.jsonl")["_row"].tolist() == [1, 2]
+
+
+def test_text_pairs_get_segment_ids(tmp_path, tiny_bert):
+    pd.DataFrame({"premise": ["a man sleeps", "a dog runs"] * 10, "hypothesis": ["he rests", "it sits"] * 10,
+                  "label": ["yes", "no"] * 10}).to_csv(tmp_path / "pairs.csv", index=False)
+    dm = TextDataModule(train_file=str(tmp_path / "pairs.csv"), model_name=tiny_bert, text_column="premise",
+                        text_pair_column="hypothesis").setup()
+    feature = dm.train_dataset[0]
+    assert set(feature["token_type_ids"]) == {0, 1}
+    assert feature["input_ids"].count(dm.tokenizer.sep_token_id) == 2
+
+
+@pytest.mark.parametrize("cell_column", ["delimited", "json", "list"])
+def test_multi_label_cells(tmp_path, tiny_bert, cell_column):
+    labels = [["earn"], ["acq", "earn"], ["crude"], ["acq"]] * 5
+    frame = pd.DataFrame({"text": [f"story {i}" for i in range(20)]})
+    if cell_column == "delimited":
+        frame["label"] = ["|".join(l) for l in labels]
+        path = tmp_path / "ml.csv"; frame.to_csv(path, index=False)
+    elif cell_column == "json":
+        frame["label"] = [json.dumps(l) for l in labels]
+        path = tmp_path / "ml.csv"; frame.to_csv(path, index=False)
+    else:
+        frame["label"] = labels
+        path = tmp_path / "ml.jsonl"; frame.to_json(path, orient="records", lines=True)
+    dm = TextDataModule(train_file=str(path), model_name=tiny_bert, multi_label=True).setup()
+    assert dm.label_names == ["acq", "crude", "earn"]
+    assert all(sum(f["labels"]) >= 1 for f in dm.train_dataset.features)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+def test_missing_column_names_file_columns_and_fix(tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", "review,label\ngood,1\nbad,0\n")
+    with pytest.raises(DataError, match=r"t.csv has no column 'text'. Its columns are: review, label.*data.text_column"):
+        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
+
+
+def test_wrong_delimiter_is_diagnosed(tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", "text\tlabel\ngood film\t1\nbad film\t0\n")
+    with pytest.raises(DataError, match="delimiter looks wrong"):
+        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
+
+
+def test_empty_and_nan_text_name_rows(tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", "text,label\ngood,1\n,0\n   ,1\nfine,0\n")
+    with pytest.raises(DataError, match=r"2 row\(s\) have empty or missing text in column 'text' \(rows 3, 4\)"):
+        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
+
+
+def test_missing_label_names_rows(tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", "text,label\ngood,1\nbad,\nok,1\nmeh,0\n")
+    with pytest.raises(DataError, match=r"have no label in column 'label' \(rows 3\)"):
+        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
+
+
+def test_unparseable_multi_label_cell(tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", 'text,label\ngood,"[""a"", ""b"""\nbad,a\n')
+    with pytest.raises(DataError, match=r"t.csv row 2: the labels .* look like a JSON list but do not parse"):
+        TextDataModule(train_file=str(path), model_name=tiny_bert, multi_label=True).setup()
+
+
+def test_unknown_label_in_validation(tmp_path, tiny_bert):
+    train = write(tmp_path / "train.csv", "text,label\ngood,pos\nbad,neg\nfine,pos\nawful,neg\n")
+    val = write(tmp_path / "val.csv", "text,label\ngood,pos\nso-so,neutral\n")
+    with pytest.raises(DataError, match=r"val.csv: 1 label\(s\) are not among the 2 labels.*'neutral' \(row 3\)"):
+        TextDataModule(train_file=str(train), val_file=str(val), model_name=tiny_bert).setup()
+
+
+def test_non_utf8_file(tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", "text,label\ngood,1\ncaf\xe9 bad,0\n".encode("latin-1"), mode="wb")
+    with pytest.raises(DataError, match=r"t.csv is not UTF-8: byte 0xe9 on line 3.*iconv"):
+        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
+
+
+def test_empty_file_and_header_only(tmp_path, tiny_bert):
+    with pytest.raises(DataError, match="is empty"):
+        read_table(write(tmp_path / "e.csv", ""))
+    with pytest.raises(DataError, match="has a header but no rows"):
+        read_table(write(tmp_path / "h.csv", "text,label\n"))
+    with pytest.raises(DataError, match="does not exist"):
+        read_table(tmp_path / "missing.csv")
+    with pytest.raises(DataError, match="unknown format '.xlsx'"):
+        read_table(write(tmp_path / "x.xlsx", "a"))
+
+
+def test_malformed_csv_names_the_line(tmp_path):
+    path = write(tmp_path / "t.csv", 'text,label\ngood,1\n"unclosed,0\nbad,1,extra,fields\n')
+    with pytest.raises(DataError, match=r"t.csv could not be parsed as CSV"):
+        read_table(path)
+
+
+# -- splits ---------------------------------------------------------------------------------------
+
+def test_stratified_validation_split(tmp_path, tiny_bert):
+    rows = [("pos text %d" % i, "pos") for i in range(80)] + [("neg text %d" % i, "neg") for i in range(20)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    dm = TextDataModule(train_file=str(tmp_path / "t.csv"), model_name=tiny_bert, val_fraction=0.2).setup()
+    val_labels = [dm.label_names[f["labels"]] for f in dm.val_dataset.features]
+    assert len(dm.val_dataset) == 20 and len(dm.train_dataset) == 80
+    assert val_labels.count("neg") == 4  # 20% of each class
+    assert not set(dm.val_dataset.texts) & set(dm.train_dataset.texts)
+
+
+def test_label_map_orders_numbers_numerically_and_round_trips():
+    lm = LabelMap.from_labels(["10", "2", "1"])
+    assert lm.names == ["1", "2", "10"]
+    assert LabelMap.from_dict(lm.to_dict()).names == lm.names
+
+
+# -- cleaning and truncation ----------------------------------------------------------------------
+
+def test_cleaning(tokenizer):
+    p = TextProcessor(tokenizer=tokenizer, mask_urls=True, mask_emails=True)
+    assert p.clean("Great<br /><br />film &amp; cast!\u00a0 ") == "Great film & cast!"
+    assert p.clean("see https://x.org/a?b=1 or mail me@ex.com") == "see [URL] or mail [EMAIL]"
+    assert p.clean("ﬁne \t\n  caf\u0065\u0301") == "fine café"  # NFKC folds the ligature and composes é
+
+
+def test_truncation_strategies(tokenizer):
+    words = " ".join(f"w{i}" for i in range(300))
+    ids = {}
+    for strategy in ("head", "tail", "head+tail"):
+        p = TextProcessor(tokenizer=tokenizer, max_length=32, truncation=strategy)
+        ids[strategy] = p.encode([words])[0]["input_ids"]
+        assert len(ids[strategy]) == 32
+        assert ids[strategy][0] == tokenizer.cls_token_id and ids[strategy][-1] == tokenizer.sep_token_id
+    decode = lambda x: tokenizer.decode(x, skip_special_tokens=True)  # noqa: E731
+    assert decode(ids["head"]).startswith("w0")
+    assert decode(ids["tail"]).endswith("w299")
+    assert decode(ids["head+tail"]).startswith("w0") and decode(ids["head+tail"]).endswith("w299")
+
+
+def test_enormous_text_is_cut_before_tokenizing(tokenizer):
+    p = TextProcessor(tokenizer=tokenizer, max_length=64)
+    ids = p.encode(["word " * 2_000_000])[0]["input_ids"]  # 10 MB of text
+    assert len(ids) == 64
+
+
+def test_process_text_rejects_empty(tokenizer):
+    with pytest.raises(DataError, match="empty text"):
+        TextProcessor(tokenizer=tokenizer).process_text("   ")
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+def test_length_bucketed_batches_respect_budget_and_cover_everything():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=1000)
+    sampler = LengthBucketedBatchSampler(lengths, max_tokens=1024, max_batch_size=64, seed=3)
+    counts = set()
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        counts.add(len(batches))
+        flat = sorted(i for b in batches for i in b)
+        assert flat == list(range(1000))  # every example exactly once
+        for b in batches:
+            assert len(b) <= 64 and lengths[b].max() * len(b) <= 1024
+    assert counts == {len(sampler)}  # the same number of batches every epoch
+    assert sampler.padding_ratio() < 1.05  # almost no padding
+    short = [b for b in batches if lengths[b].max() < 16]
+    long = [b for b in batches if lengths[b].max() > 100]
+    assert min(map(len, short)) > max(map(len, long))  # the token budget gives short texts bigger batches
+
+
+def test_batches_are_deterministic_per_epoch_and_differ_across_epochs():
+    lengths = np.full(200, 10)
+    a = LengthBucketedBatchSampler(lengths, 100, 10, seed=1)
+    b = LengthBucketedBatchSampler(lengths, 100, 10, seed=1)
+    assert list(a) == list(b)
+    b.set_epoch(1)
+    assert list(a) != list(b)
+
+
+def test_example_longer_than_budget_is_an_error():
+    with pytest.raises(DataError, match="exceeds data.max_tokens"):
+        LengthBucketedBatchSampler([10, 500], max_tokens=256, max_batch_size=8)
