@@ -1,0 +1,18 @@
+"""workbench: a notebook-first research workbench for transformer text classification.
+
+The public API::
+
+    from workbench import Trainer, TextClassificationModel, TextDataModule, TextProcessor, load_config
+"""
+
+from workbench.config import Config, load_config
+from workbench.data import LabelMap, LengthBucketedBatchSampler, TextDataModule, TextProcessor
+from workbench.errors import ConfigError, DataError, ModelLoadError, WorkbenchError
+from workbench.models import TextClassificationModel
+from workbench.trainer import FitResult, Trainer
+
+__version__ = "0.1.0"
+__all__ = [
+    "Config", "ConfigError", "DataError", "FitResult", "LabelMap", "LengthBucketedBatchSampler", "ModelLoadError",
+    "TextClassificationModel", "TextDataModule", "TextProcessor", "Trainer", "WorkbenchError", "load_config",
+]

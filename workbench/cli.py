@@ -1,0 +1,181 @@
+"""The ``workbench`` command line: train, evaluate, predict, datasets and config.
+
+Every command takes ``--config FILE`` (an experiment YAML holding only what differs from the defaults)
+and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
+
+    workbench train --config configs/sst2.yaml train.epochs=1
+    workbench evaluate runs/sst2/version_0 --dataset sst2 --split validation
+    echo "a gripping, funny film" | workbench predict runs/sst2/version_0
+    workbench datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+
+def _train(args) -> int:
+    import transformers
+
+    from workbench.config import load_config
+    from workbench.data import TextDataModule
+    from workbench.models import TextClassificationModel
+    from workbench.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    transformers.set_seed(cfg.train.seed)  # the head's initial weights depend on it
+    dm = TextDataModule(config=cfg.data, model_name=cfg.model.backbone, seed=cfg.train.seed).setup()
+    print(f"data: {len(dm.train_dataset)} train / {len(dm.val_dataset)} validation examples, "
+          f"{dm.num_labels} labels, {len(dm.train_batch_sampler())} batches per epoch", file=sys.stderr)
+    m = cfg.model
+    model = TextClassificationModel(m.backbone, labels=dm.label_names, multi_label=dm.multi_label, pooling=m.pooling,
+                                    dropout=m.dropout, hidden_layers=m.hidden_layers, activation=m.activation,
+                                    freeze_word_embeddings=m.freeze_word_embeddings, threshold=m.multi_label_threshold)
+    resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
+    result = Trainer(cfg, checkpoint_dir=None).fit(model, dm, resume=resume, full_config=cfg)
+    print((result.run_dir / "summary.md").read_text())
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _load_model(path: str):
+    from workbench.models import TextClassificationModel
+
+    return TextClassificationModel.from_pretrained(path)
+
+
+def _evaluate(args) -> int:
+    from workbench.data import TextDataModule
+    from workbench.trainer import Trainer
+
+    model = _load_model(args.model)
+    if bool(args.file) == bool(args.dataset):
+        raise WorkbenchError("Give exactly one of --file FILE or --dataset NAME [--split SPLIT].")
+    options = {"text_column": args.text_column, "label_column": args.label_column}
+    if args.file:
+        dataset = TextDataModule.for_model(model, **options).encode_file(args.file)
+    else:
+        dataset = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split)
+    metrics = Trainer(checkpoint_dir=None).evaluate(model, dataset)
+    text = json.dumps(metrics, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    keys = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
+    print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None))
+    return 0
+
+
+def _predict(args) -> int:
+    from workbench.data import check_texts, read_table
+
+    model = _load_model(args.model)
+    if args.file:
+        frame = read_table(args.file)
+        if args.text_column not in frame.columns:
+            raise WorkbenchError(f"{args.file} has no column '{args.text_column}'; pass --text-column.")
+        check_texts(frame, args.text_column, args.file)
+        texts = frame[args.text_column].astype(str).tolist()
+    else:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        if not texts:
+            raise WorkbenchError("No input: pass --file FILE or pipe one text per line on standard input.")
+    proba = model.predict_proba(texts)
+    labels = model.predict(texts)
+    handle = open(args.out, "w") if args.out else sys.stdout
+    try:
+        for text, label, row in zip(texts, labels, proba):
+            record = {"text": text, "label": label}
+            if args.proba:
+                record["probabilities"] = {name: round(float(p), 6) for name, p in zip(model.label_names, row)}
+            handle.write(json.dumps(record) + "\n")
+    finally:
+        if args.out:
+            handle.close()
+    return 0
+
+
+def _datasets(args) -> int:
+    from workbench.catalog import data_root, list_datasets, split_sizes
+
+    root = data_root(args.data_root)
+    print(f"data root: {root}\n")
+    print(f"{'name':10s} {'type':12s} {'splits (examples)':40s} description")
+    for entry in list_datasets():
+        try:
+            sizes = ", ".join(f"{k} {v:,}" for k, v in split_sizes(entry.name, root).items())
+        except WorkbenchError as exc:
+            sizes = f"unavailable ({exc})"
+        kind = "multi-label" if entry.multi_label else "single-label"
+        print(f"{entry.name:10s} {kind:12s} {sizes:40s} {entry.description}")
+        if entry.note:
+            print(f"{'':10s} note: {entry.note}")
+    return 0
+
+
+def _config(args) -> int:
+    from workbench.config import describe, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    print(describe(cfg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Transformer text classification workbench.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p):
+        p.add_argument("--config", help="experiment YAML with only what differs from the defaults")
+        p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5 data.batch_size=16")
+        return p
+
+    train = with_config(sub.add_parser("train", help="fine-tune a model"))
+    train.add_argument("--resume", nargs="?", const="latest", default=None,
+                       help="resume the newest version of this run name, or the given run directory/checkpoint")
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data")
+    evaluate.add_argument("model", help="saved model folder, run directory or checkpoints/best-model.ckpt")
+    evaluate.add_argument("--file", help="labelled .csv/.tsv/.jsonl/.parquet file")
+    evaluate.add_argument("--dataset", help="catalog dataset name")
+    evaluate.add_argument("--split", default="validation", help="catalog split (default: validation)")
+    evaluate.add_argument("--text-column", default="text")
+    evaluate.add_argument("--label-column", default="label")
+    evaluate.add_argument("--out", help="write the full metrics JSON here")
+    evaluate.set_defaults(func=_evaluate)
+
+    predict = sub.add_parser("predict", help="label texts from a file or standard input (JSON lines out)")
+    predict.add_argument("model", help="saved model folder, run directory or checkpoints/best-model.ckpt")
+    predict.add_argument("--file", help="file with a text column; without it, one text per stdin line")
+    predict.add_argument("--text-column", default="text")
+    predict.add_argument("--proba", action="store_true", help="include class probabilities")
+    predict.add_argument("--out", help="write JSON lines here instead of standard output")
+    predict.set_defaults(func=_predict)
+
+    datasets = sub.add_parser("datasets", help="list the catalog datasets and their split sizes")
+    datasets.add_argument("--data-root", help="data folder (default: $WORKBENCH_DATA or ../shared/data)")
+    datasets.set_defaults(func=_datasets)
+
+    config = with_config(sub.add_parser("config", help="print the resolved configuration with help texts"))
+    config.set_defaults(func=_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except WorkbenchError as exc:
+        print(f"workbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

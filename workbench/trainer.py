@@ -1,0 +1,438 @@
+"""Fine-tuning on top of ``transformers.Trainer``, with workbench's batching, losses and run layout.
+
+``transformers.Trainer`` does the loop: optimisation, gradient accumulation and clipping, mixed
+precision, evaluation, checkpoint rotation, best-model tracking, early stopping and exact resume
+(model, optimizer, scheduler, RNG state and position in the epoch). This module adds what it lacks:
+token-budget length-bucketed batches, our losses, LAMB and one-cycle schedules, versioned run
+directories (``runs/<name>/version_N/``) with the resolved config, environment, per-step log,
+``metrics.json`` and a summary, and a Lightning-style surface for notebooks::
+
+    trainer = Trainer(max_epochs=3, precision=16, run_name="sst2")
+    result = trainer.fit(model, data_module)
+    result.run_dir, result.metrics["validation"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from torch.utils.data import DataLoader
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
+
+from workbench.config import Config, DataConfig, ModelConfig, RunConfig, TrainConfig
+from workbench.data import EncodedDataset, TextDataModule
+from workbench.errors import ConfigError, ModelLoadError
+from workbench.losses import build_loss, class_weights_from_labels
+from workbench.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+from workbench.models import TextClassificationModel
+
+log = logging.getLogger(__name__)
+PACKAGES = ("torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas", "tokenizers", "safetensors")
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directories
+
+
+def next_version_dir(root: str | Path, name: str) -> Path:
+    """``<root>/<name>/version_N`` with N one above the highest existing version."""
+    base = Path(root) / name
+    base.mkdir(parents=True, exist_ok=True)
+    versions = [int(p.name.split("_")[1]) for p in base.glob("version_*") if p.name.split("_")[1].isdigit()]
+    path = base / f"version_{max(versions, default=-1) + 1}"
+    path.mkdir()
+    return path
+
+
+def latest_version_dir(root: str | Path, name: str) -> Path | None:
+    versions = sorted((Path(root) / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    return versions[-1] if versions else None
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete HF checkpoint folder of a run (one with trainer_state.json)."""
+    done = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+
+
+def environment_info(seed: int) -> dict:
+    """Seed, package versions, git commit, Python and hardware, saved next to every run."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5,
+                                    cwd=Path(__file__).resolve().parent).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {
+        "seed": seed, "packages": versions, "git_commit": commit, "git_dirty": dirty,
+        "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join(sys.argv),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The transformers.Trainer subclass
+
+
+class StepLogCallback(TrainerCallback):
+    """Appends every training and evaluation log to ``log.jsonl`` (one JSON object a line) for learning curves."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+class _HFTrainer(transformers.Trainer):
+    """transformers.Trainer with our batch sampler, loss, optimizers, schedules and save format."""
+
+    def __init__(self, *args, datamodule: TextDataModule, train_config: TrainConfig, loss_fn: torch.nn.Module, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.datamodule, self.train_config, self.loss_fn = datamodule, train_config, loss_fn
+
+    def _loader(self, dataset, batch_sampler) -> DataLoader:
+        loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    def get_train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.datamodule.train_batch_sampler(self.args.seed))
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        return self._loader(dataset, self.datamodule.eval_batch_sampler(dataset))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs["logits"]
+        loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels)
+        return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.train_config.optimizer == "lamb":
+            from pytorch_optimizer import Lamb
+
+            decay, no_decay = [], []
+            for name, param in self.model.named_parameters():
+                if param.requires_grad:
+                    (no_decay if param.ndim < 2 else decay).append(param)
+            groups = [{"params": decay, "weight_decay": self.args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            self.optimizer = Lamb(groups, lr=self.args.learning_rate)
+            return self.optimizer
+        return super().create_optimizer(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.train_config.schedule == "one_cycle" and num_training_steps >= 4:
+            warmup = self.train_config.warmup
+            pct = warmup if warmup < 1 else warmup / num_training_steps
+            # OneCycleLR needs at least one step in each phase
+            pct = min(max(pct, 2 / num_training_steps), 1 - 1 / num_training_steps)
+            self.lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer or self.optimizer, max_lr=self.args.learning_rate, total_steps=num_training_steps,
+                pct_start=pct, anneal_strategy="cos", cycle_momentum=False)
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        self.model.save_pretrained(output_dir or self.args.output_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# The public Trainer
+
+
+@dataclass
+class FitResult:
+    """What ``Trainer.fit`` produced: the run folder, its metrics and the trained model."""
+
+    run_dir: Path
+    metrics: dict
+    model: TextClassificationModel
+
+    @property
+    def best_dir(self) -> Path:
+        return self.run_dir / "best"
+
+
+def _resolve_device_and_precision(cfg: TrainConfig, gpus: int | None) -> tuple[str, str]:
+    cuda = torch.cuda.is_available()
+    device = cfg.device
+    if gpus is not None:
+        device = "cuda" if gpus else "cpu"
+    if device == "cuda" and not cuda:
+        warnings.warn(f"A GPU was requested (gpus={gpus}, device={cfg.device}) but none is available: training on the CPU.",
+                      stacklevel=3)
+        device = "cpu"
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    precision = cfg.precision.replace("-mixed", "")
+    if precision in ("16", "bf16") and device == "cpu":
+        warnings.warn(f"precision={cfg.precision} needs a GPU; on this CPU training runs in 32-bit precision instead "
+                      "(bf16 autocast is slower than fp32 on most CPUs).", stacklevel=3)
+        precision = "32"
+    if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        warnings.warn("This GPU has no bf16 support: using fp16 mixed precision instead.", stacklevel=3)
+        precision = "16"
+    return device, precision
+
+
+class Trainer:
+    """Fine-tunes a :class:`TextClassificationModel` on a :class:`TextDataModule`.
+
+    Args:
+        config: a :class:`~workbench.config.TrainConfig` (or the whole :class:`Config`, whose ``train`` and
+            ``run`` sections are used).
+        max_epochs, gpus, precision, log_every_n_steps: Lightning-style shortcuts for ``epochs``,
+            ``device``, ``precision`` and ``log_every``. ``gpus=1`` or ``precision=16`` without a GPU warn
+            and train on the CPU in 32-bit.
+        run_name, run_root: outputs go to ``<run_root>/<run_name>/version_N/``.
+        checkpoint_dir: after ``fit``, ``<checkpoint_dir>/best-model.ckpt`` points at the best model
+            (a folder that ``TextClassificationModel.load_from_checkpoint`` reads). None to skip.
+        **options: any TrainConfig field, e.g. ``lr=3e-5``, ``early_stopping_patience=2``.
+
+    Example:
+        >>> trainer = Trainer(max_epochs=1, lr=1e-4, run_name="trec")
+        >>> result = trainer.fit(model, data_module)
+    """
+
+    def __init__(self, config: TrainConfig | Config | None = None, *, max_epochs: float | None = None,
+                 gpus: int | None = None, precision: int | str | None = None, log_every_n_steps: int | None = None,
+                 run_name: str | None = None, run_root: str | None = None, checkpoint_dir: str | None = "checkpoints",
+                 callbacks: list[TrainerCallback] | None = None, **options):
+        run = RunConfig()
+        if isinstance(config, Config):
+            config, run = config.train, config.run
+        config = config or TrainConfig()
+        shortcuts = {"epochs": max_epochs, "precision": None if precision is None else str(precision),
+                     "log_every": log_every_n_steps}
+        valid = {f.name for f in fields(TrainConfig)}
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise ConfigError(f"Trainer got unknown option(s) {', '.join(unknown)}. Valid: {', '.join(sorted(valid))}.")
+        self.config = replace(config, **{k: v for k, v in shortcuts.items() if v is not None}, **options)
+        self.run = replace(run, **{k: v for k, v in {"name": run_name, "root": run_root}.items() if v is not None})
+        self.gpus, self.checkpoint_dir, self.callbacks = gpus, checkpoint_dir, list(callbacks or [])
+        self.device, self.precision = _resolve_device_and_precision(self.config, gpus)
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _prepare(self, model: TextClassificationModel, dm: TextDataModule) -> None:
+        if dm.train_dataset is None:
+            dm.setup()
+        if model.multi_label != dm.multi_label:
+            raise ConfigError(f"The model is {'multi' if model.multi_label else 'single'}-label but the data is "
+                              f"{'multi' if dm.multi_label else 'single'}-label. Build the model with multi_label={dm.multi_label}.")
+        if model.num_labels != dm.num_labels:
+            raise ConfigError(f"The model has {model.num_labels} classes but the training data has {dm.num_labels} labels "
+                              f"({', '.join(dm.label_names[:10])}...). Build it with num_classes={dm.num_labels}.")
+        model.label_names = list(dm.label_names)
+        model.tokenizer = dm.tokenizer
+        model.processing = {k: v for k, v in asdict(dm.config).items()
+                            if k in ("max_length", "truncation", "head_fraction", "clean_html", "mask_urls", "mask_emails", "lowercase")}
+        cfg = self.config
+        weights = cfg.class_weights
+        if weights == "balanced":
+            weights = class_weights_from_labels([f["labels"] for f in dm.train_dataset.features], dm.num_labels, dm.multi_label)
+        model.loss_fn = build_loss(cfg.loss, multi_label=dm.multi_label, num_labels=dm.num_labels,
+                                   label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, class_weights=weights)
+
+    def _arguments(self, run_dir: Path, dm: TextDataModule) -> TrainingArguments:
+        cfg = self.config
+        steps_per_epoch = math.ceil(len(dm.train_batch_sampler()) / cfg.grad_accum)
+        strategy = "steps" if cfg.eval_every else "epoch"
+        monitor = cfg.monitor if cfg.monitor.startswith("eval_") else f"eval_{cfg.monitor}"
+        schedules = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup", "one_cycle": "linear"}
+        optimizers = {"adamw": "adamw_torch_fused", "adafactor": "adafactor", "lamb": "adamw_torch"}
+        return TrainingArguments(
+            output_dir=str(run_dir / "checkpoints"),
+            num_train_epochs=cfg.epochs, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup, lr_scheduler_type=schedules[cfg.schedule], optim=optimizers[cfg.optimizer],
+            optim_args="scale_parameter=False,relative_step=False" if cfg.optimizer == "adafactor" else None,
+            gradient_accumulation_steps=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm or 0.0,
+            per_device_train_batch_size=dm.config.batch_size, per_device_eval_batch_size=dm.config.eval_batch_size,
+            eval_strategy=strategy, save_strategy=strategy, eval_steps=cfg.eval_every or None,
+            save_steps=cfg.eval_every or steps_per_epoch, logging_steps=cfg.log_every, logging_first_step=True,
+            save_total_limit=cfg.keep_top_k + 1, load_best_model_at_end=True, metric_for_best_model=monitor,
+            greater_is_better="loss" not in monitor, seed=cfg.seed, data_seed=cfg.seed,
+            fp16=self.precision == "16", bf16=self.precision == "bf16", use_cpu=self.device == "cpu",
+            dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",
+            label_names=["labels"], disable_tqdm=False, save_only_model=False,
+        )
+
+    def _compute_metrics(self, dm: TextDataModule, model: TextClassificationModel):
+        def compute(prediction) -> dict:
+            logits = torch.as_tensor(prediction.predictions)
+            labels = np.asarray(prediction.label_ids)
+            if dm.multi_label:
+                out = multilabel_metrics(labels, logits.sigmoid().numpy(), model.thresholds)
+            else:
+                out = classification_metrics(labels, logits.softmax(-1).numpy(), dm.label_names)
+            return {k: v for k, v in out.items() if isinstance(v, (int, float)) and v is not None}
+        return compute
+
+    # -- the two public calls -----------------------------------------------------------------------
+
+    def fit(self, model: TextClassificationModel, datamodule: TextDataModule, resume: bool | str | Path = False,
+            full_config: Config | None = None) -> FitResult:
+        """Train, keep the best checkpoint by ``monitor``, evaluate, and write the run directory.
+
+        Args:
+            model: the model to train (its label count must match the data).
+            datamodule: the data; ``setup()`` is called if it has not been.
+            resume: ``True`` resumes the newest version of this run name from its last checkpoint; a path
+                resumes that run directory or checkpoint folder.
+            full_config: the whole config to save (the CLI passes it); built from the parts otherwise.
+
+        Returns:
+            A :class:`FitResult` with the run directory, the metrics and the model (best weights loaded).
+        """
+        cfg = self.config
+        transformers.set_seed(cfg.seed)
+        self._prepare(model, datamodule)
+        run_dir, checkpoint = self._run_dir_and_checkpoint(resume)
+        config = full_config or Config(data=datamodule.config, model=ModelConfig(
+            backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
+            hidden_layers=model.head_options["hidden_layers"], activation=model.head_options["activation"],
+            freeze_word_embeddings=model.freeze_word_embeddings), train=cfg, run=self.run)
+        config.save(run_dir / "config.yaml")
+        (run_dir / "env.json").write_text(json.dumps({**environment_info(cfg.seed), "device": self.device,
+                                                      "precision": self.precision}, indent=2))
+        (run_dir / "labels.json").write_text(json.dumps(datamodule.label_map.to_dict(), indent=2))
+        callbacks = [StepLogCallback(run_dir / "log.jsonl"), *self.callbacks]
+        if cfg.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        hf = _HFTrainer(model=model, args=self._arguments(run_dir, datamodule), train_dataset=datamodule.train_dataset,
+                        eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
+                        compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
+                        datamodule=datamodule, train_config=cfg, loss_fn=model.loss_fn)
+        log.info("Run directory: %s", run_dir)
+        try:
+            output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except KeyboardInterrupt:
+            last = latest_checkpoint(run_dir)
+            raise KeyboardInterrupt(
+                f"Training interrupted. {'Checkpoint ' + str(last) + ' is kept' if last else 'No checkpoint was written yet'}; "
+                f"resume with `workbench train ... --resume {run_dir}` or Trainer.fit(..., resume='{run_dir}')."
+            ) from None
+        start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
+        metrics = self._finish(hf, model, datamodule, run_dir, output, start_epoch)
+        return FitResult(run_dir, metrics, model)
+
+    def _run_dir_and_checkpoint(self, resume) -> tuple[Path, Path | None]:
+        if not resume:
+            return next_version_dir(self.run.root, self.run.name), None
+        if resume is True:
+            run_dir = latest_version_dir(self.run.root, self.run.name)
+            if run_dir is None:
+                raise ModelLoadError(f"Nothing to resume: {Path(self.run.root) / self.run.name} has no version_N folder.")
+        else:
+            path = Path(resume)
+            run_dir = path.parent.parent if path.name.startswith("checkpoint-") else path
+            if path.name.startswith("checkpoint-"):
+                return run_dir, path
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None:
+            raise ModelLoadError(f"{run_dir} has no complete checkpoint to resume from (checkpoints/checkpoint-N with "
+                                 "trainer_state.json). Start a new run instead.")
+        return run_dir, checkpoint
+
+    def _finish(self, hf: _HFTrainer, model: TextClassificationModel, dm: TextDataModule, run_dir: Path, output,
+                start_epoch: float) -> dict:
+        state = hf.state
+        epochs_done = float(state.epoch or 0)
+        epochs_now = epochs_done - float(start_epoch or 0)  # a resumed run's runtime covers only these
+        n_train = len(dm.train_dataset)
+        tokens = int(dm.train_dataset.lengths.sum())
+        runtime = float(output.metrics.get("train_runtime", 0.0))
+        model.to("cpu")
+        if dm.multi_label:
+            val_proba = model.predict_proba_features(dm.val_dataset)
+            model.thresholds = tune_thresholds(np.asarray([f["labels"] for f in dm.val_dataset.features]), val_proba,
+                                               default=float(model.thresholds.mean()))
+        metrics: dict[str, Any] = {
+            "validation": self.evaluate(model, dm.val_dataset),
+            "train": {"examples": n_train, "epochs": epochs_done, "optimizer_steps": state.global_step,
+                      "runtime_s": runtime, "samples_per_s": n_train * epochs_now / runtime if runtime else None,
+                      "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
+                      "resumed_from_epoch": float(start_epoch or 0),
+                      "final_train_loss": output.metrics.get("train_loss"),
+                      "padding_ratio": dm.train_batch_sampler().padding_ratio()},
+            "best_checkpoint": state.best_model_checkpoint, "best_metric": state.best_metric,
+            "monitor": self.config.monitor, "device": self.device, "precision": self.precision,
+        }
+        if dm.test_dataset is not None:
+            metrics["test"] = self.evaluate(model, dm.test_dataset)
+        best = run_dir / "best"
+        if best.exists():
+            shutil.rmtree(best)
+        model.save_pretrained(best)
+        last = latest_checkpoint(run_dir)
+        if last is not None:
+            link = run_dir / "last"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(last.relative_to(run_dir))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (run_dir / "summary.md").write_text(summary_markdown(run_dir, metrics))
+        if self.checkpoint_dir:
+            target = Path(self.checkpoint_dir) / "best-model.ckpt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+            target.symlink_to(best.resolve(), target_is_directory=True)
+        return metrics
+
+    def evaluate(self, model: TextClassificationModel, dataset: EncodedDataset) -> dict:
+        """Metrics of ``model`` on an encoded labelled dataset (see :mod:`workbench.metrics`)."""
+        proba = model.predict_proba_features(dataset)
+        labels = [f["labels"] for f in dataset.features]
+        if model.multi_label:
+            return multilabel_metrics(np.asarray(labels), proba, model.thresholds, model.label_names)
+        return classification_metrics(labels, proba, model.label_names)
+
+
+def summary_markdown(run_dir: Path, metrics: dict) -> str:
+    """A short human-readable summary of a finished run."""
+    val, train = metrics["validation"], metrics["train"]
+    keys = [k for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc") if val.get(k) is not None]
+    lines = [f"# Run {run_dir}", "", "| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for split in ("validation", "test"):
+        if split in metrics:
+            lines.append(f"| {split} | " + " | ".join(f"{metrics[split][k]:.4f}" for k in keys) + " |")
+    lines += ["", f"- examples: {train['examples']}, epochs: {train['epochs']:.2f}, optimizer steps: {train['optimizer_steps']}",
+              f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s, "
+              f"{train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})",
+              f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})",
+              f"- device: {metrics['device']}, precision: {metrics['precision']}", ""]
+    return "\n".join(lines)
