@@ -1,0 +1,94 @@
+"""The workbench command line, run as a user would (in-process through main, and once as a real process)."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def train(tiny_bert, files, *extra):
+    overrides = [f"model.backbone={tiny_bert}", f"data.train_file={files['train']}", f"data.val_file={files['val']}",
+                 "data.batch_size=8", "train.epochs=3", "train.lr=2e-3", "model.freeze_word_embeddings=false",
+                 "run.name=cli", *extra]
+    return main(["train", *overrides])
+
+
+def test_train_evaluate_predict(tiny_bert, sentiment_files, capsys, monkeypatch, tmp_path):
+    assert train(tiny_bert, sentiment_files) == 0
+    out = capsys.readouterr().out
+    assert "run directory: runs/cli/version_0" in out and "| validation |" in out
+    run = Path("runs/cli/version_0")
+    assert json.loads((run / "metrics.json").read_text())["validation"]["accuracy"] == 1.0
+
+    assert main(["evaluate", str(run), "--file", str(sentiment_files["val"]), "--out", "eval.json"]) == 0
+    assert "accuracy=1.0000" in capsys.readouterr().out
+    assert json.loads(Path("eval.json").read_text())["confusion_matrix"]
+
+    assert main(["predict", str(run), "--file", str(sentiment_files["val"]), "--proba"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 16 and set(lines[0]["probabilities"]) == {"neg", "pos"}
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a good and great film\n\na bad and awful film\n"))
+    assert main(["predict", str(run / "best")]) == 0
+    assert [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()] == ["pos", "neg"]
+
+
+def test_resume_from_the_cli(tiny_bert, sentiment_files, capsys):
+    assert train(tiny_bert, sentiment_files, "train.epochs=1") == 0
+    # Asking for more epochs on the same run continues from its last checkpoint.
+    assert train(tiny_bert, sentiment_files, "train.epochs=2", "--resume") == 0
+    metrics = json.loads(Path("runs/cli/version_0/metrics.json").read_text())
+    assert metrics["train"]["resumed_from_epoch"] == 1.0 and metrics["train"]["epochs"] == 2.0
+
+
+def test_errors_are_one_clear_line(tiny_bert, sentiment_files, capsys, tmp_path):
+    assert main(["train", "train.lrr=1"]) == 2
+    assert "error: Unknown config key 'train.lrr'" in capsys.readouterr().err
+    assert train(tiny_bert, sentiment_files, "data.text_column=review") == 2
+    assert "has no column 'review'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "nothing"), "--file", "x.csv"]) == 2
+    assert "is not a saved model folder" in capsys.readouterr().err
+
+
+def test_unknown_label_at_evaluation(tiny_bert, sentiment_files, capsys, tmp_path):
+    assert train(tiny_bert, sentiment_files, "train.epochs=1") == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\ngood film,pos\nso-so film,neutral\n")
+    assert main(["evaluate", "runs/cli/version_0", "--file", str(bad)]) == 2
+    assert "'neutral' (row 3)" in capsys.readouterr().err
+
+
+def test_datasets_lists_the_catalog(capsys):
+    from workbench.catalog import data_root
+    from workbench.errors import DataError
+
+    try:
+        data_root()
+    except DataError:
+        pytest.skip("no shared data folder on this machine")
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "sst2" in out and "67,349" in out and "reuters" in out and "120,000-row train split is absent" in out
+
+
+def test_config_command_prints_resolved_values(capsys):
+    assert main(["config", "--config", str(REPO / "configs" / "sst2.yaml"), "train.lr=3e-5"]) == 0
+    out = capsys.readouterr().out
+    assert "lr = 3e-05" in out and 'dataset = "sst2"' in out
+
+
+def test_console_script_runs_as_a_process(tiny_bert, sentiment_files):
+    """The README's `workbench train --config ...` form, as a real subprocess with the installed entry point."""
+    exe = Path(sys.executable).with_name("workbench")
+    proc = subprocess.run([str(exe), "train", "--config", str(REPO / "configs" / "tiny.yaml"),
+                           f"model.backbone={tiny_bert}", "data.train_subset=64", "data.val_subset=32",
+                           "run.name=proc"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path("runs/proc/version_0/best/model.safetensors").exists()

@@ -1,0 +1,32 @@
+"""The real pretrained backbone learns from a few hundred real examples (well above chance)."""
+
+import pytest
+
+from workbench import TextClassificationModel, TextDataModule, Trainer
+from workbench.catalog import data_root
+from workbench.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def _needs_data():
+    try:
+        data_root()
+    except DataError:
+        pytest.skip("no shared data folder on this machine")
+
+
+@pytest.mark.slow
+def test_minilm_learns_sst2_from_400_sentences():
+    dm = TextDataModule(dataset="sst2", model_name="minilm", train_subset=400, val_subset=300, max_length=72)
+    model = TextClassificationModel("minilm", num_classes=2)
+    result = Trainer(max_epochs=3, lr=1e-4, checkpoint_dir=None).fit(model, dm)
+    assert result.metrics["validation"]["accuracy"] >= 0.75  # chance is 0.5
+
+
+@pytest.mark.slow
+def test_minilm_learns_trec_with_head_tail_truncation_and_attention_pooling():
+    dm = TextDataModule(dataset="trec", model_name="minilm", train_subset=500, val_subset=200, test_split="test",
+                        truncation="head+tail", max_length=32)
+    model = TextClassificationModel("minilm", num_classes=6, pooling="attention")
+    result = Trainer(max_epochs=4, lr=2e-4, monitor="macro_f1", checkpoint_dir=None).fit(model, dm)
+    assert result.metrics["test"]["accuracy"] >= 0.6  # 6 classes, the largest is 28% of test
