@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def train(tiny_bert, files, *extra):
     overrides = [f"model.backbone={tiny_bert}", f"data.train_file={files['train']}", f"data.val_file={files['val']}",
-                 "data.batch_size=8", "train.epochs=3", "train.lr=2e-3", "model.freeze_word_embeddings=false",
+                 "data.batch_size=8", "train.epochs=3", "train.lr=2e-3", "model.freeze_embeddings=false",
                  "run.name=cli", *extra]
     return main(["train", *overrides])
 

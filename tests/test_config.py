@@ -18,13 +18,13 @@ def test_experiment_file_then_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("data:\n  dataset: trec\ntrain:\n  lr: 1.0e-4\n  epochs: 2\n")
     cfg = load_config(path, ["train.lr=3e-5", "model.hidden_layers=[64,32]", "data.train_subset=100",
-                             "model.freeze_word_embeddings=false"])
+                             "model.freeze_embeddings=false"])
     assert cfg.data.dataset == "trec"
     assert cfg.train.epochs == 2.0
     assert cfg.train.lr == 3e-5  # the override wins over the file
     assert cfg.model.hidden_layers == [64, 32]
     assert cfg.data.train_subset == 100 and isinstance(cfg.data.train_subset, int)
-    assert cfg.model.freeze_word_embeddings is False
+    assert cfg.model.freeze_embeddings is False
 
 
 @pytest.mark.parametrize("override, message", [

@@ -20,6 +20,7 @@ def test_architectures_and_pooling(tiny_backbones, kind, pooling):
     out["loss"].backward()
     assert model.head[-1].weight.grad is not None
     assert model.backbone.get_input_embeddings().weight.grad is None  # frozen by default
+    assert not any(p.requires_grad for p in model.backbone.embeddings.parameters())
 
 
 def test_mean_pooling_ignores_padding(tiny_bert):
@@ -103,3 +104,26 @@ def test_bad_arguments():
         TextClassificationModel("minilm")
     with pytest.raises(ModelLoadError, match="pooling"):
         TextClassificationModel("minilm", num_classes=2, pooling="max")
+
+
+def test_fast_cpu_dropout_matches_dropout_semantics():
+    from workbench.models import CPUFastDropout
+
+    drop = CPUFastDropout(0.1)
+    x = torch.ones(200, 500)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.005  # drops 10% of elements
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.9))  # survivors scaled by 1/(1-p)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the default generator drives it, so seeds reproduce it
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_backbone_dropouts_are_swapped(tiny_bert):
+    from workbench.models import CPUFastDropout
+
+    model = TextClassificationModel(tiny_bert, num_classes=2)
+    kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    assert kinds == {CPUFastDropout}

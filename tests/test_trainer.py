@@ -15,7 +15,7 @@ def make(tiny_bert, files, **data_options):
     dm = TextDataModule(train_file=str(files["train"]), val_file=str(files["val"]), model_name=tiny_bert,
                         batch_size=8, **data_options)
     torch.manual_seed(0)  # the head's initial weights come from the global RNG
-    model = TextClassificationModel(tiny_bert, num_classes=2, freeze_word_embeddings=False)
+    model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
     return model, dm
 
 
@@ -120,7 +120,7 @@ def test_losses_and_class_weights_in_training(tiny_bert, sentiment_files):
 def test_multi_label_training_tunes_thresholds(tiny_bert, multilabel_file):
     dm = TextDataModule(train_file=str(multilabel_file), model_name=tiny_bert, multi_label=True, label_column="labels",
                         batch_size=8, val_fraction=0.25)
-    model = TextClassificationModel(tiny_bert, num_classes=3, multi_label=True, freeze_word_embeddings=False)
+    model = TextClassificationModel(tiny_bert, num_classes=3, multi_label=True, freeze_embeddings=False)
     result = Trainer(max_epochs=6, lr=3e-3, monitor="micro_f1").fit(model, dm)
     val = result.metrics["validation"]
     assert val["micro_f1"] > 0.8 and "hamming_loss" in val

@@ -33,10 +33,7 @@ def _train(args) -> int:
     dm = TextDataModule(config=cfg.data, model_name=cfg.model.backbone, seed=cfg.train.seed).setup()
     print(f"data: {len(dm.train_dataset)} train / {len(dm.val_dataset)} validation examples, "
           f"{dm.num_labels} labels, {len(dm.train_batch_sampler())} batches per epoch", file=sys.stderr)
-    m = cfg.model
-    model = TextClassificationModel(m.backbone, labels=dm.label_names, multi_label=dm.multi_label, pooling=m.pooling,
-                                    dropout=m.dropout, hidden_layers=m.hidden_layers, activation=m.activation,
-                                    freeze_word_embeddings=m.freeze_word_embeddings, threshold=m.multi_label_threshold)
+    model = TextClassificationModel.from_config(cfg.model, dm.label_names, dm.multi_label)
     resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
     result = Trainer(cfg, checkpoint_dir=None).fit(model, dm, resume=resume, full_config=cfg)
     print((result.run_dir / "summary.md").read_text())

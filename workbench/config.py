@@ -102,9 +102,9 @@ class ModelConfig:
     dropout: float = _help("Dropout before the head.", 0.1)
     hidden_layers: list[int] = _help("Widths of hidden Linear layers in the head ([] = one Linear).", None, list)
     activation: str = _help("Activation between head layers (any torch.nn.functional name).", "gelu")
-    freeze_word_embeddings: bool = _help(
-        "Keep the word-embedding matrix fixed. Its dense gradient costs nearly half of each backward pass "
-        "on a CPU; see bench/README.md for the accuracy check.",
+    freeze_embeddings: bool = _help(
+        "Keep the embedding block (word, position and token-type embeddings and their LayerNorm) fixed. "
+        "On a CPU their gradients cost a fifth of each training step; see bench/README.md for the accuracy check.",
         True,
     )
     multi_label_threshold: float = _help("Default decision threshold of each class in multi-label mode.", 0.5)

@@ -509,6 +509,10 @@ class TextDataModule:
         rows = frame["_row"].tolist()
         return [parse_multi_label(v, cfg.label_delimiter, f"{source} row {r}") for v, r in zip(values, rows)]
 
+    def _strata(self, labels: list) -> list:
+        # multi-label rows are stratified by their first label
+        return [group[0] if group else "" for group in labels] if self.multi_label else labels
+
     def _check(self, frame: pd.DataFrame, source: str) -> None:
         cfg = self.config
         text_column = "text" if cfg.dataset else cfg.text_column
@@ -549,19 +553,19 @@ class TextDataModule:
             if len(train) - n_val < 1:
                 raise DataError(f"{train_source} has only {len(train)} row(s): too few to split off validation. "
                                 "Add examples or give data.val_file.")
-            strat = [l[0] if self.multi_label and l else l for l in train_labels]
+            strat = self._strata(train_labels)
             val, train = _stratified_take(train, n_val, strat, self.seed)
             val_source = f"{train_source} (held-out {cfg.val_fraction:.0%})"
             log.info("No validation split given: held out %d of %d training rows.", len(val), len(val) + len(train))
             train_labels = self._labels_of(train, train_source)
         if cfg.train_subset and cfg.train_subset < len(train):
-            strat = [l[0] if self.multi_label and l else l for l in train_labels]
+            strat = self._strata(train_labels)
             train, _ = _stratified_take(train, cfg.train_subset, strat, self.seed)
             train_labels = self._labels_of(train, train_source)
         self._check(val, val_source)
         if cfg.val_subset and cfg.val_subset < len(val):
             val_labels = self._labels_of(val, val_source)
-            strat = [l[0] if self.multi_label and l else l for l in val_labels]
+            strat = self._strata(val_labels)
             val, _ = _stratified_take(val, cfg.val_subset, strat, self.seed)
         self.label_map = label_map or LabelMap.from_labels(train_labels, self.multi_label)
         self.train_dataset = self._encode(train, train_source)

@@ -322,7 +322,7 @@ class Trainer:
         config = full_config or Config(data=datamodule.config, model=ModelConfig(
             backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
             hidden_layers=model.head_options["hidden_layers"], activation=model.head_options["activation"],
-            freeze_word_embeddings=model.freeze_word_embeddings), train=cfg, run=self.run)
+            freeze_embeddings=model.freeze_embeddings), train=cfg, run=self.run)
         config.save(run_dir / "config.yaml")
         (run_dir / "env.json").write_text(json.dumps({**environment_info(cfg.seed), "device": self.device,
                                                       "precision": self.precision}, indent=2))
@@ -373,7 +373,6 @@ class Trainer:
         n_train = len(dm.train_dataset)
         tokens = int(dm.train_dataset.lengths.sum())
         runtime = float(output.metrics.get("train_runtime", 0.0))
-        model.to("cpu")
         if dm.multi_label:
             val_proba = model.predict_proba_features(dm.val_dataset)
             model.thresholds = tune_thresholds(np.asarray([f["labels"] for f in dm.val_dataset.features]), val_proba,
