@@ -35,7 +35,7 @@ import transformers
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
-from workbench.config import Config, DataConfig, ModelConfig, RunConfig, TrainConfig
+from workbench.config import Config, ModelConfig, RunConfig, TrainConfig
 from workbench.data import EncodedDataset, TextDataModule
 from workbench.errors import ConfigError, ModelLoadError
 from workbench.losses import build_loss, class_weights_from_labels
@@ -142,7 +142,7 @@ class _HFTrainer(transformers.Trainer):
             from pytorch_optimizer import Lamb
 
             decay, no_decay = [], []
-            for name, param in self.model.named_parameters():
+            for param in self.model.parameters():
                 if param.requires_grad:
                     (no_decay if param.ndim < 2 else decay).append(param)
             groups = [{"params": decay, "weight_decay": self.args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -276,7 +276,6 @@ class Trainer:
             output_dir=str(run_dir / "checkpoints"),
             num_train_epochs=cfg.epochs, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
             warmup_steps=cfg.warmup, lr_scheduler_type=schedules[cfg.schedule], optim=optimizers[cfg.optimizer],
-            optim_args="scale_parameter=False,relative_step=False" if cfg.optimizer == "adafactor" else None,
             gradient_accumulation_steps=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm or 0.0,
             per_device_train_batch_size=dm.config.batch_size, per_device_eval_batch_size=dm.config.eval_batch_size,
             eval_strategy=strategy, save_strategy=strategy, eval_steps=cfg.eval_every or None,
