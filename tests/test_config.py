@@ -36,6 +36,11 @@ def test_experiment_file_then_overrides(tmp_path):
     (["data.max_tokens=16"], "data.max_tokens=16 must be at least data.max_length"),
     (["train.lr"], "needs the form section.key=value"),
     (["train=3"], "'train' is a section"),
+    (["model.hidden_layers=[256,128"], "is not valid YAML"),
+    (["data.label_delimiter=''"], "data.label_delimiter must not be empty"),
+    (["train.lr="], "train.lr needs a value"),
+    (["train.log_every=0"], "train.log_every=0 must be at least 1"),
+    (["train.device=gpu"], "train.device='gpu' is not one of auto, cpu, cuda"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

@@ -122,6 +122,30 @@ def test_malformed_csv_names_the_line(tmp_path):
 
 # -- splits ---------------------------------------------------------------------------------------
 
+def test_a_single_class_is_an_error(tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", "text,label\ngood,pos\nfine,pos\nnice,pos\n")
+    with pytest.raises(DataError, match=r"has only the label\(s\) \['pos'\]"):
+        TextDataModule(train_file=str(path), model_name=tiny_bert, val_fraction=0.34).setup()
+
+
+def test_misspelled_catalog_split_is_an_error(tiny_bert):
+    from workbench.catalog import data_root
+
+    try:
+        data_root()
+    except DataError:
+        pytest.skip("no shared data folder on this machine")
+    with pytest.raises(DataError, match="Dataset 'trec' has no split 'tst'; it has train, test"):
+        TextDataModule(dataset="trec", model_name=tiny_bert, test_split="tst").setup()
+
+
+def test_subsets_too_small_to_stratify_still_split(tmp_path, tiny_bert):
+    rows = [(f"text {i}", f"c{i % 5}") for i in range(12)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
+    dm = TextDataModule(train_file=str(tmp_path / "t.csv"), model_name=tiny_bert, val_fraction=0.2, train_subset=8).setup()
+    assert len(dm.train_dataset) == 8
+
+
 def test_stratified_validation_split(tmp_path, tiny_bert):
     rows = [("pos text %d" % i, "pos") for i in range(80)] + [("neg text %d" % i, "neg") for i in range(20)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
@@ -159,6 +183,8 @@ def test_truncation_strategies(tokenizer):
     assert decode(ids["head"]).startswith("w0")
     assert decode(ids["tail"]).endswith("w299")
     assert decode(ids["head+tail"]).startswith("w0") and decode(ids["head+tail"]).endswith("w299")
+    nearly_all_head = TextProcessor(tokenizer=tokenizer, max_length=32, truncation="head+tail", head_fraction=0.99)
+    assert len(nearly_all_head.encode([words])[0]["input_ids"]) == 32  # the tail keeps at least one token
 
 
 def test_enormous_text_is_cut_before_tokenizing(tokenizer):

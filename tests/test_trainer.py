@@ -14,7 +14,6 @@ from workbench.errors import ConfigError
 def make(tiny_bert, files, **data_options):
     dm = TextDataModule(train_file=str(files["train"]), val_file=str(files["val"]), model_name=tiny_bert,
                         batch_size=8, **data_options)
-    torch.manual_seed(0)  # the head's initial weights come from the global RNG
     model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
     return model, dm
 
@@ -113,15 +112,33 @@ def test_optimizers_and_schedules(tiny_bert, sentiment_files, optimizer, schedul
 
 def test_losses_and_class_weights_in_training(tiny_bert, sentiment_files):
     model, dm = make(tiny_bert, sentiment_files)
-    Trainer(max_epochs=1, loss="focal", class_weights="balanced", label_smoothing=0.1).fit(model, dm)
-    assert model.loss_fn.weight is not None
+    result = Trainer(max_epochs=1, loss="focal", class_weights="balanced", label_smoothing=0.1).fit(model, dm)
+    reloaded = TextClassificationModel.from_pretrained(result.run_dir)  # the loss is not part of the saved model
+    assert reloaded.predict("a good film") in ("pos", "neg")
+
+
+def test_monitor_must_fit_the_data(tiny_bert, sentiment_files):
+    with pytest.raises(ConfigError, match="train.monitor='micro_f1x' is not a validation metric"):
+        Trainer(max_epochs=1, monitor="micro_f1x").fit(*make(tiny_bert, sentiment_files))
+    with pytest.raises(ConfigError, match="'subset_accuracy' is not a validation metric of single-label"):
+        Trainer(max_epochs=1, monitor="subset_accuracy").fit(*make(tiny_bert, sentiment_files))
+
+
+def test_resume_from_an_incomplete_checkpoint_is_an_error(tiny_bert, sentiment_files, tmp_path):
+    from workbench.errors import ModelLoadError
+
+    broken = tmp_path / "runs" / "x" / "version_0" / "checkpoints" / "checkpoint-3"
+    broken.mkdir(parents=True)
+    with pytest.raises(ModelLoadError, match="not a complete checkpoint"):
+        Trainer(max_epochs=1).fit(*make(tiny_bert, sentiment_files), resume=broken)
 
 
 def test_multi_label_training_tunes_thresholds(tiny_bert, multilabel_file):
     dm = TextDataModule(train_file=str(multilabel_file), model_name=tiny_bert, multi_label=True, label_column="labels",
                         batch_size=8, val_fraction=0.25)
     model = TextClassificationModel(tiny_bert, num_classes=3, multi_label=True, freeze_embeddings=False)
-    result = Trainer(max_epochs=6, lr=3e-3, monitor="micro_f1").fit(model, dm)
+    result = Trainer(max_epochs=6, lr=3e-3).fit(model, dm)  # monitor defaults to micro_f1 for multi-label
+    assert result.metrics["monitor"] == "micro_f1"
     val = result.metrics["validation"]
     assert val["micro_f1"] > 0.8 and "hamming_loss" in val
     saved = json.loads((result.run_dir / "best" / "workbench_model.json").read_text())

@@ -21,19 +21,16 @@ from workbench.errors import WorkbenchError
 
 
 def _train(args) -> int:
-    import transformers
-
     from workbench.config import load_config
     from workbench.data import TextDataModule
     from workbench.models import TextClassificationModel
     from workbench.trainer import Trainer
 
     cfg = load_config(args.config, args.overrides)
-    transformers.set_seed(cfg.train.seed)  # the head's initial weights depend on it
     dm = TextDataModule(config=cfg.data, model_name=cfg.model.backbone, seed=cfg.train.seed).setup()
     print(f"data: {len(dm.train_dataset)} train / {len(dm.val_dataset)} validation examples, "
           f"{dm.num_labels} labels, {len(dm.train_batch_sampler())} batches per epoch", file=sys.stderr)
-    model = TextClassificationModel.from_config(cfg.model, dm.label_names, dm.multi_label)
+    model = TextClassificationModel.from_config(cfg.model, dm.label_names, dm.multi_label, seed=cfg.train.seed)
     resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
     result = Trainer(cfg, checkpoint_dir=None).fit(model, dm, resume=resume, full_config=cfg)
     print((result.run_dir / "summary.md").read_text())
@@ -51,9 +48,9 @@ def _evaluate(args) -> int:
     from workbench.data import TextDataModule
     from workbench.trainer import Trainer
 
-    model = _load_model(args.model)
     if bool(args.file) == bool(args.dataset):
         raise WorkbenchError("Give exactly one of --file FILE or --dataset NAME [--split SPLIT].")
+    model = _load_model(args.model)
     options = {"text_column": args.text_column, "label_column": args.label_column}
     if args.file:
         dataset = TextDataModule.for_model(model, **options).encode_file(args.file)
@@ -63,7 +60,7 @@ def _evaluate(args) -> int:
     text = json.dumps(metrics, indent=2)
     if args.out:
         Path(args.out).write_text(text)
-    keys = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
+    from workbench.trainer import SUMMARY_METRICS as keys
     print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None))
     return 0
 
@@ -83,7 +80,7 @@ def _predict(args) -> int:
         if not texts:
             raise WorkbenchError("No input: pass --file FILE or pipe one text per line on standard input.")
     proba = model.predict_proba(texts)
-    labels = model.predict(texts)
+    labels = model.labels_from_proba(proba)
     handle = open(args.out, "w") if args.out else sys.stdout
     try:
         for text, label, row in zip(texts, labels, proba):

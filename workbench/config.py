@@ -79,6 +79,8 @@ class DataConfig:
 
     def __post_init__(self):
         _check_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)
+        _check(bool(self.label_delimiter), "data.label_delimiter must not be empty (quote it on the command line: "
+                                           "data.label_delimiter='|').")
         _check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
         _check(0.0 < self.head_fraction < 1.0, f"data.head_fraction={self.head_fraction} must be between 0 and 1.")
         _check(self.max_length >= 8, f"data.max_length={self.max_length} must be at least 8.")
@@ -135,7 +137,8 @@ class TrainConfig:
     seed: int = _help("Seed for weights, sampling and dropout.", 42)
     eval_every: int = _help("Evaluate every N optimizer steps (0 = once per epoch).", 0)
     log_every: int = _help("Write a training log line every N optimizer steps.", 50)
-    monitor: str = _help("Validation metric that picks the best checkpoint (e.g. accuracy, macro_f1).", "accuracy")
+    monitor: str | None = _help("Validation metric that picks the best checkpoint (e.g. macro_f1, loss); "
+                                "None: accuracy for single-label data, micro_f1 for multi-label.", None)
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement (0 = off).", 0)
     keep_top_k: int = _help("Checkpoints kept on disk besides the last one.", 1)
     num_workers: int = _help("DataLoader worker processes.", 0)
@@ -152,6 +155,8 @@ class TrainConfig:
         _check(self.warmup >= 0, f"train.warmup={self.warmup} must not be negative.")
         _check(self.grad_accum >= 1, f"train.grad_accum={self.grad_accum} must be at least 1.")
         _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1).")
+        _check(self.log_every >= 1, f"train.log_every={self.log_every} must be at least 1.")
+        _check_choice("train", "device", self.device, ("auto", "cpu", "cuda"))
         _check(self.keep_top_k >= 1, f"train.keep_top_k={self.keep_top_k} must be at least 1.")
         _check(
             self.class_weights is None or self.class_weights == "balanced" or isinstance(self.class_weights, list),
@@ -190,9 +195,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Turn a YAML/CLI value into the annotated type, or raise ConfigError naming the key."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+    if value is None:
+        if origin in (typing.Union, types.UnionType) and type(None) in args:
             return None
+        raise ConfigError(f"{key} needs a value, e.g. {key}=... (it cannot be empty or null).")
+    if origin in (typing.Union, types.UnionType):
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(value, arg, key)
@@ -271,7 +278,11 @@ def parse_overrides(overrides: list[str] | dict | None) -> dict:
             if "=" not in item:
                 raise ConfigError(f"Override '{item}' needs the form section.key=value, e.g. train.lr=3e-5.")
             key, raw = item.split("=", 1)
-            flat.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                raise ConfigError(f"Override '{item}': the value {raw!r} is not valid YAML; quote it or fix the brackets.") from None
+            flat.append((key.strip(), value))
     nested: dict = {}
     for key, value in flat:
         node = nested

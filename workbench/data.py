@@ -59,7 +59,7 @@ def _first_row_number(path: Path) -> int:
 
 
 def _check_utf8(path: Path) -> None:
-    if path.suffix in (".gz", ".bz2", ".zip", ".xz", ".parquet"):
+    if path.suffix.lower() in (".gz", ".bz2", ".zip", ".xz", ".parquet"):
         return
     raw = path.read_bytes()
     try:
@@ -287,7 +287,7 @@ class TextProcessor:
             return ids[:budget]
         if self.config.truncation == "tail":
             return ids[-budget:]
-        head = max(1, round(budget * self.config.head_fraction))
+        head = min(budget - 1, max(1, round(budget * self.config.head_fraction)))
         return ids[:head] + ids[-(budget - head):]
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
@@ -421,7 +421,8 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
 def _stratified_take(frame: pd.DataFrame, n: int, labels: Sequence, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split ``frame`` into n rows and the rest, stratified by label where every class has two rows."""
     counts = pd.Series(labels).value_counts()
-    stratify = labels if counts.min() >= 2 and len(counts) <= n else None
+    # sklearn stratifies only when every class has two rows and both sides can hold one of each class
+    stratify = labels if counts.min() >= 2 and len(counts) <= min(n, len(frame) - n) else None
     taken, rest = train_test_split(frame, train_size=n, random_state=seed, stratify=stratify)
     return taken, rest
 
@@ -483,8 +484,10 @@ class TextDataModule:
             entry = _catalog_entry(cfg.dataset)
 
             def split(name):
-                if name is None or name not in entry.splits:
-                    return None, f"{cfg.dataset}:{name}"
+                if name is None or (name == "validation" and name not in entry.splits):
+                    return None, f"{cfg.dataset}:{name}"  # no validation split: one is held out of train
+                if name not in entry.splits:
+                    raise DataError(f"Dataset '{cfg.dataset}' has no split '{name}'; it has {', '.join(entry.splits)}.")
                 frame = load_split(cfg.dataset, name, self.data_root).reset_index(drop=True)
                 frame["_row"] = np.arange(len(frame))
                 return frame, f"{cfg.dataset}:{name}"
@@ -568,6 +571,9 @@ class TextDataModule:
             strat = self._strata(val_labels)
             val, _ = _stratified_take(val, cfg.val_subset, strat, self.seed)
         self.label_map = label_map or LabelMap.from_labels(train_labels, self.multi_label)
+        if len(self.label_map) < (1 if self.multi_label else 2):
+            raise DataError(f"{train_source} has only the label(s) {self.label_map.names}: a classifier needs at least "
+                            "two classes. Check data.label_column, or add examples of the other classes.")
         self.train_dataset = self._encode(train, train_source)
         self.val_dataset = self._encode(val, val_source)
         test, test_source = frames["test"]

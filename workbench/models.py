@@ -214,6 +214,7 @@ class TextClassificationModel(nn.Module):
         dropout, hidden_layers, activation: the head (see :func:`build_head`).
         freeze_embeddings: keep the embedding block fixed (faster, same accuracy; see bench/README.md).
         threshold: default per-class decision threshold for multi-label prediction.
+        seed: seed of the pooling and head layers' initial weights.
 
     Example:
         >>> model = TextClassificationModel(model_name="minilm", num_classes=4, dropout=0.1)
@@ -224,8 +225,11 @@ class TextClassificationModel(nn.Module):
     def __init__(self, model_name: str = "minilm", num_classes: int | None = None, *, labels: Sequence[str] | None = None,
                  multi_label: bool = False, pooling: str = "mean", dropout: float = 0.1,
                  hidden_layers: Sequence[int] = (), activation: str = "gelu", freeze_embeddings: bool = True,
-                 threshold: float = 0.5, backbone: nn.Module | None = None, tokenizer=None):
+                 threshold: float = 0.5, seed: int = 42, backbone: nn.Module | None = None, tokenizer=None):
         super().__init__()
+        if labels is not None and len(labels) < (1 if multi_label else 2):
+            raise ModelLoadError(f"A {'multi' if multi_label else 'single'}-label model needs at least "
+                                 f"{1 if multi_label else 2} labels; got {list(labels)}.")
         if labels is None:
             if not num_classes or num_classes < 2 and not multi_label:
                 raise ModelLoadError("TextClassificationModel needs num_classes >= 2 (or labels=[...]).")
@@ -245,10 +249,11 @@ class TextClassificationModel(nn.Module):
         self.backbone = backbone if backbone is not None else _load_backbone(model_name)
         self._tokenizer = tokenizer
         hidden = self.backbone.config.hidden_size
-        self.attention_pool = AttentionPooling(hidden) if pooling == "attention" else None
-        self.head = build_head(hidden, len(labels), **self.head_options)
+        with torch.random.fork_rng():  # the new layers' initial weights follow `seed`, not the global RNG
+            torch.manual_seed(seed)
+            self.attention_pool = AttentionPooling(hidden) if pooling == "attention" else None
+            self.head = build_head(hidden, len(labels), **self.head_options)
         use_fast_cpu_dropout(self)
-        self.loss_fn: nn.Module | None = None  # set by the Trainer from the train config
         if freeze_embeddings:
             # The whole embedding block (word, position and token-type tables and their LayerNorm): then
             # autograd also skips the gradient into the first layer's input. See bench/README.md.
@@ -257,11 +262,11 @@ class TextClassificationModel(nn.Module):
                 param.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, config, labels: Sequence[str], multi_label: bool = False) -> "TextClassificationModel":
+    def from_config(cls, config, labels: Sequence[str], multi_label: bool = False, seed: int = 42) -> "TextClassificationModel":
         """A new model from a :class:`~workbench.config.ModelConfig` and the data's label names."""
         return cls(config.backbone, labels=labels, multi_label=multi_label, pooling=config.pooling,
                    dropout=config.dropout, hidden_layers=config.hidden_layers, activation=config.activation,
-                   freeze_embeddings=config.freeze_embeddings, threshold=config.multi_label_threshold)
+                   freeze_embeddings=config.freeze_embeddings, threshold=config.multi_label_threshold, seed=seed)
 
     # -- forward ------------------------------------------------------------------------------------
 
@@ -284,7 +289,8 @@ class TextClassificationModel(nn.Module):
         logits = self.head(pool(states, attention_mask, self.pooling, self.attention_pool))  # (batch, labels)
         output = {"logits": logits}
         if labels is not None:
-            loss_fn = self.loss_fn or (nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss())
+            # the Trainer computes its configured loss itself; this default serves direct calls
+            loss_fn = nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss()
             output["loss"] = loss_fn(logits, labels.to(logits.dtype) if self.multi_label else labels)
         return output
 
@@ -308,6 +314,9 @@ class TextClassificationModel(nn.Module):
         return TextProcessor.from_config(DataConfig(**self.processing), self.tokenizer)
 
     def _features(self, texts: Sequence[str]) -> list[dict]:
+        if self.processing.get("text_pair_column"):
+            raise DataError("This model was trained on text pairs; predict() takes single texts. Evaluate it with "
+                            "TextDataModule.for_model(model).encode_file(...) on a file with both columns.")
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"Text #{i} given to predict is empty or not a string ({text!r}); give it at least one word.")
@@ -355,13 +364,14 @@ class TextClassificationModel(nn.Module):
         One string in gives one answer out; a list or a tokenized batch gives a list.
         """
         proba = self.predict_proba(inputs)
-        single = proba.ndim == 1
-        proba = np.atleast_2d(proba)
+        answers = self.labels_from_proba(np.atleast_2d(proba))
+        return answers[0] if proba.ndim == 1 else answers
+
+    def labels_from_proba(self, proba: np.ndarray) -> list:
+        """Label names from probabilities ``(N, K)``: argmax, or every class over its threshold (multi-label)."""
         if self.multi_label:
-            answers = [[self.label_names[j] for j in np.flatnonzero(row >= self.thresholds)] for row in proba]
-        else:
-            answers = [self.label_names[j] for j in proba.argmax(1)]
-        return answers[0] if single else answers
+            return [[self.label_names[j] for j in np.flatnonzero(row >= self.thresholds)] for row in proba]
+        return [self.label_names[j] for j in proba.argmax(1)]
 
     # -- saving and loading -------------------------------------------------------------------------
 
@@ -419,10 +429,14 @@ class TextClassificationModel(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             backbone = AutoModel.from_config(config, **_backbone_options(config.model_type))
-        model = cls(meta["model_name"], labels=meta["labels"], multi_label=meta["multi_label"], pooling=meta["pooling"],
-                    dropout=meta["dropout"], hidden_layers=meta["hidden_layers"], activation=meta["activation"],
-                    freeze_embeddings=meta.get("freeze_embeddings", True), backbone=backbone,
-                    tokenizer=_load(lambda p: AutoTokenizer.from_pretrained(p), str(folder), "tokenizer"))
+        tokenizer = _load(lambda p: AutoTokenizer.from_pretrained(p), str(folder), "tokenizer")
+        try:
+            model = cls(meta["model_name"], labels=meta["labels"], multi_label=meta["multi_label"], pooling=meta["pooling"],
+                        dropout=meta["dropout"], hidden_layers=meta["hidden_layers"], activation=meta["activation"],
+                        freeze_embeddings=meta.get("freeze_embeddings", True), backbone=backbone, tokenizer=tokenizer)
+        except (KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{folder / META_FILE} lacks or garbles the entry {exc}. Re-save the model "
+                                 "or use another checkpoint.") from None
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches

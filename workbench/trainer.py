@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -43,6 +42,13 @@ from workbench.metrics import classification_metrics, multilabel_metrics, tune_t
 from workbench.models import TextClassificationModel
 
 log = logging.getLogger(__name__)
+PROCESSING_FIELDS = ("max_length", "truncation", "head_fraction", "clean_html", "mask_urls", "mask_emails",
+                     "lowercase", "text_pair_column")  # saved with a model so prediction encodes text as training did
+SINGLE_LABEL_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
+                        "weighted_precision", "weighted_recall", "roc_auc")
+MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
+                       "subset_accuracy", "hamming_loss", "roc_auc_micro")
+SUMMARY_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
 PACKAGES = ("torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas", "tokenizers", "safetensors")
 
 
@@ -54,15 +60,18 @@ def next_version_dir(root: str | Path, name: str) -> Path:
     """``<root>/<name>/version_N`` with N one above the highest existing version."""
     base = Path(root) / name
     base.mkdir(parents=True, exist_ok=True)
-    versions = [int(p.name.split("_")[1]) for p in base.glob("version_*") if p.name.split("_")[1].isdigit()]
-    path = base / f"version_{max(versions, default=-1) + 1}"
+    path = base / f"version_{max(_versions(base), default=-1) + 1}"
     path.mkdir()
     return path
 
 
+def _versions(base: Path) -> list[int]:
+    return [int(p.name[8:]) for p in base.glob("version_*") if p.name[8:].isdigit()]
+
+
 def latest_version_dir(root: str | Path, name: str) -> Path | None:
-    versions = sorted((Path(root) / name).glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    return versions[-1] if versions else None
+    versions = _versions(Path(root) / name)
+    return Path(root) / name / f"version_{max(versions)}" if versions else None
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -245,7 +254,8 @@ class Trainer:
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _prepare(self, model: TextClassificationModel, dm: TextDataModule) -> None:
+    def _prepare(self, model: TextClassificationModel, dm: TextDataModule) -> torch.nn.Module:
+        """Check model against data, copy labels and text processing onto the model, and build the loss."""
         if dm.train_dataset is None:
             dm.setup()
         if model.multi_label != dm.multi_label:
@@ -256,20 +266,27 @@ class Trainer:
                               f"({', '.join(dm.label_names[:10])}...). Build it with num_classes={dm.num_labels}.")
         model.label_names = list(dm.label_names)
         model.tokenizer = dm.tokenizer
-        model.processing = {k: v for k, v in asdict(dm.config).items()
-                            if k in ("max_length", "truncation", "head_fraction", "clean_html", "mask_urls", "mask_emails", "lowercase")}
+        model.processing = {k: v for k, v in asdict(dm.config).items() if k in PROCESSING_FIELDS}
         cfg = self.config
+        valid = {"loss", *(MULTI_LABEL_METRICS if dm.multi_label else SINGLE_LABEL_METRICS)}
+        if self.monitor(dm) not in valid:
+            raise ConfigError(f"train.monitor='{cfg.monitor}' is not a validation metric of "
+                              f"{'multi' if dm.multi_label else 'single'}-label data. Use one of {', '.join(sorted(valid))}.")
         weights = cfg.class_weights
         if weights == "balanced":
             weights = class_weights_from_labels([f["labels"] for f in dm.train_dataset.features], dm.num_labels, dm.multi_label)
-        model.loss_fn = build_loss(cfg.loss, multi_label=dm.multi_label, num_labels=dm.num_labels,
-                                   label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, class_weights=weights)
+        return build_loss(cfg.loss, multi_label=dm.multi_label, num_labels=dm.num_labels,
+                          label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, class_weights=weights)
+
+    def monitor(self, dm: TextDataModule) -> str:
+        """The metric that picks the best checkpoint: train.monitor, or accuracy / micro_f1 by the kind of data."""
+        monitor = self.config.monitor or ("micro_f1" if dm.multi_label else "accuracy")
+        return monitor.removeprefix("eval_")
 
     def _arguments(self, run_dir: Path, dm: TextDataModule) -> TrainingArguments:
         cfg = self.config
-        steps_per_epoch = math.ceil(len(dm.train_batch_sampler()) / cfg.grad_accum)
         strategy = "steps" if cfg.eval_every else "epoch"
-        monitor = cfg.monitor if cfg.monitor.startswith("eval_") else f"eval_{cfg.monitor}"
+        monitor = f"eval_{self.monitor(dm)}"
         schedules = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup", "one_cycle": "linear"}
         optimizers = {"adamw": "adamw_torch_fused", "adafactor": "adafactor", "lamb": "adamw_torch"}
         return TrainingArguments(
@@ -279,9 +296,9 @@ class Trainer:
             gradient_accumulation_steps=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm or 0.0,
             per_device_train_batch_size=dm.config.batch_size, per_device_eval_batch_size=dm.config.eval_batch_size,
             eval_strategy=strategy, save_strategy=strategy, eval_steps=cfg.eval_every or None,
-            save_steps=cfg.eval_every or steps_per_epoch, logging_steps=cfg.log_every, logging_first_step=True,
+            save_steps=cfg.eval_every or None, logging_steps=cfg.log_every, logging_first_step=True,
             save_total_limit=cfg.keep_top_k + 1, load_best_model_at_end=True, metric_for_best_model=monitor,
-            greater_is_better="loss" not in monitor, seed=cfg.seed, data_seed=cfg.seed,
+            greater_is_better="loss" not in monitor,  # eval_loss and eval_hamming_loss seed=cfg.seed, data_seed=cfg.seed,
             fp16=self.precision == "16", bf16=self.precision == "bf16", use_cpu=self.device == "cpu",
             dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",
             label_names=["labels"], disable_tqdm=False, save_only_model=False,
@@ -316,7 +333,7 @@ class Trainer:
         """
         cfg = self.config
         transformers.set_seed(cfg.seed)
-        self._prepare(model, datamodule)
+        loss_fn = self._prepare(model, datamodule)
         run_dir, checkpoint = self._run_dir_and_checkpoint(resume)
         config = full_config or Config(data=datamodule.config, model=ModelConfig(
             backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
@@ -332,7 +349,7 @@ class Trainer:
         hf = _HFTrainer(model=model, args=self._arguments(run_dir, datamodule), train_dataset=datamodule.train_dataset,
                         eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
                         compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
-                        datamodule=datamodule, train_config=cfg, loss_fn=model.loss_fn)
+                        datamodule=datamodule, train_config=cfg, loss_fn=loss_fn)
         log.info("Run directory: %s", run_dir)
         try:
             output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -357,6 +374,9 @@ class Trainer:
             path = Path(resume)
             run_dir = path.parent.parent if path.name.startswith("checkpoint-") else path
             if path.name.startswith("checkpoint-"):
+                if not (path / "trainer_state.json").exists():
+                    raise ModelLoadError(f"{path} is not a complete checkpoint (no trainer_state.json); "
+                                         f"resume from the run directory {run_dir} to use its newest complete one.")
                 return run_dir, path
         checkpoint = latest_checkpoint(run_dir)
         if checkpoint is None:
@@ -385,7 +405,7 @@ class Trainer:
                       "final_train_loss": output.metrics.get("train_loss"),
                       "padding_ratio": dm.train_batch_sampler().padding_ratio()},
             "best_checkpoint": state.best_model_checkpoint, "best_metric": state.best_metric,
-            "monitor": self.config.monitor, "device": self.device, "precision": self.precision,
+            "monitor": self.monitor(dm), "device": self.device, "precision": self.precision,
         }
         if dm.test_dataset is not None:
             metrics["test"] = self.evaluate(model, dm.test_dataset)
@@ -423,11 +443,12 @@ class Trainer:
 def summary_markdown(run_dir: Path, metrics: dict) -> str:
     """A short human-readable summary of a finished run."""
     val, train = metrics["validation"], metrics["train"]
-    keys = [k for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc") if val.get(k) is not None]
+    keys = [k for k in SUMMARY_METRICS if val.get(k) is not None]
+    number = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     lines = [f"# Run {run_dir}", "", "| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for split in ("validation", "test"):
         if split in metrics:
-            lines.append(f"| {split} | " + " | ".join(f"{metrics[split][k]:.4f}" for k in keys) + " |")
+            lines.append(f"| {split} | " + " | ".join(number(metrics[split].get(k)) for k in keys) + " |")
     lines += ["", f"- examples: {train['examples']}, epochs: {train['epochs']:.2f}, optimizer steps: {train['optimizer_steps']}",
               f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s, "
               f"{train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})",
