@@ -479,8 +479,6 @@ class TextDataModule:
     def _frames(self) -> dict[str, tuple[pd.DataFrame | None, str]]:
         cfg = self.config
         if cfg.dataset:
-            from workbench.catalog import load_split
-
             entry = _catalog_entry(cfg.dataset)
 
             def split(name):
@@ -488,9 +486,7 @@ class TextDataModule:
                     return None, f"{cfg.dataset}:{name}"  # no validation split: one is held out of train
                 if name not in entry.splits:
                     raise DataError(f"Dataset '{cfg.dataset}' has no split '{name}'; it has {', '.join(entry.splits)}.")
-                frame = load_split(cfg.dataset, name, self.data_root).reset_index(drop=True)
-                frame["_row"] = np.arange(len(frame))
-                return frame, f"{cfg.dataset}:{name}"
+                return self._catalog_frame(name), f"{cfg.dataset}:{name}"
 
             if cfg.train_split not in entry.splits:
                 raise DataError(f"Dataset '{cfg.dataset}' has no split '{cfg.train_split}'; it has "
@@ -501,7 +497,7 @@ class TextDataModule:
 
     def _labels_of(self, frame: pd.DataFrame, source: str) -> list:
         cfg = self.config
-        column = "label" if cfg.dataset else cfg.label_column
+        column = self.label_column
         values = frame[column].tolist()
         missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values])
         if not self.multi_label:
@@ -512,14 +508,29 @@ class TextDataModule:
         rows = frame["_row"].tolist()
         return [parse_multi_label(v, cfg.label_delimiter, f"{source} row {r}") for v, r in zip(values, rows)]
 
+    @property
+    def text_column(self) -> str:
+        return "text" if self.config.dataset else self.config.text_column  # the catalog always says "text"
+
+    @property
+    def label_column(self) -> str:
+        return "label" if self.config.dataset else self.config.label_column
+
+    def _catalog_frame(self, split: str) -> pd.DataFrame:
+        from workbench.catalog import load_split
+
+        frame = load_split(self.config.dataset, split, self.data_root).reset_index(drop=True)
+        frame["_row"] = np.arange(len(frame))  # catalog rows are numbered from 0
+        return frame
+
     def _strata(self, labels: list) -> list:
         # multi-label rows are stratified by their first label
         return [group[0] if group else "" for group in labels] if self.multi_label else labels
 
     def _check(self, frame: pd.DataFrame, source: str) -> None:
         cfg = self.config
-        text_column = "text" if cfg.dataset else cfg.text_column
-        columns = [text_column, "label" if cfg.dataset else cfg.label_column]
+        text_column = self.text_column
+        columns = [text_column, self.label_column]
         if cfg.text_pair_column:
             columns.append(cfg.text_pair_column)
         _require_columns(frame, columns, source)
@@ -584,7 +595,7 @@ class TextDataModule:
 
     def _encode(self, frame: pd.DataFrame, source: str) -> EncodedDataset:
         cfg = self.config
-        text_column = "text" if cfg.dataset else cfg.text_column
+        text_column = self.text_column
         labels = self.label_map.encode(self._labels_of(frame, source), frame["_row"].tolist(), source)
         texts = frame[text_column].astype(str).tolist()
         pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None
@@ -612,10 +623,7 @@ class TextDataModule:
 
     def encode_split(self, split: str) -> EncodedDataset:
         """Encode one split of the catalog dataset with this module's label map."""
-        from workbench.catalog import load_split
-
-        frame = load_split(self.config.dataset, split, self.data_root).reset_index(drop=True)
-        frame["_row"] = np.arange(len(frame))
+        frame = self._catalog_frame(split)
         source = f"{self.config.dataset}:{split}"
         self._check(frame, source)
         return self._encode(frame, source)
