@@ -392,12 +392,12 @@ class Trainer:
         n_train = len(dm.train_dataset)
         tokens = int(dm.train_dataset.lengths.sum())
         runtime = float(output.metrics.get("train_runtime", 0.0))
+        val_proba = model.predict_proba_features(dm.val_dataset)  # once: tunes thresholds and scores validation
         if dm.multi_label:
-            val_proba = model.predict_proba_features(dm.val_dataset)
             model.thresholds = tune_thresholds(np.asarray([f["labels"] for f in dm.val_dataset.features]), val_proba,
                                                default=float(model.thresholds.mean()))
         metrics: dict[str, Any] = {
-            "validation": self.evaluate(model, dm.val_dataset),
+            "validation": self.evaluate(model, dm.val_dataset, val_proba),
             "train": {"examples": n_train, "epochs": epochs_done, "optimizer_steps": state.global_step,
                       "runtime_s": runtime, "samples_per_s": n_train * epochs_now / runtime if runtime else None,
                       "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
@@ -431,9 +431,13 @@ class Trainer:
             target.symlink_to(best.resolve(), target_is_directory=True)
         return metrics
 
-    def evaluate(self, model: TextClassificationModel, dataset: EncodedDataset) -> dict:
-        """Metrics of ``model`` on an encoded labelled dataset (see :mod:`workbench.metrics`)."""
-        proba = model.predict_proba_features(dataset)
+    def evaluate(self, model: TextClassificationModel, dataset: EncodedDataset, proba: np.ndarray | None = None) -> dict:
+        """Metrics of ``model`` on an encoded labelled dataset (see :mod:`workbench.metrics`).
+
+        ``proba`` ``(N, K)``: the model's probabilities on ``dataset`` when already computed.
+        """
+        if proba is None:
+            proba = model.predict_proba_features(dataset)
         labels = [f["labels"] for f in dataset.features]
         if model.multi_label:
             return multilabel_metrics(np.asarray(labels), proba, model.thresholds, model.label_names)
