@@ -154,3 +154,11 @@ def test_label_count_mismatch_is_explained(tiny_bert, sentiment_files):
 def test_unknown_trainer_option():
     with pytest.raises(ConfigError, match="unknown option.*max_epoch"):
         Trainer(max_epoch=3)
+
+
+def test_the_seed_reaches_transformers_trainer(tiny_bert, sentiment_files, tmp_path):
+    # transformers.Trainer re-seeds torch at train() from its own args: they must carry train.seed
+    model, dm = make(tiny_bert, sentiment_files)
+    dm.setup()
+    args = Trainer(max_epochs=1, seed=7)._arguments(tmp_path, dm)
+    assert (args.seed, args.data_seed) == (7, 7)

@@ -298,7 +298,8 @@ class Trainer:
             eval_strategy=strategy, save_strategy=strategy, eval_steps=cfg.eval_every or None,
             save_steps=cfg.eval_every or None, logging_steps=cfg.log_every, logging_first_step=True,
             save_total_limit=cfg.keep_top_k + 1, load_best_model_at_end=True, metric_for_best_model=monitor,
-            greater_is_better="loss" not in monitor,  # eval_loss and eval_hamming_loss seed=cfg.seed, data_seed=cfg.seed,
+            greater_is_better="loss" not in monitor,  # eval_loss and eval_hamming_loss
+            seed=cfg.seed, data_seed=cfg.seed,
             fp16=self.precision == "16", bf16=self.precision == "bf16", use_cpu=self.device == "cpu",
             dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",
             label_names=["labels"], disable_tqdm=False, save_only_model=False,
