@@ -36,7 +36,7 @@ from workbench.models import resolve_backbone
 LR, BATCH, WARMUP, DECAY, MAX_LENGTH, SEED = 5e-5, 32, 0.06, 0.01, 128, 42
 
 
-def hf_run(dm: TextDataModule, strategy: str, workdir: Path) -> dict:
+def hf_run(dm: TextDataModule, strategy: str, workdir: Path, device: str = "cpu", precision: str = "32") -> dict:
     """Plain transformers.Trainer on the very same encoded examples."""
     transformers.set_seed(SEED)
     path = resolve_backbone("minilm")
@@ -45,7 +45,8 @@ def hf_run(dm: TextDataModule, strategy: str, workdir: Path) -> dict:
         output_dir=str(workdir / f"hf_{strategy}"), num_train_epochs=1, learning_rate=LR, weight_decay=DECAY,
         warmup_steps=WARMUP, per_device_train_batch_size=BATCH, per_device_eval_batch_size=128,
         train_sampling_strategy=strategy, eval_strategy="epoch", save_strategy="no", logging_steps=50,
-        report_to="none", seed=SEED, use_cpu=True, disable_tqdm=True, remove_unused_columns=False,
+        report_to="none", seed=SEED, use_cpu=device == "cpu", disable_tqdm=True, remove_unused_columns=False,
+        fp16=precision == "16", bf16=precision == "bf16",
     )
 
     def accuracy(prediction):
@@ -58,9 +59,10 @@ def hf_run(dm: TextDataModule, strategy: str, workdir: Path) -> dict:
     return {"train_seconds": seconds, "dev_accuracy": accuracy_value, "optimizer_steps": trainer.state.global_step}
 
 
-def workbench_run(dm: TextDataModule, freeze: bool, workdir: Path) -> dict:
+def workbench_run(dm: TextDataModule, freeze: bool, workdir: Path, device: str = "cpu", precision: str = "32") -> dict:
     model = TextClassificationModel("minilm", num_classes=dm.num_labels, freeze_embeddings=freeze)
     trainer = Trainer(max_epochs=1, lr=LR, warmup=WARMUP, weight_decay=DECAY, seed=SEED, log_every=50,
+                      device=device, precision=precision,
                       run_root=str(workdir), run_name=f"wb_freeze_{freeze}", checkpoint_dir=None)
     start = time.perf_counter()
     result = trainer.fit(model, dm)
@@ -82,6 +84,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/train_speed.json")
     parser.add_argument("--workdir", default="/tmp/workbench_bench_speed")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variants")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--precision", default="32", choices=("32", "16", "bf16"), help="16/bf16 need --device cuda")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     torch.manual_seed(SEED)
@@ -96,10 +100,10 @@ def main() -> None:
         "workbench_padded_tokens": padded_tokens(lengths, dm.train_batch_sampler().batches()),
     }
     variants = {
-        "hf_random": lambda: hf_run(dm, "random", workdir),
-        "hf_group_by_length": lambda: hf_run(dm, "group_by_length", workdir),
-        "workbench": lambda: workbench_run(dm, True, workdir),
-        "workbench_trainable_embeddings": lambda: workbench_run(dm, False, workdir),
+        "hf_random": lambda: hf_run(dm, "random", workdir, args.device, args.precision),
+        "hf_group_by_length": lambda: hf_run(dm, "group_by_length", workdir, args.device, args.precision),
+        "workbench": lambda: workbench_run(dm, True, workdir, args.device, args.precision),
+        "workbench_trainable_embeddings": lambda: workbench_run(dm, False, workdir, args.device, args.precision),
     }
     results = {}
     for name, run in variants.items():
@@ -119,9 +123,11 @@ def main() -> None:
     print("\n".join(table))
     out = {"command": "python " + " ".join(sys.argv), "samples": len(lengths), "dev_examples": len(dm.val_dataset),
            "hyperparameters": {"lr": LR, "batch_size": BATCH, "warmup_ratio": WARMUP, "weight_decay": DECAY,
-                               "max_length": MAX_LENGTH, "epochs": 1, "seed": SEED},
+                               "max_length": MAX_LENGTH, "epochs": 1, "seed": SEED,
+                               "device": args.device, "precision": args.precision},
            "padding": padding, "results": results, "machine": {"platform": platform.platform(),
-                                                                "torch_threads": torch.get_num_threads()},
+                                                                "torch_threads": torch.get_num_threads(),
+                                                                "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
