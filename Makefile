@@ -1,12 +1,15 @@
 # Two commands a new user needs (see README.md):
 #   make sst2   set everything up, then fine-tune the default backbone on SST-2 (about 10 minutes on 2 CPU cores)
 #   make test   set everything up, then run the test suite
+# and, once set up:
+#   make lab    JupyterLab on the notebooks, with this environment's kernel
+#   make reports-trec / make reports-sst2   run an experiments file into reports/ (see experiments/)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install sst2 test test-fast bench clean
+.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser clean
 
 install: $(VENV)/.installed
 
@@ -22,11 +25,26 @@ $(VENV)/.installed: pyproject.toml
 sst2: install
 	$(VENV)/bin/workbench train --config configs/sst2.yaml
 
-test: install
+test: install browser
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -m "not slow"
+
+# Headless Chromium for tests/test_browser.py, from Debian (Playwright's own browser download is unreachable).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Chromium is missing: sudo apt-get install chromium (the browser tests skip without it)"; fi; }
+
+lab: install
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/02_train.ipynb
+
+reports-trec: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/workbench run experiments/trec.yaml
+
+reports-sst2: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/workbench run experiments/sst2.yaml
 
 clean:
 	rm -rf runs checkpoints reports

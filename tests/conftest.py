@@ -100,3 +100,25 @@ def multilabel_file(tmp_path) -> Path:
 def _in_tmp_dir(tmp_path, monkeypatch):
     """Run every test in its own folder so runs/ and checkpoints/ never land in the repository."""
     monkeypatch.chdir(tmp_path)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_reports(tmp_path_factory, tiny_bert) -> Path:
+    """experiments/tiny.yaml run once by the batch runner with a tiny random encoder: a reports folder.
+
+    Shared by the notebook and browser tests. Returns the working folder (reports/ and runs/ inside it).
+    """
+    from workbench.reports import run_experiments
+
+    folder = tmp_path_factory.mktemp("tiny_reports")
+    here = Path.cwd()
+    os.chdir(folder)
+    try:
+        state = run_experiments(REPO / "experiments" / "tiny.yaml", progress=False, overrides={"model": tiny_bert})
+    finally:
+        os.chdir(here)
+    (folder / "state.json").write_text(__import__("json").dumps(state, default=str))
+    return folder

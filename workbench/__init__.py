@@ -2,17 +2,20 @@
 
 The public API::
 
-    from workbench import Trainer, TextClassificationModel, TextDataModule, TextProcessor, load_config
+    from workbench import Trainer, TextClassificationModel, TextDataModule, TextProcessor, load_config, train
+
+Notebooks and reports also use the modules ``workbench.explore`` (dataset statistics), ``workbench.plots``
+(figures), ``workbench.runs`` (reading run directories) and ``workbench.reports`` (the batch runner).
 """
 
 from workbench.config import Config, load_config
 from workbench.data import LabelMap, LengthBucketedBatchSampler, TextDataModule, TextProcessor
 from workbench.errors import ConfigError, DataError, ModelLoadError, WorkbenchError
 from workbench.models import TextClassificationModel
-from workbench.trainer import FitResult, Trainer
+from workbench.trainer import FitResult, Trainer, train
 
 __version__ = "0.1.0"
 __all__ = [
     "Config", "ConfigError", "DataError", "FitResult", "LabelMap", "LengthBucketedBatchSampler", "ModelLoadError",
-    "TextClassificationModel", "TextDataModule", "TextProcessor", "Trainer", "WorkbenchError", "load_config",
+    "TextClassificationModel", "TextDataModule", "TextProcessor", "Trainer", "WorkbenchError", "load_config", "train",
 ]

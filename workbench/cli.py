@@ -22,17 +22,10 @@ from workbench.errors import WorkbenchError
 
 def _train(args) -> int:
     from workbench.config import load_config
-    from workbench.data import TextDataModule
-    from workbench.models import TextClassificationModel
-    from workbench.trainer import Trainer
+    from workbench.trainer import train
 
-    cfg = load_config(args.config, args.overrides)
-    dm = TextDataModule(config=cfg.data, model_name=cfg.model.backbone, seed=cfg.train.seed).setup()
-    print(f"data: {len(dm.train_dataset)} train / {len(dm.val_dataset)} validation examples, "
-          f"{dm.num_labels} labels, {len(dm.train_batch_sampler())} batches per epoch", file=sys.stderr)
-    model = TextClassificationModel.from_config(cfg.model, dm.label_names, dm.multi_label, seed=cfg.train.seed)
     resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
-    result = Trainer(cfg, checkpoint_dir=None).fit(model, dm, resume=resume, full_config=cfg)
+    result = train(load_config(args.config, args.overrides), resume=resume)
     print((result.run_dir / "summary.md").read_text())
     print(f"run directory: {result.run_dir}")
     return 0
@@ -120,6 +113,17 @@ def _config(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from workbench.config import parse_overrides
+    from workbench.reports import run_experiments
+
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # our own progress lines say what runs where
+    overrides = parse_overrides(args.set) if args.set else {}
+    state = run_experiments(args.experiments, resume=args.resume, reports_dir=args.reports, overrides=overrides,
+                            cell_timeout=args.cell_timeout, progress=not args.no_progress)
+    return 1 if state["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Transformer text classification workbench.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="list the catalog datasets and their split sizes")
     datasets.add_argument("--data-root", help="data folder (default: $WORKBENCH_DATA or ../shared/data)")
     datasets.set_defaults(func=_datasets)
+
+    run = sub.add_parser("run", help="execute notebooks for every experiment in a file; write HTML reports + index")
+    run.add_argument("experiments", help="experiments YAML (see experiments/ and workbench/reports.py)")
+    run.add_argument("--resume", action="store_true", help="skip notebooks that already succeeded with the same parameters")
+    run.add_argument("--set", nargs="*", metavar="NAME=VALUE", default=None,
+                     help="parameter values for every notebook that declares them, e.g. --set epochs=0.1 model=minilm")
+    run.add_argument("--reports", help="reports folder (default: the file's reports_dir, or reports)")
+    run.add_argument("--cell-timeout", type=float, default=None, help="seconds one cell may run (default: no limit)")
+    run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
+    run.set_defaults(func=_run)
 
     config = with_config(sub.add_parser("config", help="print the resolved configuration with help texts"))
     config.set_defaults(func=_config)

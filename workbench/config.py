@@ -187,6 +187,12 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def changes(self) -> dict:
+        """The dotted keys whose values differ from the defaults, e.g. ``{"train.lr": 0.0001}``."""
+        default, ours = Config().to_dict(), self.to_dict()
+        return {f"{section}.{key}": value for section, values in ours.items() for key, value in values.items()
+                if default[section][key] != value}
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -445,6 +445,20 @@ class Trainer:
         return classification_metrics(labels, proba, model.label_names)
 
 
+def train(config: Config, resume: bool | str | Path = False, callbacks: list | None = None) -> FitResult:
+    """Everything ``workbench train`` does: build the data module and the model from ``config``, then fit.
+
+    Example:
+        >>> result = train(load_config("configs/tiny.yaml", {"train.lr": 3e-5}))  # doctest: +SKIP
+        >>> result.run_dir, result.metrics["validation"]["accuracy"]  # doctest: +SKIP
+    """
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed).setup()
+    log.info("data: %d train / %d validation examples, %d labels, %d batches per epoch", len(dm.train_dataset),
+             len(dm.val_dataset), dm.num_labels, len(dm.train_batch_sampler()))
+    model = TextClassificationModel.from_config(config.model, dm.label_names, dm.multi_label, seed=config.train.seed)
+    return Trainer(config, checkpoint_dir=None, callbacks=callbacks).fit(model, dm, resume=resume, full_config=config)
+
+
 def summary_markdown(run_dir: Path, metrics: dict) -> str:
     """A short human-readable summary of a finished run."""
     val, train = metrics["validation"], metrics["train"]

@@ -1,0 +1,120 @@
+"""What people look at, in a real browser: the report index, a notebook report, and JupyterLab.
+
+Headless Chromium from Debian's packages, driven by Playwright's Python package (its own browser download
+is unreachable here). `.ci/run` installs Chromium; elsewhere the tests skip when it is missing. Screenshots
+go to the test's output folder, whose path is printed.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: .ci/run installs it with `apt-get install chromium`.")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def watched_page(browser, problems: list):
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    return page
+
+
+def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
+    problems: list[str] = []
+    page = watched_page(browser, problems)
+    index = tiny_reports / "reports" / "index.html"
+    page.goto(index.as_uri())
+    rows = page.locator("table#reports tbody tr")
+    assert rows.count() == 7
+    assert page.locator(".status.ok").count() == 7
+    hrefs = page.eval_on_selector_all("table#reports a", "links => links.map(a => a.href)")
+    assert len(hrefs) == 14  # an HTML page and the notebook for each row
+    for href in hrefs:
+        assert Path(urllib.request.url2pathname(href.removeprefix("file://"))).is_file(), href
+    page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
+
+    page.locator("table#reports a", has_text="HTML").nth(4).click()  # trec_tiny__lr-0.0003 / 02_train
+    page.wait_for_load_state("load")
+    assert page.url.endswith("02_train.html")
+    images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+    assert images and all(done and width > 100 for done, width in images)  # the learning curves, embedded
+    page.screenshot(path=str(tmp_path / "02_train.png"), full_page=True)
+
+    page.goto((tiny_reports / "reports" / "leaderboard" / "09_compare_runs.html").as_uri())
+    page.wait_for_selector("table.dataTable")  # the sortable table's JavaScript ran, offline
+    first = page.locator("table.dataTable tbody tr").first.inner_text()
+    page.locator("table.dataTable thead th", has_text="val_accuracy").click()
+    page.wait_for_timeout(300)
+    page.locator("table.dataTable thead th", has_text="val_accuracy").click()
+    assert page.locator("table.dataTable tbody tr").count() == 2 and first
+    page.screenshot(path=str(tmp_path / "09_compare_runs.png"), full_page=True)
+    print(f"screenshots: {tmp_path}")
+    assert problems == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
+    port, token = _free_port(), "workbench-test"
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as reply:
+                    assert json.loads(reply.read())["started"]
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-2000:])
+                time.sleep(0.5)
+        page = watched_page(browser, [])
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/02_train.ipynb?token={token}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
+        notebook = page.locator(".jp-NotebookPanel:visible")
+        notebook.locator(".jp-RenderedMarkdown h1", has_text="02 · Train").wait_for(timeout=30_000)
+        assert notebook.locator(".jp-Cell").count() >= 10
+        assert "run_name" in notebook.locator(".jp-CodeCell").first.inner_text()
+        extensions = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent)"
+                                   ".federated_extensions.map(e => e.name)")
+        assert "@jupyter-widgets/jupyterlab-manager" in extensions  # ipywidgets render in JupyterLab 4
+        page.screenshot(path=str(tmp_path / "jupyterlab_02_train.png"))
+        print(f"screenshot: {tmp_path / 'jupyterlab_02_train.png'}")
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)

@@ -1,0 +1,74 @@
+"""Every notebook runs under papermill on tiny parameters, and its own final checks pass."""
+
+import json
+import re
+from pathlib import Path
+
+import papermill
+import pytest
+
+from workbench.reports import declared_parameters
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
+    state = json.loads((tiny_reports / "state.json").read_text())
+    ran = {nb for e in state["experiments"].values() for nb in e["notebooks"]}
+    assert ran == {p.stem for p in NOTEBOOKS}  # every notebook in notebooks/ is exercised
+    for name, experiment in state["experiments"].items():
+        for notebook, record in experiment["notebooks"].items():
+            assert record["status"] == "ok", (name, notebook, record.get("error"))  # includes its final asserts
+            assert (tiny_reports / "reports" / record["html"]).stat().st_size > 10_000
+    lr = state["experiments"]["trec_tiny__lr-0.0003"]["notebooks"]
+    assert lr["02_train"]["results"]["run_dir"] == lr["03_evaluate"]["results"]["run_dir"]  # evaluated what it trained
+    assert lr["01_data"]["results"]["labels"] == 6  # TREC coarse
+    assert state["experiments"]["leaderboard"]["notebooks"]["09_compare_runs"]["results"]["runs"] == 2
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_follow_the_house_style(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "the first code cell is tagged parameters"
+    assert all(isinstance(p["default"], str) for p in declared_parameters(path).values())
+    assert "assert" in code[-1].source, "the last cell checks what the notebook produced"
+    for cell in code:
+        assert not re.search(r"^\s*(def|class) ", cell.source, re.MULTILINE), "logic belongs in workbench/"
+        assert not cell.get("outputs"), "notebooks are committed without outputs"
+
+
+def test_evaluate_trains_a_small_run_when_given_none(tiny_bert, sentiment_files, tmp_path):
+    small = {"data.train_file": str(sentiment_files["train"]), "data.val_file": str(sentiment_files["val"]),
+             "model.backbone": tiny_bert, "train.epochs": 1, "run.name": "small", "run.root": str(tmp_path / "runs")}
+    papermill.execute_notebook(str(REPO / "notebooks" / "03_evaluate.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters={"small_run": small, "output_dir": str(tmp_path / "out")},
+                               cwd=str(tmp_path), progress_bar=False)
+    results = json.loads((tmp_path / "out" / "03_evaluate.json").read_text())
+    assert results["run_dir"].endswith("runs/small/version_0") and results["examples"] == 16
+
+
+def test_data_notebook_reads_files_and_finds_duplicates(tiny_bert, sentiment_files, tmp_path):
+    papermill.execute_notebook(str(REPO / "notebooks" / "01_data.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters={"dataset": None, "train_file": str(sentiment_files["train"]),
+                                           "val_file": str(sentiment_files["val"]), "model": tiny_bert,
+                                           "output_dir": str(tmp_path / "out")},
+                               cwd=str(tmp_path), progress_bar=False)
+    results = json.loads((tmp_path / "out" / "01_data.json").read_text())
+    assert results["train_examples"] == 64 and results["duplicated_texts"] == 8  # 8 sentences, repeated
+    assert results["conflicting_labels"] == 0
+
+
+def test_a_missing_run_directory_fails_with_the_cell_named(tmp_path):
+    from workbench.reports import run_experiments
+
+    path = tmp_path / "e.yaml"
+    path.write_text(f"notebooks_dir: {REPO / 'notebooks'}\n"
+                    "experiments:\n  - name: ghost\n    notebooks: [{notebook: 03_evaluate, parameters: {run_dir: runs/nope}}]\n")
+    state = run_experiments(path, progress=False)
+    error = state["experiments"]["ghost"]["notebooks"]["03_evaluate"]["error"]
+    assert error.startswith("experiment 'ghost', notebook 03_evaluate, cell In [")
+    assert "RunNotFoundError: Run directory runs/nope does not exist" in error

@@ -1,0 +1,131 @@
+"""Looking at a labelled dataset before training: label counts, token lengths, duplicates, conflicts, samples.
+
+Every function takes a :class:`workbench.TextDataModule` after ``setup()`` (so it sees exactly the
+cleaned texts and labels that training will see) and returns a pandas table for a notebook or a report.
+
+Example::
+
+    dm = TextDataModule(dataset="trec").setup()
+    label_table(dm)            # examples per label and split
+    duplicate_texts(dm)        # texts that occur more than once, within or across splits
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workbench.data import EncodedDataset, TextDataModule
+
+SPLITS = ("train", "validation", "test")
+
+
+def _splits(dm: TextDataModule) -> dict[str, EncodedDataset]:
+    if dm.train_dataset is None:
+        raise ValueError("Call TextDataModule.setup() before exploring it.")
+    found = {"train": dm.train_dataset, "validation": dm.val_dataset, "test": dm.test_dataset}
+    return {name: ds for name, ds in found.items() if ds is not None}
+
+
+def label_names_of(dm: TextDataModule, dataset: EncodedDataset) -> list[str]:
+    """Each example's label as text; multi-label examples join their labels with '|' (sorted)."""
+    names = dm.label_names
+    if dm.multi_label:
+        return ["|".join(names[j] for j in np.flatnonzero(f["labels"])) or "(none)" for f in dataset.features]
+    return [names[f["labels"]] for f in dataset.features]
+
+
+def examples_table(dm: TextDataModule) -> pd.DataFrame:
+    """One row per example of every split: ``split``, ``text``, ``label`` and ``tokens`` (after truncation)."""
+    frames = []
+    for split, dataset in _splits(dm).items():
+        frames.append(pd.DataFrame({"split": split, "text": dataset.texts, "label": label_names_of(dm, dataset),
+                                    "tokens": dataset.lengths, "row": dataset.rows}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def label_table(dm: TextDataModule) -> pd.DataFrame:
+    """Examples per label in each split, plus each label's share of train.
+
+    For multi-label data an example counts once for each of its labels.
+    """
+    rows = {}
+    for split, dataset in _splits(dm).items():
+        if dm.multi_label:
+            counts = np.asarray([f["labels"] for f in dataset.features]).sum(0)
+        else:
+            counts = np.bincount([f["labels"] for f in dataset.features], minlength=dm.num_labels)
+        rows[split] = counts
+    table = pd.DataFrame({"label": dm.label_names, **rows})
+    table["train_share"] = table["train"] / max(1, len(dm.train_dataset))
+    return table.sort_values("train", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def token_lengths(dm: TextDataModule, split: str = "train", limit: int | None = 20000, seed: int = 0) -> pd.DataFrame:
+    """Untruncated token counts of a split's texts (``label``, ``tokens``), to choose ``data.max_length``.
+
+    Args:
+        split: train, validation or test.
+        limit: tokenize at most this many random examples (None: all).
+    """
+    dataset = _splits(dm)[split]
+    labels = label_names_of(dm, dataset)
+    index = np.arange(len(dataset))
+    if limit and len(index) > limit:
+        index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+    texts = [dataset.texts[i] for i in index]
+    ids = dm.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    return pd.DataFrame({"label": [labels[i] for i in index], "tokens": [len(x) for x in ids]})
+
+
+def _normalized(texts: pd.Series) -> pd.Series:
+    return texts.str.lower().str.replace(r"\W+", " ", regex=True).str.strip()
+
+
+def duplicate_texts(dm: TextDataModule) -> pd.DataFrame:
+    """Texts that occur more than once (case and punctuation ignored), within a split or across splits.
+
+    Returns:
+        One row per duplicated text: ``text`` (one spelling), ``count``, ``splits`` (e.g. ``train+validation``,
+        a leak from train into evaluation) and ``labels`` (the distinct labels it carries).
+    """
+    table = examples_table(dm)
+    table["key"] = _normalized(table["text"])
+    groups = table.groupby("key", sort=False)
+    summary = groups.agg(text=("text", "first"), count=("text", "size"),
+                         splits=("split", lambda s: "+".join(sorted(set(s), key=SPLITS.index))),
+                         labels=("label", lambda s: " / ".join(sorted(set(s)))),
+                         n_labels=("label", "nunique"))
+    return summary[summary["count"] > 1].sort_values("count", ascending=False).reset_index(drop=True)
+
+
+def conflicting_labels(dm: TextDataModule) -> pd.DataFrame:
+    """Duplicated texts whose copies carry different labels: label noise or an ambiguous example."""
+    duplicates = duplicate_texts(dm)
+    return duplicates[duplicates["n_labels"] > 1].drop(columns="n_labels").reset_index(drop=True)
+
+
+def sample_texts(dm: TextDataModule, per_label: int = 3, split: str = "train", seed: int = 0,
+                 max_chars: int = 300) -> pd.DataFrame:
+    """A few random texts of each label (shortened to ``max_chars``), to see what the classes look like."""
+    table = examples_table(dm)
+    table = table[table["split"] == split]
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    picked = shuffled.groupby("label", sort=True).head(per_label).sort_values("label", kind="stable")
+    picked = picked[["label", "text", "tokens"]].copy()
+    long = picked["text"].str.len() > max_chars
+    picked.loc[long, "text"] = picked.loc[long, "text"].str.slice(0, max_chars) + " …"
+    return picked.reset_index(drop=True)
+
+
+def dataset_summary(dm: TextDataModule) -> dict:
+    """Headline numbers: examples per split, labels, multi-label, duplicates and conflicts."""
+    duplicates = duplicate_texts(dm)
+    return {
+        "dataset": dm.config.dataset or dm.config.train_file,
+        "examples": {split: len(ds) for split, ds in _splits(dm).items()},
+        "labels": dm.num_labels, "multi_label": dm.multi_label,
+        "duplicated_texts": len(duplicates),
+        "duplicated_across_splits": int(duplicates["splits"].str.contains(r"\+").sum()),
+        "conflicting_labels": int((duplicates["n_labels"] > 1).sum()),
+    }
