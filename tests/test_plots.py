@@ -56,3 +56,32 @@ def test_distribution_length_and_leaderboard_figures():
     board = pd.DataFrame({"run": ["r1", "r2"], "val_accuracy": [0.8, 0.9]})
     bars = plots.metric_bar_chart(board, "val_accuracy").axes[0]
     assert [t.get_text() for t in bars.get_yticklabels()] == ["r1", "r2"]  # best on top
+
+
+def test_roc_pr_curves_single_and_multi_label():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    proba = np.eye(3)[y] * 0.6 + rng.dirichlet(np.ones(3), 300) * 0.4
+    fig = plots.roc_pr_figure(y, proba, ["a", "b", "c"])
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("micro avg") for t in legend) and any(t.startswith("macro avg") for t in legend)
+    multi = (rng.random((200, 4)) < 0.3).astype(int)
+    fig = plots.roc_pr_figure(multi, np.clip(multi * 0.5 + rng.random((200, 4)) * 0.5, 0, 1), list("wxyz"), multi_label=True)
+    assert len(fig.axes[0].get_lines()) == 4 + 3  # four classes, micro, macro, chance line
+    with pytest.raises(WorkbenchError, match="y_true has shape"):
+        plots.roc_pr_figure(y[:10], proba, ["a", "b", "c"])
+    with pytest.raises(WorkbenchError, match="multi-label y_true has shape"):
+        plots.roc_pr_figure(y, proba, ["a", "b", "c"], multi_label=True)
+
+
+def test_reliability_and_length_figures():
+    from workbench.calibration import reliability_table
+
+    y = np.array([0, 1, 1, 0] * 10)
+    proba = np.tile([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9]], (10, 1))
+    fig = plots.reliability_figure(reliability_table(y, proba), 0.4, reliability_table(y, proba), 0.1)
+    assert len(fig.axes) == 2 and "ECE 0.4000" in fig.axes[0].get_title()
+    fig = plots.accuracy_by_length_figure(np.arange(40), np.arange(40) % 2)
+    assert len(fig.axes[0].patches) >= 4
+    with pytest.raises(WorkbenchError, match="must be two"):
+        plots.accuracy_by_length_figure(np.arange(4), np.arange(5))

@@ -16,8 +16,9 @@ import json
 import os
 import socket
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -245,6 +246,7 @@ class TextClassificationModel(nn.Module):
         self.head_options = {"dropout": dropout, "hidden_layers": list(hidden_layers), "activation": activation}
         self.freeze_embeddings = freeze_embeddings
         self.thresholds = np.full(len(labels), threshold, dtype=np.float32)
+        self.temperature = 1.0  # logits are divided by it before softmax/sigmoid (workbench.calibration)
         self.processing: dict[str, Any] = {}  # text-processing settings used in training (DataConfig fields)
         self.backbone = backbone if backbone is not None else _load_backbone(model_name)
         self._tokenizer = tokenizer
@@ -262,7 +264,7 @@ class TextClassificationModel(nn.Module):
                 param.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, config, labels: Sequence[str], multi_label: bool = False, seed: int = 42) -> "TextClassificationModel":
+    def from_config(cls, config, labels: Sequence[str], multi_label: bool = False, seed: int = 42) -> TextClassificationModel:
         """A new model from a :class:`~workbench.config.ModelConfig` and the data's label names."""
         return cls(config.backbone, labels=labels, multi_label=multi_label, pooling=config.pooling,
                    dropout=config.dropout, hidden_layers=config.hidden_layers, activation=config.activation,
@@ -345,7 +347,12 @@ class TextClassificationModel(nn.Module):
         return self._probabilities(self.logits_of(getattr(dataset, "features", dataset)))
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        logits = logits / self.temperature
         return (logits.sigmoid() if self.multi_label else logits.softmax(-1)).numpy()
+
+    def proba_from_logits(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Probabilities ``(N, K)`` from raw logits, with this model's temperature applied."""
+        return self._probabilities(torch.as_tensor(np.asarray(logits), dtype=torch.float32))
 
     def predict_proba(self, inputs: str | Sequence[str] | Mapping[str, torch.Tensor]) -> np.ndarray:
         """Class probabilities: ``(K,)`` for one string, ``(N, K)`` for a list or a tokenized batch."""
@@ -384,6 +391,7 @@ class TextClassificationModel(nn.Module):
             "pooling": self.pooling,
             "freeze_embeddings": self.freeze_embeddings,
             "thresholds": [float(t) for t in self.thresholds],
+            "temperature": float(self.temperature),
             "processing": self.processing,
             **self.head_options,
         }
@@ -400,7 +408,7 @@ class TextClassificationModel(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "TextClassificationModel":
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> TextClassificationModel:
         """Load a model written by :meth:`save_pretrained` (or a training checkpoint folder).
 
         Raises ModelLoadError naming the file when the folder is incomplete or a file is corrupt.
@@ -446,6 +454,7 @@ class TextClassificationModel(nn.Module):
                                  f"(missing or mismatched: {missing[:3]}, unexpected: {unexpected[:3]}). "
                                  "The weights were written by another model; use the folder they were saved with.")
         model.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
+        model.temperature = float(meta.get("temperature", 1.0))
         model.processing = meta.get("processing", {})
         return model.to(device).eval()
 

@@ -157,3 +157,107 @@ def metric_bar_chart(board: pd.DataFrame, metric: str, label: str = "run") -> Fi
     ax.set_xlim(max(0.0, low - 0.1) if "loss" not in metric else 0.0, None)
     ax.set(xlabel=metric, title=f"{metric} by run")
     return fig
+
+
+def _binary_targets(y_true: np.ndarray, proba: np.ndarray, multi_label: bool) -> np.ndarray:
+    """(N, K) 0/1 truth for one-vs-rest curves, with a clear error when the arrays disagree."""
+    y_true, proba = np.asarray(y_true), np.asarray(proba)
+    if proba.ndim != 2:
+        raise WorkbenchError(f"proba must be (N, K); got shape {proba.shape}.")
+    if multi_label:
+        if y_true.shape != proba.shape:
+            raise WorkbenchError(f"multi-label y_true has shape {y_true.shape} but proba is {proba.shape}; both must be (N, K).")
+        return y_true.astype(int)
+    if y_true.shape != (len(proba),):
+        raise WorkbenchError(f"y_true has shape {y_true.shape} but proba is {proba.shape}: give (N,) class ids for the "
+                             "same N examples (or multi_label=True with (N, K) multi-hot labels).")
+    return np.eye(proba.shape[1], dtype=int)[y_true]
+
+
+def roc_pr_figure(y_true, proba, label_names: Sequence[str], multi_label: bool = False, max_classes: int = 10) -> Figure:
+    """ROC and precision-recall curves: one per class (up to ``max_classes``), plus micro and macro averages.
+
+    Args:
+        y_true: ``(N,)`` class ids, or ``(N, K)`` multi-hot for multi-label.
+        proba: ``(N, K)`` predicted probabilities.
+        label_names: the K class names.
+        max_classes: draw per-class curves for the most frequent classes only beyond this many.
+    """
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    target = _binary_targets(y_true, proba, multi_label)
+    proba = np.asarray(proba, dtype=float)
+    if target.shape[1] != len(label_names):
+        raise WorkbenchError(f"proba has {target.shape[1]} classes but there are {len(label_names)} label names.")
+    present = np.flatnonzero((target.sum(0) > 0) & (target.sum(0) < len(target)))
+    fig, (roc_ax, pr_ax) = _figure(12.0, 5.0, ncols=2)
+    grid = np.linspace(0, 1, 201)
+    tprs, aucs = [], []
+    shown = present[np.argsort(-target[:, present].sum(0), kind="stable")][:max_classes]
+    for k in present:
+        fpr, tpr, _ = roc_curve(target[:, k], proba[:, k])
+        tprs.append(np.interp(grid, fpr, tpr))
+        aucs.append(auc(fpr, tpr))
+        if k in shown:
+            roc_ax.plot(fpr, tpr, linewidth=1, alpha=0.7, label=f"{label_names[k]} ({aucs[-1]:.3f})")
+            precision, recall, _ = precision_recall_curve(target[:, k], proba[:, k])
+            ap = average_precision_score(target[:, k], proba[:, k])
+            pr_ax.plot(recall, precision, linewidth=1, alpha=0.7, label=f"{label_names[k]} ({ap:.3f})")
+    fpr, tpr, _ = roc_curve(target[:, present].ravel(), proba[:, present].ravel())
+    roc_ax.plot(fpr, tpr, color="black", linewidth=2, label=f"micro avg ({auc(fpr, tpr):.3f})")
+    roc_ax.plot(grid, np.mean(tprs, 0), color="black", linestyle="--", linewidth=2,
+                label=f"macro avg ({np.mean(aucs):.3f})")
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    precision, recall, _ = precision_recall_curve(target[:, present].ravel(), proba[:, present].ravel())
+    micro_ap = average_precision_score(target[:, present], proba[:, present], average="micro")
+    macro_ap = average_precision_score(target[:, present], proba[:, present], average="macro")
+    pr_ax.plot(recall, precision, color="black", linewidth=2, label=f"micro avg ({micro_ap:.3f})")
+    pr_ax.plot([], [], color="black", linestyle="--", label=f"macro AP {macro_ap:.3f}")
+    note = f" ({len(shown)} of {len(present)} classes drawn)" if len(shown) < len(present) else ""
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (AUC)" + note)
+    pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall (average precision)" + note)
+    for ax in (roc_ax, pr_ax):
+        ax.legend(fontsize=7, loc="lower right" if ax is roc_ax else "lower left")
+    return fig
+
+
+def reliability_figure(table: pd.DataFrame, ece: float | None = None, after: pd.DataFrame | None = None,
+                       ece_after: float | None = None) -> Figure:
+    """A reliability diagram: accuracy against confidence per bin, with the ECE (and, if given, after scaling).
+
+    Args:
+        table: bins from :func:`workbench.calibration.reliability_table`.
+        after: the same bins after temperature scaling, drawn beside.
+    """
+    _check_columns(table, ["bin_low", "bin_high", "count", "confidence", "accuracy"], "reliability_figure")
+    panels = [(table, ece, "before")] + ([(after, ece_after, "after temperature scaling")] if after is not None else [])
+    fig, axes = _figure(5.5 * len(panels), 5.0, ncols=len(panels), squeeze=False)
+    for ax, (bins, value, name) in zip(axes[0], panels):
+        width = bins["bin_high"] - bins["bin_low"]
+        ax.bar(bins["bin_low"], bins["accuracy"].fillna(0), width=width, align="edge", edgecolor="black",
+               color="tab:blue", alpha=0.8, label="accuracy")
+        gap = bins["confidence"] - bins["accuracy"]
+        ax.bar(bins["bin_low"], gap.fillna(0), bottom=bins["accuracy"].fillna(0), width=width, align="edge",
+               color="tab:red", alpha=0.3, hatch="//", label="gap")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--")
+        title = "Reliability" + ("" if name == "before" else f" {name}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+               title=title + (f"\nECE {value:.4f}" if value is not None else ""))
+        ax.legend(loc="upper left")
+    return fig
+
+
+def accuracy_by_length_figure(lengths, correct, bins: int = 8) -> Figure:
+    """Accuracy per text-length bucket (quantile buckets of token length), with the bucket sizes."""
+    lengths, correct = np.asarray(lengths), np.asarray(correct, dtype=float)
+    if lengths.shape != correct.shape or lengths.ndim != 1:
+        raise WorkbenchError(f"lengths {lengths.shape} and correct {correct.shape} must be two (N,) arrays.")
+    buckets = pd.qcut(lengths, q=min(bins, len(np.unique(lengths))), duplicates="drop")
+    table = pd.DataFrame({"bucket": buckets, "correct": correct}).groupby("bucket", observed=True)["correct"].agg(["mean", "size"])
+    fig, ax = _figure(8.0, 4.0)
+    labels = [f"{int(np.ceil(i.left))}-{int(i.right)}" for i in table.index]
+    ax.bar(labels, table["mean"], color="tab:blue")
+    for x, (value, size) in enumerate(zip(table["mean"], table["size"])):
+        ax.text(x, value, f"{value:.2f}\nn={size}", ha="center", va="bottom", fontsize=8)
+    ax.set(xlabel="tokens", ylabel="accuracy", ylim=(0, 1.15), title="Accuracy by text length")
+    return fig

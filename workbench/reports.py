@@ -329,7 +329,8 @@ def _mark_dead_kernel(ipynb: Path, message: str) -> int | None:
     if not started:
         return None
     cell = nb.cells[started[-1]]
-    cell.outputs.append(nbformat.v4.new_output("error", ename="DeadKernelError", evalue=message, traceback=[message]))
+    cell.outputs.append(nbformat.v4.new_output("error", ename="DeadKernelError", evalue=message,
+                                               traceback=[f"DeadKernelError: {message}"]))
     nbformat.write(nb, ipynb)
     return started[-1] + 1
 
