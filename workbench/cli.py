@@ -113,6 +113,17 @@ def _config(args) -> int:
     return 0
 
 
+def _cv(args) -> int:
+    from workbench.config import load_config
+    from workbench.cv import cross_validate
+
+    result = cross_validate(load_config(args.config, args.overrides), n_folds=args.folds, resume=not args.restart)
+    for key, mean in result.summary["mean"].items():
+        print(f"{key:20s} {mean:.4f} ± {result.summary['std'][key]:.4f}")
+    print(f"out-of-fold probabilities: {result.folder / 'oof.parquet'}")
+    return 0
+
+
 def _run(args) -> int:
     from workbench.config import parse_overrides
     from workbench.reports import run_experiments
@@ -159,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="list the catalog datasets and their split sizes")
     datasets.add_argument("--data-root", help="data folder (default: $WORKBENCH_DATA or ../shared/data)")
     datasets.set_defaults(func=_datasets)
+
+    cv = with_config(sub.add_parser("cv", help="k-fold cross-validation: one run per fold, mean ± std, out-of-fold probabilities"))
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
+    cv.set_defaults(func=_cv)
 
     run = sub.add_parser("run", help="execute notebooks for every experiment in a file; write HTML reports + index")
     run.add_argument("experiments", help="experiments YAML (see experiments/ and workbench/reports.py)")
