@@ -1,0 +1,207 @@
+"""Why a model predicts what it does: attention (bertviz), token attributions (captum) and pooling weights.
+
+- :func:`attention` returns the tokens and every layer's attention for one text; :func:`attention_view`
+  shows them with bertviz's ``head_view`` / ``model_view`` (``html_action="view"`` in a notebook,
+  ``"return"`` for an HTML file; bertviz loads its JavaScript libraries from a CDN, so that view needs a
+  network); :func:`attention_figure` draws one layer's heads as a static heatmap that works offline.
+- :func:`token_attributions` runs captum's Layer Integrated Gradients on the word embeddings, from a
+  baseline of padding between the special tokens, for a chosen target class (default: the predicted
+  one; required for multi-label models). ``internal_batch_size`` bounds memory on long texts. Each
+  result carries the convergence delta (how far the attributions' sum is from the logit difference).
+- :func:`attributions_html` renders one result as coloured tokens; :func:`pooling_weights` returns the
+  attention-pooling weights of a model trained with ``pooling="attention"``.
+
+Example::
+
+    result = token_attributions(model, ["a gripping, funny film"], n_steps=50)[0]
+    HTML(attributions_html(result))
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workbench.errors import DataError, WorkbenchError
+
+
+@dataclass
+class Attribution:
+    text: str
+    tokens: list[str]
+    scores: np.ndarray  # (tokens,), L2-normalised sum over the embedding dimension
+    target: str
+    target_proba: float
+    delta: float  # |convergence delta| of integrated gradients
+
+
+def _encode(model, text: str) -> dict[str, torch.Tensor]:
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"Cannot explain an empty text ({text!r}); give it at least one word.")
+    features = model.processor().encode([text])[0]
+    return {k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")}
+
+
+def _target_index(model, target: str | int | None, logits: torch.Tensor) -> int:
+    if target is None:
+        if model.multi_label:
+            raise WorkbenchError(f"This multi-label model needs a target class to explain; choose one of "
+                                 f"{model.label_names[:20]}.")
+        return int(logits.argmax())
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        if not 0 <= target < model.num_labels:
+            raise WorkbenchError(f"target={target} is out of range: the model has {model.num_labels} classes.")
+        return int(target)
+    if str(target) not in model.label_names:
+        raise WorkbenchError(f"target='{target}' is not a class of this model; choose one of {model.label_names[:20]}.")
+    return model.label_names.index(str(target))
+
+
+@contextmanager
+def _eager_attention(model):
+    """SDPA kernels return no attention weights; switch the backbone to eager attention for a while."""
+    backbone = model.backbone
+    previous = getattr(backbone.config, "_attn_implementation", None)
+    changed = previous not in (None, "eager")
+    if changed:
+        backbone.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if changed:
+            backbone.set_attn_implementation(previous)
+
+
+@torch.no_grad()
+def attention(model, text: str) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """Tokens and attention of one text: a tuple with one ``(1, heads, tokens, tokens)`` tensor per layer."""
+    inputs = _encode(model, text)
+    model.eval()
+    with _eager_attention(model):
+        out = model.backbone(input_ids=inputs["input_ids"], attention_mask=torch.ones_like(inputs["input_ids"]),
+                             output_attentions=True)
+    tokens = model.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    return tokens, tuple(a.detach().cpu() for a in out.attentions)
+
+
+def attention_view(model, text: str, view: str = "head", html_action: str = "view"):
+    """bertviz's ``head_view`` or ``model_view`` of one text (``html_action="return"`` gives an HTML object)."""
+    from bertviz import head_view, model_view
+
+    if view not in ("head", "model"):
+        raise WorkbenchError(f"view='{view}': choose 'head' or 'model'.")
+    tokens, attentions = attention(model, text)
+    show = head_view if view == "head" else model_view
+    return show(attentions, tokens, html_action=html_action)
+
+
+def attention_figure(model, text: str, layer: int = -1):
+    """Every head of one layer as a token-by-token heatmap (a Figure; static, so it works offline)."""
+    from matplotlib.figure import Figure
+
+    tokens, attentions = attention(model, text)
+    weights = attentions[layer][0].numpy()  # (heads, tokens, tokens)
+    heads = weights.shape[0]
+    columns = min(heads, 4)
+    rows = int(np.ceil(heads / columns))
+    size = max(2.5, 0.25 * len(tokens) + 1)
+    fig = Figure(figsize=(size * columns, size * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for h, ax in enumerate(axes):
+        if h >= heads:
+            ax.axis("off")
+            continue
+        ax.imshow(weights[h], cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+        ax.set_title(f"head {h}", fontsize=9)
+    fig.suptitle(f"Attention, layer {layer % len(attentions)}")
+    return fig
+
+
+def token_attributions(model, texts: str | Sequence[str], target: str | int | None = None, n_steps: int = 50,
+                       internal_batch_size: int = 16) -> list[Attribution]:
+    """Layer Integrated Gradients on the word embeddings, one result per text.
+
+    Args:
+        model: a :class:`workbench.TextClassificationModel`.
+        texts: one text or a list.
+        target: class name or index to explain (default: each text's predicted class; required for
+            multi-label models).
+        n_steps: integration steps (50 is captum's default; more lowers the convergence delta).
+        internal_batch_size: how many interpolation steps run at once, which bounds memory on long texts.
+    """
+    from captum.attr import LayerIntegratedGradients
+
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    model.eval()
+    embeddings = model.backbone.get_input_embeddings()
+    tokenizer = model.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    special = set(tokenizer.all_special_ids) - {pad}
+
+    def forward(input_ids, token_type_ids=None):
+        mask = torch.ones_like(input_ids)
+        return model(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids)["logits"]
+
+    explainer = LayerIntegratedGradients(forward, embeddings)
+    results = []
+    for text in texts:
+        inputs = _encode(model, text)
+        ids = inputs["input_ids"]
+        with torch.no_grad():
+            logits = forward(ids, inputs.get("token_type_ids"))[0]
+        k = _target_index(model, target, logits)
+        baseline = torch.where(torch.isin(ids, torch.tensor(sorted(special), device=ids.device)), ids,
+                               torch.full_like(ids, pad))  # keep [CLS]/[SEP], pad the rest
+        extra = (inputs["token_type_ids"],) if "token_type_ids" in inputs else None
+        attributions, delta = explainer.attribute(ids, baselines=baseline, target=k, additional_forward_args=extra,
+                                                  n_steps=n_steps, internal_batch_size=internal_batch_size,
+                                                  return_convergence_delta=True)
+        scores = attributions.sum(-1)[0].detach().cpu().numpy()  # (tokens,)
+        norm = np.linalg.norm(scores)
+        proba = model.proba_from_logits(logits[None].detach().cpu())[0, k]
+        results.append(Attribution(text, tokenizer.convert_ids_to_tokens(ids[0].tolist()),
+                                   scores / norm if norm > 0 else scores, model.label_names[k], float(proba),
+                                   float(delta.abs().item())))
+    return results
+
+
+def tokens_html(tokens: Sequence[str], scores: Sequence[float]) -> str:
+    """Tokens as inline spans, green for positive and red for negative scores (scaled to the largest)."""
+    scores = np.asarray(scores, dtype=float)
+    top = np.abs(scores).max() or 1.0
+    spans = []
+    for token, score in zip(tokens, scores):
+        alpha = min(1.0, abs(score) / top)
+        colour = f"rgba(26,127,55,{alpha:.2f})" if score >= 0 else f"rgba(207,34,46,{alpha:.2f})"
+        word = token[2:] if token.startswith("##") else f" {token}"
+        spans.append(f'<span title="{score:+.3f}" style="background:{colour};padding:1px 0;border-radius:3px">'
+                     f"{html.escape(word)}</span>")
+    return "".join(spans).strip()
+
+
+def attributions_html(result: Attribution) -> str:
+    """One attribution as an HTML block: the target, its probability, the delta and the coloured tokens."""
+    head = (f"<div style='font-size:0.8em;color:#57606a'>target <b>{html.escape(result.target)}</b> "
+            f"(p={result.target_proba:.3f}) · convergence delta {result.delta:.4f}</div>")
+    return f"<div style='margin:0.4em 0;line-height:1.8'>{head}{tokens_html(result.tokens, result.scores)}</div>"
+
+
+@torch.no_grad()
+def pooling_weights(model, text: str) -> tuple[list[str], np.ndarray]:
+    """The attention-pooling weight of each token (they sum to 1) for a model with ``pooling="attention"``."""
+    if model.pooling != "attention" or model.attention_pool is None:
+        raise WorkbenchError(f"This model pools with '{model.pooling}', so it has no pooling weights; train one "
+                             "with model.pooling=attention.")
+    inputs = _encode(model, text)
+    model.eval()
+    mask = torch.ones_like(inputs["input_ids"])
+    states = model.backbone(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
+    weights = model.attention_pool.score(states).squeeze(-1).softmax(-1)[0].cpu().numpy()
+    return model.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist()), weights
