@@ -124,6 +124,29 @@ def _cv(args) -> int:
     return 0
 
 
+def _speed(args) -> int:
+    from workbench.data import TextDataModule, read_table
+    from workbench.inference import benchmark_inference
+    from workbench.plots import latency_figure
+
+    model = _load_model(args.model)
+    if bool(args.file) == bool(args.dataset):
+        raise WorkbenchError("Give exactly one of --file FILE or --dataset NAME [--split SPLIT].")
+    if args.file:
+        texts = read_table(args.file)[args.text_column].astype(str).tolist()
+    else:
+        texts = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split).texts
+    lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]
+    table = benchmark_inference(model, texts, batch_sizes=args.batch_sizes, seq_lengths=lengths,
+                                repeats=args.repeats, threads=args.threads)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.out:
+        table.to_csv(args.out, index=False)
+    if args.plot:
+        latency_figure(table).savefig(args.plot, dpi=120)
+    return 0
+
+
 def _run(args) -> int:
     from workbench.config import parse_overrides
     from workbench.reports import run_experiments
@@ -175,6 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
     cv.set_defaults(func=_cv)
+
+    speed = sub.add_parser("speed", help="inference latency (p50/p95/p99) and throughput by batch size and length")
+    speed.add_argument("model", help="saved model folder or run directory")
+    speed.add_argument("--file", help="texts to time (a table with a text column)")
+    speed.add_argument("--dataset", help="catalog dataset name")
+    speed.add_argument("--split", default="validation")
+    speed.add_argument("--text-column", default="text")
+    speed.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
+    speed.add_argument("--seq-lengths", nargs="+", default=["natural"], help="token lengths, or 'natural'")
+    speed.add_argument("--repeats", type=int, default=5)
+    speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    speed.add_argument("--out", help="write the table as CSV")
+    speed.add_argument("--plot", help="write the throughput/latency figure (PNG)")
+    speed.set_defaults(func=_speed)
 
     run = sub.add_parser("run", help="execute notebooks for every experiment in a file; write HTML reports + index")
     run.add_argument("experiments", help="experiments YAML (see experiments/ and workbench/reports.py)")

@@ -261,3 +261,25 @@ def accuracy_by_length_figure(lengths, correct, bins: int = 8) -> Figure:
         ax.text(x, value, f"{value:.2f}\nn={size}", ha="center", va="bottom", fontsize=8)
     ax.set(xlabel="tokens", ylabel="accuracy", ylim=(0, 1.15), title="Accuracy by text length")
     return fig
+
+
+def latency_figure(table: pd.DataFrame) -> Figure:
+    """Throughput and p50/p95 latency against batch size, one line per sequence length (and engine).
+
+    Args:
+        table: from :func:`workbench.inference.benchmark_inference`.
+    """
+    _check_columns(table, ["engine", "seq_length", "batch_size", "p50_ms", "p95_ms", "examples_per_s"], "latency_figure")
+    fig, (speed_ax, latency_ax) = _figure(11.0, 4.0, ncols=2)
+    for (engine, length), rows in table.groupby(["engine", table["seq_length"].astype(str)], sort=False):
+        label = f"{engine}, {length} tokens" if length != "natural" else f"{engine}, natural lengths"
+        speed_ax.plot(rows["batch_size"], rows["examples_per_s"], "o-", label=label)
+        line = latency_ax.plot(rows["batch_size"], rows["p50_ms"], "o-", label=f"{label} p50")[0]
+        latency_ax.plot(rows["batch_size"], rows["p95_ms"], "x--", color=line.get_color(), label=f"{label} p95")
+    for ax in (speed_ax, latency_ax):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.legend(fontsize=7)
+    speed_ax.set(ylabel="examples / s", title="Throughput")
+    latency_ax.set(ylabel="ms per batch", title="Latency", yscale="log")
+    return fig
