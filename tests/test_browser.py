@@ -49,10 +49,10 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     index = tiny_reports / "reports" / "index.html"
     page.goto(index.as_uri())
     rows = page.locator("table#reports tbody tr")
-    assert rows.count() == 7
-    assert page.locator(".status.ok").count() == 7
+    assert rows.count() == 12
+    assert page.locator(".status.ok").count() == 12
     hrefs = page.eval_on_selector_all("table#reports a", "links => links.map(a => a.href)")
-    assert len(hrefs) == 14  # an HTML page and the notebook for each row
+    assert len(hrefs) == 24  # an HTML page and the notebook for each row
     for href in hrefs:
         assert Path(urllib.request.url2pathname(href.removeprefix("file://"))).is_file(), href
     page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
@@ -70,7 +70,7 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     page.locator("table.dataTable thead th", has_text="val_accuracy").click()
     page.wait_for_timeout(300)
     page.locator("table.dataTable thead th", has_text="val_accuracy").click()
-    assert page.locator("table.dataTable tbody tr").count() == 2 and first
+    assert page.locator("table.dataTable tbody tr").count() == 3 and first
     page.screenshot(path=str(tmp_path / "09_compare_runs.png"), full_page=True)
     print(f"screenshots: {tmp_path}")
     assert problems == []

@@ -51,3 +51,14 @@ def test_calibrate_model_keeps_accuracy_lowers_nll_and_is_saved(tiny_bert, senti
     assert (after.argmax(1) == np.array([f["labels"] for f in dm.val_dataset.features])).mean() == accuracy
     model.save_pretrained(tmp_path / "m")
     assert TextClassificationModel.from_pretrained(tmp_path / "m").temperature == pytest.approx(report["temperature"])
+
+
+def test_rescale_matches_scaling_the_logits():
+    from workbench.calibration import rescale
+
+    logits = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)
+    assert np.allclose(rescale(proba, 2.0), expected)
+    sig = 1 / (1 + np.exp(-logits))
+    assert np.allclose(rescale(sig, 2.0, multi_label=True), 1 / (1 + np.exp(-logits / 2)))

@@ -24,7 +24,12 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     lr = state["experiments"]["trec_tiny__lr-0.0003"]["notebooks"]
     assert lr["02_train"]["results"]["run_dir"] == lr["03_evaluate"]["results"]["run_dir"]  # evaluated what it trained
     assert lr["01_data"]["results"]["labels"] == 6  # TREC coarse
-    assert state["experiments"]["leaderboard"]["notebooks"]["09_compare_runs"]["results"]["runs"] == 2
+    assert state["experiments"]["leaderboard"]["notebooks"]["09_compare_runs"]["results"]["runs"] == 3
+    inspect = state["experiments"]["trec_tiny_inspect"]["notebooks"]
+    assert inspect["04_error_analysis"]["results"]["run_dir"] == inspect["02_train"]["results"]["run_dir"]
+    assert inspect["04_error_analysis"]["results"]["examples"] == 100
+    assert inspect["05_explain"]["results"]["explained"] == 4  # two chosen texts, two mistakes
+    assert state["experiments"]["trec_tiny_cv"]["notebooks"]["06_cross_validation"]["results"]["examples"] == 300
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

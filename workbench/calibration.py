@@ -135,3 +135,14 @@ def calibrate_model(model, dataset, n_bins: int = 15) -> dict:
     after = calibration_metrics(y_true, model.proba_from_logits(logits), model.multi_label, n_bins)
     return {"temperature": model.temperature, "previous_temperature": previous, "examples": len(y_true),
             "before": before, "after": after}
+
+
+def rescale(proba, temperature: float, multi_label: bool = False) -> np.ndarray:
+    """Apply a temperature to probabilities that were computed at temperature 1 (same as scaling the logits)."""
+    proba = np.clip(np.asarray(proba, dtype=float), 1e-12, 1 - 1e-12)
+    if multi_label:
+        logits = np.log(proba / (1 - proba)) / temperature
+        return 1 / (1 + np.exp(-logits))
+    scaled = np.log(proba) / temperature
+    scaled -= scaled.max(1, keepdims=True)
+    return np.exp(scaled) / np.exp(scaled).sum(1, keepdims=True)

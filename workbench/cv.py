@@ -28,7 +28,7 @@ import pandas as pd
 
 from workbench.config import Config
 from workbench.data import TextDataModule
-from workbench.errors import DataError
+from workbench.errors import DataError, WorkbenchError
 
 CV_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
 
@@ -47,6 +47,34 @@ class CVResult:
     def proba(self) -> np.ndarray:
         """Out-of-fold probabilities ``(N, K)``, in the order of ``oof``."""
         return self.oof[[f"proba_{name}" for name in self.label_names]].to_numpy()
+
+    @property
+    def multi_label(self) -> bool:
+        return bool(self.summary["multi_label"])
+
+    @property
+    def given_labels(self) -> list:
+        """Each example's label (a list of labels for multi-label data), as given in the data."""
+        if self.multi_label:
+            delimiter = self.summary.get("label_delimiter", "|")
+            return [[x for x in str(v).split(delimiter) if x] for v in self.oof["label"]]
+        return list(self.oof["label"])
+
+    def confusion_matrix(self) -> np.ndarray:
+        """``(K, K)`` counts of out-of-fold predictions, rows = true label (single-label data only)."""
+        if self.multi_label:
+            raise WorkbenchError("A confusion matrix needs single-label data; this cross-validation is multi-label.")
+        table = pd.crosstab(self.oof["label"], self.oof["predicted"])
+        return table.reindex(index=self.label_names, columns=self.label_names, fill_value=0).to_numpy()
+
+
+def load_cv(folder: str | Path) -> CVResult:
+    """Read a finished cross-validation folder (``<run root>/<name>/cv``)."""
+    folder = Path(folder)
+    if not (folder / "summary.json").exists() or not (folder / "oof.parquet").exists():
+        raise WorkbenchError(f"{folder} is not a finished cross-validation (summary.json and oof.parquet are written "
+                             "when the last fold ends). Run `workbench cv` (it resumes) or give the cv folder.")
+    return CVResult(folder, json.loads((folder / "summary.json").read_text()), pd.read_parquet(folder / "oof.parquet"))
 
 
 def fold_assignments(labels: list, n_folds: int, multi_label: bool = False, seed: int = 42,
@@ -178,7 +206,7 @@ def cross_validate(config: Config, n_folds: int = 5, resume: bool = True, echo=p
         oof_parts.append(pd.read_parquet(oof_file))
     per_fold = pd.DataFrame(rows)
     metrics = [c for c in per_fold.columns if c not in ("fold", "run_dir")]
-    summary = {"n_folds": n_folds, "examples": len(table), "multi_label": multi,
+    summary = {"n_folds": n_folds, "examples": len(table), "multi_label": multi, "label_delimiter": delimiter,
                "folds": rows, "mean": per_fold[metrics].mean().to_dict(), "std": per_fold[metrics].std(ddof=1).to_dict()}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     oof = pd.concat(oof_parts).sort_values("index").set_index("index")

@@ -241,3 +241,24 @@ def training_facts(run: Run) -> dict:
             "train_s": train.get("runtime_s"), "samples_per_s": train.get("samples_per_s"),
             "epochs": train.get("epochs"), "optimizer_steps": train.get("optimizer_steps"),
             "device": run.metrics.get("device"), "precision": run.metrics.get("precision")}
+
+
+def calibrate_run(run: Run | str | Path, save: bool = True) -> dict:
+    """Fit temperature scaling on the run's validation split and (by default) save it with the best model.
+
+    Writes ``calibration.json`` (temperature, ECE / Brier / NLL before and after) into the run directory
+    and re-saves ``best/`` with the temperature, so later predictions are calibrated.
+    """
+    from workbench.calibration import calibrate_model
+    from workbench.data import LabelMap, TextDataModule
+
+    run = run if isinstance(run, Run) else load_run(run)
+    model = run.model()
+    dm = TextDataModule(config=run.config.data, model_name=str(run.path / "best"), tokenizer=model.tokenizer,
+                        seed=run.config.train.seed)
+    dm.setup(label_map=LabelMap(model.label_names, model.multi_label))
+    report = calibrate_model(model, dm.val_dataset)
+    if save:
+        model.save_pretrained(run.path / "best")
+        (run.path / "calibration.json").write_text(json.dumps(report, indent=2))
+    return report
