@@ -1,0 +1,164 @@
+"""Benchmarks of the evaluation suite, on the default backbone and this machine.
+
+- ``cv``: TREC-6, 5-fold cross-validation (train split), mean ± std accuracy and macro-F1 on the held-out
+  folds and on the 500 test questions; per fold, temperature scaling is fitted on the fold's held-out part
+  and the test ECE is measured before and after.
+- ``noise``: SST-2, a stratified training subset with 2% of its labels flipped (known only here), k-fold
+  out-of-fold probabilities, cleanlab's label-issue finder; precision and recall at catching the flips.
+- ``attribution``: seconds per example and peak memory of integrated gradients (n_steps 50) on SST-2 dev
+  sentences and on 512-token IMDB reviews.
+- ``inference``: the PyTorch eager latency / throughput table on SST-2 dev, batch 1 to 64.
+
+Run:
+    python bench/evaluation_suite.py --out bench/results/evaluation_suite.json            # everything
+    python bench/evaluation_suite.py --only inference attribution --out /tmp/part.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import workbench
+from workbench import TextClassificationModel, TextDataModule
+from workbench.analysis import label_issues
+from workbench.calibration import calibration_metrics, fit_temperature
+from workbench.cv import cross_validate
+from workbench.explain import token_attributions
+from workbench.inference import benchmark_inference
+from workbench.runs import load_run
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cv_benchmark(work: Path, folds: int, epochs: float) -> dict:
+    config = workbench.load_config("configs/trec.yaml", {"train.epochs": epochs, "run.root": str(work), "run.name": "trec_cv",
+                                                         "data.test_split": "test"})
+    start = time.perf_counter()
+    result = cross_validate(config, n_folds=folds)
+    seconds = time.perf_counter() - start
+    test_ece = []
+    for fold in result.summary["folds"]:
+        run = load_run(fold["run_dir"])
+        model = run.model()
+        val = TextDataModule.for_model(model, text_column="text", label_column="label").encode_file(
+            Path(run.config.data.val_file))
+        test = TextDataModule.for_model(model, text_column="text", label_column="label").encode_file(
+            Path(run.config.data.test_file))
+        temperature = fit_temperature(model.logits_of(val.features).numpy(), [f["labels"] for f in val.features])
+        logits = model.logits_of(test.features).numpy()
+        y = np.asarray([f["labels"] for f in test.features])
+        before = calibration_metrics(y, model.proba_from_logits(logits))
+        model.temperature = temperature
+        after = calibration_metrics(y, model.proba_from_logits(logits))
+        test_ece.append({"fold": fold["fold"], "temperature": temperature, "before": before, "after": after})
+    mean, std = result.summary["mean"], result.summary["std"]
+    return {"folds": folds, "epochs": epochs, "seconds": seconds, "examples": result.summary["examples"],
+            "held_out": {k: {"mean": mean[k], "std": std[k]} for k in ("accuracy", "macro_f1")},
+            "test": {k: {"mean": mean[f"test_{k}"], "std": std[f"test_{k}"]} for k in ("accuracy", "macro_f1")},
+            "test_calibration": test_ece,
+            "test_ece_before": float(np.mean([r["before"]["ece"] for r in test_ece])),
+            "test_ece_after": float(np.mean([r["after"]["ece"] for r in test_ece]))}
+
+
+def noise_benchmark(work: Path, subset: int, folds: int, rate: float) -> dict:
+    from workbench.catalog import load_split
+
+    train = load_split("sst2", "train").sample(n=subset, random_state=0).reset_index(drop=True)
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(len(train), int(round(rate * len(train))), replace=False)
+    noisy = train.copy()
+    noisy.loc[flipped, "label"] = noisy.loc[flipped, "label"].map({"positive": "negative", "negative": "positive",
+                                                                   "0": "1", "1": "0"})
+    assert noisy["label"].notna().all(), noisy["label"].unique()
+    path = work / "sst2_noisy.parquet"
+    noisy[["text", "label"]].to_parquet(path)
+    config = workbench.load_config("configs/sst2.yaml", {"data.dataset": None, "data.train_file": str(path),
+                                                         "train.eval_every": 0, "run.root": str(work),
+                                                         "run.name": "sst2_noise"})
+    start = time.perf_counter()
+    result = cross_validate(config, n_folds=folds)
+    issues = label_issues(result.given_labels, result.proba, result.label_names)
+    found = set(issues["example"].tolist())
+    truth = set(int(i) for i in flipped)
+    hits = len(found & truth)
+    return {"subset": subset, "noise_rate": rate, "flipped": len(truth), "folds": folds,
+            "seconds": time.perf_counter() - start, "flagged": len(found), "caught": hits,
+            "precision": hits / len(found) if found else 0.0, "recall": hits / len(truth),
+            "oof_accuracy_vs_noisy_labels": float((result.oof["predicted"] == result.oof["label"]).mean())}
+
+
+def attribution_benchmark(model: TextClassificationModel, sentences: int, reviews: int) -> dict:
+    from workbench.catalog import load_split
+
+    out = {}
+    dev = load_split("sst2", "validation")["text"].tolist()[:sentences]
+    imdb = [t for t in load_split("imdb", "test")["text"].tolist() if len(t.split()) > 600][:reviews]
+    trained = dict(model.processing)
+    for name, texts, max_length in (("sst2_dev", dev, 128), ("imdb_512", imdb, 512)):
+        model.processing = {**trained, "max_length": max_length}  # let the reviews through at 512 tokens
+        token_counts = [len(model.processor().encode([t])[0]["input_ids"]) for t in texts]
+        rss_before = _rss_mib()
+        start = time.perf_counter()
+        results = token_attributions(model, texts, n_steps=50, internal_batch_size=10)
+        seconds = time.perf_counter() - start
+        model.processing = trained
+        out[name] = {"examples": len(texts), "mean_tokens": float(np.mean(token_counts)), "n_steps": 50,
+                     "internal_batch_size": 10, "seconds_per_example": seconds / len(texts),
+                     "peak_rss_mib": _rss_mib(), "peak_rss_growth_mib": _rss_mib() - rss_before,
+                     "mean_delta": float(np.mean([r.delta for r in results]))}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, choices=["cv", "noise", "attribution", "inference"])
+    parser.add_argument("--model", default=None, help="a trained SST-2 run/model for attribution and inference "
+                                                      "(default: train 1 epoch on 8,000 sentences first)")
+    parser.add_argument("--out", default="bench/results/evaluation_suite.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="workbench_evaluation_"))
+    wanted = set(args.only or ["cv", "noise", "attribution", "inference"])
+    out: dict = {"command": "python " + " ".join(sys.argv),
+                 "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}}
+    if "cv" in wanted:
+        out["cv"] = cv_benchmark(work, folds=5, epochs=2)
+        print("cv", json.dumps({k: out["cv"][k] for k in ("held_out", "test", "test_ece_before", "test_ece_after")}), flush=True)
+    if "noise" in wanted:
+        out["noise"] = noise_benchmark(work, subset=8000, folds=4, rate=0.02)
+        print("noise", json.dumps(out["noise"]), flush=True)
+    if wanted & {"attribution", "inference"}:
+        if args.model:
+            model = TextClassificationModel.from_pretrained(args.model)
+        else:
+            config = workbench.load_config("configs/sst2.yaml", {"data.train_subset": 8000, "train.eval_every": 0,
+                                                                 "run.root": str(work), "run.name": "sst2_small"})
+            model = workbench.train(config).model
+        model.eval()
+        if "inference" in wanted:
+            from workbench.catalog import load_split
+
+            texts = load_split("sst2", "validation")["text"].tolist()
+            table = benchmark_inference(model, texts, batch_sizes=(1, 2, 4, 8, 16, 32, 64), seq_lengths=(None,),
+                                        repeats=5, batches=10)
+            out["inference"] = table.to_dict("records")
+            print(table.to_string(index=False), flush=True)
+        if "attribution" in wanted:
+            out["attribution"] = attribution_benchmark(model, sentences=20, reviews=3)
+            print("attribution", json.dumps(out["attribution"]), flush=True)
+    Path(args.out).write_text(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
