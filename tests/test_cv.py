@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench import load_config
-from workbench.cv import cross_validate, fold_assignments
+from workbench.cv import cross_validate, fold_assignments, load_cv
 from workbench.errors import DataError
 
 
@@ -37,6 +37,12 @@ def test_cross_validation_trains_each_fold_and_resumes(tiny_bert, sentiment_file
     assert np.allclose(result.proba.sum(1), 1.0)  # every example got a prediction from the fold that held it out
     assert sorted(result.oof["fold"].value_counts()) == [21, 21, 22]
     assert (result.folder / "oof.parquet").exists() and json.loads((result.folder / "summary.json").read_text())
+
+    loaded = load_cv(result.folder)
+    assert np.allclose(loaded.proba, result.proba) and loaded.given_labels == list(result.oof["label"])
+    assert loaded.confusion_matrix().sum() == 64
+    with pytest.raises(Exception, match="not a finished cross-validation"):
+        load_cv(result.folder / "nowhere")
 
     again = cross_validate(config, n_folds=3, echo=lines.append)
     assert sum("finished before" in line for line in lines) == 3  # resumed: nothing retrained
