@@ -37,12 +37,16 @@ def _load_model(path: str):
     return TextClassificationModel.from_pretrained(path)
 
 
+def _require_one_source(args) -> None:
+    if bool(args.file) == bool(args.dataset):
+        raise WorkbenchError("Give exactly one of --file FILE or --dataset NAME [--split SPLIT].")
+
+
 def _evaluate(args) -> int:
     from workbench.data import TextDataModule
     from workbench.trainer import Trainer
 
-    if bool(args.file) == bool(args.dataset):
-        raise WorkbenchError("Give exactly one of --file FILE or --dataset NAME [--split SPLIT].")
+    _require_one_source(args)
     model = _load_model(args.model)
     options = {"text_column": args.text_column, "label_column": args.label_column}
     if args.file:
@@ -129,9 +133,8 @@ def _speed(args) -> int:
     from workbench.inference import benchmark_inference
     from workbench.plots import latency_figure
 
+    _require_one_source(args)
     model = _load_model(args.model)
-    if bool(args.file) == bool(args.dataset):
-        raise WorkbenchError("Give exactly one of --file FILE or --dataset NAME [--split SPLIT].")
     if args.file:
         texts = read_table(args.file)[args.text_column].astype(str).tolist()
     else:

@@ -30,8 +30,6 @@ from workbench.config import Config
 from workbench.data import TextDataModule
 from workbench.errors import DataError, WorkbenchError
 
-CV_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
-
 
 @dataclass
 class CVResult:
@@ -144,7 +142,7 @@ def cross_validate(config: Config, n_folds: int = 5, resume: bool = True, echo=p
         resume: reuse folds that already finished under the same folder (same folds file).
     """
     from workbench.runs import load_run
-    from workbench.trainer import train
+    from workbench.trainer import SUMMARY_METRICS, train
 
     folder = Path(config.run.root) / config.run.name / "cv"
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,8 +189,8 @@ def cross_validate(config: Config, n_folds: int = 5, resume: bool = True, echo=p
             echo(f"fold {fold + 1}/{n_folds}: training on {int((folds != fold).sum())}, validating on {int((folds == fold).sum())}")
             run = load_run(train(fold_config).run_dir)
         rows.append({"fold": fold, "run_dir": str(run.path),
-                     **{k: run.metrics["validation"].get(k) for k in CV_METRICS if run.metrics["validation"].get(k) is not None},
-                     **{f"test_{k}": run.metrics["test"].get(k) for k in CV_METRICS
+                     **{k: run.metrics["validation"].get(k) for k in SUMMARY_METRICS if run.metrics["validation"].get(k) is not None},
+                     **{f"test_{k}": run.metrics["test"].get(k) for k in SUMMARY_METRICS
                         if "test" in run.metrics and run.metrics["test"].get(k) is not None}})
         oof_file = run.path / "oof.parquet"
         if not oof_file.exists():
@@ -210,10 +208,9 @@ def cross_validate(config: Config, n_folds: int = 5, resume: bool = True, echo=p
                "folds": rows, "mean": per_fold[metrics].mean().to_dict(), "std": per_fold[metrics].std(ddof=1).to_dict()}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     oof = pd.concat(oof_parts).sort_values("index").set_index("index")
-    oof = table.join(oof.fillna(0.0))
-    names = [c.removeprefix("proba_") for c in oof.columns if c.startswith("proba_")]
-    probabilities = oof[[f"proba_{n}" for n in names]].to_numpy()
-    oof["predicted"] = [names[j] for j in probabilities.argmax(1)] if not multi else [
+    result = CVResult(folder, summary, table.join(oof.fillna(0.0)))
+    names, probabilities = result.label_names, result.proba
+    result.oof["predicted"] = [names[j] for j in probabilities.argmax(1)] if not multi else [
         delimiter.join(n for n, p in zip(names, row) if p >= 0.5) for row in probabilities]
-    oof.to_parquet(folder / "oof.parquet")
-    return CVResult(folder, summary, oof)
+    result.oof.to_parquet(folder / "oof.parquet")
+    return result

@@ -60,6 +60,7 @@ class NotebookSpec:
     name: str  # the notebook's stem, e.g. 02_train
     path: Path
     parameters: dict = field(default_factory=dict)  # set for this notebook only
+    declared: dict = field(default_factory=dict)  # what its parameters cell declares (papermill's inspection)
 
 
 @dataclass
@@ -71,10 +72,10 @@ class Experiment:
 
     overrides: dict = field(default_factory=dict)
 
-    def parameters_for(self, spec: NotebookSpec, declared: dict) -> dict:
+    def parameters_for(self, spec: NotebookSpec) -> dict:
         """The parameters this notebook receives: the experiment's that it declares, its own, then overrides."""
-        shared = {k: v for k, v in self.parameters.items() if k in declared}
-        forced = {k: v for k, v in self.overrides.items() if k in declared}
+        shared = {k: v for k, v in self.parameters.items() if k in spec.declared}
+        forced = {k: v for k, v in self.overrides.items() if k in spec.declared}
         return {**shared, **spec.parameters, **forced}
 
 
@@ -179,7 +180,7 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
         raise ExperimentsError(f"{source}: unknown key(s) {', '.join(unknown)}. Valid: {', '.join(sorted(FILE_KEYS))}.")
     notebooks_dir = _find_notebooks_dir(Path(raw.get("notebooks_dir", "notebooks")), source)
     defaults = _mapping(raw.get("parameters"), f"{source}: parameters")
-    experiments, declared_cache = [], {}
+    experiments, declared_cache = [], {}  # each notebook file is inspected once
     for i, entry in enumerate(raw["experiments"], 1):
         if not isinstance(entry, dict) or "name" not in entry:
             raise ExperimentsError(f"{source}: experiment #{i} needs a name (and notebooks, parameters, grid).")
@@ -204,19 +205,20 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
                                     _mapping(nb.get("parameters"), f"experiment '{name}', notebook {nb['notebook']}"))
             else:
                 spec = NotebookSpec(Path(str(nb)).stem, _notebook_path(str(nb), notebooks_dir, name))
-            declared_cache.setdefault(spec.path, declared_parameters(spec.path))
+            if spec.path not in declared_cache:
+                declared_cache[spec.path] = declared_parameters(spec.path)
+            spec.declared = declared_cache[spec.path]
             specs.append(spec)
         own = _mapping(entry.get("parameters"), f"experiment '{name}': parameters")
         grid = entry.get("grid")
         for spec in specs:
-            declared = declared_cache[spec.path]
             for key in spec.parameters:
-                if key not in declared:
+                if key not in spec.declared:
                     raise ExperimentsError(f"experiment '{name}', notebook {spec.name}: parameter '{key}' is not declared "
-                                           f"in its parameters cell. Declared: {', '.join(declared) or 'none'}.")
+                                           f"in its parameters cell. Declared: {', '.join(spec.declared) or 'none'}.")
         # the file-wide parameters go wherever they are declared; the experiment's own must be taken by a notebook
         for key in [*own, *(grid if isinstance(grid, dict) else {})]:
-            if not any(key in declared_cache[s.path] for s in specs):
+            if not any(key in s.declared for s in specs):
                 raise ExperimentsError(f"experiment '{name}': parameter '{key}' is declared by none of its notebooks "
                                        f"({', '.join(s.name for s in specs)}). Check the spelling, or list the notebook "
                                        "that takes it.")
@@ -307,15 +309,20 @@ def to_html(ipynb: Path, target: Path | None = None) -> Path:
     return target
 
 
-def _failed_cell(ipynb: Path) -> tuple[int | None, Any]:
-    """The last cell that started executing in a papermill output notebook: (1-based index, cell)."""
+def _last_started_cell(nb) -> int | None:
+    """0-based index of the last cell papermill started in an output notebook (the one that failed or hung)."""
+    started = [i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return started[-1] if started else None
+
+
+def _failed_cell(ipynb: Path) -> int | None:
+    """1-based number of the cell that was running when execution stopped."""
     import nbformat
 
     if not ipynb.exists():
-        return None, None
-    nb = nbformat.read(ipynb, as_version=4)
-    started = [(i, c) for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
-    return (started[-1][0] + 1, started[-1][1]) if started else (None, None)
+        return None
+    index = _last_started_cell(nbformat.read(ipynb, as_version=4))
+    return None if index is None else index + 1
 
 
 def _mark_dead_kernel(ipynb: Path, message: str) -> int | None:
@@ -325,14 +332,13 @@ def _mark_dead_kernel(ipynb: Path, message: str) -> int | None:
     if not ipynb.exists():
         return None
     nb = nbformat.read(ipynb, as_version=4)
-    started = [i for i, c in enumerate(nb.cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
-    if not started:
+    index = _last_started_cell(nb)
+    if index is None:
         return None
-    cell = nb.cells[started[-1]]
-    cell.outputs.append(nbformat.v4.new_output("error", ename="DeadKernelError", evalue=message,
-                                               traceback=[f"DeadKernelError: {message}"]))
+    nb.cells[index].outputs.append(nbformat.v4.new_output("error", ename="DeadKernelError", evalue=message,
+                                                          traceback=[f"DeadKernelError: {message}"]))
     nbformat.write(nb, ipynb)
-    return started[-1] + 1
+    return index + 1
 
 
 def _execute(spec: NotebookSpec, parameters: dict, target: Path, experiment: str, kernel_name: str | None,
@@ -353,7 +359,7 @@ def _execute(spec: NotebookSpec, parameters: dict, target: Path, experiment: str
         return (f"{where}, cell #{cell}: the kernel died while running it (out of memory, a crash in native code, "
                 "or os._exit). Rerun the notebook alone to see what it printed last.")
     except CellTimeoutError:
-        cell, _ = _failed_cell(target)
+        cell = _failed_cell(target)
         return f"{where}, cell #{cell}: timed out after {cell_timeout} s."
     except Exception as exc:  # papermill/nbclient raise many types (missing kernel, bad notebook JSON, ...)
         return f"{where}: {type(exc).__name__}: {exc}"
@@ -395,11 +401,10 @@ def run_experiments(path: str | Path, *, resume: bool = False, reports_dir: str 
         blocked = None
         for spec in experiment.notebooks:
             done += 1
-            declared = declared_parameters(spec.path)
-            parameters = experiment.parameters_for(spec, declared)
-            if "output_dir" in declared:
+            parameters = experiment.parameters_for(spec)
+            if "output_dir" in spec.declared:
                 parameters.setdefault("output_dir", str(folder))
-            if "run_dir" in declared and "run_dir" in chained:
+            if "run_dir" in spec.declared and "run_dir" in chained:
                 parameters.setdefault("run_dir", chained["run_dir"])
             fingerprint = _fingerprint(spec.path, parameters)
             target = folder / f"{spec.name}.ipynb"

@@ -69,9 +69,9 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunNotFoundError(f"Run directory {path} does not exist. Give a folder written by `workbench train` "
                                "(runs/<name>/version_N), or leave run_dir empty to train a small run first.")
     if not (path / "config.yaml").exists():
-        versions = sorted(path.glob("version_*"), key=lambda p: int(p.name.split("_")[-1]) if p.name[8:].isdigit() else -1)
-        if versions:
-            path = versions[-1]
+        from workbench.trainer import latest_version_dir
+
+        path = latest_version_dir(path.parent, path.name) or path
     missing = [name for name in RUN_FILES if not (path / name).exists()]
     if missing:
         raise RunNotFoundError(f"{path} is not a finished run: {', '.join(missing)} missing. The run may still be "
@@ -169,10 +169,20 @@ class Evaluation:
     proba: np.ndarray  # (N, K)
     y_pred: np.ndarray  # like y_true
     metrics: dict
+    thresholds: np.ndarray | None = None  # (K,) multi-label decision thresholds of the model
 
     def report(self) -> pd.DataFrame:
         """The per-class precision / recall / F1 / support table."""
         return pd.DataFrame(self.metrics["per_class"]).T if "per_class" in self.metrics else pd.DataFrame()
+
+
+def _datamodule_for(run: Run, model):
+    """The run's data, split and encoded exactly as in training, with the trained model's labels."""
+    from workbench.data import LabelMap, TextDataModule
+
+    dm = TextDataModule(config=run.config.data, model_name=str(run.path / "best"), tokenizer=model.tokenizer,
+                        seed=run.config.train.seed)
+    return dm.setup(label_map=LabelMap(model.label_names, model.multi_label))
 
 
 def evaluate_run(run: Run | str | Path, split: str = "validation") -> Evaluation:
@@ -182,16 +192,13 @@ def evaluate_run(run: Run | str | Path, split: str = "validation") -> Evaluation
         run: a :class:`Run` or a run directory.
         split: ``validation`` or ``test``.
     """
-    from workbench.data import LabelMap, TextDataModule
     from workbench.trainer import Trainer
 
     run = run if isinstance(run, Run) else load_run(run)
     if split not in ("validation", "test"):
         raise WorkbenchError(f"split={split!r}: choose 'validation' or 'test'.")
     model = run.model()
-    dm = TextDataModule(config=run.config.data, model_name=str(run.path / "best"), tokenizer=model.tokenizer,
-                        seed=run.config.train.seed)
-    dm.setup(label_map=LabelMap(model.label_names, model.multi_label))  # the same split and subsets as in training
+    dm = _datamodule_for(run, model)
     dataset = dm.val_dataset if split == "validation" else dm.test_dataset
     if dataset is None:
         raise WorkbenchError(f"Run {run.path} has no test split: its data config names no test_file or test_split. "
@@ -204,7 +211,7 @@ def evaluate_run(run: Run | str | Path, split: str = "validation") -> Evaluation
         predicted = proba.argmax(1)
     metrics = Trainer(checkpoint_dir=None).evaluate(model, dataset, proba)
     return Evaluation(split, list(model.label_names), model.multi_label, list(dataset.texts), labels, proba, predicted,
-                      metrics)
+                      metrics, model.thresholds)
 
 
 def ensure_run(run_dir: str | Path | None, **small_run: object) -> Run:
@@ -250,14 +257,10 @@ def calibrate_run(run: Run | str | Path, save: bool = True) -> dict:
     and re-saves ``best/`` with the temperature, so later predictions are calibrated.
     """
     from workbench.calibration import calibrate_model
-    from workbench.data import LabelMap, TextDataModule
 
     run = run if isinstance(run, Run) else load_run(run)
     model = run.model()
-    dm = TextDataModule(config=run.config.data, model_name=str(run.path / "best"), tokenizer=model.tokenizer,
-                        seed=run.config.train.seed)
-    dm.setup(label_map=LabelMap(model.label_names, model.multi_label))
-    report = calibrate_model(model, dm.val_dataset)
+    report = calibrate_model(model, _datamodule_for(run, model).val_dataset)
     if save:
         model.save_pretrained(run.path / "best")
         (run.path / "calibration.json").write_text(json.dumps(report, indent=2))
