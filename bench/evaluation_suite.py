@@ -1,8 +1,9 @@
 """Benchmarks of the evaluation suite, on the default backbone and this machine.
 
 - ``cv``: TREC-6, 5-fold cross-validation (train split), mean ± std accuracy and macro-F1 on the held-out
-  folds and on the 500 test questions; per fold, temperature scaling is fitted on the fold's held-out part
-  and the test ECE is measured before and after.
+  folds and on the 500 test questions. Calibration is measured twice: in distribution, by cross-fitting
+  on each fold's held-out part (fit the temperature on one half, score the other half, and swap), and on
+  the test questions, with the temperature fitted on the fold's whole held-out part.
 - ``noise``: SST-2, a stratified training subset with 2% of its labels flipped (known only here), k-fold
   out-of-fold probabilities, cleanlab's label-issue finder; precision and recall at catching the flips.
 - ``attribution``: seconds per example and peak memory of integrated gradients (n_steps 50) on SST-2 dev
@@ -12,6 +13,9 @@
 Run:
     python bench/evaluation_suite.py --out bench/results/evaluation_suite.json            # everything
     python bench/evaluation_suite.py --only inference attribution --out /tmp/part.json
+
+``--out`` is updated section by section, so a partial run keeps the other sections of an earlier one.
+``--work DIR`` reuses the cross-validation folds that an earlier run finished there.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 import workbench
 from workbench import TextClassificationModel, TextDataModule
 from workbench.analysis import label_issues
-from workbench.calibration import calibration_metrics, fit_temperature
+from workbench.calibration import calibration_metrics, fit_temperature, rescale
 from workbench.cv import cross_validate
 from workbench.explain import token_attributions
 from workbench.inference import benchmark_inference
@@ -49,6 +53,7 @@ def cv_benchmark(work: Path, folds: int, epochs: float) -> dict:
     result = cross_validate(config, n_folds=folds)
     seconds = time.perf_counter() - start
     test_ece = []
+    held_out = _cross_fitted_calibration(result)
     for fold in result.summary["folds"]:
         run = load_run(fold["run_dir"])
         model = run.model()
@@ -59,25 +64,54 @@ def cv_benchmark(work: Path, folds: int, epochs: float) -> dict:
         temperature = fit_temperature(model.logits_of(val.features).numpy(), [f["labels"] for f in val.features])
         logits = model.logits_of(test.features).numpy()
         y = np.asarray([f["labels"] for f in test.features])
-        before = calibration_metrics(y, model.proba_from_logits(logits))
+        before = model.proba_from_logits(logits)
         model.temperature = temperature
-        after = calibration_metrics(y, model.proba_from_logits(logits))
-        test_ece.append({"fold": fold["fold"], "temperature": temperature, "before": before, "after": after})
+        after = model.proba_from_logits(logits)
+        test_ece.append({"fold": fold["fold"], "temperature": temperature, "accuracy": float((logits.argmax(1) == y).mean()),
+                         "mean_confidence_before": float(before.max(1).mean()),
+                         "mean_confidence_after": float(after.max(1).mean()),
+                         "before": calibration_metrics(y, before), "after": calibration_metrics(y, after)})
     mean, std = result.summary["mean"], result.summary["std"]
     return {"folds": folds, "epochs": epochs, "seconds": seconds, "examples": result.summary["examples"],
             "held_out": {k: {"mean": mean[k], "std": std[k]} for k in ("accuracy", "macro_f1")},
             "test": {k: {"mean": mean[f"test_{k}"], "std": std[f"test_{k}"]} for k in ("accuracy", "macro_f1")},
+            "held_out_calibration": held_out,
             "test_calibration": test_ece,
             "test_ece_before": float(np.mean([r["before"]["ece"] for r in test_ece])),
             "test_ece_after": float(np.mean([r["after"]["ece"] for r in test_ece]))}
 
 
-def noise_benchmark(work: Path, subset: int, folds: int, rate: float) -> dict:
+def _cross_fitted_calibration(result, seed: int = 0) -> dict:
+    """ECE before and after temperature scaling on the held-out folds, never scoring where T was fitted.
+
+    Each fold's held-out examples are split in two random halves; the temperature fitted on one half
+    rescales the other half's out-of-fold probabilities, and then the halves swap.
+    """
+    names = result.label_names
+    proba = result.proba
+    y = np.asarray([names.index(label) for label in result.given_labels])
+    after = np.empty_like(proba)
+    temperatures = []
+    rng = np.random.default_rng(seed)
+    folds = result.oof["fold"].to_numpy()
+    for fold in np.unique(folds):
+        index = rng.permutation(np.flatnonzero(folds == fold))
+        halves = np.array_split(index, 2)
+        for fit, score in ((halves[0], halves[1]), (halves[1], halves[0])):
+            temperature = fit_temperature(np.log(np.clip(proba[fit], 1e-12, 1.0)), y[fit])
+            after[score] = rescale(proba[score], temperature)
+            temperatures.append(temperature)
+    return {"examples": len(y), "accuracy": float((proba.argmax(1) == y).mean()),
+            "mean_confidence_before": float(proba.max(1).mean()), "mean_confidence_after": float(after.max(1).mean()),
+            "temperatures": temperatures, "before": calibration_metrics(y, proba), "after": calibration_metrics(y, after)}
+
+
+def noise_benchmark(work: Path, subset: int, folds: int, rate: float, epochs: float) -> dict:
     from workbench.catalog import load_split
 
     train = load_split("sst2", "train").sample(n=subset, random_state=0).reset_index(drop=True)
     rng = np.random.default_rng(1)
-    flipped = rng.choice(len(train), int(round(rate * len(train))), replace=False)
+    flipped = rng.choice(len(train), round(rate * len(train)), replace=False)
     noisy = train.copy()
     noisy.loc[flipped, "label"] = noisy.loc[flipped, "label"].map({"positive": "negative", "negative": "positive",
                                                                    "0": "1", "1": "0"})
@@ -85,15 +119,15 @@ def noise_benchmark(work: Path, subset: int, folds: int, rate: float) -> dict:
     path = work / "sst2_noisy.parquet"
     noisy[["text", "label"]].to_parquet(path)
     config = workbench.load_config("configs/sst2.yaml", {"data.dataset": None, "data.train_file": str(path),
-                                                         "train.eval_every": 0, "run.root": str(work),
-                                                         "run.name": "sst2_noise"})
+                                                         "train.eval_every": 0, "train.epochs": epochs,
+                                                         "run.root": str(work), "run.name": f"sst2_noise_{epochs:g}ep"})
     start = time.perf_counter()
     result = cross_validate(config, n_folds=folds)
     issues = label_issues(result.given_labels, result.proba, result.label_names)
     found = set(issues["example"].tolist())
-    truth = set(int(i) for i in flipped)
+    truth = {int(i) for i in flipped}
     hits = len(found & truth)
-    return {"subset": subset, "noise_rate": rate, "flipped": len(truth), "folds": folds,
+    return {"subset": subset, "noise_rate": rate, "flipped": len(truth), "folds": folds, "epochs": epochs,
             "seconds": time.perf_counter() - start, "flagged": len(found), "caught": hits,
             "precision": hits / len(found) if found else 0.0, "recall": hits / len(truth),
             "oof_accuracy_vs_noisy_labels": float((result.oof["predicted"] == result.oof["label"]).mean())}
@@ -126,17 +160,28 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, choices=["cv", "noise", "attribution", "inference"])
     parser.add_argument("--model", default=None, help="a trained SST-2 run/model for attribution and inference "
                                                       "(default: train 1 epoch on 8,000 sentences first)")
-    parser.add_argument("--out", default="bench/results/evaluation_suite.json")
+    parser.add_argument("--out", default="bench/results/evaluation_suite.json",
+                        help="JSON result; the sections run now replace those of an earlier run, the rest stay")
+    parser.add_argument("--work", default=None, help="working folder (default: a new temporary one); an earlier "
+                                                     "run's folder lets the cross-validation reuse finished folds")
+    parser.add_argument("--noise-epochs", type=float, default=1.0, help="epochs of each out-of-fold model")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="workbench_evaluation_"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="workbench_evaluation_"))
     wanted = set(args.only or ["cv", "noise", "attribution", "inference"])
-    out: dict = {"command": "python " + " ".join(sys.argv),
-                 "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}}
+    command = "python " + " ".join(sys.argv)
+    out: dict = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    earlier = out.pop("command", None)  # older results named one command for the whole file
+    commands = out.setdefault("commands", {})
+    commands.update({section: earlier for section in ("cv", "noise", "attribution", "inference")
+                     if section in out and earlier and section not in commands})
+    commands.update({section: command for section in wanted})
+    out["machine"] = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
     if "cv" in wanted:
         out["cv"] = cv_benchmark(work, folds=5, epochs=2)
         print("cv", json.dumps({k: out["cv"][k] for k in ("held_out", "test", "test_ece_before", "test_ece_after")}), flush=True)
+        print("held-out calibration", json.dumps(out["cv"]["held_out_calibration"]), flush=True)
     if "noise" in wanted:
-        out["noise"] = noise_benchmark(work, subset=8000, folds=4, rate=0.02)
+        out["noise"] = noise_benchmark(work, subset=8000, folds=4, rate=0.02, epochs=args.noise_epochs)
         print("noise", json.dumps(out["noise"]), flush=True)
     if wanted & {"attribution", "inference"}:
         if args.model:
