@@ -162,3 +162,41 @@ def test_the_seed_reaches_transformers_trainer(tiny_bert, sentiment_files, tmp_p
     dm.setup()
     args = Trainer(max_epochs=1, seed=7)._arguments(tmp_path, dm)
     assert (args.seed, args.data_seed) == (7, 7)
+
+
+@pytest.mark.parametrize("kind, layers", [("bert", 2), ("roberta", 2), ("distilbert", 2), ("mpnet", 2), ("deberta", 2)])
+def test_layer_depths_count_down_from_the_head(tiny_backbones, kind, layers):
+    from workbench.trainer import layer_depths
+
+    model = TextClassificationModel(tiny_backbones[kind], num_classes=2, freeze_embeddings=False)
+    depths = layer_depths(model)
+    assert {d for name, d in depths.items() if name.startswith("head.")} == {0}
+    assert {d for name, d in depths.items() if "embeddings" in name} == {layers + 1}
+    assert set(depths.values()) == set(range(layers + 2))  # head, every layer, embeddings
+    assert sorted(depths) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_layer_lr_decay_gives_lower_layers_lower_rates(tiny_bert, sentiment_files, optimizer):
+    seen = {}
+
+    class Capture(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, model=None, **kwargs):
+            names = {id(p): n for n, p in model.named_parameters()}
+            seen.update({names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]})
+
+    model, dm = make(tiny_bert, sentiment_files)
+    result = Trainer(max_epochs=1, lr=1e-3, warmup=0, layer_lr_decay=0.5, optimizer=optimizer,
+                     callbacks=[Capture()]).fit(model, dm)
+    assert seen["head.1.weight"] == pytest.approx(1e-3)
+    assert seen["backbone.encoder.layer.1.attention.self.query.weight"] == pytest.approx(5e-4)  # top of 2 layers
+    assert seen["backbone.encoder.layer.0.output.dense.bias"] == pytest.approx(2.5e-4)
+    assert seen["backbone.embeddings.word_embeddings.weight"] == pytest.approx(1.25e-4)
+    assert math.isfinite(result.metrics["train"]["final_train_loss"])
+
+
+def test_layer_lr_decay_must_be_a_fraction():
+    from workbench.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"train.layer_lr_decay=1.5 must be in \(0, 1\]"):
+        TrainConfig(layer_lr_decay=1.5)

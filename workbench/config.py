@@ -124,6 +124,8 @@ class TrainConfig:
     epochs: float = _help("Passes over the training data (fractions allowed).", 3.0)
     lr: float = _help("Peak learning rate.", 5e-5)
     weight_decay: float = _help("Decoupled weight decay (not applied to biases and LayerNorm).", 0.01)
+    layer_lr_decay: float = _help("Layer-wise learning-rate decay: each encoder layer below the top gets this "
+                                  "factor times the rate of the one above (1.0 = the same rate everywhere).", 1.0)
     optimizer: str = _help("adamw, adafactor or lamb.", "adamw")
     schedule: str = _help("linear, cosine, one_cycle or constant (all with warmup).", "linear")
     warmup: float = _help("Warmup: a ratio of all steps if < 1, else a step count.", 0.06)
@@ -152,6 +154,7 @@ class TrainConfig:
         _check_choice("train", "precision", self.precision, PRECISIONS)
         _check(self.epochs > 0, f"train.epochs={self.epochs} must be positive.")
         _check(self.lr > 0, f"train.lr={self.lr} must be positive.")
+        _check(0.0 < self.layer_lr_decay <= 1.0, f"train.layer_lr_decay={self.layer_lr_decay} must be in (0, 1].")
         _check(self.warmup >= 0, f"train.warmup={self.warmup} must not be negative.")
         _check(self.grad_accum >= 1, f"train.grad_accum={self.grad_accum} must be at least 1.")
         _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1).")

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -120,6 +121,43 @@ class StepLogCallback(TrainerCallback):
                 handle.write(json.dumps(record) + "\n")
 
 
+def layer_depths(model: torch.nn.Module) -> dict[str, int]:
+    """How far each trainable parameter sits below the head: 0 for the head and pooling, 1 for the top
+    encoder layer, ..., L for the bottom one, L + 1 for the embeddings.
+
+    Encoder layers are found by the ``.layer.<i>.`` in their names (BERT, RoBERTa, DistilBERT, MPNet); a
+    backbone without numbered layers (ALBERT shares one) gets depth 0 throughout, i.e. no decay.
+    """
+    pattern = re.compile(r"\.layers?\.(\d+)\.")
+    names = [name for name, param in model.named_parameters() if param.requires_grad]
+    indices = {name: int(match.group(1)) for name in names if (match := pattern.search(name))}
+    top = max(indices.values(), default=-1) + 1  # number of encoder layers
+    depths = {}
+    for name in names:
+        if name in indices:
+            depths[name] = top - indices[name]
+        elif "embeddings" in name and top:
+            depths[name] = top + 1
+        else:
+            depths[name] = 0
+    return depths
+
+
+def parameter_groups(model: torch.nn.Module, decay_names: list[str], weight_decay: float, lr: float,
+                     layer_lr_decay: float = 1.0) -> list[dict]:
+    """Optimizer groups: weight decay only on ``decay_names``, and ``lr * layer_lr_decay ** depth`` per
+    :func:`layer_depths`, so lower layers, which hold more general features, move less (layer-wise
+    learning-rate decay, Howard & Ruder 2018; Clark et al. 2020)."""
+    groups: dict[tuple[int, bool], dict] = {}
+    parameters = dict(model.named_parameters())
+    for name, depth in layer_depths(model).items():
+        decays = name in decay_names
+        group = groups.setdefault((depth, decays), {"params": [], "weight_decay": weight_decay if decays else 0.0,
+                                                    "lr": lr * layer_lr_decay**depth})
+        group["params"].append(parameters[name])
+    return [groups[key] for key in sorted(groups)]
+
+
 class _HFTrainer(transformers.Trainer):
     """transformers.Trainer with our batch sampler, loss, optimizers, schedules and save format."""
 
@@ -147,15 +185,17 @@ class _HFTrainer(transformers.Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
-        if self.optimizer is None and self.train_config.optimizer == "lamb":
-            from pytorch_optimizer import Lamb
+        cfg = self.train_config
+        if self.optimizer is None and (cfg.optimizer == "lamb" or cfg.layer_lr_decay < 1.0):
+            groups = parameter_groups(self.model, self.get_decay_parameter_names(self.model), self.args.weight_decay,
+                                      self.args.learning_rate, cfg.layer_lr_decay)
+            if cfg.optimizer == "lamb":
+                from pytorch_optimizer import Lamb
 
-            decay, no_decay = [], []
-            for param in self.model.parameters():
-                if param.requires_grad:
-                    (no_decay if param.ndim < 2 else decay).append(param)
-            groups = [{"params": decay, "weight_decay": self.args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-            self.optimizer = Lamb(groups, lr=self.args.learning_rate)
+                self.optimizer = Lamb(groups, lr=self.args.learning_rate)
+            else:
+                optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+                self.optimizer = optimizer_cls(groups, **kwargs)  # each group's own lr overrides kwargs["lr"]
             return self.optimizer
         return super().create_optimizer(model)
 
