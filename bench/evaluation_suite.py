@@ -127,9 +127,11 @@ def noise_benchmark(work: Path, subset: int, folds: int, rate: float, epochs: fl
     found = set(issues["example"].tolist())
     truth = {int(i) for i in flipped}
     hits = len(found & truth)
+    first = set(issues["example"].tolist()[:len(truth)])  # the suspects a person would read first (most suspect)
     return {"subset": subset, "noise_rate": rate, "flipped": len(truth), "folds": folds, "epochs": epochs,
             "seconds": time.perf_counter() - start, "flagged": len(found), "caught": hits,
             "precision": hits / len(found) if found else 0.0, "recall": hits / len(truth),
+            "precision_at_flipped": len(first & truth) / len(truth),  # among the first len(truth) suspects
             "oof_accuracy_vs_noisy_labels": float((result.oof["predicted"] == result.oof["label"]).mean())}
 
 
@@ -176,6 +178,8 @@ def main() -> None:
                      if section in out and earlier and section not in commands})
     commands.update({section: command for section in wanted})
     out["machine"] = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    if args.work:  # folds finished by an earlier run are read back, so "seconds" below covers only this rerun
+        out["reused_folds_from"] = {section: args.work for section in wanted & {"cv", "noise"}}
     if "cv" in wanted:
         out["cv"] = cv_benchmark(work, folds=5, epochs=2)
         print("cv", json.dumps({k: out["cv"][k] for k in ("held_out", "test", "test_ece_before", "test_ece_after")}), flush=True)
