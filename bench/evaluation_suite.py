@@ -35,7 +35,7 @@ import torch
 import workbench
 from workbench import TextClassificationModel, TextDataModule
 from workbench.analysis import label_issues
-from workbench.calibration import calibration_metrics, fit_temperature, rescale
+from workbench.calibration import calibrate_model, calibration_metrics, fit_temperature, rescale
 from workbench.cv import cross_validate
 from workbench.explain import token_attributions
 from workbench.inference import benchmark_inference
@@ -57,15 +57,12 @@ def cv_benchmark(work: Path, folds: int, epochs: float) -> dict:
     for fold in result.summary["folds"]:
         run = load_run(fold["run_dir"])
         model = run.model()
-        val = TextDataModule.for_model(model, text_column="text", label_column="label").encode_file(
-            Path(run.config.data.val_file))
-        test = TextDataModule.for_model(model, text_column="text", label_column="label").encode_file(
-            Path(run.config.data.test_file))
-        temperature = fit_temperature(model.logits_of(val.features).numpy(), [f["labels"] for f in val.features])
+        dm = TextDataModule.for_model(model, text_column="text", label_column="label")
+        test = dm.encode_file(Path(run.config.data.test_file))
         logits = model.logits_of(test.features).numpy()
         y = np.asarray([f["labels"] for f in test.features])
         before = model.proba_from_logits(logits)
-        model.temperature = temperature
+        temperature = calibrate_model(model, dm.encode_file(Path(run.config.data.val_file)))["temperature"]
         after = model.proba_from_logits(logits)
         test_ece.append({"fold": fold["fold"], "temperature": temperature, "accuracy": float((logits.argmax(1) == y).mean()),
                          "mean_confidence_before": float(before.max(1).mean()),
@@ -124,10 +121,10 @@ def noise_benchmark(work: Path, subset: int, folds: int, rate: float, epochs: fl
     start = time.perf_counter()
     result = cross_validate(config, n_folds=folds)
     issues = label_issues(result.given_labels, result.proba, result.label_names)
-    found = set(issues["example"].tolist())
-    truth = {int(i) for i in flipped}
+    ranked = issues["example"].tolist()  # most suspect first
+    found, truth = set(ranked), {int(i) for i in flipped}
     hits = len(found & truth)
-    first = set(issues["example"].tolist()[:len(truth)])  # the suspects a person would read first (most suspect)
+    first = set(ranked[:len(truth)])  # the suspects a person would read first
     return {"subset": subset, "noise_rate": rate, "flipped": len(truth), "folds": folds, "epochs": epochs,
             "seconds": time.perf_counter() - start, "flagged": len(found), "caught": hits,
             "precision": hits / len(found) if found else 0.0, "recall": hits / len(truth),

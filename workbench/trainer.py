@@ -149,7 +149,7 @@ def parameter_groups(model: torch.nn.Module, decay_names: list[str], weight_deca
     :func:`layer_depths`, so lower layers, which hold more general features, move less (layer-wise
     learning-rate decay, Howard & Ruder 2018; Clark et al. 2020)."""
     groups: dict[tuple[int, bool], dict] = {}
-    parameters = dict(model.named_parameters())
+    parameters, decay_names = dict(model.named_parameters()), set(decay_names)
     for name, depth in layer_depths(model).items():
         decays = name in decay_names
         group = groups.setdefault((depth, decays), {"params": [], "weight_decay": weight_decay if decays else 0.0,
