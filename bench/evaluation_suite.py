@@ -56,7 +56,7 @@ def cv_benchmark(work: Path, folds: int, epochs: float) -> dict:
     held_out = _cross_fitted_calibration(result)
     for fold in result.summary["folds"]:
         run = load_run(fold["run_dir"])
-        model = run.model()
+        model = TextClassificationModel.from_pretrained(run.model_dir)
         dm = TextDataModule.for_model(model, text_column="text", label_column="label")
         test = dm.encode_file(Path(run.config.data.test_file))
         logits = model.logits_of(test.features).numpy()
@@ -120,7 +120,7 @@ def noise_benchmark(work: Path, subset: int, folds: int, rate: float, epochs: fl
                                                          "run.root": str(work), "run.name": f"sst2_noise_{epochs:g}ep"})
     start = time.perf_counter()
     result = cross_validate(config, n_folds=folds)
-    issues = label_issues(result.given_labels, result.proba, result.label_names)
+    issues = label_issues(result.given_labels, result.proba, result.label_names, thresholds=result.thresholds)
     ranked = issues["example"].tolist()  # most suspect first
     found, truth = set(ranked), {int(i) for i in flipped}
     hits = len(found & truth)

@@ -31,7 +31,7 @@ import transformers
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 from workbench import TextClassificationModel, TextDataModule, Trainer
-from workbench.models import resolve_backbone
+from workbench.backbones import resolve_backbone
 
 LR, BATCH, WARMUP, DECAY, MAX_LENGTH, SEED = 5e-5, 32, 0.06, 0.01, 128, 42
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from transformers import (BertConfig, DebertaV2Config, DistilBertConfig, MPNetConfig, RobertaConfig, AutoModel)
 
-from workbench.models import load_tokenizer
+from workbench.backbones import load_tokenizer
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130)
 

@@ -24,11 +24,17 @@ def test_error_table_orders_by_loss_and_marks_mistakes():
         error_table(texts[:3], ["pos"] * 3, proba, ["neg", "pos"])
 
 
-def test_multi_label_error_table():
+def test_multi_label_error_table_decides_at_the_model_thresholds():
     proba = np.array([[0.9, 0.8], [0.9, 0.1]])
-    table = error_table(["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True)
+    table = error_table(["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True,
+                        thresholds=np.array([0.5, 0.5]))
     assert table.set_index("text").loc["a", "correct"] and not table.set_index("text").loc["b", "correct"]
     assert table.set_index("text").loc["b", "predicted"] == "x"
+    tuned = error_table(["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True,
+                        thresholds=np.array([0.95, 0.05])).set_index("text")  # the same rule as model.predict
+    assert tuned.loc["b", "predicted"] == "y" and tuned.loc["b", "correct"] and tuned.loc["a", "predicted"] == "y"
+    with pytest.raises(WorkbenchError, match="thresholds=model.thresholds"):
+        error_table(["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True)
 
 
 def test_label_issues_finds_planted_flips():
@@ -59,10 +65,13 @@ def test_multi_label_label_issues_find_planted_errors():
         given[i, present[0] if len(present) > 1 else np.flatnonzero(given[i] == 0)[0]] ^= 1
     names = ["earn", "acq", "grain", "crude"]
     as_names = [[names[j] for j in np.flatnonzero(row)] for row in given]
-    issues = label_issues(as_names, proba, names, multi_label=True)
+    issues = label_issues(as_names, proba, names, multi_label=True, thresholds=np.full(4, 0.5))
     found = set(issues["example"])
     # cleanlab's per-class thresholds miss errors the model is only mildly sure of (23 of 30 found here)
     assert len(found & set(wrong)) >= 20 and len(found - set(wrong)) <= 3
     first = issues.iloc[0]
     assert first["example"] in wrong and first["suggested"] == "|".join(names[j] for j in np.flatnonzero(truth[first["example"]]))
-    assert set(label_issues(given, proba, names, multi_label=True)["example"]) == found  # multi-hot input works the same
+    assert set(label_issues(given, proba, names, multi_label=True, thresholds=np.full(4, 0.5))["example"]) == found
+    # the suggestion follows the decision rule it is given: per class, or per example as from CV folds
+    strict = label_issues(given, proba, names, multi_label=True, thresholds=np.ones((1500, 4)))
+    assert (strict["suggested"] == "").all()

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 
 from workbench import TextClassificationModel, TextDataModule, Trainer
+from workbench import calibration
 from workbench.calibration import (
     brier_score,
     calibrate_model,
+    calibration_metrics,
+    compare,
     expected_calibration_error,
     fit_temperature,
     reliability_table,
@@ -62,3 +65,51 @@ def test_rescale_matches_scaling_the_logits():
     assert np.allclose(rescale(proba, 2.0), expected)
     sig = 1 / (1 + np.exp(-logits))
     assert np.allclose(rescale(sig, 2.0, multi_label=True), 1 / (1 + np.exp(-logits / 2)))
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_compare_undoes_a_known_overconfidence():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(500, 4)) * 2
+    y = np.array([rng.choice(4, p=p) for p in _softmax(logits)])  # labels drawn from softmax(logits)
+    sharp = _softmax(logits * 3)  # a model 3x too confident
+    c = compare(y, sharp, 3.0, n_bins=10)
+    assert c.temperature == 3.0
+    assert c.before == pytest.approx(calibration_metrics(y, sharp, n_bins=10))
+    assert c.after == pytest.approx(calibration_metrics(y, _softmax(logits), n_bins=10), rel=1e-4)  # 1e-12 clipping
+    assert c.after["ece"] < c.before["ece"] / 2 and c.after["nll"] < c.before["nll"]
+    assert c.before_bins.equals(reliability_table(y, sharp, n_bins=10)) and len(c.after_bins) == 10
+    assert c.table().loc["ece"].tolist() == [c.before["ece"], c.after["ece"]]
+    assert list(c.table().columns) == ["before", "after"] and list(c.table().index) == ["ece", "brier", "nll"]
+
+
+def test_compare_starts_from_temperature_one_for_an_already_calibrated_model():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(200, 3))
+    y = rng.integers(0, 3, size=200)
+    saved = _softmax(logits / 2.0)  # predicted by a model that already carries temperature 2
+    c = compare(y, saved, 4.0, current_temperature=2.0)
+    assert c.before == pytest.approx(calibration_metrics(y, _softmax(logits)))  # not the saved probabilities
+    assert c.after == pytest.approx(calibration_metrics(y, _softmax(logits / 4.0)))  # scaled once, not twice
+    multi = 1 / (1 + np.exp(-logits))
+    labels = (rng.random((200, 3)) < multi).astype(int)
+    c = compare(labels, 1 / (1 + np.exp(-logits / 2.0)), 0.5, current_temperature=2.0, multi_label=True)
+    assert c.after == pytest.approx(calibration_metrics(labels, 1 / (1 + np.exp(-logits * 2)), multi_label=True))
+    with pytest.raises(WorkbenchError, match="Temperatures must be positive"):
+        compare(y, saved, 0.0)
+
+
+def test_options_are_keyword_only():
+    import inspect
+
+    for name in ("reliability_table", "expected_calibration_error", "brier_score", "negative_log_likelihood",
+                 "fit_temperature", "calibration_metrics", "calibrate_model", "rescale", "compare"):
+        parameters = inspect.signature(getattr(calibration, name)).parameters.values()
+        options = [p.name for p in parameters if p.name in ("n_bins", "multi_label", "max_iter", "current_temperature")]
+        assert options and all(p.kind is p.KEYWORD_ONLY for p in parameters if p.name in options), name
+    with pytest.raises(TypeError):
+        expected_calibration_error(np.array([0, 1]), np.eye(2), 10, False)  # (n_bins, multi_label) by position

@@ -1,9 +1,18 @@
 """The typed config tree: defaults, experiment files, dotted overrides and clear errors."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
-from workbench.config import Config, config_from_dict, load_config, parse_overrides
+from workbench.config import (
+    NOTEBOOK_PARAMETERS,
+    Config,
+    config_from_dict,
+    config_from_parameters,
+    load_config,
+    parse_overrides,
+)
 from workbench.errors import ConfigError
 
 
@@ -74,8 +83,46 @@ def test_parse_overrides_nests_and_parses_yaml_scalars():
     assert parse_overrides(["a.b=1", "a.c=true", "d.e=[1, 2]"]) == {"a": {"b": 1, "c": True}, "d": {"e": [1, 2]}}
 
 
-def test_repository_configs_load():
-    from pathlib import Path
+def _dotted(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        flat.update(_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
 
-    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
-        assert isinstance(load_config(path), Config), path
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_repository_configs_differ_from_the_defaults_exactly_as_written(path):
+    written = _dotted(yaml.safe_load(path.read_text()))
+    cfg = load_config(path)
+    resolved = _dotted(cfg.to_dict())
+    assert written and {key: resolved[key] for key in written} == written  # every value in the file is applied
+    assert set(cfg.changes()) <= set(written)  # and nothing else moved from its default
+
+
+def test_config_from_parameters_matches_the_dotted_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  dataset: trec\n  test_split: test\n  max_length: 96\ntrain:\n  lr: 1.0e-4\n")
+    parameters = {"dataset": None, "train_file": "train.csv", "test_split": None, "model": "tiny", "pooling": "cls",
+                  "epochs": 2, "train_subset": None, "run_name": "nb", "run_root": "out"}
+    cfg = config_from_parameters(path, **parameters)
+    assert cfg == load_config(path, {"data.dataset": None, "data.train_file": "train.csv", "data.test_split": None,
+                                     "model.backbone": "tiny", "model.pooling": "cls", "train.epochs": 2,
+                                     "data.train_subset": None, "run.name": "nb", "run.root": "out"})
+    assert cfg.data.test_split is None and cfg.data.dataset is None  # None clears what the file set, as before
+    assert cfg.data.max_length == 96 and cfg.train.lr == 1e-4  # keys not given keep the file's values
+    assert config_from_parameters() == Config()
+    with pytest.raises(ConfigError, match="model.backbone needs a value"):
+        config_from_parameters(model=None)
+
+
+def test_config_from_parameters_rejects_unknown_names():
+    with pytest.raises(ConfigError, match=r"Unknown notebook parameter\(s\) 'learning_rate'. Valid names: .*\blr\b"):
+        config_from_parameters(learning_rate=1e-4, lr=1e-4)
+
+
+def test_every_config_key_is_a_notebook_parameter():
+    keys = set(_dotted(Config().to_dict()))
+    assert set(NOTEBOOK_PARAMETERS.values()) == keys  # a field name in two sections would hide one of them
+    assert all(NOTEBOOK_PARAMETERS[key.split(".")[1]] == key for key in keys)
+    assert NOTEBOOK_PARAMETERS["model"] == "model.backbone" and NOTEBOOK_PARAMETERS["run_root"] == "run.root"

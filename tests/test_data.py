@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.data import LabelMap, LengthBucketedBatchSampler, TextDataModule, TextProcessor, read_table
+from workbench.data import LabelMap, TextDataModule
+from workbench.datafiles import read_table
+from workbench.sampler import LengthBucketedBatchSampler
+from workbench.text import TextProcessor
 from workbench.errors import DataError
 
 

@@ -26,10 +26,30 @@ def test_attention_for_bertviz(model):
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]" and len(layers) == 2
     assert layers[0].shape == (1, 2, len(tokens), len(tokens))
     assert np.allclose(layers[0].sum(-1).numpy(), 1.0, atol=1e-5)  # each row is a distribution
-    page = attention_view(model, "a good film", html_action="return").data
-    assert "bertviz" in page and "good" in page
     assert len(attention_figure(model, "a good film").axes) == 2
     assert model.backbone.config._attn_implementation == before  # eager attention only while explaining
+
+
+@pytest.mark.parametrize("view", ["head", "model"])
+def test_attention_view_writes_a_standalone_page(model, tmp_path, view):
+    path = attention_view(model, "a good film", view=view, path=tmp_path / "pages" / f"{view}.html")
+    assert path == tmp_path / "pages" / f"{view}.html"
+    page = path.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "require.min.js" in page and '"good"' in page  # the tokens are in bertviz's data
+    assert "bertviz" in page and f"Attention ({view} view): a good film" in page
+
+
+def test_attention_view_shows_in_the_notebook_without_a_path(model, monkeypatch):
+    import sys
+
+    shown = []
+    monkeypatch.setattr(sys.modules["bertviz.head_view"], "display", shown.append)  # bertviz's IPython display
+    assert attention_view(model, "a good film") is None
+    assert any("bertviz" in getattr(o, "data", "") for o in shown)  # the HTML container, then its JavaScript
+    assert any('"good"' in getattr(o, "data", "") for o in shown)
+    with pytest.raises(WorkbenchError, match="choose 'head' or 'model'"):
+        attention_view(model, "a good film", view="neuron")
 
 
 def test_attributions_sum_to_the_logit_difference(model):
@@ -41,6 +61,11 @@ def test_attributions_sum_to_the_logit_difference(model):
     chosen = token_attributions(model, "a good film", target="neg")[0]
     assert chosen.target == "neg"
     assert "convergence delta" in attributions_html(chosen) and "good" in attributions_html(chosen)
+    page = attributions_html(results, true_labels=["pos", "neg & co"], predicted_labels=["neg", "pos"])
+    assert page.count("convergence delta") == 2 and page.index("> a<") < page.index("> bad<")
+    assert "<p>true <b>pos</b>, predicted <b>neg</b></p>" in page and "neg &amp; co" in page  # escaped
+    with pytest.raises(WorkbenchError, match="1 true_labels for 2 attributions"):
+        attributions_html(results, true_labels=["pos"])
 
 
 def test_bad_explanation_requests(model, tiny_bert):

@@ -1,9 +1,12 @@
-"""Reading runs back: load, leaderboard, evaluation on a split, and clear errors for missing runs."""
+"""Run directories: their layout, reading runs back, leaderboard, evaluation on a split, and clear errors."""
 
 import pytest
 
 from workbench import TextClassificationModel, TextDataModule, Trainer
-from workbench.runs import RunNotFoundError, ensure_run, evaluate_run, leaderboard, load_run, metrics_table
+from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.evaluation import evaluate_run
+from workbench.runs import RunDir, RunNotFoundError, leaderboard, load_run, metrics_table, model_folder, resume_point
+from workbench.trainer import ensure_run
 
 
 def fit(tiny_bert, files, name, lr):
@@ -27,8 +30,39 @@ def test_load_leaderboard_and_evaluate(tiny_bert, sentiment_files):
     assert evaluation.proba.shape == (16, 2) and evaluation.metrics["accuracy"] == run.metrics["validation"]["accuracy"]
     assert list(evaluation.report().index) == ["neg", "pos"]
     assert list(metrics_table(run).index) == ["validation"]
-    with pytest.raises(Exception, match="no test split"):
+    again = evaluate_run(run, "validation", model=evaluation.model)  # a loaded model is used as it is, not reloaded
+    assert again.model is evaluation.model and (again.proba == evaluation.proba).all()
+    with pytest.raises(WorkbenchError, match="no test split"):
         evaluate_run(run, "test")
+
+
+def test_run_dir_layout_numbers_versions_and_finds_checkpoints(tmp_path):
+    assert RunDir.latest(tmp_path, "x") is None
+    made = [RunDir.next_version(tmp_path, "x").path.name for _ in range(12)]
+    assert made == [f"version_{i}" for i in range(12)]
+    (tmp_path / "x" / "version_notes").mkdir()  # not a version
+    assert RunDir.latest(tmp_path, "x").path.name == "version_11"  # by number, not by name (version_9 sorts last)
+    assert [r.path.name for r in RunDir.versions(tmp_path, "x")][-3:] == ["version_9", "version_10", "version_11"]
+    run = RunDir(tmp_path / "x" / "version_3")
+    assert run.latest_checkpoint() is None and not run.is_finished()
+    for step, complete in ((50, True), (100, True), (150, False)):  # 150 was cut off while saving
+        folder = run.checkpoints / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert run.latest_checkpoint().name == "checkpoint-100"
+    run.link_last()
+    assert (run / RunDir.LAST).resolve() == (run.checkpoints / "checkpoint-100").resolve()
+    resumed, checkpoint = resume_point(run.path)
+    assert resumed.path == run.path and checkpoint == run.checkpoints / "checkpoint-100"
+    assert resume_point(checkpoint)[0].path == run.path  # a checkpoint folder resumes its own run
+    with pytest.raises(ModelLoadError, match="not a complete checkpoint"):
+        resume_point(run.checkpoints / "checkpoint-150")
+    with pytest.raises(ModelLoadError, match="no complete checkpoint to resume from"):
+        resume_point(tmp_path / "x" / "version_4")
+    assert model_folder(run.path) == run.path  # no best/ yet: the path as it is
+    run.best.mkdir()
+    assert model_folder(run.path) == run.best
 
 
 def test_missing_and_unfinished_runs_are_explained(tmp_path):
@@ -39,5 +73,5 @@ def test_missing_and_unfinished_runs_are_explained(tmp_path):
     with pytest.raises(RunNotFoundError, match="not a finished run: metrics.json missing"):
         load_run(tmp_path / "half")
     with pytest.raises(RunNotFoundError):
-        ensure_run("nowhere")
+        ensure_run("nowhere")  # a given run directory is never replaced by training a new one
     assert leaderboard(tmp_path / "empty").empty

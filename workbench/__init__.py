@@ -5,13 +5,16 @@ The public API::
     from workbench import Trainer, TextClassificationModel, TextDataModule, TextProcessor, load_config, train
 
 Notebooks and reports also use the modules ``workbench.explore`` (dataset statistics), ``workbench.plots``
-(figures), ``workbench.runs`` (reading run directories) and ``workbench.reports`` (the batch runner).
+(figures), ``workbench.runs`` (run directories), ``workbench.evaluation`` (scoring runs) and
+``workbench.reports`` (the batch runner). ARCHITECTURE.md shows how the modules layer.
 """
 
 from workbench.config import Config, load_config
-from workbench.data import LabelMap, LengthBucketedBatchSampler, TextDataModule, TextProcessor
+from workbench.data import LabelMap, TextDataModule
 from workbench.errors import ConfigError, DataError, ModelLoadError, WorkbenchError
 from workbench.models import TextClassificationModel
+from workbench.sampler import LengthBucketedBatchSampler
+from workbench.text import TextProcessor
 from workbench.trainer import FitResult, Trainer, train
 
 __version__ = "0.1.0"

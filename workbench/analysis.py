@@ -1,6 +1,6 @@
 """Where a model is wrong: an error table, the most confused label pairs, slices, and likely label errors.
 
-Everything works on arrays that :func:`workbench.runs.evaluate_run` or :func:`workbench.cv.cross_validate`
+Everything works on arrays that :func:`workbench.evaluation.evaluate_run` or :func:`workbench.cv.cross_validate`
 produce (texts, ``(N,)`` true class ids, ``(N, K)`` probabilities), so the same tables feed a notebook, the
 error inspector widget (:mod:`workbench.widgets`) and a static HTML report.
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.metrics import predict_from_proba
 
 
 def _ids(labels, label_names: Sequence[str]) -> np.ndarray:
@@ -34,7 +35,14 @@ def _ids(labels, label_names: Sequence[str]) -> np.ndarray:
     return np.asarray([index[str(x)] for x in labels])
 
 
-def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str], lengths=None,
+def _required(thresholds, caller: str) -> np.ndarray:
+    if thresholds is None:
+        raise WorkbenchError(f"{caller}: multi-label data needs the model's decision thresholds; pass "
+                             "thresholds=model.thresholds (or a cross-validation's CVResult.thresholds).")
+    return np.asarray(thresholds)
+
+
+def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str], *, lengths=None,
                 multi_label: bool = False, thresholds=None) -> pd.DataFrame:
     """One row per example, worst first: text, true and predicted label, confidence, loss, length, correct.
 
@@ -44,7 +52,7 @@ def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str],
         proba: ``(N, K)`` probabilities.
         label_names: the K class names.
         lengths: token counts per text (default: whitespace words).
-        thresholds: multi-label decision thresholds per class (default 0.5).
+        thresholds: the model's multi-label decision thresholds, ``(K,)`` (required for multi-label data).
 
     Returns:
         Columns ``text``, ``true``, ``predicted``, ``confidence`` (probability of the predicted label, or of the
@@ -59,7 +67,7 @@ def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str],
     eps = 1e-12
     if multi_label:
         truth = np.asarray(y_true).astype(int)
-        decided = proba >= (np.asarray(thresholds) if thresholds is not None else 0.5)
+        decided = predict_from_proba(proba, _required(thresholds, "error_table")).astype(bool)
         true_labels = ["|".join(names[row.astype(bool)]) for row in truth]
         predicted = ["|".join(names[row]) for row in decided]
         correct = (decided == truth.astype(bool)).all(1)
@@ -71,7 +79,7 @@ def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str],
         ids = _ids(y_true, label_names)
         if len(ids) != len(proba):
             raise WorkbenchError(f"error_table: {len(ids)} labels for {len(proba)} rows of probabilities.")
-        top = proba.argmax(1)
+        top = predict_from_proba(proba)
         true_labels, predicted = names[ids], names[top]
         correct = top == ids
         true_proba = proba[np.arange(len(ids)), ids]
@@ -107,18 +115,22 @@ def error_slices(table: pd.DataFrame, length_buckets: int = 5) -> pd.DataFrame:
     return out
 
 
-def label_issues(labels, pred_probs, label_names: Sequence[str], texts: Sequence[str] | None = None,
-                 multi_label: bool = False) -> pd.DataFrame:
+def label_issues(labels, pred_probs, label_names: Sequence[str], *, texts: Sequence[str] | None = None,
+                 multi_label: bool = False, thresholds=None) -> pd.DataFrame:
     """Likely label errors by confident learning (cleanlab) on out-of-fold probabilities, most suspect first.
 
     Args:
         labels: given labels, ``(N,)`` ids or names (multi-label: lists of names or ``(N, K)`` multi-hot).
         pred_probs: ``(N, K)`` out-of-fold probabilities (each from a model that did not train on it).
         label_names: the K class names.
+        texts: the N texts, shown beside each suspect.
+        thresholds: multi-label decision thresholds, ``(K,)`` or per example ``(N, K)`` (each cross-validation
+            fold model's own: :attr:`workbench.cv.CVResult.thresholds`); required for multi-label data.
 
     Returns:
         One row per suspect: ``example`` (position), ``text``, ``given``, ``suggested`` (the most likely
-        other label), ``given_proba`` (the model's probability of the given label).
+        other label; for multi-label data, the labels the model decides on), ``given_proba`` (the model's
+        probability of the given label).
     """
     from cleanlab.filter import find_label_issues
 
@@ -132,7 +144,8 @@ def label_issues(labels, pred_probs, label_names: Sequence[str], texts: Sequence
             lists = [[index[x] for x in row] for row in labels]
         ranked = find_label_issues(lists, pred_probs, multi_label=True, return_indices_ranked_by="self_confidence")
         given = ["|".join(names[row]) for row in lists]
-        suggested = ["|".join(names[np.flatnonzero(p >= 0.5)]) for p in pred_probs]
+        suggested = ["|".join(names[row.astype(bool)])
+                     for row in predict_from_proba(pred_probs, _required(thresholds, "label_issues"))]
         given_proba = [float(np.mean(pred_probs[i, row])) if row else float("nan") for i, row in enumerate(lists)]
     else:
         ids = _ids(labels, label_names)

@@ -1,12 +1,19 @@
-"""The ``workbench`` command line: train, evaluate, predict, datasets and config.
+"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, speed and run.
 
-Every command takes ``--config FILE`` (an experiment YAML holding only what differs from the defaults)
-and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
+The commands that build a config (train, config, cv) take ``--config FILE`` (an experiment YAML holding
+only what differs from the defaults) and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
 
     workbench train --config configs/sst2.yaml train.epochs=1
     workbench evaluate runs/sst2/version_0 --dataset sst2 --split validation
     echo "a gripping, funny film" | workbench predict runs/sst2/version_0
     workbench datasets
+    workbench config --config configs/trec.yaml
+    workbench cv --config configs/trec.yaml --folds 5
+    workbench speed runs/trec/version_0 --dataset trec --split test
+    workbench run experiments/trec.yaml
+
+Each command imports what it needs when it runs, so ``workbench --help`` and ``workbench datasets`` start
+without loading torch and transformers.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ def _require_one_source(args) -> None:
 
 def _evaluate(args) -> int:
     from workbench.data import TextDataModule
-    from workbench.trainer import Trainer
+    from workbench.evaluation import evaluate_model
+    from workbench.metrics import SUMMARY_METRICS
 
     _require_one_source(args)
     model = _load_model(args.model)
@@ -53,17 +61,15 @@ def _evaluate(args) -> int:
         dataset = TextDataModule.for_model(model, **options).encode_file(args.file)
     else:
         dataset = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split)
-    metrics = Trainer(checkpoint_dir=None).evaluate(model, dataset)
-    text = json.dumps(metrics, indent=2)
+    metrics = evaluate_model(model, dataset)
     if args.out:
-        Path(args.out).write_text(text)
-    from workbench.trainer import SUMMARY_METRICS as keys
-    print("  ".join(f"{k}={metrics[k]:.4f}" for k in keys if metrics.get(k) is not None))
+        Path(args.out).write_text(json.dumps(metrics, indent=2))
+    print("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_METRICS if metrics.get(k) is not None))
     return 0
 
 
 def _predict(args) -> int:
-    from workbench.data import check_texts, read_table
+    from workbench.datafiles import check_texts, read_table
 
     model = _load_model(args.model)
     if args.file:
@@ -129,7 +135,8 @@ def _cv(args) -> int:
 
 
 def _speed(args) -> int:
-    from workbench.data import TextDataModule, read_table
+    from workbench.data import TextDataModule
+    from workbench.datafiles import read_table
     from workbench.inference import benchmark_inference
     from workbench.plots import latency_figure
 

@@ -26,7 +26,9 @@ from workbench.errors import ConfigError
 
 TRUNCATION_STRATEGIES = ("head", "tail", "head+tail")
 POOLING_MODES = ("cls", "mean", "attention")
-LOSSES = ("cross_entropy", "focal", "bce", "focal_bce")
+SINGLE_LABEL_LOSSES = ("cross_entropy", "focal")
+MULTI_LABEL_LOSSES = ("bce", "focal_bce")  # cross_entropy and focal on multi-label data mean these two
+LOSSES = SINGLE_LABEL_LOSSES + MULTI_LABEL_LOSSES
 OPTIMIZERS = ("adamw", "adafactor", "lamb")
 SCHEDULES = ("linear", "cosine", "one_cycle", "constant")
 PRECISIONS = ("32", "16", "bf16", "16-mixed", "bf16-mixed")
@@ -38,13 +40,13 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
     return field(default=default, metadata={"help": text})
 
 
-def _check(condition: bool, message: str) -> None:
+def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
 
-def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
-    _check(value in choices, f"{section}.{name}={value!r} is not one of {', '.join(map(str, choices))}.")
+def _require_choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    _require(value in choices, f"{section}.{name}={value!r} is not one of {', '.join(map(str, choices))}.")
 
 
 @dataclass
@@ -78,21 +80,21 @@ class DataConfig:
     lowercase: bool = _help("Lowercase text (uncased tokenizers do this already).", False)
 
     def __post_init__(self):
-        _check_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)
-        _check(bool(self.label_delimiter), "data.label_delimiter must not be empty (quote it on the command line: "
+        _require_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)
+        _require(bool(self.label_delimiter), "data.label_delimiter must not be empty (quote it on the command line: "
                                            "data.label_delimiter='|').")
-        _check(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
-        _check(0.0 < self.head_fraction < 1.0, f"data.head_fraction={self.head_fraction} must be between 0 and 1.")
-        _check(self.max_length >= 8, f"data.max_length={self.max_length} must be at least 8.")
-        _check(self.batch_size >= 1, f"data.batch_size={self.batch_size} must be at least 1.")
-        _check(
+        _require(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
+        _require(0.0 < self.head_fraction < 1.0, f"data.head_fraction={self.head_fraction} must be between 0 and 1.")
+        _require(self.max_length >= 8, f"data.max_length={self.max_length} must be at least 8.")
+        _require(self.batch_size >= 1, f"data.batch_size={self.batch_size} must be at least 1.")
+        _require(
             self.max_tokens >= self.max_length,
             f"data.max_tokens={self.max_tokens} must be at least data.max_length={self.max_length}, "
             "or the longest example cannot form a batch.",
         )
         for name in ("train_subset", "val_subset"):
             value = getattr(self, name)
-            _check(value is None or value > 0, f"data.{name}={value} must be a positive count.")
+            _require(value is None or value > 0, f"data.{name}={value} must be a positive count.")
 
 
 @dataclass
@@ -112,9 +114,9 @@ class ModelConfig:
     multi_label_threshold: float = _help("Default decision threshold of each class in multi-label mode.", 0.5)
 
     def __post_init__(self):
-        _check_choice("model", "pooling", self.pooling, POOLING_MODES)
-        _check(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1).")
-        _check(0.0 < self.multi_label_threshold < 1.0, "model.multi_label_threshold must be between 0 and 1.")
+        _require_choice("model", "pooling", self.pooling, POOLING_MODES)
+        _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1).")
+        _require(0.0 < self.multi_label_threshold < 1.0, "model.multi_label_threshold must be between 0 and 1.")
 
 
 @dataclass
@@ -147,21 +149,21 @@ class TrainConfig:
     device: str = _help("auto, cpu or cuda.", "auto")
 
     def __post_init__(self):
-        _check_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("train", "schedule", self.schedule, SCHEDULES)
-        _check_choice("train", "loss", self.loss, LOSSES)
+        _require_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
+        _require_choice("train", "schedule", self.schedule, SCHEDULES)
+        _require_choice("train", "loss", self.loss, LOSSES)
         self.precision = str(self.precision)
-        _check_choice("train", "precision", self.precision, PRECISIONS)
-        _check(self.epochs > 0, f"train.epochs={self.epochs} must be positive.")
-        _check(self.lr > 0, f"train.lr={self.lr} must be positive.")
-        _check(0.0 < self.layer_lr_decay <= 1.0, f"train.layer_lr_decay={self.layer_lr_decay} must be in (0, 1].")
-        _check(self.warmup >= 0, f"train.warmup={self.warmup} must not be negative.")
-        _check(self.grad_accum >= 1, f"train.grad_accum={self.grad_accum} must be at least 1.")
-        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1).")
-        _check(self.log_every >= 1, f"train.log_every={self.log_every} must be at least 1.")
-        _check_choice("train", "device", self.device, ("auto", "cpu", "cuda"))
-        _check(self.keep_top_k >= 1, f"train.keep_top_k={self.keep_top_k} must be at least 1.")
-        _check(
+        _require_choice("train", "precision", self.precision, PRECISIONS)
+        _require(self.epochs > 0, f"train.epochs={self.epochs} must be positive.")
+        _require(self.lr > 0, f"train.lr={self.lr} must be positive.")
+        _require(0.0 < self.layer_lr_decay <= 1.0, f"train.layer_lr_decay={self.layer_lr_decay} must be in (0, 1].")
+        _require(self.warmup >= 0, f"train.warmup={self.warmup} must not be negative.")
+        _require(self.grad_accum >= 1, f"train.grad_accum={self.grad_accum} must be at least 1.")
+        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1).")
+        _require(self.log_every >= 1, f"train.log_every={self.log_every} must be at least 1.")
+        _require_choice("train", "device", self.device, ("auto", "cpu", "cuda"))
+        _require(self.keep_top_k >= 1, f"train.keep_top_k={self.keep_top_k} must be at least 1.")
+        _require(
             self.class_weights is None or self.class_weights == "balanced" or isinstance(self.class_weights, list),
             f"train.class_weights={self.class_weights!r} must be None, 'balanced' or a list of numbers.",
         )
@@ -175,7 +177,7 @@ class RunConfig:
     root: str = _help("Root folder of all runs.", "runs")
 
     def __post_init__(self):
-        _check(bool(self.name) and "/" not in self.name, f"run.name={self.name!r} must be a non-empty folder name.")
+        _require(bool(self.name) and "/" not in self.name, f"run.name={self.name!r} must be a non-empty folder name.")
 
 
 @dataclass
@@ -354,3 +356,39 @@ def describe(section: Any = None) -> str:
             value = json.dumps(getattr(getattr(section, sec.name), f.name))
             lines.append(f"  {f.name} = {value}  # {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+# Notebook parameter name -> dotted config key. Every key is reachable by its own name (no name appears in
+# two sections; tests/test_config.py checks), plus the names the notebooks use for three of them.
+NOTEBOOK_PARAMETERS: dict[str, str] = {
+    **{f.name: f"{section.name}.{f.name}" for section in dataclasses.fields(Config)
+       for f in dataclasses.fields(section.default_factory)},
+    "model": "model.backbone", "run_name": "run.name", "run_root": "run.root",
+}
+
+
+def config_from_parameters(config_file: str | Path | None = None, **parameters: Any) -> Config:
+    """Build a notebook's config from its parameters: defaults, then ``config_file``, then every parameter.
+
+    A parameter is named by its config key's own name (``lr`` is ``train.lr``, ``dataset`` is
+    ``data.dataset``) or by one of ``model`` (``model.backbone``), ``run_name`` and ``run_root``; see
+    :data:`NOTEBOOK_PARAMETERS`. Every parameter is applied, None included, exactly as a dotted override
+    of :func:`load_config`: None clears an optional key (``test_split=None`` overrides the file's
+    ``test_split``) and is an error for a key that needs a value.
+
+    Args:
+        config_file: an experiment YAML to start from, or None for the defaults.
+        parameters: notebook parameter names and their values.
+
+    Returns:
+        A validated :class:`Config`.
+
+    Example:
+        >>> config_from_parameters(dataset="trec", model="minilm", lr=3e-5, run_name="nb").changes()
+        {'data.dataset': 'trec', 'train.lr': 3e-05, 'run.name': 'nb'}
+    """
+    unknown = [name for name in parameters if name not in NOTEBOOK_PARAMETERS]
+    if unknown:
+        raise ConfigError(f"Unknown notebook parameter(s) {', '.join(map(repr, unknown))}. Valid names: "
+                          f"{', '.join(NOTEBOOK_PARAMETERS)}.")
+    return load_config(config_file, {NOTEBOOK_PARAMETERS[name]: value for name, value in parameters.items()})

@@ -5,11 +5,14 @@ stratification (``iterative-stratification``'s ``MultilabelStratifiedKFold``). E
 run, with its held-out fold as the validation data, under ``<run.root>/<run.name>/cv/``::
 
     cv/folds.parquet        text, label and fold of every example (the split, fixed by the seed)
+    cv/test.parquet         the test split, when the config names one (every fold model is scored on it)
     cv/fold_0/version_0/    a full run directory per fold (config, metrics, best model, log)
     cv/oof.parquet          every example's out-of-fold probabilities, predicted and true label
     cv/summary.json         per-fold metrics and their mean and standard deviation
 
-An interrupted cross-validation resumes: folds whose run finished are read back, not retrained.
+Each example is labelled by the model of the fold that held it out, with that model's decision rule
+(:func:`workbench.metrics.labels_from_proba`; for multi-label data, its own tuned thresholds). An
+interrupted cross-validation resumes: folds whose run finished are read back, not retrained.
 
 Example::
 
@@ -20,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,8 +31,14 @@ import numpy as np
 import pandas as pd
 
 from workbench.config import Config
-from workbench.data import TextDataModule
+from workbench.data import LabelledRows, LabelMap, TextDataModule
 from workbench.errors import DataError, WorkbenchError
+from workbench.metrics import SUMMARY_METRICS, labels_from_proba
+from workbench.models import TextClassificationModel
+from workbench.runs import Run, RunDir, load_run
+from workbench.trainer import train
+
+FOLDS_FILE, TEST_FILE, OOF_FILE, SUMMARY_FILE = "folds.parquet", "test.parquet", "oof.parquet", "summary.json"
 
 
 @dataclass
@@ -45,6 +55,13 @@ class CVResult:
     def proba(self) -> np.ndarray:
         """Out-of-fold probabilities ``(N, K)``, in the order of ``oof``."""
         return self.oof[[f"proba_{name}" for name in self.label_names]].to_numpy()
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        """Multi-label decision thresholds ``(N, K)``: each example's fold model's own; None for single-label."""
+        if not self.multi_label:
+            return None
+        return self.oof[[f"threshold_{name}" for name in self.label_names]].to_numpy()
 
     @property
     def multi_label(self) -> bool:
@@ -69,10 +86,10 @@ class CVResult:
 def load_cv(folder: str | Path) -> CVResult:
     """Read a finished cross-validation folder (``<run root>/<name>/cv``)."""
     folder = Path(folder)
-    if not (folder / "summary.json").exists() or not (folder / "oof.parquet").exists():
-        raise WorkbenchError(f"{folder} is not a finished cross-validation (summary.json and oof.parquet are written "
+    if not (folder / SUMMARY_FILE).exists() or not (folder / OOF_FILE).exists():
+        raise WorkbenchError(f"{folder} is not a finished cross-validation ({SUMMARY_FILE} and {OOF_FILE} are written "
                              "when the last fold ends). Run `workbench cv` (it resumes) or give the cv folder.")
-    return CVResult(folder, json.loads((folder / "summary.json").read_text()), pd.read_parquet(folder / "oof.parquet"))
+    return CVResult(folder, json.loads((folder / SUMMARY_FILE).read_text()), pd.read_parquet(folder / OOF_FILE))
 
 
 def fold_assignments(labels: list, n_folds: int, multi_label: bool = False, seed: int = 42,
@@ -117,100 +134,124 @@ def fold_assignments(labels: list, n_folds: int, multi_label: bool = False, seed
     return folds
 
 
-def _pool(config: Config) -> tuple[pd.DataFrame, list, TextDataModule]:
-    """Every training example (after train_subset) as a frame with the text and label columns."""
-    dm = TextDataModule(config=replace(config.data, val_subset=None), model_name=config.model.backbone,
-                        seed=config.train.seed)
-    frames = dm._frames()
-    train, source = frames["train"]
-    dm._check(train, source)
-    if config.data.train_subset and config.data.train_subset < len(train):
-        from workbench.data import _stratified_take
-
-        train, _ = _stratified_take(train, config.data.train_subset, dm._strata(dm._labels_of(train, source)),
-                                    config.train.seed)
-    labels = dm._labels_of(train, source)
-    return train.reset_index(drop=True), labels, dm
+def _flat(labels: list, multi_label: bool, delimiter: str) -> list:
+    """Labels as one string per row (a multi-label row joined by the delimiter), as the fold files hold them."""
+    return [delimiter.join(x) for x in labels] if multi_label else list(labels)
 
 
-def cross_validate(config: Config, n_folds: int = 5, resume: bool = True, echo=print) -> CVResult:
-    """Train one run per fold and gather out-of-fold probabilities and mean ± std metrics.
+def _as_table(rows: LabelledRows, delimiter: str) -> pd.DataFrame:
+    table = pd.DataFrame({"text": rows.texts, "label": _flat(rows.labels, rows.multi_label, delimiter)})
+    if rows.pairs is not None:
+        table["text_pair"] = rows.pairs
+    return table
 
-    Args:
-        config: the experiment; its training data is split into folds (a given validation split is not used).
-        n_folds: number of folds.
-        resume: reuse folds that already finished under the same folder (same folds file).
+
+def split_folds(config: Config, n_folds: int, folder: Path, resume: bool = True) -> tuple[pd.DataFrame, LabelMap]:
+    """Assign every example of the training pool a fold and write ``folds.parquet`` (text, label, fold).
+
+    Returns:
+        The fold table and the label map of the whole pool, which every fold model predicts.
+
+    Raises:
+        DataError: when resuming into a folder that holds a different split.
     """
-    from workbench.runs import load_run
-    from workbench.trainer import SUMMARY_METRICS, train
-
-    folder = Path(config.run.root) / config.run.name / "cv"
-    folder.mkdir(parents=True, exist_ok=True)
-    pool, labels, dm = _pool(config)
-    text_column, label_column = dm.text_column, dm.label_column
-    multi = dm.multi_label
-    delimiter = config.data.label_delimiter
-    flat_labels = [delimiter.join(x) for x in labels] if multi else labels
-    folds_file = folder / "folds.parquet"
-    folds = fold_assignments(labels, n_folds, multi, config.train.seed)
-    table = pd.DataFrame({"text": pool[text_column].astype(str), "label": flat_labels, "fold": folds})
-    if config.data.text_pair_column:
-        table["text_pair"] = pool[config.data.text_pair_column].astype(str)
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed)
+    pool = dm.training_pool()
+    table = _as_table(pool, config.data.label_delimiter)
+    table.insert(2, "fold", fold_assignments(pool.labels, n_folds, pool.multi_label, config.train.seed))
+    folds_file = folder / FOLDS_FILE
     if folds_file.exists() and resume:
         previous = pd.read_parquet(folds_file)
         if not previous.equals(table):
             raise DataError(f"{folds_file} holds a different split (other data, seed or fold count). Use another "
                             "run.name, or delete that folder to start the cross-validation again.")
     table.to_parquet(folds_file)
-    test_file = None
-    if config.data.dataset and config.data.test_split:
-        test_frame = dm._catalog_frame(config.data.test_split)
-        test = pd.DataFrame({"text": test_frame[text_column].astype(str)})
-        test["label"] = [delimiter.join(x) if isinstance(x, list) else x for x in test_frame[label_column]]
-        test_file = folder / "test.parquet"
-        test.to_parquet(test_file)
-    elif config.data.test_file:
-        test_file = config.data.test_file
-    rows, oof_parts = [], []
+    return table, LabelMap.from_labels(pool.labels, pool.multi_label)
+
+
+def train_fold(config: Config, table: pd.DataFrame, fold: int, folder: Path, *, label_map: LabelMap,
+               test_file: Path | None = None, resume: bool = True,
+               echo: Callable[[str], None] | None = print) -> Run:
+    """Train (or, resuming, read back) the run of one fold: trained on the other folds, validated on this one,
+    predicting every label of ``label_map`` (the whole pool's, so all fold models share one label set)."""
+    echo = echo or (lambda line: None)
+    name = f"fold_{fold}"
+    done = [run for run in RunDir.versions(folder, name) if run.is_finished()] if resume else []
+    if done:
+        echo(f"fold {fold + 1}/{table['fold'].nunique()}: finished before, reading {done[-1].path}")
+        return load_run(done[-1].path)
+    train_file, val_file = folder / f"{name}.train.parquet", folder / f"{name}.val.parquet"
+    table[table["fold"] != fold].to_parquet(train_file)
+    table[table["fold"] == fold].to_parquet(val_file)
+    data = replace(config.data, dataset=None, train_file=str(train_file), val_file=str(val_file),
+                   test_file=str(test_file) if test_file else None, text_column="text", label_column="label",
+                   text_pair_column="text_pair" if "text_pair" in table else None,
+                   multi_label=label_map.multi_label, train_subset=None, val_subset=None)
+    fold_config = replace(config, data=data, run=replace(config.run, root=str(folder), name=name))
+    echo(f"fold {fold + 1}/{table['fold'].nunique()}: training on {int((table['fold'] != fold).sum())}, "
+         f"validating on {int((table['fold'] == fold).sum())}")
+    return load_run(train(fold_config, label_map=label_map).run_dir)
+
+
+def fold_predictions(run: Run, table: pd.DataFrame, fold: int, folder: Path, *,
+                     label_delimiter: str = "|") -> pd.DataFrame:
+    """The fold model's probabilities (and multi-label thresholds) on its held-out examples, indexed by
+    their position in the pool; cached as ``oof.parquet`` in the fold's run directory."""
+    cached = run.path / OOF_FILE
+    if cached.exists():
+        return pd.read_parquet(cached)
+    model = TextClassificationModel.from_pretrained(run.model_dir)
+    encoded = TextDataModule.for_model(model, text_column="text", label_column="label",
+                                       label_delimiter=label_delimiter).encode_file(folder / f"fold_{fold}.val.parquet")
+    part = pd.DataFrame(model.predict_proba_features(encoded), columns=[f"proba_{n}" for n in model.label_names])
+    if model.multi_label:
+        for name, threshold in zip(model.label_names, model.thresholds):
+            part[f"threshold_{name}"] = float(threshold)
+    part.insert(0, "index", np.flatnonzero(table["fold"].to_numpy() == fold))  # the fold's file keeps the pool's order
+    part.to_parquet(cached)
+    return part
+
+
+def _fold_row(fold: int, run: Run) -> dict:
+    row = {"fold": fold, "run_dir": str(run.path)}
+    for split, prefix in (("validation", ""), ("test", "test_")):
+        values = run.metrics.get(split, {})
+        row.update({f"{prefix}{k}": values[k] for k in SUMMARY_METRICS if values.get(k) is not None})
+    return row
+
+
+def cross_validate(config: Config, n_folds: int = 5, resume: bool = True,
+                   echo: Callable[[str], None] | None = print) -> CVResult:
+    """Train one run per fold and gather out-of-fold probabilities and mean ± std metrics.
+
+    Args:
+        config: the experiment; its training data is split into folds (a given validation split is not used).
+        n_folds: number of folds.
+        resume: reuse folds that already finished under the same folder (same folds file).
+        echo: where progress lines go (``print``; None to silence them).
+    """
+    folder = Path(config.run.root) / config.run.name / "cv"
+    folder.mkdir(parents=True, exist_ok=True)
+    table, label_map = split_folds(config, n_folds, folder, resume)
+    multi, delimiter = label_map.multi_label, config.data.label_delimiter
+    test = TextDataModule(config=config.data, model_name=config.model.backbone).read_split("test")
+    test_file = folder / TEST_FILE if test is not None else None
+    if test is not None:
+        _as_table(test, delimiter).to_parquet(test_file)
+    rows, parts = [], []
     for fold in range(n_folds):
-        fold_dir = folder / f"fold_{fold}"
-        done = sorted(fold_dir.glob("version_*/metrics.json")) if resume else []
-        if done:
-            run = load_run(done[-1].parent)
-            echo(f"fold {fold + 1}/{n_folds}: finished before, reading {run.path}")
-        else:
-            table[table["fold"] != fold].to_parquet(fold_dir.with_suffix(".train.parquet"))
-            table[table["fold"] == fold].to_parquet(fold_dir.with_suffix(".val.parquet"))
-            data = replace(config.data, dataset=None, train_file=str(fold_dir.with_suffix(".train.parquet")),
-                           val_file=str(fold_dir.with_suffix(".val.parquet")), test_file=str(test_file) if test_file else None,
-                           text_column="text", label_column="label", text_pair_column="text_pair" if config.data.text_pair_column else None,
-                           multi_label=multi, train_subset=None, val_subset=None)
-            fold_config = replace(config, data=data, run=replace(config.run, root=str(folder), name=f"fold_{fold}"))
-            echo(f"fold {fold + 1}/{n_folds}: training on {int((folds != fold).sum())}, validating on {int((folds == fold).sum())}")
-            run = load_run(train(fold_config).run_dir)
-        rows.append({"fold": fold, "run_dir": str(run.path),
-                     **{k: run.metrics["validation"].get(k) for k in SUMMARY_METRICS if run.metrics["validation"].get(k) is not None},
-                     **{f"test_{k}": run.metrics["test"].get(k) for k in SUMMARY_METRICS
-                        if "test" in run.metrics and run.metrics["test"].get(k) is not None}})
-        oof_file = run.path / "oof.parquet"
-        if not oof_file.exists():
-            model = run.model()
-            val_dm = TextDataModule.for_model(model, text_column="text", label_column="label")
-            encoded = val_dm.encode_file(fold_dir.with_suffix(".val.parquet"))
-            proba = model.predict_proba_features(encoded)
-            part = pd.DataFrame(proba, columns=[f"proba_{n}" for n in model.label_names])
-            part.insert(0, "index", np.flatnonzero(folds == fold))  # the fold's file keeps the pool's order
-            part.to_parquet(oof_file)
-        oof_parts.append(pd.read_parquet(oof_file))
+        run = train_fold(config, table, fold, folder, label_map=label_map, test_file=test_file, resume=resume,
+                         echo=echo)
+        rows.append(_fold_row(fold, run))
+        parts.append(fold_predictions(run, table, fold, folder, label_delimiter=delimiter))
     per_fold = pd.DataFrame(rows)
     metrics = [c for c in per_fold.columns if c not in ("fold", "run_dir")]
     summary = {"n_folds": n_folds, "examples": len(table), "multi_label": multi, "label_delimiter": delimiter,
                "folds": rows, "mean": per_fold[metrics].mean().to_dict(), "std": per_fold[metrics].std(ddof=1).to_dict()}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    oof = pd.concat(oof_parts).sort_values("index").set_index("index")
-    result = CVResult(folder, summary, table.join(oof.fillna(0.0)))
-    names, probabilities = result.label_names, result.proba
-    result.oof["predicted"] = [names[j] for j in probabilities.argmax(1)] if not multi else [
-        delimiter.join(n for n, p in zip(names, row) if p >= 0.5) for row in probabilities]
-    result.oof.to_parquet(folder / "oof.parquet")
+    (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    oof = pd.concat(parts).sort_values("index").set_index("index")
+    result = CVResult(folder, summary, table.join(oof))
+    predicted = labels_from_proba(result.proba, result.label_names, multi_label=multi, thresholds=result.thresholds)
+    result.oof["predicted"] = _flat(predicted, multi, delimiter)
+    result.oof.to_parquet(folder / OOF_FILE)
     return result

@@ -1,20 +1,22 @@
 """Why a model predicts what it does: attention (bertviz), token attributions (captum) and pooling weights.
 
 - :func:`attention` returns the tokens and every layer's attention for one text; :func:`attention_view`
-  shows them with bertviz's ``head_view`` / ``model_view`` (``html_action="view"`` in a notebook,
-  ``"return"`` for an HTML file; bertviz loads its JavaScript libraries from a CDN, so that view needs a
-  network); :func:`attention_figure` draws one layer's heads as a static heatmap that works offline.
+  shows them with bertviz's ``head_view`` / ``model_view`` in a notebook, or writes the same view to a
+  standalone HTML page when given a ``path`` (bertviz loads its JavaScript libraries from a CDN, so both
+  need a network); :func:`attention_figure` draws one layer's heads as a static heatmap that works offline.
 - :func:`token_attributions` runs captum's Layer Integrated Gradients on the word embeddings, from a
   baseline of padding between the special tokens, for a chosen target class (default: the predicted
   one; required for multi-label models). ``internal_batch_size`` bounds memory on long texts. Each
   result carries the convergence delta (how far the attributions' sum is from the logit difference).
-- :func:`attributions_html` renders one result as coloured tokens; :func:`pooling_weights` returns the
+- :func:`attributions_html` renders results as coloured tokens; :func:`pooling_weights` returns the
   attention-pooling weights of a model trained with ``pooling="attention"``.
 
 Example::
 
-    result = token_attributions(model, ["a gripping, funny film"], n_steps=50)[0]
-    HTML(attributions_html(result))
+    results = token_attributions(model, ["a gripping, funny film"], n_steps=50)
+    HTML(attributions_html(results))
+    attention_view(model, "a gripping, funny film")                                   # shown in the notebook
+    attention_view(model, "a gripping, funny film", path="attention_head_view.html")  # a standalone page
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import html
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,15 +92,51 @@ def attention(model, text: str) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     return tokens, tuple(a.detach().cpu() for a in out.attentions)
 
 
-def attention_view(model, text: str, view: str = "head", html_action: str = "view"):
-    """bertviz's ``head_view`` or ``model_view`` of one text (``html_action="return"`` gives an HTML object)."""
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{title}</title></head>
+<body>
+<h3 style="font-family:sans-serif">{title}</h3>
+{view}
+</body>
+</html>
+"""
+
+
+def attention_view(model, text: str, *, view: str = "head", path: str | Path | None = None) -> Path | None:
+    """bertviz's ``head_view`` or ``model_view`` of one text: shown in the notebook, or written to an HTML page.
+
+    Like bertviz's ``html_action``, one call serves both: without ``path`` the view is displayed in the
+    notebook (bertviz's ``html_action="view"``); with ``path`` the same view becomes a standalone page that
+    opens in a browser. bertviz loads require.js, d3 and jQuery from a CDN, so either needs a network.
+
+    Args:
+        model: a :class:`workbench.TextClassificationModel`.
+        text: the text whose attention is shown.
+        view: ``"head"`` (one layer's heads, chosen interactively) or ``"model"`` (every layer and head).
+        path: where to write the page (parent folders are created); None shows the view instead.
+
+    Returns:
+        The written path, or None when the view was shown.
+
+    Example::
+
+        attention_view(model, "a good film", view="model", path="reports/attention_model_view.html")
+    """
     from bertviz import head_view, model_view
 
     if view not in ("head", "model"):
         raise WorkbenchError(f"view='{view}': choose 'head' or 'model'.")
     tokens, attentions = attention(model, text)
     show = head_view if view == "head" else model_view
-    return show(attentions, tokens, html_action=html_action)
+    if path is None:
+        show(attentions, tokens, html_action="view")
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = show(attentions, tokens, html_action="return").data
+    path.write_text(_PAGE.format(title=html.escape(f"Attention ({view} view): {text}"), view=page), encoding="utf-8")
+    return path
 
 
 def attention_figure(model, text: str, layer: int = -1):
@@ -186,11 +225,40 @@ def tokens_html(tokens: Sequence[str], scores: Sequence[float]) -> str:
     return "".join(spans).strip()
 
 
-def attributions_html(result: Attribution) -> str:
-    """One attribution as an HTML block: the target, its probability, the delta and the coloured tokens."""
-    head = (f"<div style='font-size:0.8em;color:#57606a'>target <b>{html.escape(result.target)}</b> "
-            f"(p={result.target_proba:.3f}) · convergence delta {result.delta:.4f}</div>")
-    return f"<div style='margin:0.4em 0;line-height:1.8'>{head}{tokens_html(result.tokens, result.scores)}</div>"
+def attributions_html(results: Attribution | Sequence[Attribution], *, true_labels: Sequence[str] | None = None,
+                      predicted_labels: Sequence[str] | None = None) -> str:
+    """Attributions as HTML blocks: the target, its probability, the delta and the coloured tokens of each.
+
+    Args:
+        results: one :class:`Attribution` or a list (from :func:`token_attributions`).
+        true_labels: the true label of each text, shown above its block (e.g. for misclassified examples).
+        predicted_labels: the model's prediction for each text, shown beside its true label.
+
+    Returns:
+        One HTML string; ``IPython.display.HTML`` shows it in a notebook.
+
+    Example::
+
+        HTML(attributions_html(wrong, true_labels=mistakes["true"], predicted_labels=mistakes["predicted"]))
+    """
+    results = [results] if isinstance(results, Attribution) else list(results)
+    captions = [[] for _ in results]
+    for name, labels in (("true", true_labels), ("predicted", predicted_labels)):
+        if labels is None:
+            continue
+        labels = list(labels)
+        if len(labels) != len(results):
+            raise WorkbenchError(f"{len(labels)} {name}_labels for {len(results)} attributions: give one per text.")
+        for caption, label in zip(captions, labels):
+            caption.append(f"{name} <b>{html.escape(str(label))}</b>")
+    blocks = []
+    for result, caption in zip(results, captions):
+        title = f"<p>{', '.join(caption)}</p>" if caption else ""
+        head = (f"<div style='font-size:0.8em;color:#57606a'>target <b>{html.escape(result.target)}</b> "
+                f"(p={result.target_proba:.3f}) · convergence delta {result.delta:.4f}</div>")
+        blocks.append(f"{title}<div style='margin:0.4em 0;line-height:1.8'>{head}"
+                      f"{tokens_html(result.tokens, result.scores)}</div>")
+    return "".join(blocks)
 
 
 @torch.no_grad()

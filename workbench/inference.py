@@ -63,7 +63,7 @@ def _batches(model, texts: Sequence[str], batch_size: int, seq_length: int | Non
 def benchmark_inference(model, texts: Sequence[str], batch_sizes: Sequence[int] = (1, 8, 32, 64),
                         seq_lengths: Sequence[int | None] = (None,), engine: str = "torch", warmup: int = 3,
                         repeats: int = 5, batches: int = 10, threads: int | None = None,
-                        progress: Callable[[str], None] | None = print) -> pd.DataFrame:
+                        echo: Callable[[str], None] | None = print) -> pd.DataFrame:
     """Time ``engine`` on batches of ``texts``.
 
     Args:
@@ -111,9 +111,9 @@ def benchmark_inference(model, texts: Sequence[str], batch_sizes: Sequence[int] 
                    "examples_per_s": float(np.median(throughputs)), "mean_tokens": tokens,
                    "threads": torch.get_num_threads(), "device": str(model.device), "timed_calls": len(latencies)}
             rows.append(row)
-            if progress:
-                progress(f"{engine} seq {row['seq_length']} batch {batch_size}: p50 {row['p50_ms']:.1f} ms, "
-                         f"{row['examples_per_s']:.1f} examples/s")
+            if echo:
+                echo(f"{engine} seq {row['seq_length']} batch {batch_size}: p50 {row['p50_ms']:.1f} ms, "
+                     f"{row['examples_per_s']:.1f} examples/s")
     table = pd.DataFrame(rows)
     table.attrs["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
                               "torch": torch.__version__}

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
+from workbench.config import MULTI_LABEL_LOSSES, SINGLE_LABEL_LOSSES
 from workbench.errors import ConfigError
 
 
@@ -78,15 +79,15 @@ def build_loss(name: str, *, multi_label: bool, num_labels: int, label_smoothing
     if weight is not None and weight.shape != (num_labels,):
         raise ConfigError(f"train.class_weights has {weight.numel()} values but the data has {num_labels} labels.")
     if multi_label:
-        if name in ("bce", "cross_entropy"):
+        name = dict(zip(SINGLE_LABEL_LOSSES, MULTI_LABEL_LOSSES)).get(name, name)  # cross_entropy -> bce, ...
+        if name == "bce":
             return nn.BCEWithLogitsLoss(pos_weight=weight)
-        if name in ("focal_bce", "focal"):
+        if name == "focal_bce":
             return SigmoidFocalLoss(focal_gamma, weight)
     else:
         if name == "cross_entropy":
             return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         if name == "focal":
             return FocalLoss(focal_gamma, weight, label_smoothing)
-    kind = "multi-label" if multi_label else "single-label"
-    raise ConfigError(f"train.loss='{name}' does not fit {kind} data: use "
-                      f"{'bce or focal_bce' if multi_label else 'cross_entropy or focal'}.")
+    kind, fitting = ("multi-label", MULTI_LABEL_LOSSES) if multi_label else ("single-label", SINGLE_LABEL_LOSSES)
+    raise ConfigError(f"train.loss='{name}' does not fit {kind} data: use {' or '.join(fitting)}.")

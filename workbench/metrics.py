@@ -1,8 +1,14 @@
-"""Classification metrics, computed with scikit-learn.
+"""Classification metrics (computed with scikit-learn), their names, and the rule that turns probabilities
+into labels.
 
 Single-label: accuracy, precision/recall/F1 (macro, micro, weighted), a per-class report, the confusion
 matrix and ROC-AUC. Multi-label: micro and macro F1, subset accuracy and Hamming loss, plus per-class
-decision thresholds tuned for F1 on validation data.
+decision thresholds tuned for F1 on validation data. Arrays in, numbers out: scoring a model is
+:mod:`workbench.evaluation`. :func:`predict_from_proba` is the one decision rule used everywhere (training,
+evaluation, prediction, cross-validation and error analysis)::
+
+    classification_metrics(y_true, proba, ["neg", "pos"])["accuracy"]
+    labels_from_proba(proba, ["neg", "pos"])          # ['pos', 'neg', ...]
 """
 
 from __future__ import annotations
@@ -11,6 +17,49 @@ from typing import Sequence
 
 import numpy as np
 from sklearn import metrics as skm
+
+from workbench.errors import WorkbenchError
+
+# The scalar keys each kind of classifier's metrics carry (what a checkpoint can be monitored by) ...
+SINGLE_LABEL_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
+                        "weighted_precision", "weighted_recall", "roc_auc")
+MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
+                       "subset_accuracy", "hamming_loss", "roc_auc_micro")
+# ... and the headline ones that summaries, leaderboards and cross-validation show (those a run has).
+SUMMARY_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
+
+
+def predict_from_proba(proba: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+    """The decision rule: class ids ``(N,)`` by argmax, or, given ``thresholds``, multi-hot ``(N, K)``.
+
+    Args:
+        proba: probabilities ``(N, K)``.
+        thresholds: multi-label decision thresholds, ``(K,)`` per class or ``(N, K)`` per example (e.g. each
+            cross-validation fold's own); None for single-label data.
+
+    Example:
+        >>> predict_from_proba(np.array([[0.2, 0.7], [0.6, 0.4]]), np.array([0.5, 0.8])).tolist()
+        [[0, 0], [1, 0]]
+    """
+    proba = np.asarray(proba)
+    if thresholds is None:
+        return proba.argmax(1)
+    return (proba >= np.asarray(thresholds)).astype(int)
+
+
+def labels_from_proba(proba: np.ndarray, label_names: Sequence[str], *, multi_label: bool = False,
+                      thresholds: np.ndarray | None = None) -> list:
+    """Label names by :func:`predict_from_proba`: one per row, or a list per row for multi-label data.
+
+    Raises:
+        WorkbenchError: for multi-label data without ``thresholds`` (use the model's ``thresholds``).
+    """
+    if multi_label and thresholds is None:
+        raise WorkbenchError("Multi-label decisions need the model's per-class thresholds (model.thresholds).")
+    predicted = predict_from_proba(proba, thresholds if multi_label else None)
+    if multi_label:
+        return [[label_names[j] for j in np.flatnonzero(row)] for row in predicted]
+    return [label_names[j] for j in predicted]
 
 
 def classification_metrics(y_true: Sequence[int], proba: np.ndarray, label_names: Sequence[str]) -> dict:
@@ -27,7 +76,7 @@ def classification_metrics(y_true: Sequence[int], proba: np.ndarray, label_names
     """
     y_true = np.asarray(y_true)
     proba = np.asarray(proba)
-    y_pred = proba.argmax(1)
+    y_pred = predict_from_proba(proba)
     labels = np.arange(len(label_names))
     out: dict = {"n": int(len(y_true)), "accuracy": float(skm.accuracy_score(y_true, y_pred))}
     for avg in ("macro", "micro", "weighted"):
@@ -49,7 +98,7 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float
     return float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
 
 
-def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float = 0.5,
+def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float,
                        label_names: Sequence[str] | None = None) -> dict:
     """Metrics of a multi-label classifier.
 
@@ -63,7 +112,7 @@ def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.nda
         ``hamming_loss``, ``roc_auc_micro`` and (with label_names) a ``per_class`` F1 table.
     """
     y_true = np.asarray(y_true).astype(int)
-    y_pred = (np.asarray(proba) >= np.asarray(thresholds)).astype(int)
+    y_pred = predict_from_proba(proba, thresholds)
     out: dict = {"n": int(len(y_true))}
     for avg in ("micro", "macro"):
         p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
@@ -92,3 +141,4 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: Sequence[float]
         scores = [skm.f1_score(y_true[:, k], proba[:, k] >= t, zero_division=0) for t in grid]
         thresholds[k] = grid[int(np.argmax(scores))]
     return thresholds
+

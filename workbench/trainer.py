@@ -1,11 +1,11 @@
-"""Fine-tuning on top of ``transformers.Trainer``, with workbench's batching, losses and run layout.
+"""Fine-tuning on top of ``transformers.Trainer``, with workbench's batching, losses and run records.
 
 ``transformers.Trainer`` does the loop: optimisation, gradient accumulation and clipping, mixed
 precision, evaluation, checkpoint rotation, best-model tracking, early stopping and exact resume
 (model, optimizer, scheduler, RNG state and position in the epoch). This module adds what it lacks:
-token-budget length-bucketed batches, our losses, LAMB and one-cycle schedules, versioned run
-directories (``runs/<name>/version_N/``) with the resolved config, environment, per-step log,
-``metrics.json`` and a summary, and a Lightning-style surface for notebooks::
+token-budget length-bucketed batches, our losses, LAMB and one-cycle schedules, layer-wise learning-rate
+decay, the records of each run written into its :class:`~workbench.runs.RunDir` (resolved config,
+environment, per-step log, metrics, summary, best model), and a Lightning-style surface for notebooks::
 
     trainer = Trainer(max_epochs=3, precision=16, run_name="sst2")
     result = trainer.fit(model, data_module)
@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import re
 import shutil
-import subprocess
-import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
-from importlib import metadata as importlib_metadata
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,73 +30,17 @@ import transformers
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
-from workbench.config import Config, ModelConfig, RunConfig, TrainConfig
-from workbench.data import EncodedDataset, TextDataModule
+from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, load_config
+from workbench.data import LabelMap, TextDataModule
 from workbench.errors import ConfigError, ModelLoadError
+from workbench.evaluation import evaluate_model
 from workbench.losses import build_loss, class_weights_from_labels
-from workbench.metrics import classification_metrics, multilabel_metrics, tune_thresholds
+from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, multilabel_metrics,
+                               tune_thresholds)
 from workbench.models import TextClassificationModel
+from workbench.runs import Run, RunDir, environment_info, load_run, resume_point, summary_markdown
 
 log = logging.getLogger(__name__)
-PROCESSING_FIELDS = ("max_length", "truncation", "head_fraction", "clean_html", "mask_urls", "mask_emails",
-                     "lowercase", "text_pair_column")  # saved with a model so prediction encodes text as training did
-SINGLE_LABEL_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
-                        "weighted_precision", "weighted_recall", "roc_auc")
-MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
-                       "subset_accuracy", "hamming_loss", "roc_auc_micro")
-SUMMARY_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
-PACKAGES = ("torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas", "tokenizers", "safetensors")
-
-
-# --------------------------------------------------------------------------------------------------
-# Run directories
-
-
-def next_version_dir(root: str | Path, name: str) -> Path:
-    """``<root>/<name>/version_N`` with N one above the highest existing version."""
-    base = Path(root) / name
-    base.mkdir(parents=True, exist_ok=True)
-    path = base / f"version_{max(_versions(base), default=-1) + 1}"
-    path.mkdir()
-    return path
-
-
-def _versions(base: Path) -> list[int]:
-    return [int(p.name[8:]) for p in base.glob("version_*") if p.name[8:].isdigit()]
-
-
-def latest_version_dir(root: str | Path, name: str) -> Path | None:
-    versions = _versions(Path(root) / name)
-    return Path(root) / name / f"version_{max(versions)}" if versions else None
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete HF checkpoint folder of a run (one with trainer_state.json)."""
-    done = [p for p in (run_dir / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
-
-
-def environment_info(seed: int) -> dict:
-    """Seed, package versions, git commit, Python and hardware, saved next to every run."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5,
-                                    cwd=Path(__file__).resolve().parent).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {
-        "seed": seed, "packages": versions, "git_commit": commit, "git_dirty": dirty,
-        "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "command": " ".join(sys.argv),
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,7 +168,7 @@ class FitResult:
 
     @property
     def best_dir(self) -> Path:
-        return self.run_dir / "best"
+        return RunDir(self.run_dir).best
 
 
 def _resolve_device_and_precision(cfg: TrainConfig, gpus: int | None) -> tuple[str, str]:
@@ -306,7 +245,7 @@ class Trainer:
                               f"({', '.join(dm.label_names[:10])}...). Build it with num_classes={dm.num_labels}.")
         model.label_names = list(dm.label_names)
         model.tokenizer = dm.tokenizer
-        model.processing = {k: v for k, v in asdict(dm.config).items() if k in PROCESSING_FIELDS}
+        model.processing = dm.processor.settings()
         cfg = self.config
         valid = {"loss", *(MULTI_LABEL_METRICS if dm.multi_label else SINGLE_LABEL_METRICS)}
         if self.monitor(dm) not in valid:
@@ -323,14 +262,14 @@ class Trainer:
         monitor = self.config.monitor or ("micro_f1" if dm.multi_label else "accuracy")
         return monitor.removeprefix("eval_")
 
-    def _arguments(self, run_dir: Path, dm: TextDataModule) -> TrainingArguments:
+    def _arguments(self, run: RunDir, dm: TextDataModule) -> TrainingArguments:
         cfg = self.config
         strategy = "steps" if cfg.eval_every else "epoch"
         monitor = f"eval_{self.monitor(dm)}"
         schedules = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup", "one_cycle": "linear"}
         optimizers = {"adamw": "adamw_torch_fused", "adafactor": "adafactor", "lamb": "adamw_torch"}
         return TrainingArguments(
-            output_dir=str(run_dir / "checkpoints"),
+            output_dir=str(run.checkpoints),
             num_train_epochs=cfg.epochs, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
             warmup_steps=cfg.warmup, lr_scheduler_type=schedules[cfg.schedule], optim=optimizers[cfg.optimizer],
             gradient_accumulation_steps=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm or 0.0,
@@ -375,19 +314,19 @@ class Trainer:
         cfg = self.config
         transformers.set_seed(cfg.seed)
         loss_fn = self._prepare(model, datamodule)
-        run_dir, checkpoint = self._run_dir_and_checkpoint(resume)
+        run, checkpoint = self._run_dir_and_checkpoint(resume)
+        run_dir = run.path
         config = full_config or Config(data=datamodule.config, model=ModelConfig(
             backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
             hidden_layers=model.head_options["hidden_layers"], activation=model.head_options["activation"],
             freeze_embeddings=model.freeze_embeddings), train=cfg, run=self.run)
-        config.save(run_dir / "config.yaml")
-        (run_dir / "env.json").write_text(json.dumps({**environment_info(cfg.seed), "device": self.device,
-                                                      "precision": self.precision}, indent=2))
-        (run_dir / "labels.json").write_text(json.dumps(datamodule.label_map.to_dict(), indent=2))
-        callbacks = [StepLogCallback(run_dir / "log.jsonl"), *self.callbacks]
+        config.save(run / RunDir.CONFIG)
+        run.write_json(RunDir.ENV, {**environment_info(cfg.seed), "device": self.device, "precision": self.precision})
+        run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
+        callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-        hf = _HFTrainer(model=model, args=self._arguments(run_dir, datamodule), train_dataset=datamodule.train_dataset,
+        hf = _HFTrainer(model=model, args=self._arguments(run, datamodule), train_dataset=datamodule.train_dataset,
                         eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
                         compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
                         datamodule=datamodule, train_config=cfg, loss_fn=loss_fn)
@@ -395,37 +334,27 @@ class Trainer:
         try:
             output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except KeyboardInterrupt:
-            last = latest_checkpoint(run_dir)
+            last = run.latest_checkpoint()
             raise KeyboardInterrupt(
                 f"Training interrupted. {'Checkpoint ' + str(last) + ' is kept' if last else 'No checkpoint was written yet'}; "
                 f"resume with `workbench train ... --resume {run_dir}` or Trainer.fit(..., resume='{run_dir}')."
             ) from None
         start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
-        metrics = self._finish(hf, model, datamodule, run_dir, output, start_epoch)
+        metrics = self._finish(hf, model, datamodule, run, output, start_epoch)
         return FitResult(run_dir, metrics, model)
 
-    def _run_dir_and_checkpoint(self, resume) -> tuple[Path, Path | None]:
+    def _run_dir_and_checkpoint(self, resume) -> tuple[RunDir, Path | None]:
         if not resume:
-            return next_version_dir(self.run.root, self.run.name), None
+            return RunDir.next_version(self.run.root, self.run.name), None
         if resume is True:
-            run_dir = latest_version_dir(self.run.root, self.run.name)
-            if run_dir is None:
-                raise ModelLoadError(f"Nothing to resume: {Path(self.run.root) / self.run.name} has no version_N folder.")
-        else:
-            path = Path(resume)
-            run_dir = path.parent.parent if path.name.startswith("checkpoint-") else path
-            if path.name.startswith("checkpoint-"):
-                if not (path / "trainer_state.json").exists():
-                    raise ModelLoadError(f"{path} is not a complete checkpoint (no trainer_state.json); "
-                                         f"resume from the run directory {run_dir} to use its newest complete one.")
-                return run_dir, path
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None:
-            raise ModelLoadError(f"{run_dir} has no complete checkpoint to resume from (checkpoints/checkpoint-N with "
-                                 "trainer_state.json). Start a new run instead.")
-        return run_dir, checkpoint
+            run = RunDir.latest(self.run.root, self.run.name)
+            if run is None:
+                raise ModelLoadError(f"Nothing to resume: {Path(self.run.root) / self.run.name} has no "
+                                     f"{RunDir.VERSION}N folder.")
+            return resume_point(run.path)
+        return resume_point(resume)
 
-    def _finish(self, hf: _HFTrainer, model: TextClassificationModel, dm: TextDataModule, run_dir: Path, output,
+    def _finish(self, hf: _HFTrainer, model: TextClassificationModel, dm: TextDataModule, run: RunDir, output,
                 start_epoch: float) -> dict:
         state = hf.state
         epochs_done = float(state.epoch or 0)
@@ -438,7 +367,7 @@ class Trainer:
             model.thresholds = tune_thresholds(np.asarray([f["labels"] for f in dm.val_dataset.features]), val_proba,
                                                default=float(model.thresholds.mean()))
         metrics: dict[str, Any] = {
-            "validation": self.evaluate(model, dm.val_dataset, val_proba),
+            "validation": evaluate_model(model, dm.val_dataset, val_proba),
             "train": {"examples": n_train, "epochs": epochs_done, "optimizer_steps": state.global_step,
                       "runtime_s": runtime, "samples_per_s": n_train * epochs_now / runtime if runtime else None,
                       "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
@@ -449,19 +378,14 @@ class Trainer:
             "monitor": self.monitor(dm), "device": self.device, "precision": self.precision,
         }
         if dm.test_dataset is not None:
-            metrics["test"] = self.evaluate(model, dm.test_dataset)
-        best = run_dir / "best"
+            metrics["test"] = evaluate_model(model, dm.test_dataset)
+        best = run.best
         if best.exists():
             shutil.rmtree(best)
         model.save_pretrained(best)
-        last = latest_checkpoint(run_dir)
-        if last is not None:
-            link = run_dir / "last"
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(last.relative_to(run_dir))
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (run_dir / "summary.md").write_text(summary_markdown(run_dir, metrics))
+        run.link_last()
+        run.write_json(RunDir.METRICS, metrics)
+        (run / RunDir.SUMMARY).write_text(summary_markdown(run.path, metrics))
         if self.checkpoint_dir:
             target = Path(self.checkpoint_dir) / "best-model.ckpt"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -472,45 +396,43 @@ class Trainer:
             target.symlink_to(best.resolve(), target_is_directory=True)
         return metrics
 
-    def evaluate(self, model: TextClassificationModel, dataset: EncodedDataset, proba: np.ndarray | None = None) -> dict:
-        """Metrics of ``model`` on an encoded labelled dataset (see :mod:`workbench.metrics`).
 
-        ``proba`` ``(N, K)``: the model's probabilities on ``dataset`` when already computed.
-        """
-        if proba is None:
-            proba = model.predict_proba_features(dataset)
-        labels = [f["labels"] for f in dataset.features]
-        if model.multi_label:
-            return multilabel_metrics(np.asarray(labels), proba, model.thresholds, model.label_names)
-        return classification_metrics(labels, proba, model.label_names)
-
-
-def train(config: Config, resume: bool | str | Path = False, callbacks: list | None = None) -> FitResult:
+def train(config: Config, resume: bool | str | Path = False, callbacks: list | None = None, *,
+          label_map: LabelMap | None = None) -> FitResult:
     """Everything ``workbench train`` does: build the data module and the model from ``config``, then fit.
+
+    Args:
+        config: the resolved config.
+        resume: as in :meth:`Trainer.fit`.
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+        label_map: the labels the model predicts; by default those of the training data. Cross-validation
+            gives every fold the labels of the whole pool, so a rare label held out with its fold is still known.
 
     Example:
         >>> result = train(load_config("configs/tiny.yaml", {"train.lr": 3e-5}))  # doctest: +SKIP
         >>> result.run_dir, result.metrics["validation"]["accuracy"]  # doctest: +SKIP
     """
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed).setup()
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed)
+    dm.setup(label_map=label_map)
     log.info("data: %d train / %d validation examples, %d labels, %d batches per epoch", len(dm.train_dataset),
              len(dm.val_dataset), dm.num_labels, len(dm.train_batch_sampler()))
     model = TextClassificationModel.from_config(config.model, dm.label_names, dm.multi_label, seed=config.train.seed)
     return Trainer(config, checkpoint_dir=None, callbacks=callbacks).fit(model, dm, resume=resume, full_config=config)
 
 
-def summary_markdown(run_dir: Path, metrics: dict) -> str:
-    """A short human-readable summary of a finished run."""
-    val, train = metrics["validation"], metrics["train"]
-    keys = [k for k in SUMMARY_METRICS if val.get(k) is not None]
-    number = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    lines = [f"# Run {run_dir}", "", "| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for split in ("validation", "test"):
-        if split in metrics:
-            lines.append(f"| {split} | " + " | ".join(number(metrics[split].get(k)) for k in keys) + " |")
-    lines += ["", f"- examples: {train['examples']}, epochs: {train['epochs']:.2f}, optimizer steps: {train['optimizer_steps']}",
-              f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s, "
-              f"{train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})",
-              f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})",
-              f"- device: {metrics['device']}, precision: {metrics['precision']}", ""]
-    return "\n".join(lines)
+def ensure_run(run_dir: str | Path | None, **small_run: object) -> Run:
+    """The finished run at ``run_dir``; when ``run_dir`` is None, train a small run first and return it.
+
+    Args:
+        run_dir: a finished run directory, or None.
+        small_run: dotted config keys for the small run, e.g. ``{"data.dataset": "trec", "train.epochs": 1}``
+            (``config`` may name a YAML file to start from).
+
+    Example:
+        >>> run = ensure_run(None, **{"data.dataset": "trec", "data.train_subset": 500})  # doctest: +SKIP
+    """
+    if run_dir:
+        return load_run(run_dir)
+    overrides = dict(small_run)
+    config_file = overrides.pop("config", None)
+    return load_run(train(load_config(config_file, overrides)).run_dir)

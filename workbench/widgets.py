@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.explain import token_attributions, tokens_html
 
 ALL = "(all)"
 SORT_KEYS = ("loss", "confidence", "length")
@@ -29,8 +30,6 @@ Highlight = Callable[[str], str]  # text -> HTML with coloured tokens
 
 def highlighter(model, n_steps: int = 20, target: str | None = None) -> Highlight:
     """Text -> coloured-token HTML from integrated gradients toward the predicted (or ``target``) class; cached."""
-    from workbench.explain import token_attributions, tokens_html
-
     @lru_cache(maxsize=512)
     def highlight(text: str) -> str:
         result = token_attributions(model, text, target=target, n_steps=n_steps)[0]

@@ -1,0 +1,139 @@
+"""Reading and checking data files: CSV, TSV, JSONL and parquet (optionally compressed).
+
+Every problem a file can have (it is missing, empty, not UTF-8, has the wrong delimiter, lacks a column,
+has blank texts or a garbled multi-label cell) becomes a :class:`~workbench.errors.DataError` that names
+the file, the rows (numbered as a person counts lines) and the fix::
+
+    frame = read_table("data/train.csv")          # rows plus a `_row` column with each row's line number
+    require_columns(frame, ["text", "label"], "data/train.csv")
+    check_texts(frame, "text", "data/train.csv")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from workbench.errors import DataError
+
+READERS = {".csv": ",", ".tsv": "\t", ".txt": "\t", ".jsonl": None, ".json": None, ".parquet": None}
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".zip", ".xz")]
+    return suffixes[-1].lower() if suffixes else ""
+
+
+def _first_row_number(path: Path) -> int:
+    """File row (1-based) of the first data row: line 2 after a CSV/TSV header, line 1 in JSONL."""
+    return 2 if READERS.get(_suffix(path)) else 1
+
+
+def _check_utf8(path: Path) -> None:
+    if path.suffix.lower() in (".gz", ".bz2", ".zip", ".xz", ".parquet"):
+        return
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} is not UTF-8: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded. "
+            f"Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.{path.name}`."
+        ) from None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV, TSV, JSONL or parquet file into a DataFrame, with errors that name the file.
+
+    Args:
+        path: the file; the format follows its suffix (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``,
+            optionally compressed as ``.gz``).
+
+    Returns:
+        The rows, with column ``_row`` holding each row's number in the file (as a person counts lines).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
+    suffix = _suffix(path)
+    if suffix not in READERS:
+        raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty. It needs a header row and at least one example.")
+    _check_utf8(path)
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".json"):
+            frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+        else:
+            frame = pd.read_csv(path, sep=READERS[suffix], dtype=str, keep_default_na=False, na_values=[""],
+                                quoting=3 if suffix in (".tsv", ".txt") else 0)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty. It needs a header row and at least one example.") from None
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataError(f"{path} could not be parsed as {suffix[1:].upper()}: {exc}. "
+                        "Check the delimiter and quoting of the rows it names.") from None
+    if frame.empty:
+        raise DataError(f"{path} has a header but no rows. Add examples to it.")
+    frame.columns = [str(c) for c in frame.columns]
+    frame["_row"] = np.arange(len(frame)) + _first_row_number(path)
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) -> None:
+    """Raise DataError naming the first missing column, the columns present, and a delimiter hint."""
+    present = [c for c in frame.columns if c != "_row"]
+    for column in columns:
+        if column in frame.columns:
+            continue
+        hint = ""
+        if len(present) == 1 and any(sep in present[0] for sep in ("\t", ",", ";", "|")):
+            hint = (" The header is a single column that contains separators, so the delimiter looks wrong: "
+                    "name a tab-separated file .tsv and a comma-separated one .csv.")
+        raise DataError(
+            f"{source} has no column '{column}'. Its columns are: {', '.join(present)}.{hint} "
+            f"Set data.text_column / data.label_column to the right names."
+        )
+
+
+def row_numbers(frame: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
+    """The file rows where ``mask`` is true, for an error message: ``"3, 7, 9 and 2 more"``."""
+    rows = frame.loc[mask, "_row"].tolist()
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return ", ".join(map(str, rows[:limit])) + more
+
+
+def check_texts(frame: pd.DataFrame, column: str, source: str) -> None:
+    """Raise DataError naming the rows whose text is missing, NaN or blank."""
+    values = frame[column]
+    bad = values.isna().to_numpy() | values.astype(str).str.strip().eq("").to_numpy()
+    if bad.any():
+        raise DataError(
+            f"{source}: {int(bad.sum())} row(s) have empty or missing text in column '{column}' "
+            f"(rows {row_numbers(frame, bad)}). Remove those rows or fill in their text."
+        )
+
+
+def parse_multi_label(cell: Any, delimiter: str, where: str) -> list[str]:
+    """One multi-label cell (a list, a JSON list or a delimited string) as a list of label names."""
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        return [str(x).strip() for x in cell if str(x).strip()]
+    if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+        return []
+    text = str(cell).strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: the labels {text!r} look like a JSON list but do not parse ({exc.msg}). "
+                            f"Write them as [\"a\", \"b\"] or as a '{delimiter}'-delimited string.") from None
+        if not isinstance(value, list):
+            raise DataError(f"{where}: the labels {text!r} must be a list.")
+        return [str(x).strip() for x in value if str(x).strip()]
+    return [part.strip() for part in text.split(delimiter) if part.strip()]

@@ -1,0 +1,154 @@
+"""Turning raw text into token ids: cleaning, then head, tail or head+tail truncation.
+
+:class:`TextProcessor` is what both training and prediction use, so a saved model encodes new text exactly
+as its training data was encoded: the settings that matter (:data:`PROCESSING_FIELDS`) are saved with the
+model. Enormous inputs are cut before tokenizing, so a 100 MB "review" costs no more than a long one::
+
+    processor = TextProcessor(model_name="minilm", max_length=256, truncation="head+tail")
+    processor.encode(["Great<br />film!"])       # [{"input_ids": [101, 2307, 2143, 999, 102], ...}]
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import asdict
+from typing import Sequence
+
+import torch
+
+from workbench.backbones import load_tokenizer
+from workbench.config import DataConfig, ModelConfig
+from workbench.errors import DataError
+
+# The DataConfig fields that decide how a text becomes token ids: saved with a model (``model.processing``)
+# so that prediction encodes text as training did.
+PROCESSING_FIELDS = ("max_length", "truncation", "head_fraction", "clean_html", "mask_urls", "mask_emails",
+                     "lowercase", "text_pair_column")
+_URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
+_BREAK = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]{1,200}>")
+_SPACE = re.compile(r"\s+")
+# Characters of text kept per token of max_length before tokenizing: enormous inputs are cut first so a
+# 100 MB "review" costs no more than a long one. 20 chars/token is far above any real tokenizer's ratio.
+_CHARS_PER_TOKEN = 20
+_DEFAULT = DataConfig()  # the keyword defaults below are DataConfig's, defined there once
+
+
+class TextProcessor:
+    """Cleans raw text and tokenizes it with a head, tail or head+tail truncation strategy.
+
+    Args:
+        model_name: backbone name, local path or alias whose tokenizer to use (``"minilm"``).
+        tokenizer: an already loaded tokenizer (takes precedence over ``model_name``).
+        max_length: longest encoded input, special tokens included.
+        truncation: ``"head"`` keeps the start, ``"tail"`` the end and ``"head+tail"`` both
+            (Sun et al. 2019 found head+tail best for long reviews).
+        head_fraction: with head+tail, the share of the budget taken from the start.
+        clean_html, mask_urls, mask_emails, lowercase: cleaning steps applied before tokenizing.
+
+    Example:
+        >>> processor = TextProcessor(model_name="minilm")
+        >>> processor.clean("Great<br /><br />film!  Visit www.x.com")
+        'Great film! Visit www.x.com'
+    """
+
+    def __init__(self, model_name: str | None = ModelConfig.backbone, *, tokenizer=None,
+                 max_length: int = _DEFAULT.max_length, truncation: str = _DEFAULT.truncation,
+                 head_fraction: float = _DEFAULT.head_fraction, clean_html: bool = _DEFAULT.clean_html,
+                 mask_urls: bool = _DEFAULT.mask_urls, mask_emails: bool = _DEFAULT.mask_emails,
+                 lowercase: bool = _DEFAULT.lowercase):
+        if tokenizer is None and model_name is not None:
+            tokenizer = load_tokenizer(model_name)
+        self.tokenizer = tokenizer
+        self.config = DataConfig(max_length=max_length, max_tokens=max(8192, max_length), truncation=truncation,
+                                 head_fraction=head_fraction, clean_html=clean_html, mask_urls=mask_urls,
+                                 mask_emails=mask_emails, lowercase=lowercase)
+
+    @classmethod
+    def from_config(cls, config: DataConfig, tokenizer) -> "TextProcessor":
+        processor = cls(None, tokenizer=tokenizer)
+        processor.config = config
+        return processor
+
+    def settings(self) -> dict:
+        """The :data:`PROCESSING_FIELDS` of this processor's config: what a saved model needs to encode text."""
+        return {name: value for name, value in asdict(self.config).items() if name in PROCESSING_FIELDS}
+
+    def clean(self, text: str) -> str:
+        """Normalize unicode (NFKC), strip HTML, mask URLs/e-mails if asked, and collapse whitespace."""
+        cfg = self.config
+        text = unicodedata.normalize("NFKC", str(text))
+        if cfg.clean_html:
+            text = _TAG.sub(" ", _BREAK.sub(" ", text))
+            text = html.unescape(text)
+        if cfg.mask_emails:
+            text = _EMAIL.sub("[EMAIL]", text)
+        if cfg.mask_urls:
+            text = _URL.sub("[URL]", text)
+        if cfg.lowercase:
+            text = text.lower()
+        return _SPACE.sub(" ", text).strip()
+
+    def _cut(self, text: str) -> str:
+        keep = self.config.max_length * _CHARS_PER_TOKEN
+        if len(text) <= keep:
+            return text
+        if self.config.truncation == "head":
+            return text[:keep]
+        if self.config.truncation == "tail":
+            return text[-keep:]
+        return text[:keep] + " " + text[-keep:]
+
+    def _truncate(self, ids: list[int], budget: int) -> list[int]:
+        if len(ids) <= budget:
+            return ids
+        if self.config.truncation == "head":
+            return ids[:budget]
+        if self.config.truncation == "tail":
+            return ids[-budget:]
+        head = min(budget - 1, max(1, round(budget * self.config.head_fraction)))
+        return ids[:head] + ids[-(budget - head):]
+
+    def _special_tokens(self) -> tuple[list[int], list[int]]:
+        """The ids a tokenizer puts before and after one sequence ([CLS] ... [SEP], <s> ... </s>)."""
+        if not hasattr(self, "_specials"):
+            plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+            full = self.tokenizer("a")["input_ids"]
+            start = next(i for i in range(len(full)) if full[i:i + len(plain)] == plain)
+            self._specials = (full[:start], full[start + len(plain):])
+        return self._specials
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
+        """Clean and tokenize texts (and optional second texts) into lists of token ids.
+
+        Returns:
+            One dict per text with ``input_ids`` (and ``token_type_ids`` where the model uses them).
+        """
+        tok = self.tokenizer
+        texts = [self._cut(self.clean(t)) for t in texts]
+        if pairs is not None:
+            pairs = [self._cut(self.clean(t)) for t in pairs]
+            enc = tok(texts, pairs, truncation="longest_first", max_length=self.config.max_length)
+            keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+            return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+        prefix, suffix = self._special_tokens()
+        budget = self.config.max_length - len(prefix) - len(suffix)
+        pieces = tok(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        encoded = []
+        for ids in pieces:
+            ids = prefix + self._truncate(ids, budget) + suffix
+            item = {"input_ids": ids}
+            if "token_type_ids" in tok.model_input_names:
+                item["token_type_ids"] = [0] * len(ids)
+            encoded.append(item)
+        return encoded
+
+    def process_text(self, text: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """Clean and tokenize one text (or a list) into padded tensors ready for ``model.predict``."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if any(not str(t).strip() for t in texts):
+            raise DataError("process_text got an empty text; give it at least one word.")
+        return self.tokenizer.pad(self.encode(texts), return_tensors="pt")
