@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from workbench import TextClassificationModel
 from workbench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +95,64 @@ def test_console_script_runs_as_a_process(tiny_bert, sentiment_files):
                            "run.name=proc"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path("runs/proc/version_0/best/model.safetensors").exists()
+
+
+def test_cv_prints_mean_and_std_writes_its_files_and_resumes(tiny_bert, sentiment_files, capsys):
+    command = ["cv", f"model.backbone={tiny_bert}", f"data.train_file={sentiment_files['train']}", "data.batch_size=8",
+               "train.epochs=1", "train.lr=2e-3", "model.freeze_embeddings=false", "run.name=cli_cv", "--folds", "2"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    folder = Path("runs/cli_cv/cv")
+    summary = json.loads((folder / "summary.json").read_text())
+    per_fold = pd.DataFrame(summary["folds"])
+    assert summary["n_folds"] == 2 and len(per_fold) == 2
+    for key in ("accuracy", "macro_f1"):
+        mean, std = per_fold[key].mean(), per_fold[key].std(ddof=1)  # sample std over the folds
+        assert f"{key:20s} {mean:.4f} ± {std:.4f}" in out.splitlines()
+    oof = pd.read_parquet(folder / "oof.parquet")
+    assert len(oof) == 64 and sorted(oof["fold"].value_counts()) == [32, 32]
+    assert np.allclose(oof[["proba_neg", "proba_pos"]].sum(1), 1.0)
+    for fold, rows in oof.groupby("fold"):  # each example was predicted by the model that held it out
+        assert (rows["predicted"] == rows["label"]).mean() == per_fold.loc[fold, "accuracy"]
+    assert f"out-of-fold probabilities: {folder / 'oof.parquet'}" in out
+
+    assert main(command) == 0  # again: both folds are read back, not retrained
+    again = capsys.readouterr().out
+    assert again.count("finished before") == 2 and "training on" not in again
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.glob("fold_*/version_*")) == [
+        "fold_0/version_0", "fold_1/version_0"]
+    assert [line for line in again.splitlines() if "±" in line] == [line for line in out.splitlines() if "±" in line]
+
+    assert main([*command, "--restart"]) == 0  # --restart trains every fold again, as new versions
+    assert capsys.readouterr().out.count("training on") == 2
+    versions = sorted(p.relative_to(folder).as_posix() for p in folder.glob("fold_*/version_*"))
+    assert versions == ["fold_0/version_0", "fold_0/version_1", "fold_1/version_0", "fold_1/version_1"]
+
+
+def test_speed_times_a_saved_model(tiny_bert, sentiment_files, capsys):
+    model = TextClassificationModel(tiny_bert, labels=["neg", "pos"])
+    model.save_pretrained("model")
+    assert main(["speed", "model", "--file", str(sentiment_files["val"]), "--batch-sizes", "1", "4",
+                 "--seq-lengths", "natural", "16", "--repeats", "2", "--out", "speed.csv", "--plot", "speed.png"]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv("speed.csv")
+    assert list(zip(table["seq_length"].astype(str), table["batch_size"])) == [
+        ("natural", 1), ("natural", 4), ("16", 1), ("16", 4)]
+    assert (table["timed_calls"] == 2 * 10).all()  # --repeats passes over 10 batches each
+    # the validation file holds two texts of one length each: natural batches are exactly that long
+    natural = {len(model.tokenizer(text)["input_ids"]) for text in pd.read_csv(sentiment_files["val"])["text"]}
+    assert len(natural) == 1
+    assert table["mean_tokens"].tolist() == [*natural, *natural, 16.0, 16.0]
+    assert ((table["p50_ms"] <= table["p95_ms"]) & (table["p95_ms"] <= table["p99_ms"])).all()
+    assert (table["examples_per_s"] > 0).all()
+    printed = out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.split()[:3] == ["engine", "seq_length", "batch_size"])
+    assert [line.split()[1:3] for line in printed[header + 1:header + 5]] == [
+        ["natural", "1"], ["natural", "4"], ["16", "1"], ["16", "4"]]
+    assert all(f"{v:.2f}" in line for v, line in zip(table["p50_ms"], printed[header + 1:header + 5]))
+    assert Path("speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["speed", "model"]) == 2
+    assert "Give exactly one of --file FILE or --dataset NAME" in capsys.readouterr().err
+    assert main(["speed", "model", "--file", str(sentiment_files["val"]), "--text-column", "review"]) == 2
+    assert "has no column 'review'. Its columns are: text, label. Pass --text-column" in capsys.readouterr().err

@@ -116,6 +116,24 @@ def test_resume_reruns_a_notebook_whose_parameters_changed(tmp_path, mini_notebo
     assert not record.get("kept") and record["results"]["value"] == 40
 
 
+def test_run_set_reaches_the_notebooks_that_declare_it(tmp_path, mini_notebooks):
+    path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks), "experiments": [
+        {"name": "one", "notebooks": ["10_report", "30_after"], "parameters": {"x": 1}}]})
+    assert cli.main(["run", str(path), "--no-progress", "--set", "x=3"]) == 0
+    notebooks = json.loads((tmp_path / "reports" / "index.json").read_text())["experiments"]["one"]["notebooks"]
+    assert notebooks["10_report"]["parameters"]["x"] == 3  # replaces the file's x=1
+    assert notebooks["10_report"]["results"]["value"] == 30  # read as the number 3 (the string '3' gives '3333333333')
+    assert "x" not in notebooks["30_after"]["parameters"]  # a notebook that does not declare x is left alone
+
+
+def test_run_set_of_a_parameter_no_notebook_declares_is_an_error(tmp_path, mini_notebooks, capsys):
+    path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks),
+                                       "experiments": [{"name": "one", "notebooks": ["10_report"]}]})
+    assert cli.main(["run", str(path), "--no-progress", "--set", "epochz=3"]) == 2
+    assert "'epochz'" in capsys.readouterr().err
+    assert not (tmp_path / "reports" / "one" / "10_report.ipynb").exists()  # refused before anything ran
+
+
 def test_a_dead_kernel_is_reported_with_its_cell(tmp_path, mini_notebooks):
     path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks), "experiments": [
         {"name": "dies", "notebooks": ["40_die", "30_after"]}, {"name": "lives", "notebooks": ["30_after"]}]})

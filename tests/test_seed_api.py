@@ -7,6 +7,7 @@ AG News subset written to data/) and the epoch count differ from the design docu
 import warnings
 
 import pytest
+import torch
 
 from workbench.catalog import data_root, load_split
 from workbench.errors import DataError
@@ -46,10 +47,12 @@ def test_design_document_api(ag_news_files):
         inputs = processor.process_text("This movie was absolutely fantastic, I enjoyed every minute of it!")
         prediction = model.predict(inputs)
         # ---------------------------------------------------------------------
-    import torch
-
-    if not torch.cuda.is_available():
-        messages = [str(w.message) for w in caught]
+    ours = ("A GPU was requested", "needs a GPU", "no bf16 support")  # the Trainer's device and precision warnings
+    messages = [str(w.message) for w in caught if any(phrase in str(w.message) for phrase in ours)]
+    if torch.cuda.is_available():  # the GPU at 16-bit mixed precision, as asked, without a word
+        assert (trainer.device, trainer.precision) == ("cuda", "16") and messages == []
+    else:  # said, then trained on the CPU in 32-bit
+        assert (trainer.device, trainer.precision) == ("cpu", "32")
         assert any("A GPU was requested" in m for m in messages)
         assert any("precision=16 needs a GPU" in m for m in messages)
     assert len(prediction) == 1 and prediction[0] in {"World", "Sports", "Business", "Sci/Tech"}

@@ -2,9 +2,12 @@
 
 import json
 import math
+import warnings
 
+import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import TrainerCallback
 
 from workbench import TextClassificationModel, TextDataModule, Trainer
@@ -38,19 +41,46 @@ def test_fit_learns_and_writes_the_run_directory(tiny_bert, sentiment_files):
     assert second.run_dir.name == "version_1"
 
 
-def test_gpu_and_precision_requests_warn_on_cpu(tiny_bert, sentiment_files):
-    with pytest.warns(UserWarning) as caught:
-        trainer = Trainer(max_epochs=1, gpus=1, precision=16, log_every_n_steps=50)
-    messages = " ".join(str(w.message) for w in caught)
+class CaptureArguments(TrainerCallback):
+    """Keeps the TrainingArguments that transformers.Trainer actually trains with."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.args = args
+
+
+@pytest.mark.parametrize("precision", [16, "bf16"])
+def test_gpu_and_precision_requests(tiny_bert, sentiment_files, precision):
+    """Without CUDA: a warning each, then the CPU in 32-bit. With CUDA: the GPU at the requested precision,
+    silently (fp16 where the GPU lacks bf16, with a warning saying so), and transformers trains that way."""
+    capture = CaptureArguments()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = Trainer(max_epochs=1, gpus=1, precision=precision, log_every_n_steps=50, callbacks=[capture])
+    messages = [str(w.message) for w in caught if "GPU" in str(w.message)]
     if not torch.cuda.is_available():
-        assert "A GPU was requested" in messages and "32-bit" in messages
-        assert trainer.device == "cpu" and trainer.precision == "32"
+        assert any("A GPU was requested" in m for m in messages)
+        assert any(f"precision={precision} needs a GPU" in m and "32-bit" in m for m in messages)
+        expected = ("cpu", "32")
+    elif precision == "bf16" and not torch.cuda.is_bf16_supported():
+        assert messages == ["This GPU has no bf16 support: using fp16 mixed precision instead."]
+        expected = ("cuda", "16")
+    else:
+        assert messages == []
+        expected = ("cuda", str(precision))
+    assert (trainer.device, trainer.precision) == expected
+
+    result = trainer.fit(*make(tiny_bert, sentiment_files))
+    args = capture.args
+    assert (args.fp16, args.bf16, args.use_cpu) == (expected[1] == "16", expected[1] == "bf16", expected[0] == "cpu")
+    env = json.loads((result.run_dir / "env.json").read_text())
+    assert (env["device"], env["precision"]) == expected == (result.metrics["device"], result.metrics["precision"])
 
 
 def test_early_stopping_stops(tiny_bert, sentiment_files):
     model, dm = make(tiny_bert, sentiment_files)
     result = Trainer(max_epochs=20, lr=1e-9, early_stopping_patience=2, eval_every=2).fit(model, dm)
-    assert result.metrics["train"]["optimizer_steps"] < 20 * 8  # stopped long before 20 epochs
+    # lr=1e-9 never improves on the first evaluation (step 2); two more without improvement (4, 6) stop it
+    assert result.metrics["train"]["optimizer_steps"] == 6  # of 20 epochs x 8 steps
 
 
 class Interrupt(TrainerCallback):
@@ -110,11 +140,41 @@ def test_optimizers_and_schedules(tiny_bert, sentiment_files, optimizer, schedul
         assert lrs[-1] < max(lrs)
 
 
-def test_losses_and_class_weights_in_training(tiny_bert, sentiment_files):
-    model, dm = make(tiny_bert, sentiment_files)
-    result = Trainer(max_epochs=1, loss="focal", class_weights="balanced", label_smoothing=0.1).fit(model, dm)
-    reloaded = TextClassificationModel.from_pretrained(result.run_dir)  # the loss is not part of the saved model
-    assert reloaded.predict("a good film") in ("pos", "neg")
+def test_focal_loss_with_balanced_class_weights_is_the_loss_trained_on(tiny_bert, tmp_path):
+    """The first step's logged loss equals focal loss with label smoothing and inverse-frequency weights
+    computed by hand from the data. One text for every row, dropout off and the whole set in one batch
+    make that step's logits known before training: the untrained model's, the same for every row."""
+    text, n_pos, n_neg = "a fine film", 48, 16
+    frame = pd.DataFrame({"text": [text] * (n_pos + n_neg), "label": ["pos"] * n_pos + ["neg"] * n_neg})
+    frame.to_csv(tmp_path / "imbalanced.csv", index=False)
+    dm = TextDataModule(train_file=str(tmp_path / "imbalanced.csv"), val_file=str(tmp_path / "imbalanced.csv"),
+                        model_name=tiny_bert, batch_size=64).setup()
+    assert dm.label_names == ["neg", "pos"]
+    model = TextClassificationModel(tiny_bert, labels=["neg", "pos"], dropout=0.0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    with torch.no_grad():
+        model.head[-1].bias.copy_(torch.tensor([1.0, -1.0]))  # start far from 50/50, so the weights matter
+    logits = torch.log(torch.as_tensor(model.predict_proba([text])[0])).repeat(n_pos + n_neg, 1)  # (64, 2)
+    target = torch.tensor([1] * n_pos + [0] * n_neg)
+
+    def focal(weight):
+        ce = F.cross_entropy(logits, target, weight=weight, label_smoothing=0.1, reduction="none")
+        p_true = logits.softmax(-1)[torch.arange(len(target)), target]
+        return float(((1 - p_true) ** 2 * ce).mean())
+
+    balanced = torch.tensor([64 / (2 * n_neg), 64 / (2 * n_pos)])  # n / (classes * count), order neg, pos
+    expected = focal(balanced)
+    # the known answer tells the alternatives apart: unweighted focal, and plain cross-entropy
+    assert abs(expected - focal(None)) > 0.05 and abs(expected - F.cross_entropy(logits, target).item()) > 0.05
+
+    result = Trainer(max_epochs=1, lr=1e-3, loss="focal", focal_gamma=2.0, class_weights="balanced",
+                     label_smoothing=0.1, log_every=1).fit(model, dm)
+    assert result.metrics["train"]["optimizer_steps"] == 1
+    logs = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in logs if "loss" in r and r["step"] == 1] == [pytest.approx(expected, abs=1e-4)]
+    assert result.metrics["train"]["final_train_loss"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_monitor_must_fit_the_data(tiny_bert, sentiment_files):
@@ -156,12 +216,12 @@ def test_unknown_trainer_option():
         Trainer(max_epoch=3)
 
 
-def test_the_seed_reaches_transformers_trainer(tiny_bert, sentiment_files, tmp_path):
+def test_the_seed_reaches_transformers_trainer(tiny_bert, sentiment_files):
     # transformers.Trainer re-seeds torch at train() from its own args: they must carry train.seed
-    model, dm = make(tiny_bert, sentiment_files)
-    dm.setup()
-    args = Trainer(max_epochs=1, seed=7)._arguments(tmp_path, dm)
-    assert (args.seed, args.data_seed) == (7, 7)
+    capture = CaptureArguments()
+    result = Trainer(max_epochs=1, seed=7, callbacks=[capture]).fit(*make(tiny_bert, sentiment_files))
+    assert (capture.args.seed, capture.args.data_seed) == (7, 7)
+    assert json.loads((result.run_dir / "env.json").read_text())["seed"] == 7
 
 
 @pytest.mark.parametrize("kind, layers", [("bert", 2), ("roberta", 2), ("distilbert", 2), ("mpnet", 2), ("deberta", 2)])

@@ -69,13 +69,12 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from workbench.datafiles import check_texts, read_table
+    from workbench.datafiles import check_texts, read_table, require_columns
 
     model = _load_model(args.model)
     if args.file:
         frame = read_table(args.file)
-        if args.text_column not in frame.columns:
-            raise WorkbenchError(f"{args.file} has no column '{args.text_column}'; pass --text-column.")
+        require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
         check_texts(frame, args.text_column, args.file)
         texts = frame[args.text_column].astype(str).tolist()
     else:
@@ -136,14 +135,16 @@ def _cv(args) -> int:
 
 def _speed(args) -> int:
     from workbench.data import TextDataModule
-    from workbench.datafiles import read_table
+    from workbench.datafiles import read_table, require_columns
     from workbench.inference import benchmark_inference
     from workbench.plots import latency_figure
 
     _require_one_source(args)
     model = _load_model(args.model)
     if args.file:
-        texts = read_table(args.file)[args.text_column].astype(str).tolist()
+        frame = read_table(args.file)
+        require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
+        texts = frame[args.text_column].astype(str).tolist()
     else:
         texts = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split).texts
     lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]

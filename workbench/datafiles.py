@@ -86,8 +86,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) -> None:
-    """Raise DataError naming the first missing column, the columns present, and a delimiter hint."""
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str, *,
+                    fix: str = "Set data.text_column / data.label_column to the right names.") -> None:
+    """Raise DataError naming the first missing column, the columns present, a delimiter hint and ``fix``."""
     present = [c for c in frame.columns if c != "_row"]
     for column in columns:
         if column in frame.columns:
@@ -97,8 +98,7 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) ->
             hint = (" The header is a single column that contains separators, so the delimiter looks wrong: "
                     "name a tab-separated file .tsv and a comma-separated one .csv.")
         raise DataError(
-            f"{source} has no column '{column}'. Its columns are: {', '.join(present)}.{hint} "
-            f"Set data.text_column / data.label_column to the right names."
+            f"{source} has no column '{column}'. Its columns are: {', '.join(present)}.{hint} {fix}"
         )
 
 

@@ -228,6 +228,11 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
         parameters = {**defaults, **own}
         for expanded, values, point in expand_grid(name, parameters, grid):
             experiments.append(Experiment(expanded, specs, values, point, dict(overrides or {})))
+    declared_anywhere = {key for declared in declared_cache.values() for key in declared}
+    undeclared = sorted(set(overrides or {}) - declared_anywhere)
+    if undeclared:
+        raise ExperimentsError(f"{source}: --set {', '.join(map(repr, undeclared))} is declared by none of the notebooks "
+                               f"this file runs. Declared: {', '.join(sorted(declared_anywhere))}.")
     names = [e.name for e in experiments]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -120,6 +120,7 @@ class _HFTrainer(transformers.Trainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         logits = outputs["logits"]
+        self.loss_fn.to(logits.device)  # class weights are buffers built on the CPU; a no-op once moved
         loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels)
         return (loss, outputs) if return_outputs else loss
 
