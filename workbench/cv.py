@@ -43,9 +43,12 @@ FOLDS_FILE, TEST_FILE, OOF_FILE, SUMMARY_FILE = "folds.parquet", "test.parquet",
 
 @dataclass
 class CVResult:
+    """A finished cross-validation: its folder, per-fold and mean ± std metrics, and out-of-fold predictions."""
+
     folder: Path
     summary: dict
-    oof: pd.DataFrame  # one row per example: text, label, fold, predicted, proba_<label> columns
+    # one row per example: text, label, fold, predicted, proba_<label> (and, multi-label, threshold_<label>)
+    oof: pd.DataFrame
 
     @property
     def label_names(self) -> list[str]:
