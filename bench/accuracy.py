@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import transformers
 
 from workbench import TextClassificationModel, TextDataModule, Trainer, load_config
+from workbench.runs import machine_info
 
 REFERENCE = Path(__file__).resolve().parent / "results" / "tfidf_baselines.json"
 
@@ -55,7 +55,7 @@ def main() -> None:
         "validation": {k: v for k, v in result.metrics["validation"].items() if not isinstance(v, (dict, list))},
         "test": {k: v for k, v in result.metrics.get("test", {}).items() if not isinstance(v, (dict, list))} or None,
         "tfidf_reference": reference,
-        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "machine": machine_info(),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

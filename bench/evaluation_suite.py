@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import workbench
 from workbench import TextClassificationModel, TextDataModule
@@ -39,7 +37,7 @@ from workbench.calibration import calibrate_model, calibration_metrics, fit_temp
 from workbench.cv import cross_validate
 from workbench.explain import token_attributions
 from workbench.inference import benchmark_inference
-from workbench.runs import load_run
+from workbench.runs import load_run, machine_info
 
 
 def _rss_mib() -> float:
@@ -174,7 +172,7 @@ def main() -> None:
     commands.update({section: earlier for section in ("cv", "noise", "attribution", "inference")
                      if section in out and earlier and section not in commands})
     commands.update({section: command for section in wanted})
-    out["machine"] = {"platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    out["machine"] = machine_info()
     if args.work:  # folds finished by an earlier run are read back, so "seconds" below covers only this rerun
         out["reused_folds_from"] = {section: args.work for section in wanted & {"cv", "noise"}}
     if "cv" in wanted:

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 import workbench
 from workbench.reports import run_experiments
+from workbench.runs import machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +69,7 @@ def main() -> None:
                      "train_s": record["results"]["train_s"]},
         "overhead_ratio": notebook_s / direct_s,
         "overhead_s": notebook_s - direct_s,
-        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "machine": machine_info(),
     }
     print(f"overhead: {notebook_s - direct_s:.1f} s = {100 * (notebook_s / direct_s - 1):.1f}% of the direct run")
 

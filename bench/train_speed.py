@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from workbench import TextClassificationModel, TextDataModule, Trainer
 from workbench.backbones import resolve_backbone
+from workbench.runs import machine_info
 
 LR, BATCH, WARMUP, DECAY, MAX_LENGTH, SEED = 5e-5, 32, 0.06, 0.01, 128, 42
 
@@ -125,9 +125,7 @@ def main() -> None:
            "hyperparameters": {"lr": LR, "batch_size": BATCH, "warmup_ratio": WARMUP, "weight_decay": DECAY,
                                "max_length": MAX_LENGTH, "epochs": 1, "seed": SEED,
                                "device": args.device, "precision": args.precision},
-           "padding": padding, "results": results, "machine": {"platform": platform.platform(),
-                                                                "torch_threads": torch.get_num_threads(),
-                                                                "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
+           "padding": padding, "results": results, "machine": machine_info(),
            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

@@ -1,11 +1,14 @@
 """Run directories: their layout, reading runs back, leaderboard, evaluation on a split, and clear errors."""
 
+from pathlib import Path
+
 import pytest
 
 from workbench import TextClassificationModel, TextDataModule, Trainer
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_run
-from workbench.runs import RunDir, RunNotFoundError, leaderboard, load_run, metrics_table, model_folder, resume_point
+from workbench.runs import (RunDir, RunNotFoundError, environment_info, leaderboard, load_run, machine_info, metrics_table,
+                            model_folder, resume_point)
 from workbench.trainer import ensure_run
 
 
@@ -75,3 +78,12 @@ def test_missing_and_unfinished_runs_are_explained(tmp_path):
     with pytest.raises(RunNotFoundError):
         ensure_run("nowhere")  # a given run directory is never replaced by training a new one
     assert leaderboard(tmp_path / "empty").empty
+
+
+def test_machine_info_names_the_cpu_that_every_time_is_measured_on():
+    info = machine_info()
+    assert set(info) == {"platform", "cpu", "cpu_count", "torch_threads", "gpu"}
+    if Path("/proc/cpuinfo").exists():  # Linux: the model name as /proc/cpuinfo gives it
+        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        assert info["cpu"] == model.split(":", 1)[1].strip() and info["cpu"]
+    assert set(info) <= set(environment_info(seed=3)) and environment_info(seed=3)["seed"] == 3

@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Sequence
 
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.runs import machine_info
 
 
 def torch_engine(model) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
@@ -115,6 +115,5 @@ def benchmark_inference(model, texts: Sequence[str], batch_sizes: Sequence[int] 
                 echo(f"{engine} seq {row['seq_length']} batch {batch_size}: p50 {row['p50_ms']:.1f} ms, "
                      f"{row['examples_per_s']:.1f} examples/s")
     table = pd.DataFrame(rows)
-    table.attrs["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
-                              "torch": torch.__version__}
+    table.attrs["machine"] = {**machine_info(), "torch": torch.__version__}
     return table

@@ -157,8 +157,26 @@ def resume_point(path: str | Path) -> tuple[RunDir, Path]:
     return run, checkpoint
 
 
+def cpu_model() -> str | None:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), which every published time should name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def machine_info() -> dict:
+    """The hardware a time was measured on: platform, CPU model and cores, torch threads, GPU."""
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def environment_info(seed: int) -> dict:
-    """Seed, package versions, git commit, Python and hardware, saved next to every run."""
+    """Seed, package versions, git commit, Python and hardware (:func:`machine_info`), saved next to every run."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -172,12 +190,8 @@ def environment_info(seed: int) -> dict:
                                     cwd=Path(__file__).resolve().parent).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
-    return {
-        "seed": seed, "packages": versions, "git_commit": commit, "git_dirty": dirty,
-        "python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "command": " ".join(sys.argv),
-    }
+    return {"seed": seed, "packages": versions, "git_commit": commit, "git_dirty": dirty,
+            "python": sys.version.split()[0], **machine_info(), "command": " ".join(sys.argv)}
 
 
 def summary_markdown(run_dir: str | Path, metrics: dict) -> str:
