@@ -83,11 +83,9 @@ def test_parse_overrides_nests_and_parses_yaml_scalars():
     assert parse_overrides(["a.b=1", "a.c=true", "d.e=[1, 2]"]) == {"a": {"b": 1, "c": True}, "d": {"e": [1, 2]}}
 
 
-def _dotted(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        flat.update(_dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return flat
+def _dotted(sections: dict) -> dict:
+    """``{section: {key: value}}`` as ``{"section.key": value}`` (a value may itself be a mapping, e.g. tune.space)."""
+    return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),

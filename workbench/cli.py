@@ -1,6 +1,6 @@
-"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, speed and run.
+"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, tune, speed and run.
 
-The commands that build a config (train, config, cv) take ``--config FILE`` (an experiment YAML holding
+The commands that build a config (train, config, cv, tune) take ``--config FILE`` (an experiment YAML holding
 only what differs from the defaults) and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
 
     workbench train --config configs/sst2.yaml train.epochs=1
@@ -9,6 +9,7 @@ only what differs from the defaults) and dotted overrides such as ``train.lr=3e-
     workbench datasets
     workbench config --config configs/trec.yaml
     workbench cv --config configs/trec.yaml --folds 5
+    workbench tune --config configs/trec.yaml --trials 20
     workbench speed runs/trec/version_0 --dataset trec --split test
     workbench run experiments/trec.yaml
 
@@ -133,6 +134,25 @@ def _cv(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from workbench.config import load_config
+    from workbench.tune import tune
+
+    overrides = list(args.overrides)
+    for key, value in (("tune.trials", args.trials), ("tune.timeout", args.timeout), ("run.name", args.study)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    result = tune(load_config(args.config, overrides), storage=args.storage)
+    print(result.trials_table().to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if result.best is None:
+        print(f"no trial completed; the study is in {result.folder}")
+        return 1
+    best = result.best
+    print(f"best: trial {best['trial']}, {best['metric']} = {best['value']:.4f}, {json.dumps(best['params'])}")
+    print(f"best run: {best['run_dir']} (also {result.folder / 'best_trial'})")
+    return 0
+
+
 def _speed(args) -> int:
     from workbench.data import TextDataModule
     from workbench.datafiles import read_table, require_columns
@@ -209,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
     cv.set_defaults(func=_cv)
+
+    tune = with_config(sub.add_parser("tune", help="hyperparameter search with Optuna: one run per trial, pruning"))
+    tune.add_argument("--trials", type=int, help="trials in the study (default: tune.trials)")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument("--study", help="study name (default: run.name); the same name continues a study")
+    tune.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study's folder), e.g. "
+                                        "postgresql://user@127.0.0.1:5432/db")
+    tune.set_defaults(func=_tune)
 
     speed = sub.add_parser("speed", help="inference latency (p50/p95/p99) and throughput by batch size and length")
     speed.add_argument("model", help="saved model folder or run directory")

@@ -32,6 +32,17 @@ LOSSES = SINGLE_LABEL_LOSSES + MULTI_LABEL_LOSSES
 OPTIMIZERS = ("adamw", "adafactor", "lamb")
 SCHEDULES = ("linear", "cosine", "one_cycle", "constant")
 PRECISIONS = ("32", "16", "bf16", "16-mixed", "bf16-mixed")
+# How a hyperparameter is searched (tune.space): {log_uniform: [low, high]}, {uniform: [low, high]},
+# {int: [low, high]} (both ends included) or {choice: [a, b, ...]}.
+SEARCH_DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
+PRUNERS = ("median", "hyperband", "none")
+DEFAULT_SEARCH_SPACE = {  # a space that suits fine-tuning a small encoder, used when tune.space is empty
+    "train.lr": {"log_uniform": [1.0e-5, 5.0e-4]},
+    "train.warmup": {"uniform": [0.0, 0.1]},
+    "train.weight_decay": {"log_uniform": [1.0e-4, 0.1]},
+    "data.batch_size": {"choice": [16, 32, 64]},
+    "model.dropout": {"uniform": [0.0, 0.3]},
+}
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING):
@@ -181,6 +192,23 @@ class RunConfig:
 
 
 @dataclass
+class TuneConfig:
+    """Hyperparameter search with Optuna (``workbench tune``); the other sections are each trial's starting point."""
+
+    space: dict[str, dict] = _help("Search space keyed by dotted config keys, e.g. {train.lr: {log_uniform: "
+                                   "[1.0e-5, 3.0e-4]}, data.batch_size: {choice: [16, 32]}}; {} = the default space.",
+                                   None, dict)
+    trials: int = _help("Trials to run (a resumed study counts those it already has).", 20)
+    timeout: float | None = _help("Stop starting new trials after this many seconds (None: no limit).", None)
+    pruner: str = _help("Stop bad trials at an evaluation: median, hyperband or none.", "median")
+
+    def __post_init__(self):
+        _require(self.trials >= 1, f"tune.trials={self.trials} must be at least 1.")
+        _require(self.timeout is None or self.timeout > 0, f"tune.timeout={self.timeout} must be positive.")
+        _require_choice("tune", "pruner", self.pruner, PRUNERS)
+
+
+@dataclass
 class Config:
     """The root of the configuration tree."""
 
@@ -188,6 +216,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -270,8 +299,37 @@ def _field_names(section: Any) -> list[str]:
 
 
 def _validate(cfg: Config) -> None:
-    for section in (cfg.data, cfg.model, cfg.train, cfg.run):
+    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune):
         section.__post_init__()
+    check_search_space(cfg.tune.space)
+
+
+def check_search_space(space: dict) -> None:
+    """Raise ConfigError naming the first search-space entry whose key or range is wrong.
+
+    Keys are dotted keys of the data, model and train sections; values are one of
+    :data:`SEARCH_DISTRIBUTIONS` with its arguments.
+    """
+    _require(isinstance(space, dict), f"tune.space must map dotted config keys to ranges, not {space!r}.")
+    searchable = {f"{s.name}.{f.name}" for s in dataclasses.fields(Config) if s.name in ("data", "model", "train")
+                  for f in dataclasses.fields(s.default_factory)}
+    for key, spec in space.items():
+        where = f"tune.space['{key}']"
+        _require(key in searchable, f"{where}: '{key}' is not a config key that can be searched. Use a dotted key of "
+                                    "the data, model or train section, e.g. train.lr (see `workbench config`).")
+        _require(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_DISTRIBUTIONS,
+                 f"{where}={spec!r} must be one of {{{': ..., '.join(SEARCH_DISTRIBUTIONS)}: ...}}, "
+                 "e.g. {log_uniform: [1.0e-5, 3.0e-4]}.")
+        kind, values = next(iter(spec.items()))
+        _require(isinstance(values, list) and values, f"{where}: {kind} needs a list, e.g. {kind}: [1, 2].")
+        if kind == "choice":
+            continue
+        _require(len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
+                 f"{where}: {kind} needs [low, high] numbers; got {values!r}.")
+        low, high = values
+        _require(low < high if kind != "int" else low <= high, f"{where}: low {low} must be below high {high}.")
+        _require(kind != "log_uniform" or low > 0, f"{where}: log_uniform needs a positive low end; got {low}.")
+        _require(kind != "int" or all(float(v).is_integer() for v in values), f"{where}: int needs whole numbers.")
 
 
 def parse_overrides(overrides: list[str] | dict | None) -> dict:

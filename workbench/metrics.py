@@ -29,6 +29,17 @@ MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall"
 SUMMARY_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
 
 
+def monitored_metric(monitor: str | None, *, multi_label: bool) -> str:
+    """The validation metric that picks the best checkpoint (and that tuning optimizes): ``train.monitor``, or
+    accuracy for single-label and micro_f1 for multi-label data. ``eval_`` prefixes are dropped."""
+    return (monitor or ("micro_f1" if multi_label else "accuracy")).removeprefix("eval_")
+
+
+def greater_is_better(metric: str) -> bool:
+    """Whether a higher value of ``metric`` is better (every metric but the losses)."""
+    return "loss" not in metric
+
+
 def predict_from_proba(proba: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
     """The decision rule: class ids ``(N,)`` by argmax, or, given ``thresholds``, multi-hot ``(N, K)``.
 

@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from workbench.errors import WorkbenchError
+from workbench.metrics import greater_is_better
 
 
 def _figure(width: float = 7.0, height: float = 4.0, **subplots) -> tuple[Figure, object]:
@@ -148,7 +149,7 @@ def confusion_matrix_figure(matrix: np.ndarray | Sequence[Sequence[int]], label_
 def metric_bar_chart(board: pd.DataFrame, metric: str, label: str = "run") -> Figure:
     """Horizontal bars of one metric per run, best on top (e.g. from :func:`workbench.runs.leaderboard`)."""
     _check_columns(board, [label, metric], "metric_bar_chart")
-    table = board.dropna(subset=[metric]).sort_values(metric, ascending="loss" in metric)
+    table = board.dropna(subset=[metric]).sort_values(metric, ascending=not greater_is_better(metric))
     fig, ax = _figure(8.0, max(2.5, 0.4 * len(table) + 1.2))
     ax.barh(table[label].astype(str)[::-1], table[metric][::-1], color="tab:blue")
     for y, value in enumerate(table[metric][::-1]):

@@ -35,7 +35,7 @@ import yaml
 
 from workbench.config import Config, config_from_dict
 from workbench.errors import ModelLoadError, WorkbenchError
-from workbench.metrics import SUMMARY_METRICS
+from workbench.metrics import SUMMARY_METRICS, greater_is_better
 
 PACKAGES = ("torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas", "tokenizers", "safetensors")
 CHECKPOINT_PREFIX = "checkpoint-"  # transformers.Trainer's name for checkpoint folders (checkpoint-<step>)
@@ -92,6 +92,11 @@ class RunDir:
         path = Path(root) / name / f"{cls.VERSION}{number}"
         path.mkdir(parents=True)
         return cls(path)
+
+    @classmethod
+    def of_checkpoints(cls, checkpoints: str | Path) -> "RunDir":
+        """The run whose ``checkpoints/`` folder this is (what transformers calls ``output_dir``)."""
+        return cls(Path(checkpoints).parent)
 
     # -- what is inside -----------------------------------------------------------------------------
 
@@ -331,7 +336,7 @@ def leaderboard(root: str | Path = "runs", metric: str | None = None) -> pd.Data
     if metric not in table:
         raise WorkbenchError(f"No run recorded '{metric}'. Available: "
                              f"{', '.join(c for c in table.columns if c.startswith(('val_', 'test_')))}.")
-    return table.sort_values(metric, ascending="loss" in metric, na_position="last").reset_index(drop=True)
+    return table.sort_values(metric, ascending=not greater_is_better(metric), na_position="last").reset_index(drop=True)
 
 
 def metrics_table(run: Run) -> pd.DataFrame:

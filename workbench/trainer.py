@@ -35,8 +35,8 @@ from workbench.data import LabelMap, TextDataModule
 from workbench.errors import ConfigError, ModelLoadError
 from workbench.evaluation import evaluate_model
 from workbench.losses import build_loss, class_weights_from_labels
-from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, multilabel_metrics,
-                               tune_thresholds)
+from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
+                               monitored_metric, multilabel_metrics, tune_thresholds)
 from workbench.models import TextClassificationModel
 from workbench.runs import Run, RunDir, environment_info, load_run, resume_point, summary_markdown
 
@@ -260,8 +260,7 @@ class Trainer:
 
     def monitor(self, dm: TextDataModule) -> str:
         """The metric that picks the best checkpoint: train.monitor, or accuracy / micro_f1 by the kind of data."""
-        monitor = self.config.monitor or ("micro_f1" if dm.multi_label else "accuracy")
-        return monitor.removeprefix("eval_")
+        return monitored_metric(self.config.monitor, multi_label=dm.multi_label)
 
     def _arguments(self, run: RunDir, dm: TextDataModule) -> TrainingArguments:
         cfg = self.config
@@ -278,7 +277,7 @@ class Trainer:
             eval_strategy=strategy, save_strategy=strategy, eval_steps=cfg.eval_every or None,
             save_steps=cfg.eval_every or None, logging_steps=cfg.log_every, logging_first_step=True,
             save_total_limit=cfg.keep_top_k + 1, load_best_model_at_end=True, metric_for_best_model=monitor,
-            greater_is_better="loss" not in monitor,  # eval_loss and eval_hamming_loss
+            greater_is_better=greater_is_better(monitor),  # not for eval_loss and eval_hamming_loss
             seed=cfg.seed, data_seed=cfg.seed,
             fp16=self.precision == "16", bf16=self.precision == "bf16", use_cpu=self.device == "cpu",
             dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",

@@ -1,0 +1,127 @@
+"""Hyperparameter search: the space is validated, each trial is a run, the objective is the best evaluation,
+pruned and failed trials are recorded, a study continues under its name, and the best trial is marked."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from workbench import load_config
+from workbench.cli import main
+from workbench.errors import ConfigError
+from workbench.runs import load_run
+from workbench.tune import open_study, tune
+
+SPACE = {"train.lr": {"log_uniform": [1.0e-4, 3.0e-3]}, "data.batch_size": {"choice": [8, 16]}}
+
+
+def study_config(tiny_bert, files, **changes):
+    overrides = {"data.train_file": str(files["train"]), "data.val_file": str(files["val"]),
+                 "model.backbone": tiny_bert, "model.freeze_embeddings": False, "train.epochs": 2, "run.name": "study",
+                 "tune.space": SPACE, "tune.trials": 3, **changes}
+    return load_config(overrides=overrides)
+
+
+def experiment_file(folder, tiny_bert, files, train: dict, tune: dict, **sections) -> Path:
+    """An experiment YAML (JSON is YAML) for the command-line tests."""
+    path = folder / "tune.yaml"
+    path.write_text(json.dumps({"data": {"train_file": str(files["train"]), "val_file": str(files["val"])},
+                                "model": {"backbone": tiny_bert, "freeze_embeddings": False},
+                                "train": train, "tune": {"space": SPACE, "pruner": "none", **tune}, **sections}))
+    return path
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"train.lrr": {"uniform": [0, 1]}}, "'train.lrr' is not a config key that can be searched"),
+    ({"run.name": {"choice": ["a", "b"]}}, "'run.name' is not a config key that can be searched"),
+    ({"train.lr": {"log_uniform": [0, 1e-3]}}, "log_uniform needs a positive low end"),
+    ({"train.lr": {"uniform": [1e-3, 1e-4]}}, "low 0.001 must be below high 0.0001"),
+    ({"train.epochs": {"int": [1.5, 3]}}, "int needs whole numbers"),
+    ({"train.lr": {"normal": [0, 1]}}, "must be one of {log_uniform: ..., uniform: ..., int: ..., choice: ...}"),
+    ({"data.batch_size": {"choice": []}}, "choice needs a list"),
+])
+def test_a_bad_search_space_names_the_key(space, message):
+    pattern = f"tune.space\\['{list(space)[0]}'\\].*" + message.replace("{", ".").replace("}", ".")
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(overrides={"tune.space": space})
+
+
+def test_each_trial_is_a_run_and_the_best_evaluation_is_the_objective(tiny_bert, sentiment_files):
+    result = tune(study_config(tiny_bert, sentiment_files, **{"tune.pruner": "none"}))
+    table = result.trials_table()
+    assert list(table["trial"]) == [0, 1, 2] and (table["state"] == "COMPLETE").all()
+    for _, row in table.iterrows():
+        run = load_run(row["run_dir"])  # an ordinary finished run: trial_<n>/version_0
+        assert Path(row["run_dir"]).parts[-3:] == ("study", f"trial_{row['trial']}", "version_0")
+        assert run.config.train.lr == pytest.approx(row["train.lr"])
+        assert run.config.data.batch_size == row["data.batch_size"]
+        evaluations = run.log["eval_accuracy"].dropna()
+        assert len(evaluations) == 2 and row["value"] == pytest.approx(evaluations.max())  # the best, not the last
+    best = json.loads(Path("runs/study/best_trial.json").read_text())
+    assert best["value"] == table["value"].max() and best["metric"] == "accuracy" and best["direction"] == "maximize"
+    assert Path("runs/study/best_trial").resolve() == Path(best["run_dir"]).resolve()
+    assert best["params"] == {k: v for k, v in table.set_index("trial").loc[best["trial"]].items() if k in SPACE}
+
+
+def test_a_study_continues_under_its_name_and_refuses_another_space(tiny_bert, sentiment_files):
+    config = study_config(tiny_bert, sentiment_files, **{"tune.trials": 2, "train.epochs": 1})
+    first = tune(config).trials_table()
+    again = tune(study_config(tiny_bert, sentiment_files, **{"tune.trials": 3, "train.epochs": 1})).trials_table()
+    assert list(again["trial"]) == [0, 1, 2]  # one new trial; the first two are the same ones, not rerun
+    assert again["value"].iloc[:2].tolist() == first["value"].tolist()
+    assert sorted(p.name for p in Path("runs/study").glob("trial_*")) == ["trial_0", "trial_1", "trial_2"]
+    other = study_config(tiny_bert, sentiment_files, **{"tune.space": {"train.lr": {"uniform": [1e-4, 1e-3]}}})
+    with pytest.raises(ConfigError, match="Study 'study' .* searched .*train.lr.*log_uniform"):
+        open_study(other)
+
+
+def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_bert, sentiment_files, monkeypatch):
+    # every trial reports accuracy <= 1, so a threshold of 1.1 prunes each one at its first evaluation
+    with monkeypatch.context() as patch:
+        patch.setattr("workbench.tune._pruner", lambda name: optuna.pruners.ThresholdPruner(lower=1.1))
+        result = tune(study_config(tiny_bert, sentiment_files, **{"tune.trials": 2}))
+    table = result.trials_table()
+    assert list(table["state"]) == ["PRUNED", "PRUNED"] and result.best is None
+    assert table["reason"].str.match(r"pruned at step \d+: eval_accuracy = ").all()
+    assert not any(Path(d, "metrics.json").exists() for d in table["run_dir"])  # stopped before finishing
+    bad = study_config(tiny_bert, sentiment_files, **{"run.name": "broken", "tune.trials": 2,
+                                                      "tune.space": {"data.max_length": {"choice": [10000]}}})
+    table = tune(bad).trials_table()  # max_length above max_tokens fails every trial, one by one
+    assert list(table["state"]) == ["FAIL", "FAIL"] and table["reason"].str.contains("data.max_tokens").all()
+
+
+def test_workbench_tune_command(tiny_bert, sentiment_files, capsys, tmp_path):
+    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 1}, tune={})
+    assert main(["tune", "--config", str(config), "--trials", "2", "--study", "cli"]) == 0
+    out = capsys.readouterr().out
+    best = json.loads(Path("runs/cli/best_trial.json").read_text())
+    assert f"best: trial {best['trial']}, accuracy = {best['value']:.4f}" in out and "COMPLETE" in out
+    assert main(["tune", "--config", str(config), "--storage", "postgresql://nobody@127.0.0.1:1/none"]) == 2
+    assert "Cannot open the study storage postgresql://nobody@127.0.0.1:1/none" in capsys.readouterr().err
+
+
+def test_a_study_killed_mid_trial_continues(tiny_bert, sentiment_files, tmp_path, monkeypatch):
+    """SIGKILL in the middle of a trial: the next run marks that trial failed (its heartbeat stopped) and
+    still completes the study's count of trials."""
+    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 30}, tune={"trials": 2},
+                             run={"name": "killed"})
+    errors = tmp_path / "worker.err"
+    worker = subprocess.Popen([sys.executable, "-m", "workbench.cli", "tune", "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=errors.open("w"))
+    started = tmp_path / "runs" / "killed" / "trial_0" / "version_0" / "log.jsonl"  # the first trial is training
+    deadline = time.monotonic() + 120
+    while not started.exists():  # (the study database is left alone: two processes creating its tables would race)
+        assert time.monotonic() < deadline and worker.poll() is None, errors.read_text()[-2000:]
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    monkeypatch.setattr("workbench.tune.GRACE_S", 1)  # the killed trial's last heartbeat is older than this
+    time.sleep(2)
+    table = tune(load_config(config, {"train.epochs": 1})).trials_table()
+    assert table.loc[0, "state"] == "FAIL"  # the killed one
+    assert (table["state"] == "COMPLETE").sum() == 2 and len(table) == 3
