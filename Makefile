@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser clean
+.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser postgres clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 sst2: install
 	$(VENV)/bin/workbench train --config configs/sst2.yaml
 
-test: install browser
+test: install browser postgres
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
 
 test-fast: install
@@ -36,6 +36,12 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "Chromium is missing: sudo apt-get install chromium (the browser tests skip without it)"; fi; }
+
+# PostgreSQL for tests/test_tune.py, which starts a throwaway cluster as the postgres user on a loopback port.
+postgres:
+	@{ command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "PostgreSQL is missing: sudo apt-get install postgresql (the PostgreSQL tests skip without it)"; fi; }
 
 lab: install
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/02_train.ipynb

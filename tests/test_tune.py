@@ -1,10 +1,15 @@
 """Hyperparameter search: the space is validated, each trial is a run, the objective is the best evaluation,
 pruned and failed trials are recorded, a study continues under its name, and the best trial is marked."""
 
+import glob
 import json
+import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,3 +130,55 @@ def test_a_study_killed_mid_trial_continues(tiny_bert, sentiment_files, tmp_path
     table = tune(load_config(config, {"train.epochs": 1})).trials_table()
     assert table.loc[0, "state"] == "FAIL"  # the killed one
     assert (table["state"] == "COMPLETE").sum() == 2 and len(table) == 3
+
+
+def _postgres_binary(name: str) -> str | None:
+    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found if isinstance(found, str) else (found[-1] if found else None)
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL cluster in a temp folder on a loopback port, run as the postgres user."""
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    runner = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]  # the server refuses to run as root
+    if not (initdb and pg_ctl) or (runner and shutil.which("runuser") is None):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is missing: `make postgres` installs it (apt-get install postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="workbench-pg-"))  # not under pytest's tmp_path: only root may enter that
+    if runner:
+        shutil.chown(folder, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([*runner, initdb, "-D", str(folder / "data"), "-A", "trust", "-U", "workbench"], check=True,
+                   capture_output=True)
+    subprocess.run([*runner, pg_ctl, "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "start", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
+    try:
+        url = f"postgresql://workbench@127.0.0.1:{port}/postgres"
+        yield url
+    finally:
+        subprocess.run([*runner, pg_ctl, "-D", str(folder / "data"), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_fill_one_study_on_postgresql(tiny_bert, sentiment_files, tmp_path, postgres_url):
+    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 2}, tune={"trials": 6},
+                             run={"name": "shared"})
+    command = [sys.executable, "-m", "workbench.cli", "tune", "--config", str(config), "--storage", postgres_url]
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]  # started together: both create-or-load the study at once
+    for worker in workers:
+        assert worker.wait(timeout=300) == 0, worker.stderr.read()[-2000:]
+    trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
+    numbers = [t.number for t in trials]
+    assert len(set(numbers)) == len(numbers) and sorted(numbers) == list(range(len(numbers)))  # every number once
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 6 <= len(complete) <= 7  # the count is the study's; a trial in flight when it is reached still ends
+    assert len({t.user_attrs["worker"] for t in complete}) == 2  # both processes ran trials
+    assert len({t.user_attrs["run_dir"] for t in complete}) == len(complete)
+    assert all(load_run(t.user_attrs["run_dir"]).metrics["best_metric"] == t.value for t in complete)
+    best = json.loads((tmp_path / "runs" / "shared" / "best_trial.json").read_text())
+    assert best["value"] == max(t.value for t in complete)

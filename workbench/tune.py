@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from transformers import TrainerCallback
 
 from workbench.config import DEFAULT_SEARCH_SPACE, Config, check_search_space, config_from_dict, parse_overrides
@@ -123,6 +127,20 @@ class TuneResult:
         return pd.DataFrame(rows)
 
 
+def _storage(url: str, attempts: int = 4) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats. Workers that start together on a new database race to create
+    its tables; the losers see a duplicate-object error and find the tables on their next try."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def open_study(config: Config, storage: str | None = None) -> tuple[optuna.Study, Path]:
     """Create the study named ``run.name`` (or load it to continue), checking it searches the same space.
 
@@ -138,9 +156,7 @@ def open_study(config: Config, storage: str | None = None) -> tuple[optuna.Study
     direction = "maximize" if greater_is_better(metric) else "minimize"
     url = storage or f"sqlite:///{(folder / STUDY_DB).resolve()}"
     try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        rdb = _storage(url)
         study = optuna.create_study(study_name=config.run.name, storage=rdb, direction=direction, load_if_exists=True,
                                     sampler=optuna.samplers.TPESampler(seed=config.train.seed),
                                     pruner=_pruner(config.tune.pruner))
@@ -176,6 +192,7 @@ def tune(config: Config, storage: str | None = None) -> TuneResult:
     space, metric = study.user_attrs["space"], study.user_attrs["metric"]
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             trial_cfg = trial_config(config, suggest(trial, space), folder, trial.number)
             result = train(trial_cfg, callbacks=[PruningCallback(trial, metric)])
@@ -184,11 +201,13 @@ def tune(config: Config, storage: str | None = None) -> TuneResult:
             raise
         return float(result.metrics["best_metric"])
 
-    # trials that ran to an end count; failed ones (a bad combination, a killed process) are tried again
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    remaining = config.tune.trials - len(done)
+    # trials that ran to an end count, those of every worker on the study; failed ones (a bad combination,
+    # a killed process) are tried again
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = config.tune.trials - sum(t.state in counted for t in study.trials)
     if remaining > 0:
         study.optimize(objective, n_trials=remaining, timeout=config.tune.timeout, catch=(WorkbenchError,),
+                       callbacks=[optuna.study.MaxTrialsCallback(config.tune.trials, states=counted)],
                        gc_after_trial=True)
     return TuneResult(study, folder, mark_best(study, folder))
 
