@@ -182,3 +182,21 @@ def test_two_workers_fill_one_study_on_postgresql(tiny_bert, sentiment_files, tm
     assert all(load_run(t.user_attrs["run_dir"]).metrics["best_metric"] == t.value for t in complete)
     best = json.loads((tmp_path / "runs" / "shared" / "best_trial.json").read_text())
     assert best["value"] == max(t.value for t in complete)
+
+
+def test_retrain_best_compares_tuned_and_untuned_on_the_same_seeds(tiny_bert, sentiment_files, tmp_path, capsys):
+    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 1, "lr": 1e-5},
+                             tune={"trials": 2, "space": {"train.lr": {"log_uniform": [1e-3, 3e-3]}}},
+                             run={"name": "again"})
+    assert main(["tune", "--config", str(config), "--retrain-best", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(Path("runs/again/retrain.json").read_text())
+    best = json.loads(Path("runs/again/best_trial.json").read_text())
+    runs = {(r["config"], r["seed"]): load_run(r["run_dir"]) for r in summary["runs"]}
+    assert sorted(runs) == [("tuned", 42), ("tuned", 43), ("untuned", 42), ("untuned", 43)]
+    for (name, seed), run in runs.items():  # the tuned runs take the best trial's lr, the untuned the file's
+        assert run.config.train.seed == seed
+        assert run.config.train.lr == pytest.approx(best["params"]["train.lr"] if name == "tuned" else 1e-5)
+    values = [r["value"] for r in summary["runs"] if r["config"] == "tuned"]
+    assert summary["split"] == "validation" and summary["tuned"]["mean"] == pytest.approx(sum(values) / 2)
+    assert f"tuned    accuracy on validation: {summary['tuned']['mean']:.4f} ± {summary['tuned']['std']:.4f}" in out

@@ -136,13 +136,14 @@ def _cv(args) -> int:
 
 def _tune(args) -> int:
     from workbench.config import load_config
-    from workbench.tune import tune
+    from workbench.tune import retrain_best, tune
 
     overrides = list(args.overrides)
     for key, value in (("tune.trials", args.trials), ("tune.timeout", args.timeout), ("run.name", args.study)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    result = tune(load_config(args.config, overrides), storage=args.storage)
+    config = load_config(args.config, overrides)
+    result = tune(config, storage=args.storage)
     print(result.trials_table().to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if result.best is None:
         print(f"no trial completed; the study is in {result.folder}")
@@ -150,6 +151,11 @@ def _tune(args) -> int:
     best = result.best
     print(f"best: trial {best['trial']}, {best['metric']} = {best['value']:.4f}, {json.dumps(best['params'])}")
     print(f"best run: {best['run_dir']} (also {result.folder / 'best_trial'})")
+    if args.retrain_best:
+        summary = retrain_best(config, best, seeds=args.seeds)
+        for name in ("tuned", "untuned"):
+            print(f"{name:8s} {summary['metric']} on {summary['split']}: {summary[name]['mean']:.4f} ± "
+                  f"{summary[name]['std']:.4f} over {args.seeds} seeds")
     return 0
 
 
@@ -236,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--study", help="study name (default: run.name); the same name continues a study")
     tune.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study's folder), e.g. "
                                         "postgresql://user@127.0.0.1:5432/db")
+    tune.add_argument("--retrain-best", action="store_true",
+                      help="retrain the best trial and the untuned config on --seeds seeds; report mean ± std")
+    tune.add_argument("--seeds", type=int, default=3, help="seeds for --retrain-best (default 3)")
     tune.set_defaults(func=_tune)
 
     speed = sub.add_parser("speed", help="inference latency (p50/p95/p99) and throughput by batch size and length")

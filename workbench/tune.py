@@ -46,7 +46,7 @@ from workbench.runs import RunDir
 from workbench.trainer import train
 
 log = logging.getLogger(__name__)
-STUDY_DB, BEST_FILE, BEST_LINK = "study.db", "best_trial.json", "best_trial"
+STUDY_DB, BEST_FILE, BEST_LINK, RETRAIN_FILE = "study.db", "best_trial.json", "best_trial", "retrain.json"
 TRIAL_PREFIX = "trial_"
 # A running trial writes a heartbeat this often; one silent for GRACE_S (its process was killed) is marked
 # failed when the study next runs, so a study killed with SIGKILL continues cleanly.
@@ -229,3 +229,34 @@ def mark_best(study: optuna.Study, folder: Path) -> dict | None:
         link.unlink()
     link.symlink_to(Path(record["run_dir"]).resolve(), target_is_directory=True)
     return record
+
+
+def retrain_best(config: Config, best: dict, seeds: int = 3) -> dict:
+    """Retrain the best trial's settings and the untuned ``config`` on ``seeds`` seeds each, side by side.
+
+    Seeds are ``train.seed``, ``train.seed + 1``, ... ; runs go to ``<study folder>/retrain/{tuned,untuned}_seed<s>``.
+    Each run is scored on its test split when the config has one, else on validation, by the monitored metric.
+
+    Returns:
+        ``{"metric", "split", "runs": [{config, seed, value, run_dir}], "tuned": {mean, std}, "untuned": {...}}``,
+        also written to ``retrain.json`` in the study's folder.
+    """
+    folder = Path(config.run.root) / config.run.name
+    metric = best["metric"]
+    rows = []
+    for offset in range(seeds):
+        seed = config.train.seed + offset
+        for name, changes in (("tuned", best["params"]), ("untuned", {})):
+            settings = _merge(config.to_dict(), _merge(parse_overrides(changes), {
+                "train": {"seed": seed}, "run": {"root": str(folder / "retrain"), "name": f"{name}_seed{seed}"}}))
+            result = train(config_from_dict(settings))
+            split = "test" if "test" in result.metrics else "validation"
+            rows.append({"config": name, "seed": seed, "split": split, "value": result.metrics[split].get(metric),
+                         "run_dir": str(result.run_dir)})
+    table = pd.DataFrame(rows)
+    summary = {"metric": metric, "split": rows[0]["split"], "seeds": seeds, "params": best["params"], "runs": rows}
+    for name, group in table.groupby("config"):
+        summary[name] = {"mean": float(group["value"].mean()),
+                         "std": float(group["value"].std(ddof=1)) if seeds > 1 else 0.0}
+    (folder / RETRAIN_FILE).write_text(json.dumps(summary, indent=2))
+    return summary
