@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -121,10 +122,7 @@ class RunDir:
         newest = self.latest_checkpoint()
         if newest is None:
             return
-        link = self.path / self.LAST
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(newest.relative_to(self.path))
+        point_link(self.path / self.LAST, newest.relative_to(self.path))
 
     def write_json(self, name: str, values: dict) -> None:
         (self.path / name).write_text(json.dumps(values, indent=2, default=str))
@@ -133,6 +131,16 @@ class RunDir:
         """A JSON record of the run (``{}`` when the run has not written it)."""
         path = self.path / name
         return json.loads(path.read_text()) if path.exists() else {}
+
+
+def point_link(link: Path, target: Path) -> None:
+    """Make ``link`` a symbolic link to ``target``, replacing whatever link, file or folder was there."""
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
 
 
 def model_folder(path: str | Path) -> Path:

@@ -38,7 +38,7 @@ from workbench.losses import build_loss, class_weights_from_labels
 from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
                                monitored_metric, multilabel_metrics, tune_thresholds)
 from workbench.models import TextClassificationModel
-from workbench.runs import Run, RunDir, environment_info, load_run, resume_point, summary_markdown
+from workbench.runs import Run, RunDir, environment_info, load_run, point_link, resume_point, summary_markdown
 
 log = logging.getLogger(__name__)
 
@@ -387,13 +387,7 @@ class Trainer:
         run.write_json(RunDir.METRICS, metrics)
         (run / RunDir.SUMMARY).write_text(summary_markdown(run.path, metrics))
         if self.checkpoint_dir:
-            target = Path(self.checkpoint_dir) / "best-model.ckpt"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            elif target.is_dir():
-                shutil.rmtree(target)
-            target.symlink_to(best.resolve(), target_is_directory=True)
+            point_link(Path(self.checkpoint_dir) / "best-model.ckpt", best.resolve())
         return metrics
 
 

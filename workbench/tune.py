@@ -42,7 +42,7 @@ from workbench.config import DEFAULT_SEARCH_SPACE, Config, check_search_space, c
 from workbench.data import TextDataModule
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.metrics import greater_is_better, monitored_metric
-from workbench.runs import RunDir
+from workbench.runs import RunDir, point_link
 from workbench.trainer import train
 
 log = logging.getLogger(__name__)
@@ -224,10 +224,7 @@ def mark_best(study: optuna.Study, folder: Path) -> dict | None:
               "params": best.params, "run_dir": best.user_attrs.get("run_dir"),
               "completed": len(completed), "trials": len(study.trials)}
     (folder / BEST_FILE).write_text(json.dumps(record, indent=2))
-    link = folder / BEST_LINK
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(Path(record["run_dir"]).resolve(), target_is_directory=True)
+    point_link(folder / BEST_LINK, Path(record["run_dir"]).resolve())
     return record
 
 
