@@ -125,3 +125,39 @@ def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
             except subprocess.TimeoutExpired:  # a kernel it started can hold shutdown up
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait(timeout=10)
+
+
+def test_optuna_dashboard_shows_a_study(browser, tiny_bert, sentiment_files, tmp_path):
+    from workbench import load_config
+    from workbench.tune import tune
+
+    space = {"train.lr": {"log_uniform": [1e-4, 3e-3]}}
+    tune(load_config(overrides={"data.train_file": str(sentiment_files["train"]),
+                                "data.val_file": str(sentiment_files["val"]), "model.backbone": tiny_bert,
+                                "train.epochs": 1, "run.name": "board", "tune.space": space, "tune.trials": 2,
+                                "tune.pruner": "none"}))
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "runs/board", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dashboard.log", "w"),
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "dashboard.log").read_text()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        problems: list[str] = []
+        page = watched_page(browser, problems)
+        page.goto(f"http://127.0.0.1:{port}/dashboard")
+        expect(page.get_by_text("board").first).to_be_visible(timeout=20_000)  # the study in the list
+        page.get_by_text("board").first.click()
+        expect(page.get_by_text("train.lr").first).to_be_visible(timeout=20_000)  # its search space / trials
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        print(f"screenshot: {tmp_path / 'dashboard.png'}")
+        assert problems == []
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

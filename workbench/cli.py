@@ -1,4 +1,4 @@
-"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, tune, speed and run.
+"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, tune, dashboard, speed and run.
 
 The commands that build a config (train, config, cv, tune) take ``--config FILE`` (an experiment YAML holding
 only what differs from the defaults) and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
@@ -10,6 +10,7 @@ only what differs from the defaults) and dotted overrides such as ``train.lr=3e-
     workbench config --config configs/trec.yaml
     workbench cv --config configs/trec.yaml --folds 5
     workbench tune --config configs/trec.yaml --trials 20
+    workbench dashboard runs/trec
     workbench speed runs/trec/version_0 --dataset trec --split test
     workbench run experiments/trec.yaml
 
@@ -159,6 +160,17 @@ def _tune(args) -> int:
     return 0
 
 
+def _dashboard(args) -> int:
+    from optuna_dashboard import run_server
+
+    from workbench.tune import storage_url
+
+    url = storage_url(args.study)
+    print(f"optuna-dashboard for {url} on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
+    run_server(url, host="127.0.0.1", port=args.port)
+    return 0
+
+
 def _speed(args) -> int:
     from workbench.data import TextDataModule
     from workbench.datafiles import read_table, require_columns
@@ -246,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="retrain the best trial and the untuned config on --seeds seeds; report mean ± std")
     tune.add_argument("--seeds", type=int, default=3, help="seeds for --retrain-best (default 3)")
     tune.set_defaults(func=_tune)
+
+    dashboard = sub.add_parser("dashboard", help="optuna-dashboard for a study, on 127.0.0.1")
+    dashboard.add_argument("study", help="a study folder (runs/<study>), its study.db, or a storage URL")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.set_defaults(func=_dashboard)
 
     speed = sub.add_parser("speed", help="inference latency (p50/p95/p99) and throughput by batch size and length")
     speed.add_argument("model", help="saved model folder or run directory")

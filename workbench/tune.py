@@ -257,3 +257,20 @@ def retrain_best(config: Config, best: dict, seeds: int = 3) -> dict:
                          "std": float(group["value"].std(ddof=1)) if seeds > 1 else 0.0}
     (folder / RETRAIN_FILE).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def storage_url(target: str | Path) -> str:
+    """The storage URL of a study: a study folder (its ``study.db``), a ``.db`` file, or a URL as it is.
+
+    Raises:
+        ConfigError: for a folder or file that holds no study.
+    """
+    text = str(target)
+    if "://" in text:
+        return text
+    path = Path(text)
+    database = path / STUDY_DB if path.is_dir() else path
+    if not database.is_file():
+        raise ConfigError(f"{path} holds no study ({STUDY_DB} missing). Give a study folder written by "
+                          "`workbench tune` (runs/<study>), its study.db, or a storage URL.")
+    return f"sqlite:///{database.resolve()}"
