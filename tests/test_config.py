@@ -124,3 +124,14 @@ def test_every_config_key_is_a_notebook_parameter():
     assert set(NOTEBOOK_PARAMETERS.values()) == keys  # a field name in two sections would hide one of them
     assert all(NOTEBOOK_PARAMETERS[key.split(".")[1]] == key for key in keys)
     assert NOTEBOOK_PARAMETERS["model"] == "model.backbone" and NOTEBOOK_PARAMETERS["run_root"] == "run.root"
+
+
+def test_updated_is_a_validated_copy():
+    base = load_config(overrides=["train.lr=1e-4"])
+    changed = base.updated({"train.lr": 3e-5, "data.batch_size": 16, "run.name": "trial_3"})
+    assert (changed.train.lr, changed.data.batch_size, changed.run.name) == (3e-5, 16, "trial_3")
+    assert (base.train.lr, base.data.batch_size, base.run.name) == (1e-4, 32, "default")  # the original is untouched
+    with pytest.raises(ConfigError, match="Unknown config key 'train.lrr'"):
+        base.updated({"train.lrr": 1})
+    with pytest.raises(ConfigError, match="data.max_tokens=8192 must be at least data.max_length=10000"):
+        base.updated(["data.max_length=10000"])

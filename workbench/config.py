@@ -12,6 +12,7 @@ Unknown keys are errors that name the key and list the valid ones.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -220,6 +221,13 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def updated(self, overrides: list[str] | dict) -> "Config":
+        """A validated copy with dotted overrides applied, e.g. ``cfg.updated({"train.lr": 3e-5})``."""
+        cfg = copy.deepcopy(self)
+        _apply(cfg, parse_overrides(overrides), "")
+        _validate(cfg)
+        return cfg
 
     def changes(self) -> dict:
         """The dotted keys whose values differ from the defaults, e.g. ``{"train.lr": 0.0001}``."""

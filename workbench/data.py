@@ -212,9 +212,7 @@ class TextDataModule:
             if name not in entry.splits:
                 note = f" {entry.note}" if split == "train" else ""
                 raise DataError(f"Dataset '{cfg.dataset}' has no split '{name}'; it has {', '.join(entry.splits)}.{note}")
-            frame = load_split(cfg.dataset, name, self.data_root).reset_index(drop=True)
-            frame["_row"] = np.arange(len(frame))  # catalog rows are numbered from 0
-            return self._labelled(frame, f"{cfg.dataset}:{name}")
+            return self._catalog_rows(name)
         path = {"train": cfg.train_file, "validation": cfg.val_file, "test": cfg.test_file}[split]
         return self._labelled(read_table(path), str(path)) if path else None
 
@@ -225,6 +223,11 @@ class TextDataModule:
         if self.config.train_subset and self.config.train_subset < len(pool):
             pool, _ = pool.split(self.config.train_subset, self.seed)
         return pool
+
+    def _catalog_rows(self, split: str) -> LabelledRows:
+        frame = load_split(self.config.dataset, split, self.data_root).reset_index(drop=True)
+        frame["_row"] = np.arange(len(frame))  # catalog rows are numbered from 0
+        return self._labelled(frame, f"{self.config.dataset}:{split}")
 
     def _labelled(self, frame: pd.DataFrame, source: str) -> LabelledRows:
         cfg = self.config
@@ -311,9 +314,7 @@ class TextDataModule:
 
     def encode_split(self, split: str) -> EncodedDataset:
         """Encode one split of the catalog dataset with this module's label map."""
-        frame = load_split(self.config.dataset, split, self.data_root).reset_index(drop=True)
-        frame["_row"] = np.arange(len(frame))  # catalog rows are numbered from 0
-        return self.encode(self._labelled(frame, f"{self.config.dataset}:{split}"))
+        return self.encode(self._catalog_rows(split))
 
     # -- batching -----------------------------------------------------------------------------------
 

@@ -61,7 +61,11 @@ class Evaluation:
     y_pred: np.ndarray  # like y_true
     metrics: dict
     model: TextClassificationModel
-    thresholds: np.ndarray | None = None  # (K,) multi-label decision thresholds of the model
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The model's decision thresholds ``(K,)`` (what multi-label decisions use)."""
+        return self.model.thresholds
 
     def report(self) -> pd.DataFrame:
         """The per-class precision / recall / F1 / support table."""
@@ -101,7 +105,7 @@ def evaluate_run(run: Run | str | Path, split: str = "validation", *,
     labels = np.asarray([f["labels"] for f in dataset.features])
     predicted = predict_from_proba(proba, model.thresholds if model.multi_label else None)
     return Evaluation(split, list(model.label_names), model.multi_label, list(dataset.texts), labels, proba, predicted,
-                      evaluate_model(model, dataset, proba), model, model.thresholds)
+                      evaluate_model(model, dataset, proba), model)
 
 
 def calibrate_run(run: Run | str | Path, save: bool = True, *, model: TextClassificationModel | None = None) -> dict:

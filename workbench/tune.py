@@ -38,7 +38,7 @@ import pandas as pd
 import sqlalchemy.exc
 from transformers import TrainerCallback
 
-from workbench.config import DEFAULT_SEARCH_SPACE, Config, check_search_space, config_from_dict, parse_overrides
+from workbench.config import DEFAULT_SEARCH_SPACE, Config, check_search_space
 from workbench.data import TextDataModule
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.metrics import greater_is_better, monitored_metric
@@ -96,17 +96,9 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def _merge(base: dict, changes: dict) -> dict:
-    merged = dict(base)
-    for key, value in changes.items():
-        merged[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return merged
-
-
 def trial_config(config: Config, values: dict, folder: Path, number: int) -> Config:
     """The config of trial ``number``: ``config`` with the suggested ``values``, its run in ``folder``."""
-    changes = _merge(parse_overrides(values), {"run": {"root": str(folder), "name": f"{TRIAL_PREFIX}{number}"}})
-    return config_from_dict(_merge(config.to_dict(), changes))
+    return config.updated({**values, "run.root": str(folder), "run.name": f"{TRIAL_PREFIX}{number}"})
 
 
 @dataclass
@@ -154,7 +146,7 @@ def open_study(config: Config, storage: str | None = None) -> tuple[optuna.Study
     multi_label = TextDataModule(config=config.data).multi_label
     metric = monitored_metric(config.train.monitor, multi_label=multi_label)
     direction = "maximize" if greater_is_better(metric) else "minimize"
-    url = storage or f"sqlite:///{(folder / STUDY_DB).resolve()}"
+    url = storage or _sqlite_url(folder / STUDY_DB)
     try:
         rdb = _storage(url)
         study = optuna.create_study(study_name=config.run.name, storage=rdb, direction=direction, load_if_exists=True,
@@ -244,9 +236,8 @@ def retrain_best(config: Config, best: dict, seeds: int = 3) -> dict:
     for offset in range(seeds):
         seed = config.train.seed + offset
         for name, changes in (("tuned", best["params"]), ("untuned", {})):
-            settings = _merge(config.to_dict(), _merge(parse_overrides(changes), {
-                "train": {"seed": seed}, "run": {"root": str(folder / "retrain"), "name": f"{name}_seed{seed}"}}))
-            result = train(config_from_dict(settings))
+            result = train(config.updated({**changes, "train.seed": seed, "run.root": str(folder / "retrain"),
+                                           "run.name": f"{name}_seed{seed}"}))
             split = "test" if "test" in result.metrics else "validation"
             rows.append({"config": name, "seed": seed, "split": split, "value": result.metrics[split].get(metric),
                          "run_dir": str(result.run_dir)})
@@ -273,4 +264,8 @@ def storage_url(target: str | Path) -> str:
     if not database.is_file():
         raise ConfigError(f"{path} holds no study ({STUDY_DB} missing). Give a study folder written by "
                           "`workbench tune` (runs/<study>), its study.db, or a storage URL.")
+    return _sqlite_url(database)
+
+
+def _sqlite_url(database: Path) -> str:
     return f"sqlite:///{database.resolve()}"
