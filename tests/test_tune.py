@@ -20,7 +20,7 @@ from workbench import load_config
 from workbench.cli import main
 from workbench.errors import ConfigError
 from workbench.runs import load_run
-from workbench.tune import open_study, tune
+from workbench.tune import open_study, storage_of, tune
 
 SPACE = {"train.lr": {"log_uniform": [1.0e-4, 3.0e-3]}, "data.batch_size": {"choice": [8, 16]}}
 
@@ -182,6 +182,45 @@ def test_two_workers_fill_one_study_on_postgresql(tiny_bert, sentiment_files, tm
     assert all(load_run(t.user_attrs["run_dir"]).metrics["best_metric"] == t.value for t in complete)
     best = json.loads((tmp_path / "runs" / "shared" / "best_trial.json").read_text())
     assert best["value"] == max(t.value for t in complete)
+
+
+def test_workers_on_one_machine_share_a_journal_file(tiny_bert, sentiment_files, tmp_path, capsys):
+    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 1}, tune={"trials": 4},
+                             run={"name": "pair"})
+    assert main(["tune", "--config", str(config), "--workers", "2"]) == 0
+    folder = tmp_path / "runs" / "pair"
+    assert (folder / "study.journal").is_file() and not (folder / "study.db").exists()
+    trials = optuna.load_study(study_name="pair", storage=storage_of(str(folder / "study.journal"))).trials
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(numbers))) and 4 <= len(numbers) <= 5  # every number once
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # two processes, neither of them this one
+    assert str(os.getpid()) not in {t.user_attrs["worker"].rpartition(":")[2] for t in trials}
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # the workers draw apart
+    assert (folder / "best_trial.json").is_file()
+    (tmp_path / "runs" / "solo").mkdir()
+    (tmp_path / "runs" / "solo" / "study.db").touch()  # a study kept in SQLite cannot take several workers
+    assert main(["tune", "--config", str(config), "--study", "solo", "--workers", "2"]) == 2
+    assert "which several processes must not share" in capsys.readouterr().err
+    assert main(["tune", "--config", str(config), "--study", "none_yet", "--resume"]) == 2
+    assert "--resume: no study 'none_yet'" in capsys.readouterr().err
+
+
+def test_workers_killed_mid_trial_leave_no_trial_running(tiny_bert, sentiment_files, tmp_path):
+    """A journal file has no heartbeat: the next run marks the trials of dead local workers failed."""
+    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 30}, tune={"trials": 2},
+                             run={"name": "pair_killed"})
+    tuner = subprocess.Popen([sys.executable, "-m", "workbench.cli", "tune", "--config", str(config), "--workers", "2"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    folder = tmp_path / "runs" / "pair_killed"
+    deadline = time.monotonic() + 180
+    while len(list(folder.glob("trial_*/version_0/log.jsonl"))) < 2:  # both workers are training
+        assert time.monotonic() < deadline and tuner.poll() is None
+        time.sleep(0.2)
+    os.killpg(tuner.pid, signal.SIGKILL)  # the command and its two workers
+    tuner.wait()
+    table = tune(load_config(config, {"train.epochs": 1})).trials_table()  # one worker, the same journal
+    assert (table.loc[:1, "state"] == "FAIL").all() and table.loc[:1, "reason"].str.contains("died mid-trial").all()
+    assert (table["state"] == "COMPLETE").sum() == 2 and len(table) == 4
 
 
 def test_retrain_best_compares_tuned_and_untuned_on_the_same_seeds(tiny_bert, sentiment_files, tmp_path, capsys):

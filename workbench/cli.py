@@ -9,7 +9,7 @@ only what differs from the defaults) and dotted overrides such as ``train.lr=3e-
     workbench datasets
     workbench config --config configs/trec.yaml
     workbench cv --config configs/trec.yaml --folds 5
-    workbench tune --config configs/trec.yaml --trials 20
+    workbench tune --config configs/trec.yaml --trials 20 --workers 2
     workbench dashboard runs/trec
     workbench speed runs/trec/version_0 --dataset trec --split test
     workbench run experiments/trec.yaml
@@ -137,14 +137,17 @@ def _cv(args) -> int:
 
 def _tune(args) -> int:
     from workbench.config import load_config
-    from workbench.tune import retrain_best, tune
+    from workbench.tune import retrain_best, study_exists, tune
 
     overrides = list(args.overrides)
     for key, value in (("tune.trials", args.trials), ("tune.timeout", args.timeout), ("run.name", args.study)):
         if value is not None:
             overrides.append(f"{key}={value}")
     config = load_config(args.config, overrides)
-    result = tune(config, storage=args.storage)
+    if args.resume and not study_exists(config, args.storage):
+        raise WorkbenchError(f"--resume: no study '{config.run.name}' in {Path(config.run.root) / config.run.name} "
+                             "to continue. Leave --resume out to start it, or give the study's --study NAME.")
+    result = tune(config, storage=args.storage, workers=args.workers)
     print(result.trials_table().to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if result.best is None:
         print(f"no trial completed; the study is in {result.folder}")
@@ -163,11 +166,11 @@ def _tune(args) -> int:
 def _dashboard(args) -> int:
     from optuna_dashboard import run_server
 
-    from workbench.tune import storage_url
+    from workbench.tune import storage_of, storage_url
 
     url = storage_url(args.study)
     print(f"optuna-dashboard for {url} on http://127.0.0.1:{args.port}/ (Ctrl-C stops it)", flush=True)
-    run_server(url, host="127.0.0.1", port=args.port)
+    run_server(storage_of(url), host="127.0.0.1", port=args.port)
     return 0
 
 
@@ -254,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--study", help="study name (default: run.name); the same name continues a study")
     tune.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study's folder), e.g. "
                                         "postgresql://user@127.0.0.1:5432/db")
+    tune.add_argument("--workers", type=int, default=1,
+                      help="worker processes on this machine sharing the study (a journal file unless --storage)")
+    tune.add_argument("--resume", action="store_true",
+                      help="continue an existing study (the same --study name continues it anyway; this checks it exists)")
     tune.add_argument("--retrain-best", action="store_true",
                       help="retrain the best trial and the untuned config on --seeds seeds; report mean ± std")
     tune.add_argument("--seeds", type=int, default=3, help="seeds for --retrain-best (default 3)")

@@ -16,7 +16,9 @@ work on trials unchanged); the objective is the monitored validation metric at t
 evaluation. A pruner sees every evaluation and stops trials that trail the others. Failed and pruned trials
 are recorded with their reason and never stop the study. The study lives in ``study.db`` (SQLite) in the
 study's folder unless ``storage`` names another Optuna storage (e.g. a PostgreSQL URL); running the same
-study name again continues it. The best trial is marked by ``best_trial.json`` and a ``best_trial`` link::
+study name again continues it. Several worker processes on one machine (``workers=2``) share Optuna's
+journal file ``study.journal`` instead, since SQLite must not be shared; several machines share a PostgreSQL
+URL. The best trial is marked by ``best_trial.json`` and a ``best_trial`` link::
 
     result = tune(load_config("configs/trec.yaml", ["tune.trials=20"]))
     result.best["value"], result.best["params"], result.trials_table()
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import time
@@ -46,7 +49,8 @@ from workbench.runs import RunDir, point_link
 from workbench.trainer import train
 
 log = logging.getLogger(__name__)
-STUDY_DB, BEST_FILE, BEST_LINK, RETRAIN_FILE = "study.db", "best_trial.json", "best_trial", "retrain.json"
+STUDY_DB, STUDY_JOURNAL = "study.db", "study.journal"
+BEST_FILE, BEST_LINK, RETRAIN_FILE = "best_trial.json", "best_trial", "retrain.json"
 TRIAL_PREFIX = "trial_"
 # A running trial writes a heartbeat this often; one silent for GRACE_S (its process was killed) is marked
 # failed when the study next runs, so a study killed with SIGKILL continues cleanly.
@@ -119,9 +123,12 @@ class TuneResult:
         return pd.DataFrame(rows)
 
 
-def _storage(url: str, attempts: int = 4) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage with heartbeats. Workers that start together on a new database race to create
-    its tables; the losers see a duplicate-object error and find the tables on their next try."""
+def storage_of(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
+    """The Optuna storage behind ``url``: a journal file (a path, no ``://``), or an RDB with heartbeats.
+    Workers that start together on a new database race to create its tables; the losers see a
+    duplicate-object error and find the tables on their next try."""
+    if "://" not in url:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
@@ -133,8 +140,28 @@ def _storage(url: str, attempts: int = 4) -> optuna.storages.RDBStorage:
             time.sleep(0.5 * (attempt + 1))
 
 
-def open_study(config: Config, storage: str | None = None) -> tuple[optuna.Study, Path]:
+def _default_storage(folder: Path, workers: int) -> str:
+    """SQLite in the study's folder for one worker; the journal file for several (or one that continues them)."""
+    journal, database = folder / STUDY_JOURNAL, folder / STUDY_DB
+    if workers > 1 and database.exists():
+        raise ConfigError(f"Study '{folder.name}' lives in {database} (SQLite), which several processes must not "
+                          "share. Continue it with --workers 1, or start a new study name for --workers "
+                          f"{workers} (a journal file), or give --storage postgresql://...")
+    return str(journal) if workers > 1 or journal.exists() else _sqlite_url(database)
+
+
+def _sampler(config: Config, worker: int = 0, workers: int = 1) -> optuna.samplers.BaseSampler:
+    # each worker draws its own stream; the constant liar keeps parallel workers off the points in flight
+    return optuna.samplers.TPESampler(seed=config.train.seed + worker, constant_liar=workers > 1)
+
+
+def open_study(config: Config, storage: str | None = None, workers: int = 1) -> tuple[optuna.Study, Path]:
     """Create the study named ``run.name`` (or load it to continue), checking it searches the same space.
+
+    Args:
+        config: the experiment (``run.root``/``run.name`` is the study's folder).
+        storage: an Optuna storage URL, or a journal file path; default: see :func:`tune`.
+        workers: worker processes that will share the study (more than one needs a shareable storage).
 
     Raises:
         ConfigError: when the storage cannot be opened, or the existing study has another space or objective.
@@ -146,11 +173,10 @@ def open_study(config: Config, storage: str | None = None) -> tuple[optuna.Study
     multi_label = TextDataModule(config=config.data).multi_label
     metric = monitored_metric(config.train.monitor, multi_label=multi_label)
     direction = "maximize" if greater_is_better(metric) else "minimize"
-    url = storage or _sqlite_url(folder / STUDY_DB)
+    url = storage or _default_storage(folder, workers)
     try:
-        rdb = _storage(url)
-        study = optuna.create_study(study_name=config.run.name, storage=rdb, direction=direction, load_if_exists=True,
-                                    sampler=optuna.samplers.TPESampler(seed=config.train.seed),
+        study = optuna.create_study(study_name=config.run.name, storage=storage_of(url), direction=direction,
+                                    load_if_exists=True, sampler=_sampler(config, 0, workers),
                                     pruner=_pruner(config.tune.pruner))
     except ValueError as exc:  # an existing study with another direction
         raise ConfigError(f"Study '{config.run.name}' in {url} cannot be continued: {exc}. "
@@ -169,18 +195,44 @@ def open_study(config: Config, storage: str | None = None) -> tuple[optuna.Study
     return study, folder
 
 
-def tune(config: Config, storage: str | None = None) -> TuneResult:
-    """Run the study of ``config`` until it holds ``tune.trials`` finished trials (or ``tune.timeout`` passes).
+def release_dead_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Mark failed the trials left running by a process of this machine that no longer exists (a kill -9).
 
-    Args:
-        config: the experiment; ``tune`` holds the space, trial count, timeout and pruner, and ``run.name``
-            names the study (its folder is ``<run.root>/<run.name>``).
-        storage: an Optuna storage URL; default SQLite in the study's folder.
-
-    Returns:
-        A :class:`TuneResult`; ``best_trial.json`` and the ``best_trial`` link are written in the study's folder.
+    RDB storages also notice this through heartbeats after ``GRACE_S``; a journal file has no heartbeat, so
+    without this a killed worker's trial would stay RUNNING for ever. Returns the numbers of the trials marked.
     """
-    study, folder = open_study(config, storage)
+    host, released = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            trial_id = storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name(study.study_name), trial.number)
+            storage.set_trial_user_attr(trial_id, "reason", f"worker {pid} died mid-trial")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            released.append(trial.number)
+    if released:
+        log.warning("Trials %s were left running by a process that died; marked failed.", released)
+    return released
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    try:  # a killed worker whose parent died too stays a zombie until init reaps it
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int) -> None:
+    """Run trials of ``study`` in this process until the study holds ``tune.trials`` counted ones."""
     space, metric = study.user_attrs["space"], study.user_attrs["metric"]
 
     def objective(trial: optuna.Trial) -> float:
@@ -195,12 +247,59 @@ def tune(config: Config, storage: str | None = None) -> TuneResult:
 
     # trials that ran to an end count, those of every worker on the study; failed ones (a bad combination,
     # a killed process) are tried again
-    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = config.tune.trials - sum(t.state in counted for t in study.trials)
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=config.tune.timeout, catch=(WorkbenchError,),
-                       callbacks=[optuna.study.MaxTrialsCallback(config.tune.trials, states=counted)],
-                       gc_after_trial=True)
+    study.optimize(objective, n_trials=n_trials, timeout=config.tune.timeout, catch=(WorkbenchError,),
+                   callbacks=[optuna.study.MaxTrialsCallback(config.tune.trials, states=COUNTED)],
+                   gc_after_trial=True)
+
+
+def _worker(config: Config, url: str, worker: int, workers: int, n_trials: int) -> None:
+    """One of ``workers`` processes of :func:`tune`: its share of the machine's cores, its own sampler seed."""
+    logging.basicConfig(level=logging.INFO, format=f"[worker {worker}] %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    study = optuna.load_study(study_name=config.run.name, storage=storage_of(url),
+                              sampler=_sampler(config, worker, workers), pruner=_pruner(config.tune.pruner))
+    _optimize(study, config, Path(config.run.root) / config.run.name, n_trials)
+
+
+def tune(config: Config, storage: str | None = None, workers: int = 1) -> TuneResult:
+    """Run the study of ``config`` until it holds ``tune.trials`` finished trials (or ``tune.timeout`` passes).
+
+    Args:
+        config: the experiment; ``tune`` holds the space, trial count, timeout and pruner, and ``run.name``
+            names the study (its folder is ``<run.root>/<run.name>``).
+        storage: an Optuna storage URL (e.g. ``postgresql://user@host/db`` for workers on several machines);
+            default: ``study.db`` (SQLite) in the study's folder, or ``study.journal`` with several workers.
+        workers: processes on this machine filling the study together, each with an equal share of the
+            cores. They may finish up to ``workers - 1`` trials beyond ``tune.trials`` (each checks the count
+            when its trial ends).
+
+    Returns:
+        A :class:`TuneResult`; ``best_trial.json`` and the ``best_trial`` link are written in the study's folder.
+
+    Example:
+        >>> tune(load_config("configs/trec.yaml", ["tune.trials=20"]), workers=2).best["params"]
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers {workers} must be at least 1.")
+    url = storage or _default_storage(Path(config.run.root) / config.run.name, workers)
+    study, folder = open_study(config, url, workers)
+    release_dead_trials(study, storage_of(url))
+    remaining = config.tune.trials - sum(t.state in COUNTED for t in study.trials)
+    if remaining > 0 and workers == 1:
+        _optimize(study, config, folder, remaining)
+    elif remaining > 0:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+        processes = [context.Process(target=_worker, args=(config, url, index, workers, remaining),
+                                     name=f"tune-worker-{index}") for index in range(workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        failed = [p.name for p in processes if p.exitcode != 0]
+        if failed:
+            log.warning("Workers %s stopped with an error; the study keeps what they finished.", failed)
     return TuneResult(study, folder, mark_best(study, folder))
 
 
@@ -251,7 +350,8 @@ def retrain_best(config: Config, best: dict, seeds: int = 3) -> dict:
 
 
 def storage_url(target: str | Path) -> str:
-    """The storage URL of a study: a study folder (its ``study.db``), a ``.db`` file, or a URL as it is.
+    """The storage of a study: a study folder (its ``study.journal`` or ``study.db``), one of those files, or a
+    URL as it is. The result opens with :func:`storage_of`.
 
     Raises:
         ConfigError: for a folder or file that holds no study.
@@ -260,11 +360,23 @@ def storage_url(target: str | Path) -> str:
     if "://" in text:
         return text
     path = Path(text)
-    database = path / STUDY_DB if path.is_dir() else path
-    if not database.is_file():
-        raise ConfigError(f"{path} holds no study ({STUDY_DB} missing). Give a study folder written by "
-                          "`workbench tune` (runs/<study>), its study.db, or a storage URL.")
-    return _sqlite_url(database)
+    if path.is_dir():
+        path = path / STUDY_JOURNAL if (path / STUDY_JOURNAL).is_file() else path / STUDY_DB
+    if not path.is_file():
+        raise ConfigError(f"{path} holds no study ({STUDY_DB} or {STUDY_JOURNAL} missing). Give a study folder "
+                          "written by `workbench tune` (runs/<study>), its study file, or a storage URL.")
+    return str(path) if path.name.endswith(".journal") else _sqlite_url(path)
+
+
+def study_exists(config: Config, storage: str | None = None) -> bool:
+    """Whether the study ``run.name`` already exists in ``storage`` (default: the study's folder)."""
+    try:
+        url = storage or storage_url(Path(config.run.root) / config.run.name)
+        return config.run.name in optuna.study.get_all_study_names(storage_of(url))
+    except ConfigError:
+        return False
+    except Exception as exc:  # an unreachable server
+        raise ConfigError(f"Cannot open the study storage {storage}: {str(exc).splitlines()[0]}.") from None
 
 
 def _sqlite_url(database: Path) -> str:
