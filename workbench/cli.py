@@ -1,4 +1,5 @@
-"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, tune, dashboard, speed and run.
+"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, tune, dashboard, ui, register,
+speed and run.
 
 The commands that build a config (train, config, cv, tune) take ``--config FILE`` (an experiment YAML holding
 only what differs from the defaults) and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
@@ -11,6 +12,9 @@ only what differs from the defaults) and dotted overrides such as ``train.lr=3e-
     workbench cv --config configs/trec.yaml --folds 5
     workbench tune --config configs/trec.yaml --trials 20 --workers 2
     workbench dashboard runs/trec
+    workbench ui mlflow runs
+    workbench register runs/trec/version_0 --name trec --alias champion
+    workbench predict models:/trec@champion --file questions.csv
     workbench speed runs/trec/version_0 --dataset trec --split test
     workbench run experiments/trec.yaml
 
@@ -174,6 +178,39 @@ def _dashboard(args) -> int:
     return 0
 
 
+def _ui(args) -> int:
+    import os
+
+    from workbench.track import MLFLOW_DB, check_installed
+
+    check_installed([args.tool])
+    root = Path(args.root)
+    if not root.is_dir():
+        raise WorkbenchError(f"{root} is not a folder of runs. Give the run.root your runs were written to (default: runs).")
+    if args.tool == "mlflow":
+        database = root / MLFLOW_DB
+        if not database.is_file():
+            raise WorkbenchError(f"{database} does not exist: no run under {root} was tracked with MLflow. "
+                                 "Train with run.track=[mlflow], or set MLFLOW_TRACKING_URI for another store.")
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                   f"sqlite:///{database.resolve()}", "--host", "127.0.0.1", "--port", str(args.port or 5000)]
+    else:
+        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1",
+                   "--port", str(args.port or 6006)]
+    print(f"{args.tool} on http://127.0.0.1:{args.port or (5000 if args.tool == 'mlflow' else 6006)}/ "
+          "(Ctrl-C stops it)", flush=True)
+    os.execv(sys.executable, command)  # the tool's own server replaces this process
+
+
+def _register(args) -> int:
+    from workbench.registry import register_run
+
+    record = register_run(args.run_dir, args.name, alias=args.alias)
+    print(f"registered {record['model_uri']} (version {record['version']}) in {record['tracking_uri']}, "
+          f"MLflow run {record['run_id']}")
+    return 0
+
+
 def _speed(args) -> int:
     from workbench.data import TextDataModule
     from workbench.datafiles import read_table, require_columns
@@ -225,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data")
-    evaluate.add_argument("model", help="saved model folder, run directory or checkpoints/best-model.ckpt")
+    evaluate.add_argument("model", help="saved model folder, run directory, checkpoints/best-model.ckpt or models:/NAME@alias")
     evaluate.add_argument("--file", help="labelled .csv/.tsv/.jsonl/.parquet file")
     evaluate.add_argument("--dataset", help="catalog dataset name")
     evaluate.add_argument("--split", default="validation", help="catalog split (default: validation)")
@@ -235,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_evaluate)
 
     predict = sub.add_parser("predict", help="label texts from a file or standard input (JSON lines out)")
-    predict.add_argument("model", help="saved model folder, run directory or checkpoints/best-model.ckpt")
+    predict.add_argument("model", help="saved model folder, run directory, checkpoints/best-model.ckpt or models:/NAME@alias")
     predict.add_argument("--file", help="file with a text column; without it, one text per stdin line")
     predict.add_argument("--text-column", default="text")
     predict.add_argument("--proba", action="store_true", help="include class probabilities")
@@ -270,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("study", help="a study folder (runs/<study>), its study.db, or a storage URL")
     dashboard.add_argument("--port", type=int, default=8080)
     dashboard.set_defaults(func=_dashboard)
+
+    ui = sub.add_parser("ui", help="the MLflow or TensorBoard UI on the runs' stores, on 127.0.0.1")
+    ui.add_argument("tool", choices=["mlflow", "tensorboard"])
+    ui.add_argument("root", nargs="?", default="runs", help="the runs folder (run.root, default: runs)")
+    ui.add_argument("--port", type=int, help="default: 5000 for mlflow, 6006 for tensorboard")
+    ui.set_defaults(func=_ui)
+
+    register = sub.add_parser("register", help="register a run's model in the MLflow model registry")
+    register.add_argument("run_dir", help="a finished run directory (runs/<name>/version_N)")
+    register.add_argument("--name", required=True, help="the registered model's name")
+    register.add_argument("--alias", help="an alias to point at the new version, e.g. champion")
+    register.set_defaults(func=_register)
 
     speed = sub.add_parser("speed", help="inference latency (p50/p95/p99) and throughput by batch size and length")
     speed.add_argument("model", help="saved model folder or run directory")

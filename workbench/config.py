@@ -37,6 +37,7 @@ PRECISIONS = ("32", "16", "bf16", "16-mixed", "bf16-mixed")
 # {int: [low, high]} (both ends included) or {choice: [a, b, ...]}.
 SEARCH_DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 PRUNERS = ("median", "hyperband", "none")
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # run.track: experiment trackers each run reports to
 DEFAULT_SEARCH_SPACE = {  # a space that suits fine-tuning a small encoder, used when tune.space is empty
     "train.lr": {"log_uniform": [1.0e-5, 5.0e-4]},
     "train.warmup": {"uniform": [0.0, 0.1]},
@@ -187,9 +188,15 @@ class RunConfig:
 
     name: str = _help("Run name: outputs go to <root>/<name>/version_N/.", "default")
     root: str = _help("Root folder of all runs.", "runs")
+    track: list[str] = _help("Experiment trackers to report to, any of tensorboard, wandb, mlflow ([] = none).",
+                             None, list)
+    mlflow_uri: str | None = _help("MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else SQLite <root>/mlflow.db).",
+                                   None)
 
     def __post_init__(self):
         _require(bool(self.name) and "/" not in self.name, f"run.name={self.name!r} must be a non-empty folder name.")
+        for name in self.track:
+            _require_choice("run", "track", name, TRACKERS)
 
 
 @dataclass
@@ -229,11 +236,14 @@ class Config:
         _validate(cfg)
         return cfg
 
+    def flat(self) -> dict:
+        """Every setting under its dotted key, e.g. ``{"data.dataset": "trec", "train.lr": 5e-05, ...}``."""
+        return {f"{section}.{key}": value for section, values in self.to_dict().items() for key, value in values.items()}
+
     def changes(self) -> dict:
         """The dotted keys whose values differ from the defaults, e.g. ``{"train.lr": 0.0001}``."""
-        default, ours = Config().to_dict(), self.to_dict()
-        return {f"{section}.{key}": value for section, values in ours.items() for key, value in values.items()
-                if default[section][key] != value}
+        default = Config().flat()
+        return {key: value for key, value in self.flat().items() if default[key] != value}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

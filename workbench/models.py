@@ -30,6 +30,7 @@ from workbench.metrics import labels_from_proba
 from workbench.runs import model_folder
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.text import TextProcessor
+from workbench.track import REGISTRY_PREFIX, registered_model_folder
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "workbench_model.json"
@@ -329,10 +330,14 @@ class TextClassificationModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> TextClassificationModel:
-        """Load a model written by :meth:`save_pretrained` (or a training checkpoint folder).
+        """Load a model written by :meth:`save_pretrained`, a run directory, a training checkpoint folder, or a
+        registered model (``models:/NAME@alias`` or ``models:/NAME/VERSION``, see :mod:`workbench.registry`).
 
-        Raises ModelLoadError naming the file when the folder is incomplete or a file is corrupt.
+        Raises ModelLoadError naming the file when the folder is incomplete or a file is corrupt, or the
+        registered name or alias does not exist.
         """
+        if str(folder).startswith(REGISTRY_PREFIX):
+            folder = registered_model_folder(str(folder))
         folder = Path(folder)
         if folder.is_dir() and not (folder / META_FILE).exists():
             folder = model_folder(folder)  # a run directory: its best model

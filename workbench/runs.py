@@ -57,6 +57,7 @@ class RunDir:
     CONFIG, METRICS, ENV, LABELS = "config.yaml", "metrics.json", "env.json", "labels.json"
     LOG, SUMMARY, CALIBRATION = "log.jsonl", "summary.md", "calibration.json"
     BEST, LAST, CHECKPOINTS = "best", "last", "checkpoints"
+    TRACKING, TENSORBOARD = "tracking.json", "tensorboard"  # workbench.track: tracker run ids, TensorBoard events
     FINISHED = (CONFIG, METRICS)  # written last: a run with both has finished
     VERSION = "version_"
 

@@ -39,6 +39,7 @@ from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classi
                                monitored_metric, multilabel_metrics, tune_thresholds)
 from workbench.models import TextClassificationModel
 from workbench.runs import Run, RunDir, environment_info, load_run, point_link, resume_point, summary_markdown
+from workbench.track import StudyRun, Tracking, check_installed, data_description
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,8 @@ class Trainer:
             ``device``, ``precision`` and ``log_every``. ``gpus=1`` or ``precision=16`` without a GPU warn
             and train on the CPU in 32-bit.
         run_name, run_root: outputs go to ``<run_root>/<run_name>/version_N/``.
+        study: the tuning study (:class:`~workbench.track.StudyRun`) this run is a trial of; its trackers
+            group the run under the study.
         checkpoint_dir: after ``fit``, ``<checkpoint_dir>/best-model.ckpt`` points at the best model
             (a folder that ``TextClassificationModel.load_from_checkpoint`` reads). None to skip.
         **options: any TrainConfig field, e.g. ``lr=3e-5``, ``early_stopping_patience=2``.
@@ -216,7 +219,7 @@ class Trainer:
     def __init__(self, config: TrainConfig | Config | None = None, *, max_epochs: float | None = None,
                  gpus: int | None = None, precision: int | str | None = None, log_every_n_steps: int | None = None,
                  run_name: str | None = None, run_root: str | None = None, checkpoint_dir: str | None = "checkpoints",
-                 callbacks: list[TrainerCallback] | None = None, **options):
+                 callbacks: list[TrainerCallback] | None = None, study: StudyRun | None = None, **options):
         run = RunConfig()
         if isinstance(config, Config):
             config, run = config.train, config.run
@@ -229,7 +232,7 @@ class Trainer:
             raise ConfigError(f"Trainer got unknown option(s) {', '.join(unknown)}. Valid: {', '.join(sorted(valid))}.")
         self.config = replace(config, **{k: v for k, v in shortcuts.items() if v is not None}, **options)
         self.run = replace(run, **{k: v for k, v in {"name": run_name, "root": run_root}.items() if v is not None})
-        self.gpus, self.checkpoint_dir, self.callbacks = gpus, checkpoint_dir, list(callbacks or [])
+        self.gpus, self.checkpoint_dir, self.callbacks, self.study = gpus, checkpoint_dir, list(callbacks or []), study
         self.device, self.precision = _resolve_device_and_precision(self.config, gpus)
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -321,11 +324,16 @@ class Trainer:
             hidden_layers=model.head_options["hidden_layers"], activation=model.head_options["activation"],
             freeze_embeddings=model.freeze_embeddings), train=cfg, run=self.run)
         config.save(run / RunDir.CONFIG)
-        run.write_json(RunDir.ENV, {**environment_info(cfg.seed), "device": self.device, "precision": self.precision})
+        environment = {**environment_info(cfg.seed), "device": self.device, "precision": self.precision}
+        run.write_json(RunDir.ENV, environment)
         run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
         callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        tracking = None
+        if config.run.track:
+            tracking = Tracking(config, run, environment, _data_description(datamodule), study=self.study)
+            callbacks.extend(tracking.start())
         hf = _HFTrainer(model=model, args=self._arguments(run, datamodule), train_dataset=datamodule.train_dataset,
                         eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
                         compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
@@ -333,14 +341,22 @@ class Trainer:
         log.info("Run directory: %s", run_dir)
         try:
             output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
+            metrics = self._finish(hf, model, datamodule, run, output, start_epoch)
         except KeyboardInterrupt:
+            if tracking:
+                tracking.finish(None, status="KILLED")
             last = run.latest_checkpoint()
             raise KeyboardInterrupt(
                 f"Training interrupted. {'Checkpoint ' + str(last) + ' is kept' if last else 'No checkpoint was written yet'}; "
                 f"resume with `workbench train ... --resume {run_dir}` or Trainer.fit(..., resume='{run_dir}')."
             ) from None
-        start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
-        metrics = self._finish(hf, model, datamodule, run, output, start_epoch)
+        except BaseException:  # an error, or a tuning trial stopped by its pruner
+            if tracking:
+                tracking.finish(None)
+            raise
+        if tracking:
+            tracking.finish(metrics)
         return FitResult(run_dir, metrics, model)
 
     def _run_dir_and_checkpoint(self, resume) -> tuple[RunDir, Path | None]:
@@ -391,8 +407,14 @@ class Trainer:
         return metrics
 
 
+def _data_description(dm: TextDataModule) -> str:
+    sizes = {"train": len(dm.train_dataset), "validation": len(dm.val_dataset),
+             "test": len(dm.test_dataset) if dm.test_dataset is not None else 0}
+    return data_description(dm.config.dataset or dm.config.train_file, sizes, dm.label_names)
+
+
 def train(config: Config, resume: bool | str | Path = False, callbacks: list | None = None, *,
-          label_map: LabelMap | None = None) -> FitResult:
+          label_map: LabelMap | None = None, study: StudyRun | None = None) -> FitResult:
     """Everything ``workbench train`` does: build the data module and the model from ``config``, then fit.
 
     Args:
@@ -401,17 +423,20 @@ def train(config: Config, resume: bool | str | Path = False, callbacks: list | N
         callbacks: extra ``transformers.TrainerCallback`` objects.
         label_map: the labels the model predicts; by default those of the training data. Cross-validation
             gives every fold the labels of the whole pool, so a rare label held out with its fold is still known.
+        study: the tuning study this run is a trial of (for its trackers).
 
     Example:
         >>> result = train(load_config("configs/tiny.yaml", {"train.lr": 3e-5}))  # doctest: +SKIP
         >>> result.run_dir, result.metrics["validation"]["accuracy"]  # doctest: +SKIP
     """
+    check_installed(config.run.track)  # before minutes of loading, not after
     dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed)
     dm.setup(label_map=label_map)
     log.info("data: %d train / %d validation examples, %d labels, %d batches per epoch", len(dm.train_dataset),
              len(dm.val_dataset), dm.num_labels, len(dm.train_batch_sampler()))
     model = TextClassificationModel.from_config(config.model, dm.label_names, dm.multi_label, seed=config.train.seed)
-    return Trainer(config, checkpoint_dir=None, callbacks=callbacks).fit(model, dm, resume=resume, full_config=config)
+    return Trainer(config, checkpoint_dir=None, callbacks=callbacks, study=study).fit(model, dm, resume=resume,
+                                                                                      full_config=config)
 
 
 def ensure_run(run_dir: str | Path | None, **small_run: object) -> Run:

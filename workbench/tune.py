@@ -46,6 +46,7 @@ from workbench.data import TextDataModule
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.metrics import greater_is_better, monitored_metric
 from workbench.runs import RunDir, point_link
+from workbench.track import StudyRun, close_study_run, mlflow_uri, study_parent_run
 from workbench.trainer import train
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def _alive(pid: int) -> bool:
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int) -> None:
+def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int, study_run: StudyRun) -> None:
     """Run trials of ``study`` in this process until the study holds ``tune.trials`` counted ones."""
     space, metric = study.user_attrs["space"], study.user_attrs["metric"]
 
@@ -239,7 +240,7 @@ def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int) 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             trial_cfg = trial_config(config, suggest(trial, space), folder, trial.number)
-            result = train(trial_cfg, callbacks=[PruningCallback(trial, metric)])
+            result = train(trial_cfg, callbacks=[PruningCallback(trial, metric)], study=study_run)
         except WorkbenchError as exc:
             trial.set_user_attr("reason", str(exc))
             raise
@@ -252,7 +253,7 @@ def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int) 
                    gc_after_trial=True)
 
 
-def _worker(config: Config, url: str, worker: int, workers: int, n_trials: int) -> None:
+def _worker(config: Config, url: str, worker: int, workers: int, n_trials: int, study_run: StudyRun) -> None:
     """One of ``workers`` processes of :func:`tune`: its share of the machine's cores, its own sampler seed."""
     logging.basicConfig(level=logging.INFO, format=f"[worker {worker}] %(levelname)s %(name)s: %(message)s")
     import torch
@@ -260,7 +261,7 @@ def _worker(config: Config, url: str, worker: int, workers: int, n_trials: int) 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     study = optuna.load_study(study_name=config.run.name, storage=storage_of(url),
                               sampler=_sampler(config, worker, workers), pruner=_pruner(config.tune.pruner))
-    _optimize(study, config, Path(config.run.root) / config.run.name, n_trials)
+    _optimize(study, config, Path(config.run.root) / config.run.name, n_trials, study_run)
 
 
 def tune(config: Config, storage: str | None = None, workers: int = 1) -> TuneResult:
@@ -286,12 +287,19 @@ def tune(config: Config, storage: str | None = None, workers: int = 1) -> TuneRe
     url = storage or _default_storage(Path(config.run.root) / config.run.name, workers)
     study, folder = open_study(config, url, workers)
     release_dead_trials(study, storage_of(url))
+    study_run = StudyRun(config.run.name)
+    if "mlflow" in config.run.track:  # one MLflow run for the study, in the store of runs/, trials its children
+        config = config.updated({"run.mlflow_uri": mlflow_uri(config.run.root, config.run.mlflow_uri)})
+        parent = study_parent_run(config, study.user_attrs.get("mlflow_run_id"), study.user_attrs["space"],
+                                  study.user_attrs["metric"])
+        study.set_user_attr("mlflow_run_id", parent)
+        study_run = StudyRun(config.run.name, parent)
     remaining = config.tune.trials - sum(t.state in COUNTED for t in study.trials)
     if remaining > 0 and workers == 1:
-        _optimize(study, config, folder, remaining)
+        _optimize(study, config, folder, remaining, study_run)
     elif remaining > 0:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-        processes = [context.Process(target=_worker, args=(config, url, index, workers, remaining),
+        processes = [context.Process(target=_worker, args=(config, url, index, workers, remaining, study_run),
                                      name=f"tune-worker-{index}") for index in range(workers)]
         for process in processes:
             process.start()
@@ -300,7 +308,10 @@ def tune(config: Config, storage: str | None = None, workers: int = 1) -> TuneRe
         failed = [p.name for p in processes if p.exitcode != 0]
         if failed:
             log.warning("Workers %s stopped with an error; the study keeps what they finished.", failed)
-    return TuneResult(study, folder, mark_best(study, folder))
+    best = mark_best(study, folder)
+    if study_run.mlflow_run_id:
+        close_study_run(config, study_run.mlflow_run_id, best)
+    return TuneResult(study, folder, best)
 
 
 def mark_best(study: optuna.Study, folder: Path) -> dict | None:
@@ -331,6 +342,8 @@ def retrain_best(config: Config, best: dict, seeds: int = 3) -> dict:
     """
     folder = Path(config.run.root) / config.run.name
     metric = best["metric"]
+    if "mlflow" in config.run.track:  # the retrained runs report to the store of runs/, like the trials
+        config = config.updated({"run.mlflow_uri": mlflow_uri(config.run.root, config.run.mlflow_uri)})
     rows = []
     for offset in range(seeds):
         seed = config.train.seed + offset
