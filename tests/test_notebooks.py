@@ -30,6 +30,10 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     assert inspect["04_error_analysis"]["results"]["examples"] == 100
     assert inspect["05_explain"]["results"]["explained"] == 4  # two chosen texts, two mistakes
     assert state["experiments"]["trec_tiny_cv"]["notebooks"]["06_cross_validation"]["results"]["examples"] == 300
+    study = state["experiments"]["tune_tiny"]["notebooks"]["10_tune"]
+    assert study["results"]["trials"] == 3 and Path(tiny_reports, study["results"]["run_dir"]).is_dir()
+    html = (tiny_reports / "reports" / study["html"]).read_text()
+    assert html.count("data:image/png") >= 4  # history, importances, slices, the best trial's curves: static images
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

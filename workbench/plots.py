@@ -284,3 +284,68 @@ def latency_figure(table: pd.DataFrame) -> Figure:
     speed_ax.set(ylabel="examples / s", title="Throughput")
     latency_ax.set(ylabel="ms per batch", title="Latency", yscale="log")
     return fig
+
+
+# -- hyperparameter search (workbench.tune): figures of a study's trials table ---------------------
+# Optuna's own matplotlib plots draw through pyplot's global state and return Axes; these take the plain
+# trials table (:meth:`workbench.tune.TuneResult.trials_table`) like every figure here.
+
+def optimization_history_figure(trials: pd.DataFrame, metric: str) -> Figure:
+    """Each trial's objective by trial number, and the best so far as a step line.
+
+    Args:
+        trials: one row per trial with ``trial``, ``state``, ``value`` and ``last_value`` (the last evaluation a
+            pruned trial reported, drawn as a cross).
+        metric: the objective's name (its direction comes from :func:`workbench.metrics.greater_is_better`).
+    """
+    _check_columns(trials, ["trial", "state", "value", "last_value"], "optimization_history_figure")
+    fig, ax = _figure(8.0, 4.0)
+    done = trials[trials["state"] == "COMPLETE"].sort_values("trial")
+    pruned = trials[trials["state"] == "PRUNED"]
+    ax.plot(done["trial"], done["value"], "o", color="tab:blue", label="completed")
+    if len(pruned):
+        ax.plot(pruned["trial"], pruned["last_value"], "x", color="tab:red", label="pruned (last evaluation)")
+    if len(done):
+        best = done["value"].cummax() if greater_is_better(metric) else done["value"].cummin()
+        ax.step(done["trial"], best, where="post", color="tab:green", label="best so far")
+    failed = int((trials["state"] == "FAIL").sum())
+    ax.set(xlabel="trial", ylabel=f"validation {metric}",
+           title=f"Optimization history ({len(done)} completed, {len(pruned)} pruned, {failed} failed)")
+    ax.legend()
+    return fig
+
+
+def param_importance_figure(importances: dict[str, float]) -> Figure:
+    """Horizontal bars of each searched parameter's importance (fANOVA, from ``optuna.importance``), largest on top."""
+    fig, ax = _figure(7.0, max(2.5, 0.45 * len(importances) + 1.2))
+    if not importances:
+        ax.text(0.5, 0.5, "importances need at least two completed trials\nthat differ in their parameters",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    names, values = zip(*sorted(importances.items(), key=lambda item: item[1]))
+    ax.barh(names, values, color="tab:purple")
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {value:.2f}", va="center")
+    ax.set(xlabel="importance (share of the objective's variance)", title="Parameter importances", xlim=(0, 1.1))
+    return fig
+
+
+def slice_figure(trials: pd.DataFrame, params: Sequence[str], metric: str) -> Figure:
+    """One panel per parameter: each completed trial's objective against the value it tried, coloured by trial
+    number (later trials darker); a log axis for parameters searched on a log scale."""
+    _check_columns(trials, ["trial", "state", "value", *params], "slice_figure")
+    done = trials[trials["state"] == "COMPLETE"]
+    fig, axes = _figure(3.4 * max(1, len(params)), 3.4, ncols=max(1, len(params)), squeeze=False)
+    for ax, param in zip(axes[0], params):
+        values = done[param]
+        points = ax.scatter(values.astype(float) if values.map(np.isreal).all() else values.astype(str),
+                            done["value"], c=done["trial"], cmap="Blues", vmin=-2, edgecolors="black", linewidths=0.5)
+        numeric = pd.to_numeric(values, errors="coerce")
+        if len(numeric) and numeric.notna().all() and (numeric > 0).all() and numeric.max() / numeric.min() > 20:
+            ax.set_xscale("log")
+        ax.set(xlabel=param, title=param)
+    axes[0][0].set_ylabel(f"validation {metric}")
+    if len(done):
+        fig.colorbar(points, ax=axes[0][-1], label="trial")
+    return fig

@@ -115,13 +115,24 @@ class TuneResult:
     best: dict | None
 
     def trials_table(self) -> pd.DataFrame:
-        """One row per trial: number, state, value, the suggested parameters, seconds, run directory, reason."""
+        """One row per trial: number, state, value, the suggested parameters, the evaluations it reported and the
+        last of them, seconds, run directory and the reason it was pruned or failed."""
         rows = []
         for t in self.study.trials:
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
-            rows.append({"trial": t.number, "state": t.state.name, "value": t.value, **t.params, "seconds": seconds,
-                         "run_dir": t.user_attrs.get("run_dir"), "reason": t.user_attrs.get("reason")})
+            reported = [t.intermediate_values[step] for step in sorted(t.intermediate_values)]
+            rows.append({"trial": t.number, "state": t.state.name, "value": t.value, **t.params,
+                         "evaluations": len(reported), "last_value": reported[-1] if reported else None,
+                         "seconds": seconds, "run_dir": t.user_attrs.get("run_dir"), "reason": t.user_attrs.get("reason")})
         return pd.DataFrame(rows)
+
+    def importances(self) -> dict[str, float]:
+        """Each searched parameter's importance to the objective (Optuna's fANOVA evaluator), summing to 1;
+        empty while fewer than two completed trials differ in their parameters."""
+        try:
+            return optuna.importance.get_param_importances(self.study)
+        except (ValueError, RuntimeError):  # too few completed trials, or nothing varies
+            return {}
 
 
 def storage_of(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
