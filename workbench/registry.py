@@ -25,7 +25,6 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 
-import workbench
 from workbench.errors import WorkbenchError
 from workbench.models import TextClassificationModel
 from workbench.runs import RunDir, load_run
@@ -91,7 +90,7 @@ def register_run(run_dir: str | Path, name: str, alias: str | None = None) -> di
                           tags=None if run_id else {"workbench.run_dir": str(Path(run.path).resolve())}) as active:
         info = mlflow.pyfunc.log_model(
             name=ARTIFACT, python_model=TextClassifierPyfunc(), artifacts={ARTIFACT: str(RunDir(run.path).best)},
-            code_paths=[str(Path(workbench.__file__).parent)], input_example=example, pip_requirements=requirements,
+            code_paths=[str(Path(__file__).resolve().parent)], input_example=example, pip_requirements=requirements,
             registered_model_name=name, metadata={"labels": model.label_names, "multi_label": model.multi_label,
                                                   "workbench_run_dir": str(Path(run.path).resolve())})
         run_id = active.info.run_id

@@ -1,0 +1,38 @@
+"""ARCHITECTURE.md's layer table is the rule: a module imports only modules of lower layers (cli excepted,
+whose imports are deferred for startup time), and every module of workbench/ has a row."""
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def layers() -> dict[str, int]:
+    table = {}
+    for line in (REPO / "ARCHITECTURE.md").read_text().splitlines():
+        match = re.match(r"\|\s*(\d+)\s*\|(.*?)\|", line)
+        if match:
+            for name in re.findall(r"`(\w+)`", match.group(2)):
+                table[name] = int(match.group(1))
+    return table
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workbench."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("workbench.")}
+    return found
+
+
+def test_every_module_imports_only_lower_layers():
+    table = layers()
+    modules = sorted(p for p in (REPO / "workbench").glob("*.py") if p.stem != "__init__")
+    assert {p.stem for p in modules} <= set(table), "a module of workbench/ has no row in ARCHITECTURE.md"
+    upward = [f"{p.stem} (layer {table[p.stem]}) imports {name} (layer {table[name]})"
+              for p in modules if p.stem != "cli" for name in sorted(imported_modules(p))
+              if table[name] >= table[p.stem]]
+    assert not upward, upward
