@@ -112,6 +112,22 @@ def test_tuning_trials_are_child_runs_of_the_study(tiny_bert, sentiment_files, m
     assert {float(r.data.params["train.lr"]) for r in children} == set(result.trials_table()["train.lr"])
     assert parent.data.metrics["best.accuracy"] == result.best["value"] and parent.info.status == "FINISHED"
     assert json.loads(parent.data.tags["best_params"]) == result.best["params"]
+    assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def test_a_pruned_trial_is_a_killed_child_run_with_its_reason(tiny_bert, sentiment_files, monkeypatch):
+    import optuna
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("workbench.tune._pruner", lambda name: optuna.pruners.ThresholdPruner(lower=1.1))
+    config = tracked_config(tiny_bert, sentiment_files, **{
+        "run.name": "pruned", "run.track": ["mlflow"], "train.epochs": 2, "tune.trials": 1,
+        "tune.space": {"train.lr": {"log_uniform": [1e-4, 1e-3]}}})
+    assert tune(config).trials_table()["state"].tolist() == ["PRUNED"]
+    client = mlflow.MlflowClient(f"sqlite:///{Path('runs/mlflow.db').resolve()}")
+    [child] = [r for r in client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+               if r.info.run_name == "trial_0/version_0"]
+    assert child.info.status == "KILLED" and child.data.tags["workbench.pruned"].startswith("pruned at step")
 
 
 def _free_port() -> int:

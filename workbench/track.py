@@ -248,6 +248,18 @@ def close_study_run(config: Config, run_id: str, best: dict | None) -> None:
     client.set_terminated(run_id)
 
 
+def mark_pruned(run_dir: str | Path, reason: str) -> None:
+    """Mark a trial's MLflow run KILLED with the pruner's reason (training ended it as FAILED)."""
+    import mlflow
+
+    tracked = RunDir(run_dir) / RunDir.TRACKING
+    run_id = json.loads(tracked.read_text()).get("mlflow_run_id") if tracked.exists() else None
+    if run_id:
+        client = mlflow.MlflowClient()  # the store tracking set
+        client.set_tag(run_id, "workbench.pruned", reason)
+        client.set_terminated(run_id, "KILLED")
+
+
 # -- the model registry ------------------------------------------------------------------------
 
 def registered_model_folder(uri: str, tracking_uri: str | None = None) -> Path:

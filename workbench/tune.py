@@ -46,7 +46,7 @@ from workbench.data import TextDataModule
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.metrics import greater_is_better, monitored_metric
 from workbench.runs import RunDir, point_link
-from workbench.track import StudyRun, close_study_run, mlflow_uri, study_parent_run
+from workbench.track import StudyRun, close_study_run, mark_pruned, mlflow_uri, study_parent_run
 from workbench.trainer import train
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,10 @@ def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int, 
             result = train(trial_cfg, callbacks=[PruningCallback(trial, metric)], study=study_run)
         except WorkbenchError as exc:
             trial.set_user_attr("reason", str(exc))
+            raise
+        except optuna.TrialPruned as exc:  # its trackers closed the run as failed; say what happened
+            if "mlflow" in config.run.track and trial.user_attrs.get("run_dir"):
+                mark_pruned(trial.user_attrs["run_dir"], str(exc))
             raise
         return float(result.metrics["best_metric"])
 
