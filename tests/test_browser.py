@@ -51,10 +51,10 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     index = tiny_reports / "reports" / "index.html"
     page.goto(index.as_uri())
     rows = page.locator("table#reports tbody tr")
-    assert rows.count() == 12
-    assert page.locator(".status.ok").count() == 12
+    assert rows.count() == 13
+    assert page.locator(".status.ok").count() == 13
     hrefs = page.eval_on_selector_all("table#reports a", "links => links.map(a => a.href)")
-    assert len(hrefs) == 24  # an HTML page and the notebook for each row
+    assert len(hrefs) == 26  # an HTML page and the notebook for each row
     for href in hrefs:
         assert Path(urllib.request.url2pathname(href.removeprefix("file://"))).is_file(), href
     page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
