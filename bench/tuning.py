@@ -177,6 +177,25 @@ def tracking(args, record: dict) -> None:
     print(f"tracking overhead: {record['tracking']['overhead']:.2%} (all three trackers against none)", flush=True)
 
 
+def recount(args, record: dict) -> None:
+    """Add the epochs each trial trained to an existing pruning result, from the trials' logs in runs/bench_tune
+    (for a result written before the script counted them)."""
+    import optuna
+
+    saved = json.loads(Path(args.out).read_text())
+    for pruner, study in saved["pruning"]["studies"].items():
+        folder = BENCH_ROOT / f"{args.dataset}_pruner_{pruner}"
+        trials = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'study.db'}").trials
+        epochs = [round(_epochs(t.user_attrs.get("run_dir")), 3) for t in trials]
+        study.update(epochs_trained=round(sum(epochs), 2), trial_epochs=epochs)
+    studies = saved["pruning"]["studies"]
+    saved["pruning"]["training_saved"] = round(1 - studies["median"]["epochs_trained"] / studies["none"]["epochs_trained"], 3)
+    saved.setdefault("recounted", record["command"])
+    record.clear()
+    record.update(saved)
+    print(f"pruning saved {saved['pruning']['training_saved']:.1%} of the training (epochs)", flush=True)
+
+
 def _write(path: str, record: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=2, default=str))
@@ -184,7 +203,7 @@ def _write(path: str, record: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["pruning", "workers", "tracking"])
+    parser.add_argument("part", choices=["pruning", "workers", "tracking", "recount"])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="trec")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=3)
@@ -194,8 +213,8 @@ def main() -> None:
     args = parser.parse_args()
     record = {"command": " ".join(["python", "bench/tuning.py", *sys.argv[1:]]), "machine": machine_info(),
               "dataset": args.dataset, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    {"pruning": pruning, "workers": workers, "tracking": tracking}[args.part](args, record)
-    record["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    {"pruning": pruning, "workers": workers, "tracking": tracking, "recount": recount}[args.part](args, record)
+    record.setdefault("finished", time.strftime("%Y-%m-%d %H:%M:%S"))
     _write(args.out, record)
 
 
