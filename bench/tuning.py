@@ -157,7 +157,7 @@ def tracking(args, record: dict) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     subset = args.train_subset or 20000
     results = []
-    for index, track in enumerate(([], ALL_TRACKERS, ALL_TRACKERS, [])[: 2 * args.repeats]):
+    for index, track in enumerate(([], list(ALL_TRACKERS), list(ALL_TRACKERS), [])[: 2 * args.repeats]):
         name = f"tracking_{'all' if track else 'none'}_{index}"
         _fresh(name)
         config = load_config(ROOT / "configs/sst2.yaml", {"data.train_subset": subset, "train.log_every": 10,

@@ -267,8 +267,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is list:
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip() else []
+        if isinstance(value, tuple):
+            value = list(value)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}={value!r} must be a list, e.g. {key}=[256,128].")
+            example = "[256,128]" if args and args[0] is int else "[a,b]"
+            raise ConfigError(f"{key}={value!r} must be a list, e.g. {key}={example}.")
         return [_coerce(v, args[0], key) for v in value] if args else value
     if annotation is bool:
         if isinstance(value, bool):
