@@ -155,6 +155,7 @@ def tracking(args, record: dict) -> None:
     """One SST-2 training run of about 3 minutes, with no tracker and with all three, in ABBA order so that a
     drift in the machine's speed cancels; logging every 10 steps, to give the trackers plenty to do."""
     os.environ.setdefault("WANDB_MODE", "offline")
+    record["dataset"] = "sst2"
     subset = args.train_subset or 20000
     results = []
     for index, track in enumerate(([], list(ALL_TRACKERS), list(ALL_TRACKERS), [])[: 2 * args.repeats]):
