@@ -213,3 +213,28 @@ def test_register_a_run_and_load_it_back_by_alias(tiny_bert, sentiment_files, mo
     assert main(["predict", "models:/sentiment@nobody", "--file", "texts.csv"]) == 2
     err = capsys.readouterr().err
     assert "models:/sentiment@nobody is not in the model registry" in err and "workbench register" in err
+
+
+def test_a_resumed_run_reports_to_the_same_tracker_runs(tiny_bert, sentiment_files, monkeypatch):
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = tracked_config(tiny_bert, sentiment_files, **{"train.epochs": 3, "train.eval_every": 2, "run.name": "cut"})
+    with pytest.raises(KeyboardInterrupt, match="resume with"):
+        train(config, callbacks=[Interrupt()])
+    client = mlflow.MlflowClient(f"sqlite:///{Path('runs/mlflow.db').resolve()}")
+    first = json.loads(Path("runs/cut/version_0", RunDir.TRACKING).read_text())
+    assert client.get_run(first["mlflow_run_id"]).info.status == "KILLED"
+    resumed = train(config, resume=True)
+    assert json.loads((resumed.run_dir / RunDir.TRACKING).read_text()) == first  # the same MLflow and W&B runs
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and "final.validation.accuracy" in run.data.metrics
+    steps = [m.step for m in client.get_metric_history(first["mlflow_run_id"], "loss")]
+    assert min(steps) == 1 and max(steps) == resumed.metrics["train"]["optimizer_steps"]  # both halves, one run
+    assert len(client.search_runs([run.info.experiment_id])) == 1
