@@ -21,7 +21,7 @@ Run (each from the repository root; the numbers in bench/README.md came from the
     python bench/tuning.py pruning --dataset trec --out bench/results/tune_trec.json
     python bench/tuning.py pruning --dataset sst2 --out bench/results/tune_sst2.json
     python bench/tuning.py workers --dataset trec --trials 8 --out bench/results/tune_workers.json
-    python bench/tuning.py tracking --out bench/results/tracking_overhead.json
+    python bench/tuning.py tracking --repeats 1 --out bench/results/tracking_overhead.json   (--repeats 2: ABBA)
 """
 
 from __future__ import annotations
