@@ -19,7 +19,7 @@ load (the wall times do: this 2-core machine is shared).
 
 Run (each from the repository root; the numbers in bench/README.md came from these commands):
     python bench/tuning.py pruning --dataset trec --out bench/results/tune_trec.json
-    python bench/tuning.py pruning --dataset sst2 --out bench/results/tune_sst2.json
+    python bench/tuning.py pruning --dataset sst2 --trials 10 --out bench/results/tune_sst2.json
     python bench/tuning.py workers --dataset trec --trials 8 --out bench/results/tune_workers.json
     python bench/tuning.py tracking --repeats 1 --out bench/results/tracking_overhead.json   (--repeats 2: ABBA)
 """

@@ -181,19 +181,21 @@ def _dashboard(args) -> int:
 def _ui(args) -> int:
     import os
 
-    from workbench.track import MLFLOW_DB, check_installed
+    from workbench.track import check_installed, mlflow_uri
 
     check_installed([args.tool])
     root = Path(args.root)
     if not root.is_dir():
         raise WorkbenchError(f"{root} is not a folder of runs. Give the run.root your runs were written to (default: runs).")
     if args.tool == "mlflow":
-        database = root / MLFLOW_DB
-        if not database.is_file():
-            raise WorkbenchError(f"{database} does not exist: no run under {root} was tracked with MLflow. "
-                                 "Train with run.track=[mlflow], or set MLFLOW_TRACKING_URI for another store.")
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                   f"sqlite:///{database.resolve()}", "--host", "127.0.0.1", "--port", str(args.port or 5000)]
+        store = mlflow_uri(root)  # $MLFLOW_TRACKING_URI, else <root>/mlflow.db
+        if store.startswith(("http://", "https://")):
+            raise WorkbenchError(f"MLFLOW_TRACKING_URI is the server {store}: open it in a browser instead.")
+        if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
+            raise WorkbenchError(f"{store[len('sqlite:///'):]} does not exist: no run under {root} was tracked with "
+                                 "MLflow. Train with run.track=[mlflow], or set MLFLOW_TRACKING_URI to its store.")
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+                   "--host", "127.0.0.1", "--port", str(args.port or 5000)]
     else:
         command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1",
                    "--port", str(args.port or 6006)]
