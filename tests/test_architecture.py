@@ -21,7 +21,11 @@ def layers() -> dict[str, int]:
 def imported_modules(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workbench."):
+        if isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
+            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "workbench":  # from workbench import x
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workbench."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
             found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("workbench.")}
@@ -34,5 +38,5 @@ def test_every_module_imports_only_lower_layers():
     assert {p.stem for p in modules} <= set(table), "a module of workbench/ has no row in ARCHITECTURE.md"
     upward = [f"{p.stem} (layer {table[p.stem]}) imports {name} (layer {table[name]})"
               for p in modules if p.stem != "cli" for name in sorted(imported_modules(p))
-              if table[name] >= table[p.stem]]
+              if table.get(name, 99) >= table[p.stem]]
     assert not upward, upward

@@ -205,6 +205,9 @@ def _ui(args) -> int:
 
 
 def _register(args) -> int:
+    from workbench.track import check_installed
+
+    check_installed(["mlflow"])  # before importing the registry, which builds on mlflow
     from workbench.registry import register_run
 
     record = register_run(args.run_dir, args.name, alias=args.alias)

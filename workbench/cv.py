@@ -36,6 +36,7 @@ from workbench.errors import DataError, WorkbenchError
 from workbench.metrics import SUMMARY_METRICS, labels_from_proba
 from workbench.models import TextClassificationModel
 from workbench.runs import Run, RunDir, load_run
+from workbench.track import mlflow_uri
 from workbench.trainer import train
 
 FOLDS_FILE, TEST_FILE, OOF_FILE, SUMMARY_FILE = "folds.parquet", "test.parquet", "oof.parquet", "summary.json"
@@ -190,7 +191,9 @@ def train_fold(config: Config, table: pd.DataFrame, fold: int, folder: Path, *, 
                    test_file=str(test_file) if test_file else None, text_column="text", label_column="label",
                    text_pair_column="text_pair" if "text_pair" in table else None,
                    multi_label=label_map.multi_label, train_subset=None, val_subset=None)
-    fold_config = replace(config, data=data, run=replace(config.run, root=str(folder), name=name))
+    # the folds report to the MLflow store of the experiment's run.root, not one inside the CV folder
+    store = mlflow_uri(config.run.root, config.run.mlflow_uri) if "mlflow" in config.run.track else None
+    fold_config = replace(config, data=data, run=replace(config.run, root=str(folder), name=name, mlflow_uri=store))
     echo(f"fold {fold + 1}/{table['fold'].nunique()}: training on {int((table['fold'] != fold).sum())}, "
          f"validating on {int((table['fold'] == fold).sum())}")
     return load_run(train(fold_config, label_map=label_map).run_dir)

@@ -333,7 +333,7 @@ def param_importance_figure(importances: dict[str, float]) -> Figure:
 
 def slice_figure(trials: pd.DataFrame, params: Sequence[str], metric: str) -> Figure:
     """One panel per parameter: each completed trial's objective against the value it tried, coloured by trial
-    number (later trials darker); a log axis for parameters searched on a log scale."""
+    number (later trials darker); a log axis when the positive values tried span more than a factor of 20."""
     _check_columns(trials, ["trial", "state", "value", *params], "slice_figure")
     done = trials[trials["state"] == "COMPLETE"]
     fig, axes = _figure(3.4 * max(1, len(params)), 3.4, ncols=max(1, len(params)), squeeze=False)

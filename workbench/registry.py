@@ -9,9 +9,11 @@ points the alias at that version (aliases, not MLflow's deprecated stages). Back
     workbench predict models:/trec@champion
 
 The pyfunc model predicts with the saved model's decision rule, thresholds and temperature included; it
-carries the ``workbench`` package with it (``code_paths``), so it loads wherever torch and transformers do.
-The store is the run's ``run.mlflow_uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite ``runs/mlflow.db``
-(see :mod:`workbench.track`).
+carries the ``workbench`` package with it (``code_paths``) and pins what that package imports
+(:data:`MODEL_REQUIREMENTS`).
+The registry is ``$MLFLOW_TRACKING_URI``, else SQLite ``runs/mlflow.db`` under the working folder: the store
+that ``models:/`` URIs load from (see :mod:`workbench.track`). A run tracked in that store gets the model in
+its own MLflow run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from workbench.runs import RunDir, load_run
 from workbench.track import REGISTERED_ARTIFACT as ARTIFACT, check_installed, mlflow_experiment, mlflow_uri
 
 log = logging.getLogger(__name__)
+# what `import workbench` and loading a model need (the third-party imports of the modules below trainer)
+MODEL_REQUIREMENTS = ("torch", "transformers", "accelerate", "safetensors", "tokenizers", "scikit-learn", "numpy",
+                      "pandas", "pyyaml", "mlflow")
 
 
 class TextClassifierPyfunc(mlflow.pyfunc.PythonModel):
@@ -75,16 +80,14 @@ def register_run(run_dir: str | Path, name: str, alias: str | None = None) -> di
     check_model_name(name)
     run = load_run(run_dir)  # raises RunNotFoundError for a missing or unfinished run
     model = TextClassificationModel.from_pretrained(run.path)  # a corrupt model fails here, not in the registry
-    root = Path(run.path).resolve().parent.parent
-    uri = mlflow_uri(root, run.config.run.mlflow_uri)
+    uri = mlflow_uri()  # the registry that models:/ URIs load from: $MLFLOW_TRACKING_URI, else runs/mlflow.db
     experiment = mlflow_experiment(uri)
     tracked = RunDir(run.path) / RunDir.TRACKING
     run_id = json.loads(tracked.read_text()).get("mlflow_run_id") if tracked.exists() else None
     if run_id is not None and _run_missing(run_id):
-        run_id = None  # tracked in another store
+        run_id = None  # the run was tracked in another store: log the model into a new run of this one
     example = pd.DataFrame({"text": ["an example text to classify"]})
-    requirements = [f"{package}=={metadata.version(package)}" for package in ("torch", "transformers", "safetensors",
-                                                                              "pandas", "mlflow")]
+    requirements = [f"{package}=={metadata.version(package)}" for package in MODEL_REQUIREMENTS]
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment,
                           run_name=None if run_id else f"{run.config.run.name}/{Path(run.path).name}",
                           tags=None if run_id else {"workbench.run_dir": str(Path(run.path).resolve())}) as active:

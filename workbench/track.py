@@ -139,7 +139,7 @@ class Tracking:
         self.config, self.run, self.data, self.study = config, run, data, study
         self.params, self.tags = _params(config, environment, data)
         self.ids = json.loads((run / RunDir.TRACKING).read_text()) if (run / RunDir.TRACKING).exists() else {}
-        self._wandb = self._mlflow = None
+        self._wandb = self._mlflow = self._writer = None
 
     @property
     def label(self) -> str:
@@ -152,10 +152,10 @@ class Tracking:
         callbacks: list[TrainerCallback] = []
         track = self.config.run.track
         if "tensorboard" in track:
-            writer = self._tensorboard_writer()
-            writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in self.params.items()))
-            writer.add_text("data", self.data)
-            callbacks.append(TensorBoardCallback(tb_writer=writer))
+            self._writer = self._tensorboard_writer()
+            self._writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in self.params.items()))
+            self._writer.add_text("data", self.data)
+            callbacks.append(TensorBoardCallback(tb_writer=self._writer))
         if "wandb" in track:
             import wandb
 
@@ -171,11 +171,10 @@ class Tracking:
             import mlflow
 
             experiment = mlflow_experiment(mlflow_uri(self.config.run.root, self.config.run.mlflow_uri))
-            if mlflow.active_run() is not None:  # one left open by an interrupted run in this process
-                mlflow.end_run("KILLED")
             run_id = self.ids.get("mlflow_run_id")
-            self._mlflow = mlflow.start_run(
+            self._mlflow = mlflow.start_run(  # under the user's own active run, if a notebook has one open
                 run_id=run_id, experiment_id=None if run_id else experiment, run_name=self.label,
+                nested=mlflow.active_run() is not None,
                 parent_run_id=None if run_id or not self.study else self.study.mlflow_run_id,
                 tags=None if run_id else {**self.tags, "workbench.run_dir": str(self.run.path.resolve())})
             if not run_id:
@@ -195,8 +194,10 @@ class Tracking:
         (training raised, or was pruned or interrupted) the runs end with ``status`` (MLflow's FAILED or KILLED)."""
         scalars = final_scalars(metrics) if metrics else {}
         step = (metrics or {}).get("train", {}).get("optimizer_steps", 0)
-        if "tensorboard" in self.config.run.track and scalars:
-            writer = self._tensorboard_writer()  # the callback closed its writer when training ended
+        if self._writer is not None:
+            self._writer.close()  # transformers closes it only when training ends normally; closing twice is fine
+        if self._writer is not None and scalars:
+            writer = self._tensorboard_writer()
             for key, value in scalars.items():
                 writer.add_scalar(f"final/{key}", value, step)
             writer.close()
@@ -226,9 +227,13 @@ def study_parent_run(config: Config, existing: str | None, space: dict, metric: 
 
     check_installed(["mlflow"])
     experiment = mlflow_experiment(mlflow_uri(config.run.root, config.run.mlflow_uri))
-    if existing:
-        return existing
     client = mlflow.MlflowClient()
+    if existing:
+        try:
+            client.get_run(existing)
+            return existing
+        except mlflow.exceptions.MlflowException:  # the store was replaced: a new parent run
+            log.warning("The study's MLflow run %s is not in %s; starting a new one.", existing, mlflow.get_tracking_uri())
     run = client.create_run(experiment, run_name=f"study {config.run.name}",
                             tags={"workbench.study": config.run.name, "data": config.data.dataset or "data files"})
     client.log_param(run.info.run_id, "space", json.dumps(space))

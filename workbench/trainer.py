@@ -330,16 +330,16 @@ class Trainer:
         callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-        tracking = None
-        if config.run.track:
-            tracking = Tracking(config, run, environment, _data_description(datamodule), study=self.study)
-            callbacks.extend(tracking.start())
-        hf = _HFTrainer(model=model, args=self._arguments(run, datamodule), train_dataset=datamodule.train_dataset,
-                        eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
-                        compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
-                        datamodule=datamodule, train_config=cfg, loss_fn=loss_fn)
+        tracking = Tracking(config, run, environment, _data_description(datamodule), study=self.study) \
+            if config.run.track else None
         log.info("Run directory: %s", run_dir)
         try:
+            if tracking:
+                callbacks.extend(tracking.start())
+            hf = _HFTrainer(model=model, args=self._arguments(run, datamodule), train_dataset=datamodule.train_dataset,
+                            eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
+                            compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
+                            datamodule=datamodule, train_config=cfg, loss_fn=loss_fn)
             output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
             metrics = self._finish(hf, model, datamodule, run, output, start_epoch)

@@ -139,6 +139,8 @@ def storage_of(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
     """The Optuna storage behind ``url``: a journal file (a path, no ``://``), or an RDB with heartbeats.
     Workers that start together on a new database race to create its tables; the losers see a
     duplicate-object error and find the tables on their next try."""
+    if "://" not in url and url.endswith(".db"):  # a SQLite file named by its path, as `storage_url` accepts
+        url = _sqlite_url(Path(url))
     if "://" not in url:
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
     for attempt in range(attempts):
@@ -300,32 +302,42 @@ def tune(config: Config, storage: str | None = None, workers: int = 1) -> TuneRe
     if workers < 1:
         raise ConfigError(f"--workers {workers} must be at least 1.")
     url = storage or _default_storage(Path(config.run.root) / config.run.name, workers)
+    if workers > 1 and (url.startswith("sqlite:") or url.endswith(".db")):
+        raise ConfigError(f"--workers {workers} cannot share the SQLite study {url}; leave --storage out (a journal "
+                          "file) or give a PostgreSQL URL.")
     study, folder = open_study(config, url, workers)
     release_dead_trials(study, storage_of(url))
     study_run = StudyRun(config.run.name)
     if "mlflow" in config.run.track:  # one MLflow run for the study, in the store of runs/, trials its children
         config = config.updated({"run.mlflow_uri": mlflow_uri(config.run.root, config.run.mlflow_uri)})
+        if workers > 1 and config.run.mlflow_uri.startswith("sqlite:"):
+            raise ConfigError(f"--workers {workers} with run.track=[mlflow] would have {workers} processes write one "
+                              f"SQLite file ({config.run.mlflow_uri}). Start `workbench ui mlflow` (an MLflow server) "
+                              "and set run.mlflow_uri=http://127.0.0.1:5000, or use one worker.")
         parent = study_parent_run(config, study.user_attrs.get("mlflow_run_id"), study.user_attrs["space"],
                                   study.user_attrs["metric"])
         study.set_user_attr("mlflow_run_id", parent)
         study_run = StudyRun(config.run.name, parent)
-    remaining = config.tune.trials - sum(t.state in COUNTED for t in study.trials)
-    if remaining > 0 and workers == 1:
-        _optimize(study, config, folder, remaining, study_run)
-    elif remaining > 0:
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-        processes = [context.Process(target=_worker, args=(config, url, index, workers, remaining, study_run),
-                                     name=f"tune-worker-{index}") for index in range(workers)]
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-        failed = [p.name for p in processes if p.exitcode != 0]
-        if failed:
-            log.warning("Workers %s stopped with an error; the study keeps what they finished.", failed)
-    best = mark_best(study, folder)
-    if study_run.mlflow_run_id:
-        close_study_run(config, study_run.mlflow_run_id, best)
+    best = None
+    try:
+        remaining = config.tune.trials - sum(t.state in COUNTED for t in study.trials)
+        if remaining > 0 and workers == 1:
+            _optimize(study, config, folder, remaining, study_run)
+        elif remaining > 0:
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+            processes = [context.Process(target=_worker, args=(config, url, index, workers, remaining, study_run),
+                                         name=f"tune-worker-{index}") for index in range(workers)]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join()
+            failed = [p.name for p in processes if p.exitcode != 0]
+            if failed:
+                log.warning("Workers %s stopped with an error; the study keeps what they finished.", failed)
+        best = mark_best(study, folder)
+    finally:  # also on Ctrl-C: the study's MLflow run is not left RUNNING
+        if study_run.mlflow_run_id:
+            close_study_run(config, study_run.mlflow_run_id, best)
     return TuneResult(study, folder, best)
 
 
@@ -404,7 +416,8 @@ def study_exists(config: Config, storage: str | None = None) -> bool:
     except ConfigError:
         return False
     except Exception as exc:  # an unreachable server
-        raise ConfigError(f"Cannot open the study storage {storage}: {str(exc).splitlines()[0]}.") from None
+        raise ConfigError(f"Cannot open the study storage {storage or config.run.name}: "
+                          f"{str(exc).splitlines()[0]}.") from None
 
 
 def _sqlite_url(database: Path) -> str:
