@@ -135,13 +135,19 @@ class RunDir:
 
 
 def point_link(link: Path, target: Path) -> None:
-    """Make ``link`` a symbolic link to ``target``, replacing whatever link, file or folder was there."""
-    if link.is_symlink() or link.is_file():
-        link.unlink()
-    elif link.is_dir():
+    """Make ``link`` a symbolic link to ``target``, replacing whatever link, file or folder was there.
+
+    The new link is made under a temporary name and renamed over the old one (an atomic step), so processes
+    that re-point the same link at once (tuning workers marking the best trial) never see it missing or race
+    to remove it.
+    """
+    if link.is_dir() and not link.is_symlink():
         shutil.rmtree(link)
     link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(target, target_is_directory=True)
+    fresh = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(target, target_is_directory=True)
+    os.replace(fresh, link)
 
 
 def model_folder(path: str | Path) -> Path:
