@@ -18,7 +18,6 @@ its own MLflow run.
 
 from __future__ import annotations
 
-import json
 import logging
 from importlib import metadata
 from pathlib import Path
@@ -30,7 +29,7 @@ import pandas as pd
 from workbench.errors import WorkbenchError
 from workbench.models import TextClassificationModel
 from workbench.runs import RunDir, load_run
-from workbench.track import REGISTERED_ARTIFACT as ARTIFACT, check_installed, mlflow_experiment, mlflow_uri
+from workbench.track import REGISTERED_ARTIFACT as ARTIFACT, check_installed, mlflow_experiment, mlflow_uri, tracked_ids
 
 log = logging.getLogger(__name__)
 # what `import workbench` and loading a model need (the third-party imports of the modules below trainer)
@@ -82,8 +81,7 @@ def register_run(run_dir: str | Path, name: str, alias: str | None = None) -> di
     model = TextClassificationModel.from_pretrained(run.path)  # a corrupt model fails here, not in the registry
     uri = mlflow_uri()  # the registry that models:/ URIs load from: $MLFLOW_TRACKING_URI, else runs/mlflow.db
     experiment = mlflow_experiment(uri)
-    tracked = RunDir(run.path) / RunDir.TRACKING
-    run_id = json.loads(tracked.read_text()).get("mlflow_run_id") if tracked.exists() else None
+    run_id = tracked_ids(run.path).get("mlflow_run_id")
     if run_id is not None and _run_missing(run_id):
         run_id = None  # the run was tracked in another store: log the model into a new run of this one
     example = pd.DataFrame({"text": ["an example text to classify"]})

@@ -110,6 +110,12 @@ def _wandb_mode() -> str:
         return "offline"
 
 
+def tracked_ids(run_dir: str | Path) -> dict:
+    """The tracker run ids a run directory recorded (``tracking.json``): ``{"mlflow_run_id": ..., ...}``, or {}."""
+    path = RunDir(run_dir) / RunDir.TRACKING
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 @dataclass(frozen=True)
 class StudyRun:
     """The tuning study a trial belongs to: its name (the W&B group) and its MLflow run (the trial's parent)."""
@@ -138,7 +144,7 @@ class Tracking:
         check_installed(config.run.track)
         self.config, self.run, self.data, self.study = config, run, data, study
         self.params, self.tags = _params(config, environment, data)
-        self.ids = json.loads((run / RunDir.TRACKING).read_text()) if (run / RunDir.TRACKING).exists() else {}
+        self.ids = tracked_ids(run.path)
         self._wandb = self._mlflow = self._writer = None
 
     @property
@@ -257,8 +263,7 @@ def mark_pruned(run_dir: str | Path, reason: str) -> None:
     """Mark a trial's MLflow run KILLED with the pruner's reason (training ended it as FAILED)."""
     import mlflow
 
-    tracked = RunDir(run_dir) / RunDir.TRACKING
-    run_id = json.loads(tracked.read_text()).get("mlflow_run_id") if tracked.exists() else None
+    run_id = tracked_ids(run_dir).get("mlflow_run_id")
     if run_id:
         client = mlflow.MlflowClient()  # the store tracking set
         client.set_tag(run_id, "workbench.pruned", reason)
