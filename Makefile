@@ -9,9 +9,9 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser postgres clean
+.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser postgres wordnet clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed wordnet
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,13 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "Chromium is missing: sudo apt-get install chromium (the browser tests skip without it)"; fi; }
+
+# WordNet 3.0 for augmentation's synonyms (augment.ops: eda, synonym, insert), from Debian; NLTK's downloader is
+# not used. workbench/augment.py adds the lexnames file NLTK wants.
+wordnet:
+	@test -f /usr/share/wordnet/data.noun || test -n "$$WORKBENCH_WORDNET" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index; \
+	  else echo "WordNet is missing: sudo apt-get install wordnet-base wordnet-sense-index (synonym augmentation needs it)"; fi; }
 
 # PostgreSQL for tests/test_tune.py, which starts a throwaway cluster as the postgres user on a loopback port.
 postgres:

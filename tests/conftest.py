@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import (BertConfig, DebertaV2Config, DistilBertConfig, MPNetConfig, RobertaConfig, AutoModel)
+from transformers import (BertConfig, DebertaV2Config, DistilBertConfig, MPNetConfig, RobertaConfig, AutoModel,
+                          TrainerCallback)
 
 from workbench.backbones import load_tokenizer
 
@@ -122,3 +123,14 @@ def tiny_reports(tmp_path_factory, tiny_bert) -> Path:
         os.chdir(here)
     (folder / "state.json").write_text(__import__("json").dumps(state, default=str))
     return folder
+
+
+class Interrupt(TrainerCallback):
+    """Stops training with a KeyboardInterrupt (as Ctrl-C would) after optimizer step ``at_step``."""
+
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt

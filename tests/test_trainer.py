@@ -13,6 +13,8 @@ from transformers import TrainerCallback
 from workbench import TextClassificationModel, TextDataModule, Trainer
 from workbench.errors import ConfigError
 
+from conftest import Interrupt
+
 
 def make(tiny_bert, files, **data_options):
     dm = TextDataModule(train_file=str(files["train"]), val_file=str(files["val"]), model_name=tiny_bert,
@@ -81,15 +83,6 @@ def test_early_stopping_stops(tiny_bert, sentiment_files):
     result = Trainer(max_epochs=20, lr=1e-9, early_stopping_patience=2, eval_every=2).fit(model, dm)
     # lr=1e-9 never improves on the first evaluation (step 2); two more without improvement (4, 6) stop it
     assert result.metrics["train"]["optimizer_steps"] == 6  # of 20 epochs x 8 steps
-
-
-class Interrupt(TrainerCallback):
-    def __init__(self, at_step):
-        self.at_step = at_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.at_step:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("interrupt_at", [9, 14])  # 8 steps per epoch: after an epoch boundary and mid-epoch

@@ -1,5 +1,5 @@
-"""The ``workbench`` command line: train, evaluate, predict, datasets, config, cv, tune, dashboard, ui, register,
-speed and run.
+"""The ``workbench`` command line: train, evaluate, predict, datasets, config, augment, cv, tune, dashboard, ui,
+register, speed and run.
 
 The commands that build a config (train, config, cv, tune) take ``--config FILE`` (an experiment YAML holding
 only what differs from the defaults) and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
@@ -9,6 +9,7 @@ only what differs from the defaults) and dotted overrides such as ``train.lr=3e-
     echo "a gripping, funny film" | workbench predict runs/sst2/version_0
     workbench datasets
     workbench config --config configs/trec.yaml
+    workbench augment --config configs/trec.yaml augment.ops=[eda] --out trec_eda.csv
     workbench cv --config configs/trec.yaml --folds 5
     workbench tune --config configs/trec.yaml --trials 20 --workers 2
     workbench dashboard runs/trec
@@ -136,6 +137,32 @@ def _cv(args) -> int:
     for key, mean in result.summary["mean"].items():
         print(f"{key:20s} {mean:.4f} ± {result.summary['std'][key]:.4f}")
     print(f"out-of-fold probabilities: {result.folder / 'oof.parquet'}")
+    return 0
+
+
+def _augment(args) -> int:
+    from workbench.config import load_config
+    from workbench.data import TextDataModule
+    from workbench.explore import augmented_examples
+
+    config = load_config(args.config, args.overrides)
+    if not config.augment.enabled:
+        raise WorkbenchError("Nothing to augment: augment.ops is empty. Set it in the config or on the command line, "
+                             "e.g. augment.ops=[eda].")
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".tsv", ".jsonl"):
+        raise WorkbenchError(f"--out {out}: write .csv, .tsv or .jsonl.")
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed,
+                        augment=config.augment).setup()
+    table = augmented_examples(dm, epoch=args.epoch)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".jsonl":
+        table.to_json(out, orient="records", lines=True, force_ascii=False)
+    else:
+        table.to_csv(out, sep="\t" if out.suffix == ".tsv" else ",", index=False)
+    counts = ", ".join(f"{op} {n}" for op, n in table["op"].value_counts().sort_index().items())
+    print(f"{len(table)} variants of {len(dm.train_dataset.base)} training examples (epoch {args.epoch}: {counts}) "
+          f"written to {out}")
     return 0
 
 
@@ -292,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
     cv.set_defaults(func=_cv)
+
+    augment = with_config(sub.add_parser("augment", help="write the augmented training set of an epoch for inspection"))
+    augment.add_argument("--out", required=True, help="the .csv, .tsv or .jsonl file to write")
+    augment.add_argument("--epoch", type=int, default=0, help="whose variants (each epoch has fresh ones; default 0)")
+    augment.set_defaults(func=_augment)
 
     tune = with_config(sub.add_parser("tune", help="hyperparameter search with Optuna: one run per trial, pruning"))
     tune.add_argument("--trials", type=int, help="trials in the study (default: tune.trials)")

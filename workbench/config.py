@@ -38,6 +38,12 @@ PRECISIONS = ("32", "16", "bf16", "16-mixed", "bf16-mixed")
 SEARCH_DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
 PRUNERS = ("median", "hyperband", "none")
 TRACKERS = ("tensorboard", "wandb", "mlflow")  # run.track: experiment trackers each run reports to
+# augment.ops: word operations run on the fly (a fresh variant every epoch); model operations run once per
+# training set and are cached. "eda" stands for EDA's four operations (Wei & Zou 2019).
+EDA_OPS = ("synonym", "insert", "swap", "delete")
+WORD_AUGMENT_OPS = EDA_OPS + ("aeda",)
+MODEL_AUGMENT_OPS = ("back_translation", "contextual")
+AUGMENT_OPS = ("eda",) + WORD_AUGMENT_OPS + MODEL_AUGMENT_OPS
 DEFAULT_SEARCH_SPACE = {  # a space that suits fine-tuning a small encoder, used when tune.space is empty
     "train.lr": {"log_uniform": [1.0e-5, 5.0e-4]},
     "train.warmup": {"uniform": [0.0, 0.1]},
@@ -217,6 +223,54 @@ class TuneConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Text augmentation of the training split (``workbench augment`` writes it out for inspection); off by default."""
+
+    ops: list[str] = _help("Operations, any of eda (= synonym, insert, swap, delete), synonym, insert, swap, delete, "
+                           "aeda, back_translation, contextual; each variant uses one, drawn at random ([] = off).",
+                           None, list)
+    alpha: float = _help("Share of a text's words each word operation changes (EDA's alpha); aeda inserts up to a "
+                         "third of the word count in punctuation, whatever alpha is.", 0.1)
+    variants: int = _help("Augmented copies of each training example per epoch, beside the original (EDA's n_aug).", 1)
+    protect_numbers: bool = _help("Never change a word holding a digit (12, $9.99, 3rd).", True)
+    protect_urls: bool = _help("Never change URLs and e-mail addresses.", True)
+    protect_words: list[str] = _help("Further words never changed (case-insensitive), e.g. [not, no, never].",
+                                     None, list)
+    translation_models: list[str] = _help("back_translation: the MarianMT pair (to a pivot language, and back), "
+                                          "hub names or local folders.",
+                                          None, lambda: ["Helsinki-NLP/opus-mt-en-de", "Helsinki-NLP/opus-mt-de-en"])
+    translation_temperature: float = _help("back_translation: sampling temperature (0 = beam search, no sampling).",
+                                           0.8)
+    fill_mask_model: str = _help("contextual: the masked language model proposing substitutes (name or folder).",
+                                 "bert-base-uncased")
+    model_batch_size: int = _help("Texts per batch of the model operations.", 32)
+    cache_dir: str | None = _help("Where model-operation variants are cached (None: $WORKBENCH_CACHE/augment, "
+                                  "else ~/.cache/workbench/augment).", None)
+
+    def __post_init__(self):
+        for name in self.ops:
+            _require_choice("augment", "ops", name, AUGMENT_OPS)
+        _require(0.0 <= self.alpha <= 1.0, f"augment.alpha={self.alpha} must be in [0, 1].")
+        _require(self.variants >= 1, f"augment.variants={self.variants} must be at least 1 (augment.ops=[] turns "
+                                     "augmentation off).")
+        _require(len(self.translation_models) == 2, "augment.translation_models needs two models, to the pivot "
+                 f"language and back, e.g. [Helsinki-NLP/opus-mt-en-de, Helsinki-NLP/opus-mt-de-en]; got "
+                 f"{self.translation_models}.")
+        _require(self.translation_temperature >= 0, f"augment.translation_temperature={self.translation_temperature} "
+                                                    "must be 0 (beam search) or positive.")
+        _require(self.model_batch_size >= 1, f"augment.model_batch_size={self.model_batch_size} must be at least 1.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ops)
+
+    def operations(self) -> list[str]:
+        """The operations a variant is drawn from, with ``eda`` expanded into its four."""
+        expanded = [op for name in self.ops for op in (EDA_OPS if name == "eda" else (name,))]
+        return list(dict.fromkeys(expanded))
+
+
+@dataclass
 class Config:
     """The root of the configuration tree."""
 
@@ -225,6 +279,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -320,7 +375,7 @@ def _field_names(section: Any) -> list[str]:
 
 
 def _validate(cfg: Config) -> None:
-    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune):
+    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune, cfg.augment):
         section.__post_init__()
     check_search_space(cfg.tune.space)
 

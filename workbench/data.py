@@ -24,9 +24,10 @@ import torch
 from sklearn.model_selection import train_test_split
 from transformers import DataCollatorWithPadding
 
+from workbench.augment import Augmenter
 from workbench.backbones import load_tokenizer
 from workbench.catalog import list_datasets, load_split
-from workbench.config import DataConfig, ModelConfig, TrainConfig
+from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from workbench.datafiles import check_texts, parse_multi_label, read_table, require_columns, row_numbers
 from workbench.errors import DataError
 from workbench.sampler import LengthBucketedBatchSampler
@@ -101,6 +102,49 @@ class EncodedDataset(torch.utils.data.Dataset):
         return np.array([len(f["input_ids"]) for f in self.features])
 
 
+class AugmentedDataset(EncodedDataset):
+    """The training split plus ``augment.variants`` augmented copies of every example, made afresh each epoch.
+
+    Items ``0..N-1`` are the originals; item ``N * (1 + c) + i`` is copy ``c`` of example ``i``, with its label
+    (a multi-label row keeps all its labels; a sentence pair keeps its second text). Each epoch's variants
+    are made and encoded when the epoch starts (:meth:`set_epoch`, which the trainer and the batch sampler
+    call), from the augmenter's per-example generators, so an epoch is the same whatever the order of its
+    batches and after a resume. :attr:`lengths` are that epoch's token lengths: the length-bucketed sampler
+    sorts each epoch by them, so variants that grew or shrank are batched with texts of their new length.
+    """
+
+    def __init__(self, base: EncodedDataset, pairs: list[str] | None, augmenter: Augmenter, processor,
+                 model_variants: dict | None = None, epoch: int = 0):
+        super().__init__(list(base.features), list(base.texts), list(base.rows), base.source)
+        self.base, self.pairs, self.augmenter, self.processor = base, pairs, augmenter, processor
+        self.model_variants = model_variants or {}
+        self.originals = [processor.clean(t) for t in base.texts]  # variants of what the model would read
+        self.epoch: int | None = None
+        self.operations: list[str] = []
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make and encode the variants of ``epoch`` (nothing to do if they are the current ones)."""
+        if epoch == self.epoch:
+            return
+        made = self.augmenter.epoch_variants(self.originals, epoch, self.model_variants)
+        copies = self.augmenter.config.variants
+        texts = [text for _, text in made]
+        features = self.processor.encode(texts, self.pairs * copies if self.pairs is not None else None)
+        for feature, original in zip(features, self.base.features * copies):
+            feature["labels"] = original["labels"]
+        self.features = self.base.features + features
+        self.texts = self.base.texts + texts
+        self.rows = self.base.rows * (1 + copies)
+        self.operations = ["original"] * len(self.base) + [op for op, _ in made]
+        self.epoch = epoch
+
+    def epoch_lengths(self, epoch: int) -> np.ndarray:
+        """Token lengths of every item in ``epoch`` (for the batch sampler)."""
+        self.set_epoch(epoch)
+        return self.lengths
+
+
 @dataclass
 class LabelledRows:
     """The checked rows of one split: texts (and second texts), labels as given, and where each row came from.
@@ -165,7 +209,7 @@ class TextDataModule:
     def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None,
                  *, model_name: str = ModelConfig.backbone, dataset: str | None = None,
                  config: DataConfig | None = None, tokenizer=None, seed: int = TrainConfig.seed,
-                 data_root: str | None = None, **options):
+                 data_root: str | None = None, augment: AugmentConfig | None = None, **options):
         valid = {f.name for f in fields(DataConfig)}
         unknown = sorted(set(options) - valid)
         if unknown:
@@ -174,6 +218,7 @@ class TextDataModule:
         given = {"train_file": train_file, "val_file": val_file, "test_file": test_file, "dataset": dataset}
         config = replace(config, **{k: v for k, v in given.items() if v is not None}, **options)
         self.config, self.model_name, self.seed, self.data_root = config, model_name, seed, data_root
+        self.augment = augment or AugmentConfig()
         self._tokenizer = tokenizer
         self.label_map: LabelMap | None = None
         self.train_dataset = self.val_dataset = self.test_dataset = None
@@ -284,6 +329,8 @@ class TextDataModule:
             raise DataError(f"{train.source} has only the label(s) {self.label_map.names}: a classifier needs at least "
                             "two classes. Check data.label_column, or add examples of the other classes.")
         self.train_dataset = self.encode(train)
+        if self.augment.enabled:
+            self.train_dataset = self.augmented(self.train_dataset, train.pairs)
         self.val_dataset = self.encode(val)
         if test is not None:
             self.test_dataset = self.encode(test)
@@ -296,6 +343,14 @@ class TextDataModule:
         for feature, label in zip(features, labels):
             feature["labels"] = label
         return EncodedDataset(features, rows.texts, rows.rows, rows.source)
+
+    def augmented(self, train: EncodedDataset, pairs: list[str] | None = None) -> AugmentedDataset:
+        """``train`` with this module's augmentation (model operations' variants made or read from their cache)."""
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        augmenter = Augmenter(self.augment, seed=self.seed, device=device)
+        processor = self.processor
+        model_variants = augmenter.model_variants([processor.clean(t) for t in train.texts])
+        return AugmentedDataset(train, pairs, augmenter, processor, model_variants)
 
     @classmethod
     def for_model(cls, model, **options) -> "TextDataModule":
@@ -332,7 +387,8 @@ class TextDataModule:
 
     def train_batch_sampler(self, seed: int | None = None) -> LengthBucketedBatchSampler:
         return LengthBucketedBatchSampler(self.train_dataset.lengths, self.config.max_tokens, self.config.batch_size,
-                                          shuffle=True, seed=self.seed if seed is None else seed)
+                                          shuffle=True, seed=self.seed if seed is None else seed,
+                                          epoch_lengths=getattr(self.train_dataset, "epoch_lengths", None))
 
     def eval_batch_sampler(self, dataset: EncodedDataset) -> LengthBucketedBatchSampler:
         return LengthBucketedBatchSampler(dataset.lengths, max(self.config.max_tokens, 4 * self.config.max_length),

@@ -1,4 +1,5 @@
-"""Looking at a labelled dataset before training: label counts, token lengths, duplicates, conflicts, samples.
+"""Looking at a labelled dataset before training: label counts, token lengths, duplicates, conflicts, samples,
+and the augmented copies training would see (with the words that changed marked).
 
 Every function takes a :class:`workbench.TextDataModule` after ``setup()`` (so it sees exactly the
 cleaned texts and labels that training will see) and returns a pandas table for a notebook or a report.
@@ -129,3 +130,62 @@ def dataset_summary(dm: TextDataModule) -> dict:
         "duplicated_across_splits": int(duplicates["splits"].str.contains(r"\+").sum()),
         "conflicting_labels": int((duplicates["n_labels"] > 1).sum()),
     }
+
+
+def augmented_examples(dm: TextDataModule, epoch: int = 0, per_op: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The augmented training copies of ``epoch``: one row per variant with ``row`` (in its file), ``copy``,
+    ``op``, ``label``, ``original`` (cleaned, as augmented) and ``text`` (the variant), in the order training
+    holds them; ``per_op`` keeps that many random rows of each operation.
+
+    Raises:
+        ValueError: the data module has no augmentation (``augment.ops`` is empty).
+    """
+    train = dm.train_dataset
+    if train is None or not hasattr(train, "set_epoch"):
+        raise ValueError("This data module does not augment: set augment.ops (e.g. augment.ops=[eda]) and call setup().")
+    train.set_epoch(epoch)
+    n = len(train.base)
+    labels = label_names_of(dm, train)
+    table = pd.DataFrame({
+        "row": train.rows[n:], "copy": np.arange(len(train) - n) // n, "op": train.operations[n:], "label": labels[n:],
+        "original": [train.originals[i % n] for i in range(len(train) - n)], "text": train.texts[n:]})
+    if per_op is not None:
+        table = table.sample(frac=1.0, random_state=seed).groupby("op", sort=True).head(per_op).sort_values(
+            ["op", "row"], kind="stable")
+    return table.reset_index(drop=True)
+
+
+def changes_html(original: str, variant: str) -> tuple[str, str]:
+    """Both texts as HTML with the words that differ marked: ``<del>`` in the original for words removed or
+    replaced, ``<mark>`` in the variant for words inserted or replacing them (a word-level ``difflib`` diff)."""
+    import difflib
+    import html
+
+    a, b = original.split(), variant.split()
+    left, right = [], []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        old, new = html.escape(" ".join(a[i1:i2])), html.escape(" ".join(b[j1:j2]))
+        if tag == "equal":
+            left.append(old)
+            right.append(new)
+            continue
+        if old:
+            left.append(f"<del>{old}</del>")
+        if new:
+            right.append(f"<mark>{new}</mark>")
+    return " ".join(left), " ".join(right)
+
+
+def augmented_examples_html(table: pd.DataFrame) -> str:
+    """An HTML table of :func:`augmented_examples` rows, originals beside variants with the changes marked."""
+    import html
+
+    rows = []
+    for record in table.itertuples():
+        before, after = changes_html(record.original, record.text)
+        rows.append(f"<tr><td>{html.escape(str(record.op))}</td><td>{html.escape(str(record.label))}</td>"
+                    f"<td>{before}</td><td>{after}</td></tr>")
+    style = ("<style>.wb-augment td{vertical-align:top;text-align:left;max-width:40em} .wb-augment mark"
+             "{background:#ffe08a} .wb-augment del{color:#b00020}</style>")
+    head = "<tr><th>op</th><th>label</th><th>original</th><th>variant</th></tr>"
+    return f"{style}<table class='wb-augment'>{head}{''.join(rows)}</table>"

@@ -9,7 +9,7 @@ Short sentences travel in large batches and long documents in small ones, so alm
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,11 +32,16 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         max_batch_size: most examples in one batch.
         shuffle: shuffle members (within equal lengths) and batch order each epoch.
         seed: base seed; epoch ``e`` uses ``seed + e`` so a resumed run sees the same batches.
+        epoch_lengths: for data whose lengths change each epoch (augmented variants), a function giving
+            epoch ``e``'s lengths. Batch sizes stay those planned from ``lengths`` (so every epoch has the
+            same number of batches, which the trainer's schedule relies on); the members of each epoch are
+            sorted by that epoch's own lengths, so padding stays near zero.
     """
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, max_batch_size: int, shuffle: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, epoch_lengths: Callable[[int], Sequence[int]] | None = None):
         self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.epoch_lengths = epoch_lengths
         self.max_tokens, self.max_batch_size = max_tokens, max_batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         if len(self.lengths) and self.lengths.max() > max_tokens:
@@ -61,10 +66,15 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return len(self.sizes)
 
+    def _lengths_now(self) -> np.ndarray:
+        if self.epoch_lengths is None:
+            return self.lengths
+        return np.asarray(self.epoch_lengths(self.epoch), dtype=np.int64)
+
     def batches(self) -> list[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         tiebreak = rng.random(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        order = np.lexsort((tiebreak, self.lengths))
+        order = np.lexsort((tiebreak, self._lengths_now()))
         bounds = np.cumsum([0] + self.sizes)
         batches = [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
         if self.shuffle:
@@ -75,8 +85,8 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         return iter(self.batches())
 
     def padding_ratio(self) -> float:
-        """Padded tokens over real tokens (1.0 means no padding at all)."""
-        sorted_lengths = np.sort(self.lengths)
+        """Padded tokens over real tokens in this epoch (1.0 means no padding at all)."""
+        sorted_lengths = np.sort(self._lengths_now())
         bounds = np.cumsum([0] + self.sizes)
         padded = sum(sorted_lengths[b - 1] * (b - a) for a, b in zip(bounds[:-1], bounds[1:]))
         return float(padded / max(1, sorted_lengths.sum()))

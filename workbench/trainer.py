@@ -322,7 +322,7 @@ class Trainer:
         config = full_config or Config(data=datamodule.config, model=ModelConfig(
             backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
             hidden_layers=model.head_options["hidden_layers"], activation=model.head_options["activation"],
-            freeze_embeddings=model.freeze_embeddings), train=cfg, run=self.run)
+            freeze_embeddings=model.freeze_embeddings), train=cfg, run=self.run, augment=datamodule.augment)
         config.save(run / RunDir.CONFIG)
         environment = {**environment_info(cfg.seed), "device": self.device, "precision": self.precision}
         run.write_json(RunDir.ENV, environment)
@@ -384,7 +384,8 @@ class Trainer:
                                                default=float(model.thresholds.mean()))
         metrics: dict[str, Any] = {
             "validation": evaluate_model(model, dm.val_dataset, val_proba),
-            "train": {"examples": n_train, "epochs": epochs_done, "optimizer_steps": state.global_step,
+            "train": {"examples": n_train, "original_examples": len(getattr(dm.train_dataset, "base", dm.train_dataset)),
+                      "epochs": epochs_done, "optimizer_steps": state.global_step,
                       "runtime_s": runtime, "samples_per_s": n_train * epochs_now / runtime if runtime else None,
                       "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
                       "resumed_from_epoch": float(start_epoch or 0),
@@ -430,7 +431,8 @@ def train(config: Config, resume: bool | str | Path = False, callbacks: list | N
         >>> result.run_dir, result.metrics["validation"]["accuracy"]  # doctest: +SKIP
     """
     check_installed(config.run.track)  # before minutes of loading, not after
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed)
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed,
+                        augment=config.augment)
     dm.setup(label_map=label_map)
     log.info("data: %d train / %d validation examples, %d labels, %d batches per epoch", len(dm.train_dataset),
              len(dm.val_dataset), dm.num_labels, len(dm.train_batch_sampler()))
