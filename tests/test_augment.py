@@ -18,7 +18,8 @@ from workbench.augment import (Augmenter, Protection, example_rng, punctuation_i
                                random_insertion, random_swap, synonym_replacement, synonyms, wordnet)
 from workbench.config import AugmentConfig, load_config
 from workbench.errors import ConfigError, ModelLoadError
-from workbench.explore import augmented_examples, augmented_examples_html, changes_html
+from workbench import plots
+from workbench.explore import augmentation_summary, augmented_examples, augmented_examples_html, changes_html
 
 SENTENCE = "The director shot a wonderful film in 1999 , see http://films.example/123 for the happy ending"
 
@@ -163,7 +164,12 @@ def test_training_with_augmentation_resumes_the_same_stream(tiny_bert, sentiment
 def test_augmented_examples_table_and_highlighting(tiny_bert, sentiment_files):
     dm = _module(tiny_bert, sentiment_files).setup()
     table = augmented_examples(dm, epoch=0)
-    assert list(table.columns) == ["row", "copy", "op", "label", "original", "text"]
+    assert list(table.columns) == ["row", "copy", "op", "label", "original", "text", "words_changed", "length_change"]
+    summary = augmentation_summary(table)
+    assert set(summary.index) == {"synonym", "insert", "swap", "delete", "aeda"} and summary["variants"].sum() == 64
+    assert summary.loc["insert", "length_change"] > 0 > summary.loc["delete", "length_change"]
+    assert summary.loc["swap", "length_change"] == 0 and summary.loc["aeda", "length_change"] >= 1
+    assert plots.augmentation_figure(table).axes[0].get_title() == "How much a variant changes"
     assert len(table) == 64 and set(table["label"]) == {"pos", "neg"}
     assert (table["original"] != table["text"]).mean() > 0.5
     assert augmented_examples(dm, epoch=0).equals(table)  # the same epoch again is the same table

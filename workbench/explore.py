@@ -134,8 +134,9 @@ def dataset_summary(dm: TextDataModule) -> dict:
 
 def augmented_examples(dm: TextDataModule, epoch: int = 0, per_op: int | None = None, seed: int = 0) -> pd.DataFrame:
     """The augmented training copies of ``epoch``: one row per variant with ``row`` (in its file), ``copy``,
-    ``op``, ``label``, ``original`` (cleaned, as augmented) and ``text`` (the variant), in the order training
-    holds them; ``per_op`` keeps that many random rows of each operation.
+    ``op``, ``label``, ``original`` (cleaned, as augmented), ``text`` (the variant), ``words_changed`` (the share
+    of words not kept in place, of the longer of the two, by a word-level diff) and ``length_change`` (in words), in the
+    order training holds them; ``per_op`` keeps that many random rows of each operation.
 
     Raises:
         ValueError: the data module has no augmentation (``augment.ops`` is empty).
@@ -146,13 +147,32 @@ def augmented_examples(dm: TextDataModule, epoch: int = 0, per_op: int | None = 
     train.set_epoch(epoch)
     n = len(train.base)
     labels = label_names_of(dm, train)
+    originals = [train.originals[i % n] for i in range(len(train) - n)]
     table = pd.DataFrame({
         "row": train.rows[n:], "copy": np.arange(len(train) - n) // n, "op": train.operations[n:], "label": labels[n:],
-        "original": [train.originals[i % n] for i in range(len(train) - n)], "text": train.texts[n:]})
+        "original": originals, "text": train.texts[n:],
+        "words_changed": [_changed_share(a, b) for a, b in zip(originals, train.texts[n:])],
+        "length_change": [len(b.split()) - len(a.split()) for a, b in zip(originals, train.texts[n:])]})
     if per_op is not None:
         table = table.sample(frac=1.0, random_state=seed).groupby("op", sort=True).head(per_op).sort_values(
             ["op", "row"], kind="stable")
     return table.reset_index(drop=True)
+
+
+def _changed_share(original: str, variant: str) -> float:
+    import difflib
+
+    a, b = original.split(), variant.split()
+    kept = sum(block.size for block in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_matching_blocks())
+    return 1.0 - kept / max(1, len(a), len(b))
+
+
+def augmentation_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per operation: variants, the share that differ from their original, mean share of words changed and mean
+    length change in words (from :func:`augmented_examples`)."""
+    changed = table.assign(differs=table["original"] != table["text"])
+    return changed.groupby("op").agg(variants=("text", "size"), differs=("differs", "mean"),
+                                     words_changed=("words_changed", "mean"), length_change=("length_change", "mean"))
 
 
 def changes_html(original: str, variant: str) -> tuple[str, str]:
@@ -183,9 +203,8 @@ def augmented_examples_html(table: pd.DataFrame) -> str:
     rows = []
     for record in table.itertuples():
         before, after = changes_html(record.original, record.text)
-        rows.append(f"<tr><td>{html.escape(str(record.op))}</td><td>{html.escape(str(record.label))}</td>"
-                    f"<td>{before}</td><td>{after}</td></tr>")
-    style = ("<style>.wb-augment td{vertical-align:top;text-align:left;max-width:40em} .wb-augment mark"
-             "{background:#ffe08a} .wb-augment del{color:#b00020}</style>")
+        cells = [html.escape(str(record.op)), html.escape(str(record.label)), before, after]
+        rows.append("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{c}</td>" for c in cells) + "</tr>")
+    style = "<style>.wb-augment td{max-width:40em} .wb-augment mark{background:#ffe08a} .wb-augment del{color:#b00020}</style>"
     head = "<tr><th>op</th><th>label</th><th>original</th><th>variant</th></tr>"
     return f"{style}<table class='wb-augment'>{head}{''.join(rows)}</table>"

@@ -286,6 +286,24 @@ def latency_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def augmentation_figure(table: pd.DataFrame) -> Figure:
+    """How much each augmentation operation changes a text: the share of words changed and the length change
+    (in words) of every variant, one box per operation.
+
+    Args:
+        table: from :func:`workbench.explore.augmented_examples`.
+    """
+    _check_columns(table, ["op", "words_changed", "length_change"], "augmentation_figure")
+    fig, (share_ax, length_ax) = _figure(11.0, 3.8, ncols=2)
+    order = sorted(table["op"].unique())
+    sns.boxplot(data=table, x="op", y="words_changed", order=order, ax=share_ax, color="tab:blue")
+    sns.boxplot(data=table, x="op", y="length_change", order=order, ax=length_ax, color="tab:orange")
+    share_ax.set(xlabel="operation", ylabel="share of words changed", title="How much a variant changes")
+    length_ax.set(xlabel="operation", ylabel="words added (+) or removed (-)", title="Length change")
+    length_ax.axhline(0, color="grey", lw=0.8)
+    return fig
+
+
 # -- hyperparameter search (workbench.tune): figures of a study's trials table ---------------------
 # Optuna's own matplotlib plots draw through pyplot's global state and return Axes; these take the plain
 # trials table (:meth:`workbench.tune.TuneResult.trials_table`) like every figure here.

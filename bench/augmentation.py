@@ -1,0 +1,219 @@
+"""Augmentation benchmarks (issue 11): does it help, what does each operation cost, what does it add to training.
+
+Three parts, each written into its ``--out`` JSON (updated after every run, so an interrupted benchmark keeps
+what finished and ``--out`` of the same file resumes it):
+
+- ``accuracy``: SST-2 and TREC-6 training subsets of 100, 500 and 2,000 examples, 5 seeds each, the default
+  MiniLM backbone, augmentation none vs EDA vs AEDA. Every run sees the same number of training items: an
+  augmented epoch holds each example and one fresh variant (augment.variants=1), so it runs half the epochs
+  of the unaugmented one. Validation (for the best checkpoint) is 500 examples held out of the *rest* of the
+  training set; the score is SST-2's GLUE dev accuracy (872 sentences) and TREC's test accuracy (500
+  questions), neither seen during training or selection. Back-translation and contextual substitution need
+  a MarianMT pair and a masked LM, which this offline machine does not have: pass --ops to add them where
+  they exist (e.g. ``--ops none eda aeda back_translation`` with augment.translation_models reachable).
+- ``throughput``: sentences per second of each word operation on 20,000 SST-2 training sentences (one
+  process, one variant each), with and without the tokenizer encoding the variants as training does; and the
+  padding of full SST-2's batches without augmentation, with EDA batched by each epoch's own lengths (what
+  training does) and with EDA batched by the originals' lengths.
+- ``overhead``: full SST-2 (67,349 sentences) through ``train()`` twice in one process: without augmentation
+  for one epoch, and with EDA (variants=1, so 134,698 items an epoch) for half an epoch, the same number of
+  trained items. The wall time of each call includes setup, where the augmented run makes and encodes its
+  first epoch's 67,349 variants. Reports items per second of each and the overhead in percent.
+
+Run (from the repository root; bench/README.md's numbers came from these commands):
+    python bench/augmentation.py accuracy --out bench/results/augment_accuracy.json
+    python bench/augmentation.py throughput --out bench/results/augment_throughput.json
+    python bench/augmentation.py overhead --out bench/results/augment_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workbench.augment import Augmenter  # noqa: E402
+from workbench.catalog import load_split  # noqa: E402
+from workbench.config import AugmentConfig, WORD_AUGMENT_OPS, load_config  # noqa: E402
+from workbench.runs import machine_info  # noqa: E402
+from workbench.text import TextProcessor  # noqa: E402
+from workbench.trainer import train  # noqa: E402
+
+BENCH_ROOT = ROOT / "runs" / "bench_augment"
+DATASETS = {
+    # validation: 500 held out of the training rows not in the subset; score: a split never trained on
+    "sst2": {"data.dataset": "sst2", "data.val_split": None, "data.val_fraction": 0.05, "data.val_subset": 500,
+             "data.test_split": "validation", "data.max_length": 72},
+    "trec": {"data.dataset": "trec", "data.val_subset": 500, "data.test_split": "test", "data.max_length": 48},
+}
+SAMPLES = {100: 2000, 500: 4000, 2000: 8000}  # training items each run sees, by subset size
+METHODS = {"none": [], "eda": ["eda"], "aeda": ["aeda"], "back_translation": ["back_translation"],
+           "contextual": ["contextual"]}
+
+
+def _write(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+
+
+def _load(path: Path, part: str) -> dict:
+    if path.is_file():
+        result = json.loads(path.read_text())
+        if result.get("part") == part:
+            return result
+    return {"part": part, "machine": machine_info(), "command": " ".join(sys.argv)}
+
+
+def accuracy(args) -> dict:
+    out = Path(args.out)
+    result = _load(out, "accuracy")
+    runs = result.setdefault("runs", [])
+    done = {(r["dataset"], r["size"], r["method"], r["seed"]) for r in runs}
+    for seed in range(args.seeds):
+        for dataset in args.datasets:
+            for size in args.sizes:
+                for method in args.ops:
+                    if (dataset, size, method, seed) in done:
+                        continue
+                    augmented = bool(METHODS[method])
+                    epochs = SAMPLES[size] / size / (2 if augmented else 1)
+                    steps = math.ceil(SAMPLES[size] / 32)
+                    overrides = {**DATASETS[dataset], "data.train_subset": size, "train.seed": seed,
+                                 "train.epochs": epochs, "train.lr": 1e-4, "train.eval_every": max(1, steps // 4),
+                                 "train.keep_top_k": 1, "augment.ops": METHODS[method], "augment.variants": 1,
+                                 "augment.alpha": 0.1, "run.root": str(BENCH_ROOT), "run.name": "accuracy"}
+                    started = time.time()
+                    fit = train(load_config(None, overrides))
+                    record = {"dataset": dataset, "size": size, "method": method, "seed": seed, "epochs": epochs,
+                              "items": fit.metrics["train"]["examples"] * epochs,
+                              "score": fit.metrics["test"]["accuracy"],
+                              "validation": fit.metrics["validation"]["accuracy"],
+                              "macro_f1": fit.metrics["test"]["macro_f1"], "wall_s": time.time() - started}
+                    runs.append(record)
+                    shutil.rmtree(fit.run_dir, ignore_errors=True)  # checkpoints: 270 MB a run
+                    print(json.dumps(record), flush=True)
+                    result["summary"] = _accuracy_summary(runs)
+                    _write(out, result)
+    return result
+
+
+def _accuracy_summary(runs: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[float]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["size"], r["method"]), []).append(r["score"])
+    rows = []
+    for (dataset, size, method), scores in sorted(groups.items()):
+        base = groups.get((dataset, size, "none"), [])
+        rows.append({"dataset": dataset, "size": size, "method": method, "seeds": len(scores),
+                     "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                     "gain_vs_none": statistics.mean(scores) - statistics.mean(base) if base else None})
+    return rows
+
+
+def throughput(args) -> dict:
+    texts = load_split("sst2", "train")["text"].tolist()[:args.sentences]
+    processor = TextProcessor("minilm")
+    result = _load(Path(args.out), "throughput")
+    result["sentences"] = len(texts)
+    rows = []
+    for op in WORD_AUGMENT_OPS:
+        augmenter = Augmenter(AugmentConfig(ops=[op], alpha=0.1), seed=0)
+        augmenter.epoch_variants(texts[:2000], epoch=99)  # warm WordNet's and the synonym cache's first lookups
+        started = time.perf_counter()
+        variants = augmenter.epoch_variants(texts, epoch=0)
+        augment_s = time.perf_counter() - started
+        processor.encode([t for _, t in variants])
+        encode_s = time.perf_counter() - started - augment_s
+        changed = sum(v != t for (_, v), t in zip(variants, texts)) / len(texts)
+        rows.append({"op": op, "sentences_per_s": len(texts) / augment_s,
+                     "with_encoding_per_s": len(texts) / (augment_s + encode_s), "changed_fraction": changed})
+        print(json.dumps(rows[-1]), flush=True)
+    started = time.perf_counter()
+    processor.encode(texts)
+    result["encode_only_per_s"] = len(texts) / (time.perf_counter() - started)
+    result["ops"] = rows
+    result["padding"] = _padding()
+    _write(Path(args.out), result)
+    return result
+
+
+def _padding() -> dict:
+    """Padded over real tokens of full SST-2's training batches (8,192-token budget, 32 examples at most): without
+    augmentation; with EDA (variants=1) batched by each epoch's own lengths, as training does; and with the same
+    variants batched by their originals' lengths (what ignoring the length change would cost)."""
+    from workbench.data import TextDataModule
+    from workbench.sampler import LengthBucketedBatchSampler
+
+    config = load_config(None, {"data.dataset": "sst2", "data.max_length": 72})
+    plain = TextDataModule(config=config.data, model_name="minilm").setup()
+    augmented = TextDataModule(config=config.data, model_name="minilm",
+                               augment=AugmentConfig(ops=["eda"], variants=1)).setup()
+    out = {"none": plain.train_batch_sampler().padding_ratio()}
+    for epoch in (0, 1):
+        sampler = augmented.train_batch_sampler()
+        sampler.set_epoch(epoch)
+        out[f"eda_epoch{epoch}"] = sampler.padding_ratio()
+    dataset = augmented.train_dataset
+    n = len(dataset.base)
+    as_originals = np.concatenate([dataset.base.lengths, dataset.base.lengths])  # variants planned as their originals
+    naive = LengthBucketedBatchSampler(as_originals, 8192, 32, seed=42)
+    order = np.lexsort((np.random.default_rng(42).random(2 * n), as_originals))
+    bounds = np.cumsum([0] + naive.sizes)
+    actual = dataset.lengths[order]
+    padded = sum(actual[a:b].max() * (b - a) for a, b in zip(bounds[:-1], bounds[1:]))
+    out["eda_batched_by_original_lengths"] = float(padded / actual.sum())
+    return out
+
+
+def overhead(args) -> dict:
+    result = _load(Path(args.out), "overhead")
+    base = {"data.dataset": "sst2", "data.max_length": 72, "train.lr": 1e-4, "train.eval_every": 0,
+            "run.root": str(BENCH_ROOT), "run.name": "overhead"}
+    for name, overrides in [("none", {"train.epochs": 1.0}),
+                            ("eda", {"train.epochs": 0.5, "augment.ops": ["eda"], "augment.variants": 1})]:
+        started = time.time()
+        fit = train(load_config(None, {**base, **overrides}))
+        wall = time.time() - started
+        items = fit.metrics["train"]["examples"] * overrides["train.epochs"]
+        result[name] = {"wall_s": wall, "items": items, "items_per_s": items / wall,
+                        "train_runtime_s": fit.metrics["train"]["runtime_s"],
+                        "padding_ratio": fit.metrics["train"]["padding_ratio"],
+                        "validation_accuracy": fit.metrics["validation"]["accuracy"]}
+        shutil.rmtree(fit.run_dir, ignore_errors=True)
+        print(json.dumps({name: result[name]}), flush=True)
+        _write(Path(args.out), result)
+    result["overhead_percent"] = 100 * (result["none"]["items_per_s"] / result["eda"]["items_per_s"] - 1)
+    _write(Path(args.out), result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["accuracy", "throughput", "overhead"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(SAMPLES))
+    parser.add_argument("--ops", nargs="+", default=["none", "eda", "aeda"], choices=list(METHODS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--sentences", type=int, default=20000)
+    args = parser.parse_args()
+    result = {"accuracy": accuracy, "throughput": throughput, "overhead": overhead}[args.part](args)
+    if args.part == "accuracy":
+        for row in result["summary"]:
+            gain = "" if row["gain_vs_none"] is None else f"  {100 * row['gain_vs_none']:+.1f} points"
+            print(f"{row['dataset']:5s} {row['size']:5d} {row['method']:17s} {100 * row['mean']:.1f} ± "
+                  f"{100 * row['std']:.1f} ({row['seeds']} seeds){gain}")
+
+
+if __name__ == "__main__":
+    main()
