@@ -92,6 +92,11 @@ def test_bad_settings_are_one_line_config_errors():
         load_config(overrides=["augment.ops=[eda]", "augment.alpha=-0.1"])
     with pytest.raises(ConfigError, match="augment.variants=0 must be at least 1"):
         load_config(overrides=["augment.ops=[eda]", "augment.variants=0"])
+    # a study may search augmentation's numbers, not lists (Optuna stores choices as they are)
+    space = {"augment.alpha": {"uniform": [0.05, 0.3]}, "augment.variants": {"choice": [1, 2]}}
+    assert load_config(overrides={"tune.space": space}).tune.space == space
+    with pytest.raises(ConfigError, match="choice values must be numbers, strings"):
+        load_config(overrides={"tune.space": {"augment.ops": {"choice": [[], ["eda"]]}}})
 
 
 def _module(tiny_bert, files, **augment):

@@ -383,22 +383,24 @@ def _validate(cfg: Config) -> None:
 def check_search_space(space: dict) -> None:
     """Raise ConfigError naming the first search-space entry whose key or range is wrong.
 
-    Keys are dotted keys of the data, model and train sections; values are one of
+    Keys are dotted keys of the data, model, train and augment sections; values are one of
     :data:`SEARCH_DISTRIBUTIONS` with its arguments.
     """
     _require(isinstance(space, dict), f"tune.space must map dotted config keys to ranges, not {space!r}.")
-    searchable = {f"{s.name}.{f.name}" for s in dataclasses.fields(Config) if s.name in ("data", "model", "train")
+    searchable = {f"{s.name}.{f.name}" for s in dataclasses.fields(Config) if s.name in ("data", "model", "train", "augment")
                   for f in dataclasses.fields(s.default_factory)}
     for key, spec in space.items():
         where = f"tune.space['{key}']"
         _require(key in searchable, f"{where}: '{key}' is not a config key that can be searched. Use a dotted key of "
-                                    "the data, model or train section, e.g. train.lr (see `workbench config`).")
+                                    "the data, model, train or augment section, e.g. train.lr (see `workbench config`).")
         _require(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_DISTRIBUTIONS,
                  f"{where}={spec!r} must be one of {{{': ..., '.join(SEARCH_DISTRIBUTIONS)}: ...}}, "
                  "e.g. {log_uniform: [1.0e-5, 3.0e-4]}.")
         kind, values = next(iter(spec.items()))
         _require(isinstance(values, list) and values, f"{where}: {kind} needs a list, e.g. {kind}: [1, 2].")
-        if kind == "choice":
+        if kind == "choice":  # Optuna stores choices as they are: numbers, strings, booleans or null
+            _require(all(v is None or isinstance(v, (bool, int, float, str)) for v in values),
+                     f"{where}: choice values must be numbers, strings, true/false or null; got {values!r}.")
             continue
         _require(len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
                  f"{where}: {kind} needs [low, high] numbers; got {values!r}.")
