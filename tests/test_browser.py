@@ -51,10 +51,10 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     index = tiny_reports / "reports" / "index.html"
     page.goto(index.as_uri())
     rows = page.locator("table#reports tbody tr")
-    assert rows.count() == 13
-    assert page.locator(".status.ok").count() == 13
+    assert rows.count() == 14
+    assert page.locator(".status.ok").count() == 14
     hrefs = page.eval_on_selector_all("table#reports a", "links => links.map(a => a.href)")
-    assert len(hrefs) == 26  # an HTML page and the notebook for each row
+    assert len(hrefs) == 28  # an HTML page and the notebook for each row
     for href in hrefs:
         assert Path(urllib.request.url2pathname(href.removeprefix("file://"))).is_file(), href
     page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
@@ -65,6 +65,11 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
     assert images and all(done and width > 100 for done, width in images)  # the learning curves, embedded
     page.screenshot(path=str(tmp_path / "02_train.png"), full_page=True)
+
+    page.goto((tiny_reports / "reports" / "augment_tiny" / "08_augment.html").as_uri())
+    assert page.locator("table.wb-augment tr").count() == 1 + 2 * 5  # two variants of each operation, changes marked
+    assert page.locator("table.wb-augment mark").count() + page.locator("table.wb-augment del").count() >= 10
+    page.screenshot(path=str(tmp_path / "08_augment.png"), full_page=True)
 
     page.goto((tiny_reports / "reports" / "leaderboard" / "09_compare_runs.html").as_uri())
     page.wait_for_selector("table.dataTable")  # the sortable table's JavaScript ran, offline

@@ -30,6 +30,8 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     assert inspect["04_error_analysis"]["results"]["examples"] == 100
     assert inspect["05_explain"]["results"]["explained"] == 4  # two chosen texts, two mistakes
     assert state["experiments"]["trec_tiny_cv"]["notebooks"]["06_cross_validation"]["results"]["examples"] == 300
+    augment = state["experiments"]["augment_tiny"]["notebooks"]["08_augment"]["results"]
+    assert augment["examples"] == augment["variants"] == 200 and augment["padding_ratio"] < 1.2
     study = state["experiments"]["tune_tiny"]["notebooks"]["10_tune"]
     assert study["results"]["trials"] == 3 and Path(tiny_reports, study["results"]["run_dir"]).is_dir()
     html = (tiny_reports / "reports" / study["html"]).read_text()
