@@ -209,7 +209,7 @@ def tiny_marian(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="module")
 def tiny_mlm(tmp_path_factory, tokenizer):
-    folder = tmp_path_factory.mktemp("mlm") / "bert-mlm-tiny"
+    folder = tmp_path_factory.mktemp("mlm") / "tiny-masked-lm"  # nlpaug alone would guess the type from this name
     torch.manual_seed(0)
     BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
                                num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
@@ -303,3 +303,9 @@ def test_cli_writes_the_augmented_training_set(tiny_bert, sentiment_files, tmp_p
                       "--out", str(tmp_path / "x.csv"))
         assert failed.returncode == 2, (args, failed.stderr)
         assert message in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_contextual_substitution_needs_a_masked_lm_nlpaug_supports(tiny_marian, tmp_path):
+    config = AugmentConfig(ops=["contextual"], fill_mask_model=tiny_marian, cache_dir=str(tmp_path))
+    with pytest.raises(ModelLoadError, match="is a marian model; contextual substitution .* supports bert"):
+        Augmenter(config).model_variants(["a text"])

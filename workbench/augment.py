@@ -313,15 +313,29 @@ class ContextualSubstituter:
     fill-mask pipeline (``use_custom_api=False``: its own BERT wrapper calls tokenizer internals that transformers 5
     removed)."""
 
+    MODEL_TYPES = ("bert", "distilbert", "roberta", "bart")  # what nlpaug's fill-mask path handles
+
     def __init__(self, model: str, alpha: float, protected: Protection, batch_size: int = 32, device: str = "cpu"):
         import nlpaug.augmenter.word as naw
+
+        from transformers import AutoConfig
 
         words = sorted(protected.words)
         patterns = [r"\S*\d\S*"] * protected.numbers + [_URL.pattern] * protected.urls
         try:
+            kind = AutoConfig.from_pretrained(model).model_type
+        except (OSError, ValueError) as exc:
+            raise _model_error("fill_mask_model", model, exc) from None
+        if kind not in self.MODEL_TYPES:
+            raise ModelLoadError(f"augment.fill_mask_model: '{model}' is a {kind} model; contextual substitution "
+                                 f"(nlpaug) supports {', '.join(self.MODEL_TYPES)} masked language models, e.g. "
+                                 "bert-base-uncased, distilroberta-base.")
+        try:
+            # model_type from the checkpoint's config (nlpaug guesses it from the folder name otherwise);
+            # force_reload: nlpaug caches models by folder base name, which two folders can share
             self.augmenter = naw.ContextualWordEmbsAug(
-                model_path=model, action="substitute", aug_p=max(alpha, 1e-6), use_custom_api=False, device=device,
-                batch_size=batch_size, stopwords=words or None,
+                model_path=model, model_type=kind, action="substitute", aug_p=max(alpha, 1e-6), use_custom_api=False,
+                device=device, batch_size=batch_size, force_reload=True, stopwords=words or None,
                 stopwords_regex="|".join(f"(?:{p})" for p in patterns) or None)
         except (OSError, ValueError) as exc:
             raise _model_error("fill_mask_model", model, exc) from None
