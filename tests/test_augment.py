@@ -120,7 +120,30 @@ def test_only_the_training_split_is_augmented_with_fresh_variants_each_epoch(tin
     assert sorted(i for b in batches for i in b) == list(range(3 * n))
     # batches are sorted by the epoch's own lengths: a batch's members have (nearly) one length
     assert sampler.padding_ratio() < 1.1
-    assert len(batches) == len(dm.train_batch_sampler())  # the same number of batches every epoch
+    train.set_epoch(3)  # a sampler built at another epoch (a notebook looked at epoch 3, a resume...) plans the same
+    assert len(batches) == len(dm.train_batch_sampler()) == len(sampler)
+
+
+def test_sentence_pairs_keep_their_second_text(tiny_bert, tmp_path):
+    rows = [("a man is playing a guitar", "someone plays music", "yes"), ("a dog runs in the park", "a cat sleeps", "no")] * 8
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame(rows, columns=["text", "hypothesis", "label"]).to_csv(path, index=False)
+    dm = TextDataModule(train_file=str(path), val_file=str(path), model_name=tiny_bert, text_pair_column="hypothesis",
+                        augment=AugmentConfig(ops=["swap"], alpha=0.5)).setup()
+    train, n = dm.train_dataset, len(dm.train_dataset.base)
+    sep = dm.tokenizer.sep_token_id
+    for i in range(n):
+        original, variant = train.features[i]["input_ids"], train.features[n + i]["input_ids"]
+        first = original.index(sep)
+        assert original[first:] == variant[first:]  # the second text, after the first [SEP], is untouched
+        assert sorted(original[:first]) == sorted(variant[:first])  # the first is swapped
+
+
+def test_masks_of_urls_and_emails_are_protected():
+    augmenter = Augmenter(AugmentConfig(ops=["synonym"], alpha=1.0), seed=0)
+    for copy in range(10):
+        _, text = augmenter.variant("see [URL] or write to [EMAIL] now", 0, copy, 0)
+        assert "[URL]" in text and "[EMAIL]" in text
 
 
 def test_multi_label_variants_keep_all_their_labels(tiny_bert, tmp_path):
@@ -241,10 +264,26 @@ def test_back_translation_generates_cached_variants(tiny_marian, tmp_path, monke
 def test_beam_search_back_translation_without_sampling(tiny_marian, tmp_path):
     config = AugmentConfig(ops=["back_translation"], translation_models=[tiny_marian, tiny_marian],
                            translation_temperature=0.0, cache_dir=str(tmp_path))
-    first = Augmenter(config, seed=0).model_variants(TEXTS[:1])
-    for path in tmp_path.glob("*.json"):
-        path.unlink()
-    assert Augmenter(config, seed=1).model_variants(TEXTS[:1]) != {} and first["back_translation"][0][0]
+    first = Augmenter(config, seed=0).model_variants(TEXTS[:1])["back_translation"]
+    assert Augmenter(config, seed=1).model_variants(TEXTS[:1])["back_translation"] == first  # no sampling, no seed
+    assert len(list(tmp_path.glob("*.json"))) == 2  # the seed is part of the key all the same
+
+
+def test_back_translation_leaves_texts_longer_than_the_model_alone(tiny_marian, tmp_path):
+    long = " ".join(["word"] * 300)  # 300 tokens; the tiny model has 128 positions
+    config = AugmentConfig(ops=["back_translation"], translation_models=[tiny_marian, tiny_marian],
+                           cache_dir=str(tmp_path))
+    made = Augmenter(config, seed=0).model_variants([TEXTS[0], long])["back_translation"]
+    assert made[1] == [long] and made[0][0] != TEXTS[0]
+
+
+def test_the_cache_key_follows_the_settings(tiny_marian, tmp_path):
+    base = dict(ops=["back_translation"], translation_models=[tiny_marian, tiny_marian], cache_dir=str(tmp_path))
+    Augmenter(AugmentConfig(**base), seed=0).model_variants(TEXTS[:2])
+    Augmenter(AugmentConfig(**base, protect_words=["film"]), seed=0).model_variants(TEXTS[:2])
+    Augmenter(AugmentConfig(**base, model_batch_size=1), seed=0).model_variants(TEXTS[:2])
+    Augmenter(AugmentConfig(**base), seed=0).model_variants(TEXTS[:2])  # the first again: from its cache entry
+    assert len(list(tmp_path.glob("back_translation-*.json"))) == 3
 
 
 def test_contextual_substitution_with_a_masked_language_model(tiny_mlm, tmp_path):
@@ -297,6 +336,7 @@ def test_cli_writes_the_augmented_training_set(tiny_bert, sentiment_files, tmp_p
                           (["augment.ops=[eda]", "augment.alpha=2"], "augment.alpha=2.0 must be in [0, 1]"),
                           (["augment.ops=[eda]", "augment.variants=0"], "augment.variants=0 must be at least 1"),
                           ([], "Nothing to augment: augment.ops is empty"),
+                          (["augment.ops=[eda]", "--epoch", "-1"], "--epoch -1: epochs count from 0"),
                           (["augment.ops=[contextual]", f"augment.fill_mask_model={tmp_path / 'nope'}",
                             f"augment.cache_dir={tmp_path}"], "augment.fill_mask_model: cannot load")]:
         failed = _cli("augment", f"data.train_file={sentiment_files['train']}", f"model.backbone={tiny_bert}", *args,

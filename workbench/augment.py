@@ -45,6 +45,7 @@ DEBIAN_WORDNET = Path("/usr/share/wordnet")  # apt-get install wordnet-base word
 AEDA_PUNCTUATION = (".", ";", "?", ":", "!", ",")  # the six marks of AEDA
 _AFFIXES = re.compile(r"^(\W*)(.*?)(\W*)$")  # a whitespace token: leading punctuation, word, trailing punctuation
 _URL = re.compile(r"(https?://|www\.)\S+|\S+@\S+\.\w+", re.IGNORECASE)
+_MASKS = ("[URL]", "[EMAIL]")  # what data.mask_urls / data.mask_emails put in place of URLs and addresses
 _WORD = re.compile(r"[a-zA-Z][a-zA-Z'-]*")
 
 
@@ -92,7 +93,11 @@ def wordnet():
             "in NLTK's data path. Install it with `make install` (or `sudo apt-get install wordnet-base "
             f"wordnet-sense-index`), set ${WORDNET_ENV} to a WordNet 3.0 dict folder, or, online, "
             "`python -m nltk.downloader wordnet`.")
-    folder = database if (database / "lexnames").is_file() else _with_lexnames(database)
+    try:
+        folder = database if (database / "lexnames").is_file() else _with_lexnames(database)
+    except OSError as exc:
+        raise ModelLoadError(f"WordNet: cannot set up NLTK's copy of {database} under {cache_root()} ({exc}). "
+                             "Set $WORKBENCH_CACHE to a writable folder.") from None
     if str(folder.parent.parent) not in nltk.data.path:  # NLTK reads only below its data path (nltk.pathsec)
         nltk.data.path.append(str(folder.parent.parent))
     with warnings.catch_warnings():  # "multilingual functions are not available": English is all we use
@@ -134,6 +139,12 @@ def synonyms(word: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------------------
 # Word operations: a list of whitespace tokens and a generator in, a new list out
+#
+# Written here rather than taken from nlpaug: nlpaug's RandomWordAug draws from the global `random` and
+# `numpy.random` state (a variant per (seed, epoch, example, copy) would mean reseeding global state inside the
+# data loader), swaps only neighbouring words where EDA swaps any two, deletes a count where EDA deletes each
+# word with probability alpha, and its default tokenizer splits URLs, prices and contractions apart; its
+# SynonymAug needs NLTK's POS tagger data, which no package here ships. AEDA is not in nlpaug.
 
 
 class Protection:
@@ -148,12 +159,16 @@ class Protection:
 
     def __call__(self, token: str) -> bool:
         return ((self.numbers and any(c.isdigit() for c in token)) or (self.urls and bool(_URL.search(token)))
-                or _AFFIXES.match(token).group(2).lower() in self.words)
+                or any(mask in token for mask in _MASKS) or _AFFIXES.match(token).group(2).lower() in self.words)
 
     def keeps(self, original: str, variant: str) -> bool:
-        """Whether ``variant`` still holds every protected word of ``original`` (as a word, punctuation aside)."""
-        words = {_AFFIXES.match(t).group(2) for t in variant.split()}
-        return all(_AFFIXES.match(t).group(2) in words for t in original.split() if self(t))
+        """Whether ``variant`` still holds every protected word of ``original`` (as a word, punctuation and case
+        aside: an uncased model lowercases what it writes)."""
+        words = {_AFFIXES.match(t).group(2).lower() for t in variant.split()}
+        return all(_AFFIXES.match(t).group(2).lower() in words for t in original.split() if self(t))
+
+    def settings(self) -> list:
+        return [self.numbers, self.urls, sorted(self.words)]
 
 
 def _replaceable(words: list[str], protected: Callable[[str], bool]) -> list[int]:
@@ -185,15 +200,16 @@ def synonym_replacement(words: list[str], n: int, rng: np.random.Generator, prot
 def random_insertion(words: list[str], n: int, rng: np.random.Generator, protected=Protection()) -> list[str]:
     """Insert, ``n`` times, a synonym of a random word (not a stop word, not protected) at a random position."""
     words = list(words)
-    candidates = _replaceable(words, protected)
+    candidates = [_AFFIXES.match(words[i]).group(2).lower() for i in _replaceable(words, protected)]
     for _ in range(n):
         for _ in range(10):  # EDA's limit on looking for a word that has synonyms
             if not candidates:
                 return words
-            options = synonyms(_AFFIXES.match(words[candidates[rng.integers(len(candidates))]]).group(2).lower())
+            options = synonyms(candidates[rng.integers(len(candidates))])
             if options:
-                words.insert(int(rng.integers(len(words) + 1)), options[rng.integers(len(options))])
-                candidates = _replaceable(words, protected)
+                synonym = options[rng.integers(len(options))]
+                words.insert(int(rng.integers(len(words) + 1)), synonym)
+                candidates.append(synonym)  # EDA draws from the grown text, so an inserted word may be picked
                 break
     return words
 
@@ -250,8 +266,9 @@ def _seeded_globals(seed: int):
 
 
 def _model_error(key: str, name: str, exc: Exception) -> ModelLoadError:
+    detail = (str(exc).strip().splitlines() or [""])[0][:160]
     return ModelLoadError(
-        f"augment.{key}: cannot load '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Online it "
+        f"augment.{key}: cannot load '{name}' ({type(exc).__name__}: {detail}). Online it "
         f"downloads from the Hugging Face Hub; offline, fetch it on a connected machine (`hf download {name} "
         f"--local-dir DIR`) and set augment.{key} to that folder.")
 
@@ -272,10 +289,21 @@ class BackTranslator:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(name)
                 model = AutoModelForSeq2SeqLM.from_pretrained(name).to(device).eval()
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # missing, corrupt, mismatched or unsupported: one line naming the key
                 raise _model_error("translation_models", name, exc) from None
             self.pair.append((tokenizer, model))
         self.temperature, self.batch_size, self.device = temperature, batch_size, device
+
+    def max_tokens(self, step: int) -> int:
+        """The longest input (and output) model ``step`` of the pair handles: its positions, at most 512."""
+        tokenizer, model = self.pair[step]
+        return min(512, tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512) - 1)
+
+    def too_long(self, texts: Sequence[str]) -> list[bool]:
+        """Which texts the first model would have to truncate: their variants would lose the rest."""
+        tokenizer = self.pair[0][0]
+        limit = self.max_tokens(0)
+        return [len(ids) > limit for ids in tokenizer(list(texts), truncation=False)["input_ids"]]
 
     def translate(self, texts: Sequence[str], step: int, copies: int = 1, desc: str = "") -> list[str]:
         """Each text translated by model ``step`` of the pair, ``copies`` times (copy-major: all texts' first copy,
@@ -283,29 +311,39 @@ class BackTranslator:
         import torch
 
         tokenizer, model = self.pair[step]
+        limit = self.max_tokens(step)
         order = np.argsort([len(t) for t in texts], kind="stable")
         out: list[list[str]] = [[] for _ in texts]
         sampling = self.temperature > 0
         for start in tqdm(range(0, len(texts), self.batch_size), desc=desc, leave=False, disable=len(texts) < 256):
             batch = [texts[i] for i in order[start:start + self.batch_size]]
-            encoded = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                                max_length=min(512, tokenizer.model_max_length)).to(self.device)
+            encoded = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=limit).to(self.device)
             with torch.inference_mode():
                 generated = model.generate(
                     input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], do_sample=sampling, temperature=self.temperature if sampling else None,
                     num_beams=1 if sampling else max(4, copies), num_return_sequences=copies,
-                    max_new_tokens=int(encoded["input_ids"].shape[1] * 1.5) + 10)
+                    max_new_tokens=min(limit, int(encoded["input_ids"].shape[1] * 1.5) + 10))
             decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
             for j, i in enumerate(order[start:start + self.batch_size]):
                 out[i] = decoded[j * copies:(j + 1) * copies]
         return [out[i][c] for c in range(copies) for i in range(len(texts))]
 
     def __call__(self, texts: Sequence[str], copies: int, seed: int) -> list[list[str]]:
-        """``copies`` back-translations of each text: ``[[text 0's copies], [text 1's copies], ...]``."""
+        """``copies`` back-translations of each text: ``[[text 0's copies], [text 1's copies], ...]``. A text longer
+        than the models take keeps itself as its variants (a translation would cover only its beginning)."""
+        long = self.too_long(texts)
+        if any(long):
+            log.warning("back_translation: %d of %d texts are longer than %d tokens and keep their originals",
+                        sum(long), len(texts), self.max_tokens(0))
+        todo = [t for t, skip in zip(texts, long) if not skip]
         with _seeded_globals(seed):
-            pivot = self.translate(texts, 0, copies, desc="translating")
-            back = self.translate(pivot, 1, 1, desc="translating back")
-        return [[back[c * len(texts) + i] for c in range(copies)] for i in range(len(texts))]
+            pivot = self.translate(todo, 0, copies, desc="translating") if todo else []
+            back = self.translate(pivot, 1, 1, desc="translating back") if todo else []
+        made, k = [], 0
+        for text, skip in zip(texts, long):
+            made.append([text] * copies if skip else [back[c * len(todo) + k] for c in range(copies)])
+            k += not skip
+        return made
 
 
 class ContextualSubstituter:
@@ -321,10 +359,11 @@ class ContextualSubstituter:
         from transformers import AutoConfig
 
         words = sorted(protected.words)
-        patterns = [r"\S*\d\S*"] * protected.numbers + [_URL.pattern] * protected.urls
+        patterns = ([r"\S*\d\S*"] * protected.numbers + [_URL.pattern] * protected.urls
+                    + [r"\S*\[(?:URL|EMAIL)\]\S*"])
         try:
             kind = AutoConfig.from_pretrained(model).model_type
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
             raise _model_error("fill_mask_model", model, exc) from None
         if kind not in self.MODEL_TYPES:
             raise ModelLoadError(f"augment.fill_mask_model: '{model}' is a {kind} model; contextual substitution "
@@ -334,10 +373,10 @@ class ContextualSubstituter:
             # model_type from the checkpoint's config (nlpaug guesses it from the folder name otherwise);
             # force_reload: nlpaug caches models by folder base name, which two folders can share
             self.augmenter = naw.ContextualWordEmbsAug(
-                model_path=model, model_type=kind, action="substitute", aug_p=max(alpha, 1e-6), use_custom_api=False,
-                device=device, batch_size=batch_size, force_reload=True, stopwords=words or None,
+                model_path=model, model_type=kind, action="substitute", aug_p=max(alpha, 1e-6), aug_max=None,
+                use_custom_api=False, device=device, batch_size=batch_size, force_reload=True, stopwords=words or None,
                 stopwords_regex="|".join(f"(?:{p})" for p in patterns) or None)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
             raise _model_error("fill_mask_model", model, exc) from None
         self.batch_size = batch_size
 
@@ -355,6 +394,16 @@ class ContextualSubstituter:
 
 # --------------------------------------------------------------------------------------------------
 # The augmenter a data module uses
+
+
+def _fingerprint(model: str) -> str:
+    """A model's name, plus the sizes and times of its files when it is a local folder (so replaced weights
+    are not served from the cache)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir() if p.is_file())
+    return f"{model}@{hashlib.sha256(json.dumps(files).encode()).hexdigest()[:12]}"
 
 
 class Augmenter:
@@ -386,7 +435,8 @@ class Augmenter:
         words = text.split()
         if not words:
             return text
-        n = max(1, int(self.config.alpha * len(words)))  # EDA: n = alpha x words, at least one
+        n = max(1, int(self.config.alpha * len(words)))  # EDA: n = alpha x words, at least one (even at alpha 0;
+        # deletion draws each word with probability alpha, so it alone leaves texts whole at 0)
         if op == "synonym":
             words = synonym_replacement(words, n, rng, self.protected)
         elif op == "insert":
@@ -441,17 +491,23 @@ class Augmenter:
                     for text, copies in zip(texts, made)]
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_name(f"{path.name}.tmp{os.getpid()}")
-            staging.write_text(json.dumps({"op": op, "settings": settings, "variants": kept}))
-            os.replace(staging, path)
+            try:
+                staging.write_text(json.dumps({"op": op, "settings": settings, "variants": kept}))
+                os.replace(staging, path)
+            finally:
+                staging.unlink(missing_ok=True)
             out[op] = kept
         return out
 
     def _settings(self, op: str) -> dict:
+        """Everything that changes a model operation's output: the cache key (with the texts, seed and count).
+        The batch size and device are in it because sampling depends on which texts share a batch and where."""
         cfg = self.config
+        common = {"protect": self.protected.settings(), "batch_size": cfg.model_batch_size, "device": self.device}
         if op == "back_translation":
-            return {"models": cfg.translation_models, "temperature": cfg.translation_temperature}
-        return {"model": cfg.fill_mask_model, "alpha": cfg.alpha, "protect": [cfg.protect_numbers, cfg.protect_urls,
-                                                                             sorted(cfg.protect_words)]}
+            return {"models": [_fingerprint(m) for m in cfg.translation_models],
+                    "temperature": cfg.translation_temperature, **common}
+        return {"model": _fingerprint(cfg.fill_mask_model), "alpha": cfg.alpha, **common}
 
     def _model(self, op: str):
         cfg = self.config

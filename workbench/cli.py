@@ -146,6 +146,8 @@ def _augment(args) -> int:
     from workbench.explore import augmented_examples
 
     config = load_config(args.config, args.overrides)
+    if args.epoch < 0:
+        raise WorkbenchError(f"--epoch {args.epoch}: epochs count from 0.")
     if not config.augment.enabled:
         raise WorkbenchError("Nothing to augment: augment.ops is empty. Set it in the config or on the command line, "
                              "e.g. augment.ops=[eda].")

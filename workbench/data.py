@@ -108,9 +108,12 @@ class AugmentedDataset(EncodedDataset):
     Items ``0..N-1`` are the originals; item ``N * (1 + c) + i`` is copy ``c`` of example ``i``, with its label
     (a multi-label row keeps all its labels; a sentence pair keeps its second text). Each epoch's variants
     are made and encoded when the epoch starts (:meth:`set_epoch`, which the trainer and the batch sampler
-    call), from the augmenter's per-example generators, so an epoch is the same whatever the order of its
-    batches and after a resume. :attr:`lengths` are that epoch's token lengths: the length-bucketed sampler
-    sorts each epoch by them, so variants that grew or shrank are batched with texts of their new length.
+    call), from the augmenter's per-example generators seeded by the data module's seed (``train()`` gives it
+    ``train.seed``), so an epoch is the same whatever the order of its batches and after a resume.
+    :attr:`lengths` are that epoch's token lengths: the length-bucketed sampler plans batch sizes from
+    :attr:`planning_lengths` (the originals') and sorts each epoch by its own lengths, so variants that grew or
+    shrank are batched with texts of their new length. A batch may then exceed ``data.max_tokens`` by what its
+    variants grew (a few tokens a text).
     """
 
     def __init__(self, base: EncodedDataset, pairs: list[str] | None, augmenter: Augmenter, processor,
@@ -138,6 +141,12 @@ class AugmentedDataset(EncodedDataset):
         self.rows = self.base.rows * (1 + copies)
         self.operations = ["original"] * len(self.base) + [op for op, _ in made]
         self.epoch = epoch
+
+    @property
+    def planning_lengths(self) -> np.ndarray:
+        """The lengths batch sizes are planned from, whatever the current epoch: each original's, for itself and
+        for each of its variants (so every run and every resume plans the same number of batches)."""
+        return np.tile(self.base.lengths, 1 + self.augmenter.config.variants)
 
     def epoch_lengths(self, epoch: int) -> np.ndarray:
         """Token lengths of every item in ``epoch`` (for the batch sampler)."""
@@ -386,7 +395,8 @@ class TextDataModule:
         return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=None)
 
     def train_batch_sampler(self, seed: int | None = None) -> LengthBucketedBatchSampler:
-        return LengthBucketedBatchSampler(self.train_dataset.lengths, self.config.max_tokens, self.config.batch_size,
+        lengths = getattr(self.train_dataset, "planning_lengths", self.train_dataset.lengths)
+        return LengthBucketedBatchSampler(lengths, self.config.max_tokens, self.config.batch_size,
                                           shuffle=True, seed=self.seed if seed is None else seed,
                                           epoch_lengths=getattr(self.train_dataset, "epoch_lengths", None))
 

@@ -390,7 +390,7 @@ class Trainer:
                       "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
                       "resumed_from_epoch": float(start_epoch or 0),
                       "final_train_loss": output.metrics.get("train_loss"),
-                      "padding_ratio": dm.train_batch_sampler().padding_ratio()},
+                      "padding_ratio": _padding_ratio(dm)},
             "best_checkpoint": state.best_model_checkpoint, "best_metric": state.best_metric,
             "monitor": self.monitor(dm), "device": self.device, "precision": self.precision,
         }
@@ -406,6 +406,13 @@ class Trainer:
         if self.checkpoint_dir:
             point_link(Path(self.checkpoint_dir) / "best-model.ckpt", best.resolve())
         return metrics
+
+
+def _padding_ratio(dm: TextDataModule) -> float:
+    """The training batches' padding in the last epoch trained (an augmented split is at that epoch already)."""
+    sampler = dm.train_batch_sampler()
+    sampler.set_epoch(getattr(dm.train_dataset, "epoch", 0) or 0)
+    return sampler.padding_ratio()
 
 
 def _data_description(dm: TextDataModule) -> str:
