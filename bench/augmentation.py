@@ -26,6 +26,7 @@ Run (from the repository root; bench/README.md's numbers came from these command
     python bench/augmentation.py accuracy --out bench/results/augment_accuracy.json
     python bench/augmentation.py throughput --out bench/results/augment_throughput.json
     python bench/augmentation.py overhead --out bench/results/augment_overhead.json
+    python bench/augmentation.py markdown --out bench/results/augment_accuracy.json   (the README's table)
 """
 
 from __future__ import annotations
@@ -254,9 +255,31 @@ def overhead(args) -> dict:
     return result
 
 
+def markdown(args) -> dict:
+    """The accuracy JSON as bench/README.md's table: mean ± std in percent per dataset, size and method."""
+    result = json.loads(Path(args.out).read_text())
+    rows = {(r["dataset"], r["size"], r["method"]): r for r in result["summary"]}
+    methods = [m for m in METHODS if any(key[2] == m for key in rows)]
+    score = {"sst2": "SST-2 dev accuracy", "trec": "TREC-6 test accuracy"}
+    print("| data | examples | seeds | " + " | ".join(methods) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in methods) + " |")
+    for dataset, size in sorted({key[:2] for key in rows}):
+        cells = []
+        for method in methods:
+            row = rows.get((dataset, size, method))
+            if row is None:
+                cells.append("")
+                continue
+            gain = "" if method == "none" else f" ({100 * row['gain_vs_none']:+.1f})"
+            cells.append(f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}{gain}")
+        seeds = min(rows[(dataset, size, m)]["seeds"] for m in methods if (dataset, size, m) in rows)
+        print(f"| {score.get(dataset, dataset)} | {size:,} | {seeds} | " + " | ".join(cells) + " |")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["accuracy", "throughput", "overhead"])
+    parser.add_argument("part", choices=["accuracy", "throughput", "overhead", "markdown"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SAMPLES))
@@ -266,7 +289,7 @@ def main() -> None:
     parser.add_argument("--model-sentences", type=int, default=256)
     parser.add_argument("--fraction", type=float, default=0.1, help="overhead: share of an SST-2 epoch to train")
     args = parser.parse_args()
-    result = {"accuracy": accuracy, "throughput": throughput, "overhead": overhead}[args.part](args)
+    result = {"accuracy": accuracy, "throughput": throughput, "overhead": overhead, "markdown": markdown}[args.part](args)
     if args.part == "accuracy":
         for row in result["summary"]:
             gain = "" if row["gain_vs_none"] is None else f"  {100 * row['gain_vs_none']:+.1f} points"
