@@ -117,11 +117,11 @@ class AugmentedDataset(EncodedDataset):
     """
 
     def __init__(self, base: EncodedDataset, pairs: list[str] | None, augmenter: Augmenter, processor,
-                 model_variants: dict | None = None, epoch: int = 0):
+                 epoch: int = 0):
         super().__init__(list(base.features), list(base.texts), list(base.rows), base.source)
         self.base, self.pairs, self.augmenter, self.processor = base, pairs, augmenter, processor
-        self.model_variants = model_variants or {}
         self.originals = [processor.clean(t) for t in base.texts]  # variants of what the model would read
+        self.model_variants = augmenter.model_variants(self.originals)  # made once, or read from their cache
         self.epoch: int | None = None
         self.operations: list[str] = []
         self.set_epoch(epoch)
@@ -356,10 +356,7 @@ class TextDataModule:
     def augmented(self, train: EncodedDataset, pairs: list[str] | None = None) -> AugmentedDataset:
         """``train`` with this module's augmentation (model operations' variants made or read from their cache)."""
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        augmenter = Augmenter(self.augment, seed=self.seed, device=device)
-        processor = self.processor
-        model_variants = augmenter.model_variants([processor.clean(t) for t in train.texts])
-        return AugmentedDataset(train, pairs, augmenter, processor, model_variants)
+        return AugmentedDataset(train, pairs, Augmenter(self.augment, seed=self.seed, device=device), self.processor)
 
     @classmethod
     def for_model(cls, model, **options) -> "TextDataModule":
