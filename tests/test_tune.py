@@ -20,7 +20,7 @@ from workbench import load_config
 from workbench.cli import main
 from workbench.errors import ConfigError
 from workbench.runs import load_run
-from workbench.tune import open_study, storage_of, tune
+from workbench.tune import _alive, open_study, storage_of, tune
 
 SPACE = {"train.lr": {"log_uniform": [1.0e-4, 3.0e-3]}, "data.batch_size": {"choice": [8, 16]}}
 
@@ -216,8 +216,13 @@ def test_workers_killed_mid_trial_leave_no_trial_running(tiny_bert, sentiment_fi
     while len(list(folder.glob("trial_*/version_0/log.jsonl"))) < 2:  # both workers are training
         assert time.monotonic() < deadline and tuner.poll() is None
         time.sleep(0.2)
+    workers = [int(pid) for task in Path(f"/proc/{tuner.pid}/task").iterdir()
+               for pid in (task / "children").read_text().split()]
     os.killpg(tuner.pid, signal.SIGKILL)  # the command and its two workers
     tuner.wait()
+    while any(_alive(pid) for pid in workers):  # a killed process takes a moment to exit; only then is it dead
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     table = tune(load_config(config, {"train.epochs": 1})).trials_table()  # one worker, the same journal
     assert (table.loc[:1, "state"] == "FAIL").all() and table.loc[:1, "reason"].str.contains("died mid-trial").all()
     assert (table["state"] == "COMPLETE").sum() == 2 and len(table) == 4
