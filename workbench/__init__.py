@@ -9,16 +9,23 @@ Notebooks and reports also use the modules ``workbench.explore`` (dataset statis
 ``workbench.reports`` (the batch runner). ARCHITECTURE.md shows how the modules layer.
 """
 
-from workbench.config import Config, load_config
-from workbench.data import LabelMap, TextDataModule
-from workbench.errors import ConfigError, DataError, ModelLoadError, WorkbenchError
-from workbench.models import TextClassificationModel
-from workbench.sampler import LengthBucketedBatchSampler
-from workbench.text import TextProcessor
-from workbench.trainer import FitResult, Trainer, train
+import importlib
+
+# The public API, resolved on first use (PEP 562): ``import workbench.runtime`` serves an ONNX export without
+# loading torch, and ``workbench --help`` starts fast, while ``from workbench import Trainer`` works as usual.
+_PUBLIC = {
+    "Config": "config", "load_config": "config", "LabelMap": "data", "TextDataModule": "data",
+    "ConfigError": "errors", "DataError": "errors", "ModelLoadError": "errors", "WorkbenchError": "errors",
+    "TextClassificationModel": "models", "LengthBucketedBatchSampler": "sampler", "TextProcessor": "text",
+    "FitResult": "trainer", "Trainer": "trainer", "train": "trainer",
+}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"workbench.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
-__all__ = [
-    "Config", "ConfigError", "DataError", "FitResult", "LabelMap", "LengthBucketedBatchSampler", "ModelLoadError",
-    "TextClassificationModel", "TextDataModule", "TextProcessor", "Trainer", "WorkbenchError", "load_config", "train",
-]
+__all__ = sorted(_PUBLIC)

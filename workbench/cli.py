@@ -16,7 +16,9 @@ only what differs from the defaults) and dotted overrides such as ``train.lr=3e-
     workbench ui mlflow runs
     workbench register runs/trec/version_0 --name trec --alias champion
     workbench predict models:/trec@champion --file questions.csv
-    workbench speed runs/trec/version_0 --dataset trec --split test
+    workbench speed runs/trec/version_0 --dataset trec --split test --engine torch onnx onnx-int8
+    workbench export runs/trec/version_0 --format onnx --optimize --quantize int8
+    workbench serve runs/trec/version_0/exports/onnx-int8 --port 8000
     workbench run experiments/trec.yaml
 
 Each command imports what it needs when it runs, so ``workbench --help`` and ``workbench datasets`` start
@@ -31,6 +33,7 @@ import logging
 import sys
 from pathlib import Path
 
+from workbench.config import ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, ServeConfig
 from workbench.errors import WorkbenchError
 
 
@@ -248,25 +251,57 @@ def _register(args) -> int:
 def _speed(args) -> int:
     from workbench.data import TextDataModule
     from workbench.datafiles import read_table, require_columns
-    from workbench.inference import benchmark_inference
+    from workbench.export import compare_engines
     from workbench.plots import latency_figure
 
     _require_one_source(args)
     model = _load_model(args.model)
+    labels = None
     if args.file:
         frame = read_table(args.file)
         require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
         texts = frame[args.text_column].astype(str).tolist()
     else:
-        texts = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split).texts
+        dataset = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split)
+        texts, labels = dataset.texts, [f["labels"] for f in dataset.features]
     lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]
-    table = benchmark_inference(model, texts, batch_sizes=args.batch_sizes, seq_lengths=lengths,
-                                repeats=args.repeats, threads=args.threads)
+    summary, table = compare_engines(args.model, args.engine, texts, labels, batch_sizes=args.batch_sizes,
+                                     seq_lengths=lengths, repeats=args.repeats, threads=args.threads)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print()
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         table.to_csv(args.out, index=False)
     if args.plot:
         latency_figure(table).savefig(args.plot, dpi=120)
+    return 0
+
+
+def _export(args) -> int:
+    from workbench.export import export_model
+
+    export_model(args.run, args.out, engine=args.engine, model_format=args.format, optimize=args.optimize,
+                 quantize=args.quantize, examples=args.file, max_examples=args.max_examples)
+    return 0
+
+
+def _serve(args) -> int:
+    from workbench.config import ServeConfig
+    from workbench.runtime import EXPORT_FILE, load_export
+    from workbench.serve import serve
+
+    config = ServeConfig(host=args.host, port=args.port, batching=not args.no_batching,
+                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                         max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+                         api_key_env=args.api_key_env, threads=args.threads)
+    if (Path(args.model) / EXPORT_FILE).exists():  # an export folder: torch never loads
+        predictor = load_export(args.model, args.engine, threads=config.threads, batch_size=config.max_batch_size)
+    else:
+        from workbench.export import engine_predictor
+
+        predictor = engine_predictor(args.model, args.engine or "onnx-int8", threads=config.threads,
+                                     batch_size=config.max_batch_size)
+    serve(predictor, config)
     return 0
 
 
@@ -368,10 +403,43 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     speed.add_argument("--seq-lengths", nargs="+", default=["natural"], help="token lengths, or 'natural'")
     speed.add_argument("--repeats", type=int, default=5)
-    speed.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    speed.add_argument("--engine", nargs="+", default=["torch"], choices=ENGINES, metavar="ENGINE",
+                       help=f"engines to compare in one run ({', '.join(ENGINES)}); a run directory's exports are made "
+                            "as needed under RUN_DIR/exports/")
+    speed.add_argument("--threads", type=int, default=None, help="engine threads (default: one per core)")
     speed.add_argument("--out", help="write the table as CSV")
     speed.add_argument("--plot", help="write the throughput/latency figure (PNG)")
     speed.set_defaults(func=_speed)
+
+    export = sub.add_parser("export", help="export a run's model (ONNX, TorchScript, torch.export; int8) with a parity report")
+    export.add_argument("run", help="run directory (or saved model folder, with --file)")
+    export.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
+    export.add_argument("--optimize", action="store_true", help="ONNX Runtime's transformer fusions (onnx only)")
+    export.add_argument("--quantize", choices=QUANTIZATIONS, default=None, help="dynamic int8 weights")
+    export.add_argument("--engine", choices=list(ENGINE_EXPORTS), default=None,
+                        help="shorthand for a format + optimize + quantize recipe, e.g. onnx-int8")
+    export.add_argument("--out", help="export folder (default: RUN_DIR/exports/<engine>)")
+    export.add_argument("--file", help="labelled table to check parity on (default: the run's validation split)")
+    export.add_argument("--max-examples", type=int, default=1000, help="examples in the parity report")
+    export.set_defaults(func=_export)
+
+    serve_defaults = ServeConfig()
+    serve = sub.add_parser("serve", help="the prediction service (FastAPI + uvicorn) on an export or a run")
+    serve.add_argument("model", help="export folder, or run directory (exported for --engine first if needed)")
+    serve.add_argument("--engine", choices=ENGINES, default=None,
+                       help="default: the export folder's engine, or onnx-int8 for a run directory")
+    serve.add_argument("--host", default=serve_defaults.host)
+    serve.add_argument("--port", type=int, default=serve_defaults.port)
+    serve.add_argument("--no-batching", action="store_true", help="one model call per request")
+    for name in ("max_batch_size", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
+        serve.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(serve_defaults, name),
+                           help=ServeConfig.__dataclass_fields__[name].metadata["help"])
+    serve.add_argument("--max-wait-ms", type=float, default=serve_defaults.max_wait_ms,
+                       help=ServeConfig.__dataclass_fields__["max_wait_ms"].metadata["help"])
+    serve.add_argument("--api-key-env", default=serve_defaults.api_key_env,
+                       help=ServeConfig.__dataclass_fields__["api_key_env"].metadata["help"])
+    serve.add_argument("--threads", type=int, default=None, help="engine threads (default: one per core)")
+    serve.set_defaults(func=_serve)
 
     run = sub.add_parser("run", help="execute notebooks for every experiment in a file; write HTML reports + index")
     run.add_argument("experiments", help="experiments YAML (see experiments/ and workbench/reports.py)")

@@ -44,6 +44,36 @@ EDA_OPS = ("synonym", "insert", "swap", "delete")
 WORD_AUGMENT_OPS = EDA_OPS + ("aeda",)
 MODEL_AUGMENT_OPS = ("back_translation", "contextual")
 AUGMENT_OPS = ("eda",) + WORD_AUGMENT_OPS + MODEL_AUGMENT_OPS
+# Inference engines (workbench speed / serve --engine). "torch" is the trained model in PyTorch eager fp32; every
+# other engine is an export (workbench export): its format, whether ONNX Runtime's transformer fusions are applied
+# and its quantization. onnx-int8 quantizes the plain graph: on the fused one it was 15-20% slower and less
+# accurate (bench/README.md, "Export").
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
+QUANTIZATIONS = ("int8",)
+ENGINE_EXPORTS = {  # engine -> (format, optimize, quantize)
+    "pt2": ("pt2", False, None),
+    "torchscript": ("torchscript", False, None),
+    "torch-int8": ("torchscript", False, "int8"),
+    "onnx": ("onnx", False, None),
+    "onnx-optimized": ("onnx", True, None),
+    "onnx-int8": ("onnx", False, "int8"),
+}
+ENGINES = ("torch",) + tuple(ENGINE_EXPORTS)
+
+
+def engine_of(model_format: str, optimize: bool, quantize: str | None) -> str:
+    """The engine name of an export recipe (``onnx`` + int8 is ``onnx-int8`` whether fused or not)."""
+    _require_choice("export", "format", model_format, EXPORT_FORMATS)
+    _require(quantize is None or quantize in QUANTIZATIONS, f"export quantize={quantize!r} is not one of "
+             f"{', '.join(QUANTIZATIONS)}.")
+    _require(not optimize or model_format == "onnx", "--optimize applies ONNX Runtime's fusions: use it with --format onnx.")
+    _require(not (quantize and model_format == "pt2"), "int8 is offered for --format onnx (ONNX Runtime) and "
+             "torchscript (torch's dynamic int8 Linear layers), not pt2.")
+    if quantize:
+        return {"onnx": "onnx-int8", "torchscript": "torch-int8"}[model_format]
+    return "onnx-optimized" if optimize else model_format
+
+
 DEFAULT_SEARCH_SPACE = {  # a space that suits fine-tuning a small encoder, used when tune.space is empty
     "train.lr": {"log_uniform": [1.0e-5, 5.0e-4]},
     "train.warmup": {"uniform": [0.0, 0.1]},
@@ -268,6 +298,31 @@ class AugmentConfig:
         """The operations a variant is drawn from, with ``eda`` expanded into its four."""
         expanded = [op for name in self.ops for op in (EDA_OPS if name == "eda" else (name,))]
         return list(dict.fromkeys(expanded))
+
+
+@dataclass
+class ServeConfig:
+    """The prediction service (``workbench serve``): where it listens, how it batches and what it accepts."""
+
+    host: str = _help("Interface to listen on (127.0.0.1: this machine only).", "127.0.0.1")
+    port: int = _help("TCP port.", 8000)
+    batching: bool = _help("Gather concurrent requests into one model call (micro-batching).", True)
+    max_batch_size: int = _help("Most texts in one model call.", 64)
+    max_wait_ms: float = _help("Longest a text waits for others to join its batch, in milliseconds.", 5.0)
+    max_queue: int = _help("Most requests waiting for the model; beyond it the service answers 503 with "
+                           "Retry-After instead of queueing without limit.", 256)
+    max_texts: int = _help("Most texts in one request (413 beyond).", 64)
+    max_chars: int = _help("Most characters in one text (413 beyond).", 20_000)
+    max_body_bytes: int = _help("Largest request body in bytes (413 beyond).", 2_000_000)
+    api_key_env: str = _help("Environment variable holding the API key; when it is set, every endpoint but "
+                             "/health wants 'Authorization: Bearer <key>'.", "WORKBENCH_API_KEY")
+    threads: int | None = _help("Engine threads (None: the engine's choice, one per core).", None)
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
+            _require(getattr(self, name) >= 1, f"serve.{name}={getattr(self, name)} must be at least 1.")
+        _require(self.max_wait_ms >= 0, f"serve.max_wait_ms={self.max_wait_ms} must be 0 or more.")
+        _require(0 <= self.port <= 65535, f"serve.port={self.port} must be in 0..65535.")
 
 
 @dataclass

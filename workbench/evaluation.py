@@ -72,7 +72,7 @@ class Evaluation:
         return pd.DataFrame(self.metrics["per_class"]).T if "per_class" in self.metrics else pd.DataFrame()
 
 
-def _datamodule_for(run: Run, model: TextClassificationModel) -> TextDataModule:
+def run_datamodule(run: Run, model: TextClassificationModel) -> TextDataModule:
     """The run's data, split and encoded exactly as in training, with the trained model's labels."""
     dm = TextDataModule(config=run.config.data, model_name=str(run.model_dir), tokenizer=model.tokenizer,
                         seed=run.config.train.seed)
@@ -96,7 +96,7 @@ def evaluate_run(run: Run | str | Path, split: str = "validation", *,
     if split not in ("validation", "test"):
         raise WorkbenchError(f"split={split!r}: choose 'validation' or 'test'.")
     model = model or TextClassificationModel.from_pretrained(run.model_dir)
-    dm = _datamodule_for(run, model)
+    dm = run_datamodule(run, model)
     dataset = dm.val_dataset if split == "validation" else dm.test_dataset
     if dataset is None:
         raise WorkbenchError(f"Run {run.path} has no test split: its data config names no test_file or test_split. "
@@ -121,7 +121,7 @@ def calibrate_run(run: Run | str | Path, save: bool = True, *, model: TextClassi
     """
     run = run if isinstance(run, Run) else load_run(run)
     model = model or TextClassificationModel.from_pretrained(run.model_dir)
-    report = calibrate_model(model, _datamodule_for(run, model).val_dataset)
+    report = calibrate_model(model, run_datamodule(run, model).val_dataset)
     if save:
         model.save_pretrained(run.model_dir)
         RunDir(run.path).write_json(RunDir.CALIBRATION, report)

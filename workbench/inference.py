@@ -1,10 +1,12 @@
 """Inference speed: latency percentiles and throughput against batch size and sequence length.
 
-The harness times an *engine* (how a batch of token ids becomes logits) on batches cut from real texts.
-``engine="torch"`` is PyTorch eager on the model as it is; a later ONNX or int8 engine registers itself
-in :data:`ENGINES` and is measured by the same code. Each (sequence length, batch size) cell runs
-``warmup`` untimed batches, then ``repeats`` timed passes over ``batches`` batches; the latency
-percentiles are over all timed batch calls and the throughput is the median over repeats.
+The harness times a :class:`~workbench.runtime.Predictor`'s *engine* (how a padded batch of token ids becomes
+logits) on batches cut from real texts. :func:`torch_predictor` puts a trained model in PyTorch eager behind
+the same interface as the exported engines (ONNX, int8, TorchScript, ``torch.export``), which
+:func:`workbench.export.engine_predictor` builds by name, so every engine is measured by the same code on the
+same batches. Each (sequence length, batch size) cell runs ``warmup`` untimed batches, then ``repeats`` timed
+passes over ``batches`` batches; the latency percentiles are over all timed batch calls and the throughput is
+the median over repeats.
 
 Example::
 
@@ -20,99 +22,97 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from tokenizers import Tokenizer
 
 from workbench.errors import WorkbenchError
+from workbench.models import TextClassificationModel
 from workbench.runs import machine_info
+from workbench.runtime import Predictor
 
 
-def torch_engine(model) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
-    """PyTorch eager, no gradients."""
+def torch_predictor(model: TextClassificationModel, batch_size: int = 32) -> Predictor:
+    """The model in PyTorch eager (no gradients) as a :class:`Predictor`: the ``"torch"`` engine."""
     model.eval()
+    meta = {**model.metadata(), "inputs": model.input_names, "pad_token_id": model.tokenizer.pad_token_id}
+    tokenizer = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())  # a copy: the model's keeps its settings
 
     @torch.inference_mode()
-    def run(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(**batch)["logits"]
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        inputs = {name: torch.from_numpy(values).to(model.device) for name, values in batch.items()}
+        return model(**inputs)["logits"].float().cpu().numpy()
 
-    return run
-
-
-ENGINES: dict[str, Callable] = {"torch": torch_engine}
+    return Predictor(meta, tokenizer, run, "torch", batch_size)
 
 
-def _batches(model, texts: Sequence[str], batch_size: int, seq_length: int | None, count: int) -> list[dict]:
+def _batches(predictor: Predictor, texts: Sequence[str], batch_size: int, seq_length: int | None,
+             count: int) -> list[dict]:
     """``count`` padded batches of ``batch_size`` texts; with ``seq_length`` every row is exactly that long."""
-    features = model.processor().encode(list(texts))
+    features = predictor.encode(list(texts))
     if seq_length is not None:
-        pad = model.tokenizer.pad_token_id or 0
         rows = []
         for f in features:
             ids = list(f["input_ids"])
-            body = ids[1:-1] or [pad]
+            body = ids[1:-1] or [predictor.pad_token_id]
             while len(body) < seq_length - 2:  # repeat the text's own tokens to reach the length
                 body = body + body
-            rows.append({"input_ids": [ids[0], *body[:seq_length - 2], ids[-1]]})
+            ids = [ids[0], *body[:seq_length - 2], ids[-1]]
+            rows.append({"input_ids": ids, "token_type_ids": [0] * len(ids)})
         features = rows
-    out = []
-    for b in range(count):
-        chosen = [features[(b * batch_size + i) % len(features)] for i in range(batch_size)]
-        padded = model.tokenizer.pad([{"input_ids": f["input_ids"]} for f in chosen], return_tensors="pt")
-        out.append({k: v.to(model.device) for k, v in padded.items()})
-    return out
+    return [predictor.pad([features[(b * batch_size + i) % len(features)] for i in range(batch_size)])
+            for b in range(count)]
 
 
-def benchmark_inference(model, texts: Sequence[str], batch_sizes: Sequence[int] = (1, 8, 32, 64),
-                        seq_lengths: Sequence[int | None] = (None,), engine: str = "torch", warmup: int = 3,
-                        repeats: int = 5, batches: int = 10, threads: int | None = None,
+def benchmark_inference(model: TextClassificationModel | Predictor, texts: Sequence[str],
+                        batch_sizes: Sequence[int] = (1, 8, 32, 64), seq_lengths: Sequence[int | None] = (None,),
+                        warmup: int = 3, repeats: int = 5, batches: int = 10, threads: int | None = None,
                         echo: Callable[[str], None] | None = print) -> pd.DataFrame:
-    """Time ``engine`` on batches of ``texts``.
+    """Time a model's engine on batches of ``texts``.
 
     Args:
-        model: a :class:`workbench.TextClassificationModel`.
+        model: a :class:`~workbench.runtime.Predictor` (any engine), or a
+            :class:`~workbench.models.TextClassificationModel`, timed in PyTorch eager.
         texts: real texts to cut batches from (at least one).
         batch_sizes: examples per batch.
         seq_lengths: token lengths; ``None`` keeps each text's natural length (padded per batch).
-        engine: a key of :data:`ENGINES`.
         warmup, repeats, batches: untimed batches, timed passes, batches per pass.
-        threads: torch intra-op threads (default: leave as is); recorded either way.
+        threads: torch intra-op threads (default: leave as is; an exported engine sets its own when loaded).
 
     Returns:
         One row per (seq_length, batch_size): ``p50_ms``, ``p95_ms``, ``p99_ms`` (per batch call),
         ``examples_per_s`` (median over repeats), ``mean_tokens`` per row, ``engine``, ``threads``.
     """
-    if engine not in ENGINES:
-        raise WorkbenchError(f"engine='{engine}' is unknown; available: {', '.join(ENGINES)}.")
     if not texts:
         raise WorkbenchError("benchmark_inference needs at least one text.")
     if any(b < 1 for b in batch_sizes) or any(s is not None and s < 4 for s in seq_lengths):
         raise WorkbenchError("batch sizes must be >= 1 and sequence lengths >= 4 (or None for natural lengths).")
     if threads:
         torch.set_num_threads(threads)
-    run = ENGINES[engine](model)
+    predictor = torch_predictor(model) if isinstance(model, TextClassificationModel) else model
     rows = []
     for seq_length in seq_lengths:
         for batch_size in batch_sizes:
-            cut = _batches(model, texts, batch_size, seq_length, max(batches, warmup))
+            cut = _batches(predictor, texts, batch_size, seq_length, max(batches, warmup))
             for batch in cut[:warmup]:
-                run(batch)
+                predictor.run(batch)
             latencies, throughputs = [], []
             for _ in range(repeats):
                 start_pass = time.perf_counter()
                 for batch in cut[:batches]:
                     start = time.perf_counter()
-                    run(batch)
-                    if model.device.type == "cuda":
-                        torch.cuda.synchronize()
+                    predictor.run(batch)  # logits come back as a NumPy array: a GPU has finished
                     latencies.append(time.perf_counter() - start)
                 throughputs.append(batch_size * batches / (time.perf_counter() - start_pass))
-            tokens = float(np.mean([b["attention_mask"].sum(1).float().mean().item() for b in cut[:batches]]))
-            row = {"engine": engine, "seq_length": "natural" if seq_length is None else seq_length,
+            tokens = float(np.mean([b["attention_mask"].sum(1).mean() for b in cut[:batches]]))
+            row = {"engine": predictor.engine, "seq_length": "natural" if seq_length is None else seq_length,
                    "batch_size": batch_size, "p50_ms": 1000 * float(np.percentile(latencies, 50)),
                    "p95_ms": 1000 * float(np.percentile(latencies, 95)), "p99_ms": 1000 * float(np.percentile(latencies, 99)),
                    "examples_per_s": float(np.median(throughputs)), "mean_tokens": tokens,
-                   "threads": torch.get_num_threads(), "device": str(model.device), "timed_calls": len(latencies)}
+                   "threads": threads or torch.get_num_threads(),
+                   "device": str(model.device) if isinstance(model, TextClassificationModel) else "cpu",
+                   "timed_calls": len(latencies)}
             rows.append(row)
             if echo:
-                echo(f"{engine} seq {row['seq_length']} batch {batch_size}: p50 {row['p50_ms']:.1f} ms, "
+                echo(f"{predictor.engine} seq {row['seq_length']} batch {batch_size}: p50 {row['p50_ms']:.1f} ms, "
                      f"{row['examples_per_s']:.1f} examples/s")
     table = pd.DataFrame(rows)
     table.attrs["machine"] = {**machine_info(), "torch": torch.__version__}

@@ -35,6 +35,7 @@ from workbench.track import REGISTRY_PREFIX, registered_model_folder
 MODEL_FILE = "model.safetensors"
 META_FILE = "workbench_model.json"
 BACKBONE_CONFIG_FILE = "backbone_config.json"
+_NO_TOKEN_TYPES = ("distilbert", "roberta", "mpnet")  # backbones without a token-type embedding
 _DEFAULT = ModelConfig()  # the keyword defaults of TextClassificationModel are ModelConfig's, defined there once
 
 
@@ -205,6 +206,13 @@ class TextClassificationModel(nn.Module):
         return len(self.label_names)
 
     @property
+    def input_names(self) -> list[str]:
+        """The inputs :meth:`forward` uses: token_type_ids only where the tokenizer makes them and the backbone reads them."""
+        types = ("token_type_ids" in self.tokenizer.model_input_names
+                 and self.backbone.config.model_type not in _NO_TOKEN_TYPES)
+        return ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -213,7 +221,7 @@ class TextClassificationModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self.backbone.config.model_type not in ("distilbert", "roberta", "mpnet"):
+        if token_type_ids is not None and self.backbone.config.model_type not in _NO_TOKEN_TYPES:
             inputs["token_type_ids"] = token_type_ids
         states = self.backbone(**inputs).last_hidden_state  # (batch, seq, hidden)
         logits = self.head(pool(states, attention_mask, self.pooling, self.attention_pool))  # (batch, labels)

@@ -58,6 +58,7 @@ class RunDir:
     LOG, SUMMARY, CALIBRATION = "log.jsonl", "summary.md", "calibration.json"
     BEST, LAST, CHECKPOINTS = "best", "last", "checkpoints"
     TRACKING, TENSORBOARD = "tracking.json", "tensorboard"  # workbench.track: tracker run ids, TensorBoard events
+    EXPORTS = "exports"  # workbench.export: one folder per engine, exports/<engine>/
     FINISHED = (CONFIG, METRICS)  # written last: a run with both has finished
     VERSION = "version_"
 
@@ -105,6 +106,10 @@ class RunDir:
     @property
     def best(self) -> Path:
         return self.path / self.BEST
+
+    def export_folder(self, engine: str) -> Path:
+        """Where ``workbench export`` writes this run's export for ``engine`` by default."""
+        return self.path / self.EXPORTS / engine
 
     @property
     def checkpoints(self) -> Path:

@@ -14,13 +14,13 @@ import html
 import re
 import unicodedata
 from dataclasses import asdict
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-
-from workbench.backbones import load_tokenizer
 from workbench.config import DataConfig, ModelConfig
 from workbench.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
 
 # The DataConfig fields that decide how a text becomes token ids: saved with a model (``model.processing``)
 # so that prediction encodes text as training did.
@@ -61,6 +61,9 @@ class TextProcessor:
                  mask_urls: bool = _DEFAULT.mask_urls, mask_emails: bool = _DEFAULT.mask_emails,
                  lowercase: bool = _DEFAULT.lowercase):
         if tokenizer is None and model_name is not None:
+            # deferred: an exported model encodes with a tokenizers.Tokenizer and no transformers or torch
+            from workbench.backbones import load_tokenizer
+
             tokenizer = load_tokenizer(model_name)
         self.tokenizer = tokenizer
         self.config = DataConfig(max_length=max_length, max_tokens=max(8192, max_length), truncation=truncation,

@@ -1,0 +1,447 @@
+"""Exporting a trained model for fast, torch-free serving, checked against PyTorch as soon as it is written.
+
+Formats: ONNX (optionally with ONNX Runtime's transformer fusions and int8 dynamic quantization), TorchScript
+(optionally with torch's dynamic int8 Linear layers) and ``torch.export`` (an ExportedProgram in a ``.pt2``
+file). Each export is a self-contained folder: the model file, the tokenizer and ``export.json`` (labels,
+thresholds, temperature, text processing, the run's metrics and a parity report measured right after export
+on real examples). An export that breaks parity is refused and nothing is left behind::
+
+    workbench export runs/sst2/version_0 --format onnx --optimize --quantize int8   # -> .../exports/onnx-int8
+    meta = export_model("runs/sst2/version_0", engine="onnx-int8")
+    meta["parity"]        # max |logit difference|, prediction agreement, accuracy before and after
+    engine_predictor("runs/sst2/version_0", "onnx-int8").predict(["a gripping film"])
+    summary, latency = compare_engines("runs/sst2/version_0", ["torch", "onnx", "onnx-int8"], texts, labels)
+
+What the recipes rest on (torch 2.13, transformers 5, onnxruntime 1.32; bench/README.md "Export" has the numbers):
+
+- Optimum's ONNX exporter does not support transformers 5, so this calls ``torch.onnx.export`` itself, with the
+  TorchScript-based exporter (``dynamo=False``) on eager attention: its graph is what ONNX Runtime's fusions
+  (Attention, SkipLayerNormalization, BiasGelu) and ``quantize_dynamic`` expect. SDPA attention exports a graph
+  the attention fusion does not match.
+- TorchScript is deprecated in favour of ``torch.export`` but still traces these encoders exactly (parity 0.0),
+  so it is offered, and it is the container of torch's own int8 engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pandas as pd
+import torch
+import transformers
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers import optimizer as ort_optimizer
+from torch import nn
+
+from workbench import __version__
+from workbench.config import ENGINE_EXPORTS, ENGINES, DataConfig, engine_of
+from workbench.data import EncodedDataset, TextDataModule
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.evaluation import run_datamodule
+from workbench.inference import benchmark_inference, torch_predictor
+from workbench.metrics import predict_from_proba
+from workbench.models import MODEL_FILE, TextClassificationModel
+from workbench.runs import RunDir, load_run, machine_info, model_folder
+from workbench.runtime import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor, load_export
+
+ONNX_OPSET = 17
+FP32_TOLERANCE = 1e-4  # most |logit difference| an fp32 export may show against PyTorch eager
+# ONNX Runtime's dynamic int8 quantization, chosen by bench/export.py int8 (SST-2 dev, Intel Xeon with AVX-512,
+# one thread): signed int8 weights with one scale per output channel lose 0.2 points of accuracy where one scale
+# per tensor loses 1.0, at the same speed (6.2x PyTorch eager at batch 1, 2.3x at batch 32); reduce_range
+# (7-bit weights, advised for AVX2 CPUs without VNNI) cost accuracy and speed here.
+ONNX_INT8 = {"weight_type": QuantType.QInt8, "per_channel": True, "reduce_range": False}
+# ONNX Runtime's fusion patterns per backbone type: RoBERTa and DistilBERT share BERT's encoder blocks.
+_ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "mpnet": "bert"}
+
+
+class _Logits(nn.Module):
+    """The classifier as a function of token tensors in a fixed order, returning only logits (what exporters trace)."""
+
+    def __init__(self, model: TextClassificationModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(input_ids, attention_mask, token_type_ids)["logits"]  # (batch, labels)
+
+
+def _load_source(source) -> tuple[TextClassificationModel, object | None]:
+    """The model and, when ``source`` is a run directory, its :class:`~workbench.runs.Run`."""
+    if isinstance(source, TextClassificationModel):
+        return source, None
+    path = Path(source)
+    run = load_run(path) if (path / RunDir.CONFIG).exists() else None
+    return TextClassificationModel.from_pretrained(path), run
+
+
+def _parity_examples(model: TextClassificationModel, run, file: str | Path | None,
+                     max_examples: int) -> EncodedDataset:
+    if file is not None:
+        return TextDataModule.for_model(model).encode_file(file)
+    if run is None:
+        raise WorkbenchError("A model folder carries no data to check the export on: pass examples=FILE "
+                             "(CLI: --file FILE, a table with the text and label columns), or export the run "
+                             "directory instead.")
+    return run_datamodule(run, model).val_dataset
+
+
+def parity_report(model: TextClassificationModel, predictor: Predictor, dataset: EncodedDataset,
+                  max_examples: int = 1000) -> dict:
+    """How an engine's outputs compare with PyTorch eager on the first ``max_examples`` examples of ``dataset``.
+
+    Returns:
+        ``examples``, ``max_abs_logit_diff``, ``agreement`` (share of identical predictions; identical label sets
+        for multi-label), ``tokenization_matches`` (share of texts the engine's tokenizer encodes to the same ids,
+        for single-text models) and, when the examples carry labels, ``accuracy_torch`` and ``accuracy_export``
+        (exact match of label sets for multi-label).
+    """
+    features = dataset.features[:max_examples]
+    reference = model.logits_of(features).numpy()  # (N, K)
+    logits = predictor.logits(features)
+    thresholds = model.thresholds if model.multi_label else None
+    before = predict_from_proba(model.proba_from_logits(reference), thresholds)
+    after = predict_from_proba(predictor.proba_from_logits(logits), thresholds)
+    same = (before == after).reshape(len(features), -1).all(axis=1)
+    report = {"examples": len(features), "max_abs_logit_diff": float(np.abs(reference - logits).max()),
+              "agreement": float(same.mean())}
+    if not model.processing.get("text_pair_column"):
+        encoded = predictor.encode(dataset.texts[:max_examples])
+        report["tokenization_matches"] = float(np.mean([list(e["input_ids"]) == list(f["input_ids"])
+                                                        for e, f in zip(encoded, features)]))
+    if features and "labels" in features[0]:
+        truth = np.asarray([f["labels"] for f in features])
+        for name, predicted in (("accuracy_torch", before), ("accuracy_export", after)):
+            report[name] = float((predicted == truth).reshape(len(features), -1).all(axis=1).mean())
+    return report
+
+
+def _write_onnx(wrapper: _Logits, names: list[str], example: tuple, path: Path, optimize: bool,
+                quantize: str | None) -> dict:
+    model = wrapper.model
+    model.backbone.set_attn_implementation("eager")  # the graph ONNX Runtime's fusions and quantizer expect
+    axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    raw = path.with_name("raw.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python conditions on shapes (checked by parity)
+        torch.onnx.export(wrapper, example, str(raw), input_names=names, output_names=["logits"], dynamic_axes=axes,
+                          opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+    details: dict = {"opset": ONNX_OPSET}
+    current = raw
+    if optimize:
+        config = model.backbone.config
+        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+        hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+        fused = ort_optimizer.optimize_model(str(raw), model_type=_ORT_MODEL_TYPES.get(config.model_type, "bert"),
+                                             num_heads=heads, hidden_size=hidden)
+        details["fused_operators"] = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+        current = path.with_name("optimized.onnx")
+        fused.save_model_to_file(str(current))
+    if quantize:
+        # the fused graph's com.microsoft operators defeat ONNX shape inference: their outputs are fp32
+        quiet = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # its advice to run a pre-processing step (shape inference)
+        try:
+            quantize_dynamic(str(current), str(path), **ONNX_INT8,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            logging.getLogger().setLevel(quiet)
+        details["int8"] = {k: str(v) for k, v in ONNX_INT8.items()}
+    else:
+        shutil.copyfile(current, path)
+    for scratch in (raw, path.with_name("optimized.onnx")):
+        scratch.unlink(missing_ok=True)
+    return details
+
+
+def _write_torch(wrapper: _Logits, names: list[str], example: tuple, path: Path, model_format: str,
+                 quantize: str | None) -> dict:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript's and torch.ao's deprecation notices
+        if model_format == "pt2":
+            # inputs are never longer than the model's max_length, which fits its position table
+            longest = wrapper.model.processing.get("max_length", DataConfig.max_length)
+            batch, sequence = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=longest)
+            shapes = {name: {0: batch, 1: sequence} for name in names}
+            torch.export.save(torch.export.export(wrapper, example, dynamic_shapes=shapes), str(path))
+            return {"exporter": "torch.export"}
+        module = wrapper
+        if quantize:
+            module = torch.ao.quantization.quantize_dynamic(wrapper, {nn.Linear}, dtype=torch.qint8)
+        torch.jit.save(torch.jit.trace(module, example, strict=False), str(path))
+    return {"exporter": "torch.jit.trace"} | ({"int8": "torch.ao dynamic, Linear layers, qint8"} if quantize else {})
+
+
+def _check_parity(parity: dict, quantized: bool, min_agreement: float) -> str | None:
+    """Why the export is refused, or None."""
+    if parity.get("tokenization_matches", 1.0) < 1.0:
+        return (f"its tokenizer encodes {100 * (1 - parity['tokenization_matches']):.1f}% of the texts differently "
+                "from the model's")
+    if not quantized and parity["max_abs_logit_diff"] > FP32_TOLERANCE:
+        return f"its logits differ from PyTorch's by up to {parity['max_abs_logit_diff']:.2e} (tolerance {FP32_TOLERANCE})"
+    if parity["agreement"] < min_agreement:
+        return f"it agrees with PyTorch on {100 * parity['agreement']:.1f}% of predictions (minimum {100 * min_agreement:.0f}%)"
+    return None
+
+
+def export_model(source: TextClassificationModel | str | Path, out: str | Path | None = None, *,
+                 engine: str | None = None, model_format: str = "onnx", optimize: bool = False,
+                 quantize: str | None = None, examples: str | Path | None = None, max_examples: int = 1000,
+                 min_agreement: float = 0.9, echo: Callable[[str], None] | None = print) -> dict:
+    """Export a trained model into a self-contained folder, then check it against PyTorch on real examples.
+
+    Args:
+        source: a run directory (its best model; parity is measured on its validation split), a saved model
+            folder, or a loaded :class:`~workbench.models.TextClassificationModel` (both need ``examples``).
+        out: the export folder (replaced if it exists); default ``RUN_DIR/exports/<engine>``.
+        engine: an engine name of :data:`workbench.config.ENGINE_EXPORTS` (sets format, optimize and quantize).
+        model_format: ``onnx``, ``torchscript`` or ``pt2``.
+        optimize: apply ONNX Runtime's transformer fusions (ONNX only).
+        quantize: ``"int8"``: dynamic int8 weights (ONNX Runtime for ONNX, torch.ao for TorchScript).
+        examples: a labelled table to measure parity on, instead of the run's validation split.
+        max_examples: examples the parity report uses.
+        min_agreement: least share of predictions an export must share with PyTorch. fp32 exports must also
+            match its logits within ``FP32_TOLERANCE``.
+
+    Returns:
+        The export's ``export.json`` as a dict, with its ``parity`` report.
+
+    Raises:
+        WorkbenchError: unknown engine or format, a folder without a model, or broken parity (nothing is written).
+
+    Example:
+        >>> meta = export_model("runs/trec/version_0", engine="onnx-int8")  # doctest: +SKIP
+        >>> meta["parity"]["accuracy_torch"], meta["parity"]["accuracy_export"]  # doctest: +SKIP
+    """
+    if engine is not None:
+        if engine not in ENGINE_EXPORTS:
+            raise ConfigError(f"engine={engine!r} has no export; choose one of {', '.join(ENGINE_EXPORTS)}"
+                              + (" ('torch' is the trained model itself)." if engine == "torch" else "."))
+        model_format, optimize, quantize = ENGINE_EXPORTS[engine]
+    engine = engine_of(model_format, optimize, quantize)
+    model, run = _load_source(source)
+    if out is None and run is None:
+        raise WorkbenchError("Give the export folder (out=..., CLI: --out DIR): only a run directory has a default.")
+    out = Path(out) if out is not None else RunDir(run.path).export_folder(engine)
+    dataset = _parity_examples(model, run, examples, max_examples)
+    if not dataset.features:
+        raise WorkbenchError("There are no examples to check the export on; give a labelled file with examples=FILE.")
+    names = model.input_names
+    example = tuple(torch.as_tensor(v) for v in torch_predictor(model).pad(dataset.features[:2]).values())
+    staging = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        started = time.perf_counter()
+        model_file = staging / MODEL_FILES[model_format]
+        wrapper = _Logits(model).eval()
+        if model_format == "onnx":
+            details = _write_onnx(wrapper, names, example, model_file, optimize, quantize)
+        else:
+            details = _write_torch(wrapper, names, example, model_file, model_format, quantize)
+        export_seconds = time.perf_counter() - started
+        model.tokenizer.save_pretrained(staging)
+        source_path = run.path if run is not None else (None if isinstance(source, TextClassificationModel) else source)
+        meta = {**model.metadata(), "format": EXPORT_FORMAT, "engine": engine, "model_format": model_format, "file": model_file.name,
+                "optimized": optimize, "quantized": quantize, **details, "inputs": names,
+                "pad_token_id": model.tokenizer.pad_token_id,
+                "backbone": {key: getattr(model.backbone.config, key, None)
+                             for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")},
+                "source": str(source_path) if source_path is not None else None,
+                "run_metrics": {k: v for k, v in (run.metrics if run else {}).items()
+                                if k in ("validation", "test")},
+                "size_bytes": model_file.stat().st_size, "model_sha256": _sha256(model_file), "export_seconds": round(export_seconds, 2),
+                "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "versions": {"workbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                             "onnxruntime": onnxruntime.__version__}}
+        (staging / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
+        meta["parity"] = parity_report(model, load_export(staging), dataset, max_examples)
+        problem = _check_parity(meta["parity"], bool(quantize), min_agreement)
+        if problem:
+            raise WorkbenchError(f"The {engine} export of {source_path or 'the model'} is refused: {problem}. "
+                                 f"Parity: {json.dumps(meta['parity'])}. Nothing was written.")
+        (staging / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
+        _replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if echo:
+        p = meta["parity"]
+        accuracy = (f", accuracy {p['accuracy_torch']:.4f} -> {p['accuracy_export']:.4f}"
+                    if "accuracy_torch" in p else "")
+        echo(f"{engine}: {out} ({meta['size_bytes'] / 1e6:.1f} MB); on {p['examples']} examples max |logit diff| "
+             f"{p['max_abs_logit_diff']:.2e}, agreement {p['agreement']:.4f}{accuracy}")
+    return meta
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Move ``new`` to ``out`` so that ``out`` is never a half-written export (the old one goes only after)."""
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def engine_predictor(source: TextClassificationModel | str | Path, engine: str, *, threads: int | None = None,
+                     batch_size: int = 32, workdir: str | Path | None = None,
+                     echo: Callable[[str], None] | None = print) -> Predictor:
+    """A :class:`~workbench.runtime.Predictor` of ``source`` on ``engine``.
+
+    ``torch`` runs the trained model itself. Any other engine loads ``source`` when it is an export folder of that
+    engine, else the run's export (``RUN_DIR/exports/<engine>``, made now if missing, or into ``workdir``).
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r} is unknown; choose one of {', '.join(ENGINES)}.")
+    path = None if isinstance(source, TextClassificationModel) else Path(source)
+    if path is not None and (path / EXPORT_FILE).exists():
+        return load_export(path, engine, threads=threads, batch_size=batch_size)
+    if engine == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        model = source if path is None else TextClassificationModel.from_pretrained(path)
+        predictor = torch_predictor(model, batch_size)
+        if path is not None:
+            predictor.meta["model_sha256"] = _sha256(model_folder(path) / MODEL_FILE)
+            predictor.meta["source"] = str(path)
+        return predictor
+    folder = Path(workdir) / engine if workdir is not None else None
+    if folder is None and path is not None and (path / RunDir.CONFIG).exists():
+        folder = RunDir(path).export_folder(engine)
+    if folder is None:
+        raise WorkbenchError(f"Engine {engine} needs an export: pass a run directory, an export folder or workdir=.")
+    if not (folder / EXPORT_FILE).exists():
+        export_model(source, folder, engine=engine, echo=echo)
+    return load_export(folder, engine, threads=threads, batch_size=batch_size)
+
+
+def exports_table(run_dir: str | Path) -> pd.DataFrame:
+    """One row per export of a run (``RUN_DIR/exports/*``): engine, size, export time and its parity report."""
+    rows = []
+    for meta_file in sorted((Path(run_dir) / RunDir.EXPORTS).glob(f"*/{EXPORT_FILE}")):
+        meta = json.loads(meta_file.read_text())
+        rows.append({"engine": meta["engine"], "format": meta["model_format"], "optimized": meta["optimized"],
+                     "quantized": meta["quantized"] or "", "size_mb": meta["size_bytes"] / 1e6,
+                     "export_s": meta["export_seconds"], **meta.get("parity", {})})
+    return pd.DataFrame(rows)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class _PeakMemory:
+    """Samples this process's resident memory every 5 ms while active: the peak over the baseline, in MB."""
+
+    def __enter__(self):
+        self.base = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+        self.added_mb = self.peak - self.base
+
+
+def compare_engines(source: str | Path, engines: Sequence[str], texts: Sequence[str],
+                    labels: Sequence | None = None, *, batch_sizes: Sequence[int] = (1, 8, 32),
+                    seq_lengths: Sequence[int | None] = (None,), repeats: int = 5, batches: int = 10,
+                    threads: int | None = None, workdir: str | Path | None = None,
+                    echo: Callable[[str], None] | None = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every engine of ``engines`` on the same texts, one after another in this process.
+
+    Args:
+        source: a run directory (engines are exported into ``RUN_DIR/exports/`` as needed) or a model folder
+            with ``workdir``.
+        engines: names from :data:`workbench.config.ENGINES`.
+        texts: real texts: batches are cut from them, and accuracy is measured on all of them.
+        labels: class ids ``(N,)`` (multi-hot ``(N, K)`` for multi-label) of ``texts``, for accuracy.
+        batch_sizes, seq_lengths, repeats, batches, threads: as :func:`~workbench.inference.benchmark_inference`.
+
+    Returns:
+        ``(summary, latency)``: one summary row per engine (``size_mb`` of the model file, ``load_s``,
+        ``peak_rss_added_mb`` while loading and running it, ``accuracy``, ``agreement`` with torch and the
+        speed-up over the first engine at each batch size) and the latency table of every (engine, length,
+        batch size).
+
+    Example:
+        >>> summary, latency = compare_engines("runs/sst2/version_0", ["torch", "onnx-int8"], texts, labels)  # doctest: +SKIP
+    """
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise ConfigError(f"engine {', '.join(unknown) or '(none)'}: choose from {', '.join(ENGINES)}.")
+    if threads:
+        torch.set_num_threads(threads)
+    rows, tables, predictions = [], [], {}
+    for engine in engines:
+        with _PeakMemory() as memory:
+            started = time.perf_counter()
+            predictor = engine_predictor(source, engine, threads=threads, workdir=workdir, echo=echo)
+            load_s = time.perf_counter() - started
+            proba = predictor.predict_proba(list(texts))
+            table = benchmark_inference(predictor, texts, batch_sizes, seq_lengths, repeats=repeats,
+                                        batches=batches, threads=threads, echo=echo)
+        predicted = predict_from_proba(proba, predictor.thresholds if predictor.multi_label else None)
+        predictions[engine] = predicted
+        row = {"engine": engine, "size_mb": _model_bytes(source, engine, workdir) / 1e6, "load_s": load_s,
+               "peak_rss_added_mb": memory.added_mb}
+        if labels is not None:
+            truth = np.asarray(labels)
+            row["accuracy"] = float((predicted == truth).reshape(len(truth), -1).all(axis=1).mean())
+        first = predictions[engines[0]]
+        row["agreement_with_" + engines[0]] = float((predicted == first).reshape(len(first), -1).all(axis=1).mean())
+        rows.append(row)
+        tables.append(table)
+        del predictor
+    latency = pd.concat(tables, ignore_index=True)
+    summary = pd.DataFrame(rows)
+    natural = latency[latency["seq_length"] == latency["seq_length"].iloc[0]]
+    for batch_size in batch_sizes:
+        cell = natural[natural["batch_size"] == batch_size].set_index("engine")["examples_per_s"]
+        summary[f"speedup_b{batch_size}"] = summary["engine"].map(cell / cell[engines[0]])
+    summary.attrs["machine"] = latency.attrs["machine"] = {**machine_info(), "torch": torch.__version__,
+                                                            "onnxruntime": onnxruntime.__version__,
+                                                            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}
+    return summary, latency
+
+
+def _model_bytes(source, engine: str, workdir) -> int:
+    path = Path(source)
+    if (path / EXPORT_FILE).exists():
+        meta = json.loads((path / EXPORT_FILE).read_text())
+        return (path / meta["file"]).stat().st_size
+    if engine == "torch":
+        return (model_folder(path) / MODEL_FILE).stat().st_size
+    folder = Path(workdir) / engine if workdir is not None else RunDir(path).export_folder(engine)
+    return (folder / MODEL_FILES[ENGINE_EXPORTS[engine][0]]).stat().st_size
