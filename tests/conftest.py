@@ -68,15 +68,32 @@ POSITIVE = ["a good and great film", "wonderful acting, loved it", "great fun, a
 NEGATIVE = ["a bad and awful film", "terrible acting, hated it", "awful mess, a poor movie", "bad story and dull cast"]
 
 
+def write_sentiment_files(folder: Path) -> dict[str, Path]:
+    rows = [(t, "pos") for t in POSITIVE] * 8 + [(t, "neg") for t in NEGATIVE] * 8
+    train = folder / "train.csv"
+    val = folder / "val.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).sample(frac=1, random_state=0).to_csv(train, index=False)
+    pd.DataFrame(rows[::4], columns=["text", "label"]).to_csv(val, index=False)
+    return {"train": train, "val": val, "dir": folder}
+
+
 @pytest.fixture
 def sentiment_files(tmp_path) -> dict[str, Path]:
     """Tiny but learnable train/val CSVs (the words decide the label)."""
-    rows = [(t, "pos") for t in POSITIVE] * 8 + [(t, "neg") for t in NEGATIVE] * 8
-    train = tmp_path / "train.csv"
-    val = tmp_path / "val.csv"
-    pd.DataFrame(rows, columns=["text", "label"]).sample(frac=1, random_state=0).to_csv(train, index=False)
-    pd.DataFrame(rows[::4], columns=["text", "label"]).to_csv(val, index=False)
-    return {"train": train, "val": val, "dir": tmp_path}
+    return write_sentiment_files(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_bert) -> Path:
+    """A finished run of the tiny BERT on the sentiment rows, shared by the export and serving tests."""
+    from workbench import load_config, train
+
+    folder = tmp_path_factory.mktemp("tiny_run")
+    files = write_sentiment_files(folder)
+    config = load_config(None, {"data.train_file": str(files["train"]), "data.val_file": str(files["val"]),
+                                "model.backbone": tiny_bert, "model.freeze_embeddings": False, "train.epochs": 4,
+                                "train.lr": 3e-3, "run.name": "tiny", "run.root": str(folder / "runs")})
+    return train(config).run_dir
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ def imported_modules(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
             found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module == "workbench":  # from workbench import x
-            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module == "workbench":  # from workbench import x (a module)
+            found |= {a.name for a in node.names if (REPO / "workbench" / f"{a.name}.py").exists()}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workbench."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):

@@ -29,9 +29,12 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workbench import __version__
 from workbench.config import ServeConfig
@@ -65,8 +68,9 @@ class PredictResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    limit: str | None = None
+    error: str = Field(description="What is wrong and how to fix it.")
+    limit: str | None = Field(None, description="The service limit the request went over, if that is the reason.")
+    detail: list[dict] | None = Field(None, description="Every problem found in the request body (422).")
 
 
 class QueueFull(Exception):
@@ -168,9 +172,7 @@ class MicroBatcher:
         if not jobs:
             return
         texts = [t for job in jobs for t in job.texts]
-        pairs = [p for job in jobs for p in job.pairs] if jobs[0].pairs is not None else None
-        if pairs is not None and any(job.pairs is None for job in jobs):
-            pairs = None  # mixed requests: the predictor's own check answers each one below
+        pairs = [p for job in jobs for p in job.pairs] if jobs[0].pairs is not None else None  # all or none: checked
         try:
             started = time.perf_counter()
             proba = await loop.run_in_executor(self.executor, self.predict, texts, pairs)
@@ -254,12 +256,25 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
             response = _error(500, "Internal error while answering the request; the server log has the details.")
         return _count(metrics, endpoint, response, started)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError):
+        problems = jsonable_encoder(exc.errors())
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first.get("loc", []))
+        return JSONResponse({"error": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
+                             "limit": None, "detail": problems}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):  # 404, 405, an unreadable body (400)
+        message = exc.detail if exc.status_code != 400 else "The body is not readable JSON (is it UTF-8?)."
+        return _error(exc.status_code, str(message), headers=getattr(exc, "headers", None))
+
     @app.exception_handler(WorkbenchError)
     async def bad_input(request: Request, exc: WorkbenchError):
         return _error(422, str(exc))
 
     @app.post(PREDICT_PATH, response_model=PredictResponse,
-              responses={401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+              responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
                          503: {"model": ErrorResponse}})
     async def predict(body: PredictRequest):
         """Labels and class probabilities of each text."""
@@ -273,6 +288,9 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
             if len(text) > config.max_chars:
                 return _error(413, f"Text #{i % len(body.texts)} has {len(text)} characters; the limit is "
                                    f"{config.max_chars}.", "max_chars")
+        if predictor.pairs != (body.pairs is not None) or (body.pairs is not None and len(body.pairs) != len(body.texts)):
+            return _error(422, "This model reads text pairs: give 'pairs', one second text per text."
+                          if predictor.pairs else "This model reads single texts: leave 'pairs' out.")
         blank = next((i for i, text in enumerate(body.texts) if not text.strip()), None)
         if blank is not None:
             return _error(422, f"Text #{blank} is empty; give every text at least one word.")

@@ -1,0 +1,134 @@
+"""Exports of tiny trained models: every format round-trips with parity, bad exports are refused and leave
+nothing, and the engines compare in one table."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workbench import TextClassificationModel, export
+from workbench.cli import main
+from workbench.config import ENGINE_EXPORTS, ENGINES
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.export import compare_engines, engine_predictor, export_model, exports_table
+from workbench.runs import RunDir
+from workbench.runtime import EXPORT_FORMAT, load_export
+
+TEXTS = ["a good and great film", "terrible acting, hated it", "<b>Wonderful</b> acting https://x.org/y",
+         "a bad " * 200 + "but a great ending"]  # HTML, a URL, and a text far over max_length
+
+
+@pytest.mark.parametrize("engine", list(ENGINE_EXPORTS))
+def test_every_engine_exports_with_parity(tiny_run, tmp_path, engine):
+    meta = export_model(tiny_run, tmp_path / engine, engine=engine, echo=None)
+    parity = meta["parity"]
+    assert parity["examples"] == 16 and parity["tokenization_matches"] == 1.0 and parity["agreement"] == 1.0
+    assert parity["accuracy_export"] == parity["accuracy_torch"]
+    if meta["quantized"]:
+        assert 0 < parity["max_abs_logit_diff"] < 0.5  # int8 moves the logits a little, never a lot
+    else:
+        assert parity["max_abs_logit_diff"] <= export.FP32_TOLERANCE
+    assert meta["format"] == EXPORT_FORMAT and meta["engine"] == engine and meta["labels"] == ["neg", "pos"]
+    assert meta["run_metrics"]["validation"]["accuracy"] == parity["accuracy_torch"]
+    assert {p.name for p in (tmp_path / engine).iterdir()} >= {"export.json", "tokenizer.json", meta["file"]}
+    model = TextClassificationModel.from_pretrained(tiny_run)
+    predictor = load_export(tmp_path / engine)
+    tolerance = 0.05 if meta["quantized"] else 1e-5
+    assert np.abs(predictor.predict_proba(TEXTS) - model.predict_proba(TEXTS)).max() < tolerance
+    assert predictor.predict(TEXTS) == model.predict(TEXTS)
+
+
+@pytest.mark.parametrize("kind", ["roberta", "distilbert"])
+def test_fusions_fire_for_each_architecture(tiny_backbones, tiny_bert, tmp_path, kind):
+    model = TextClassificationModel(tiny_backbones[kind], labels=["neg", "pos"])
+    model.save_pretrained(tmp_path / "model")
+    pd.DataFrame({"text": TEXTS * 2, "label": ["pos", "neg"] * 4}).to_csv(tmp_path / "rows.csv", index=False)
+    meta = export_model(tmp_path / "model", tmp_path / "export", engine="onnx-optimized",
+                        examples=tmp_path / "rows.csv", echo=None)
+    assert meta["fused_operators"]["Attention"] == 2 and meta["fused_operators"]["SkipLayerNormalization"] == 4
+    assert meta["parity"]["max_abs_logit_diff"] <= export.FP32_TOLERANCE and meta["inputs"] == [
+        "input_ids", "attention_mask"]  # these backbones take no token types
+
+
+def test_temperature_thresholds_and_multi_label_travel_with_the_export(tiny_bert, multilabel_file, tmp_path):
+    from workbench import load_config, train
+
+    config = load_config(None, {"data.train_file": str(multilabel_file), "data.text_column": "text",
+                                "data.label_column": "labels", "data.multi_label": True, "data.val_fraction": 0.25,
+                                "model.backbone": tiny_bert, "train.epochs": 2, "train.lr": 3e-3, "run.name": "ml"})
+    run = train(config).run_dir
+    model = TextClassificationModel.from_pretrained(run)
+    model.temperature, model.thresholds = 1.7, np.array([0.3, 0.5, 0.6], dtype=np.float32)
+    model.save_pretrained(RunDir(run).best)
+    meta = export_model(run, engine="onnx", echo=None)
+    predictor = load_export(RunDir(run).export_folder("onnx"))
+    assert meta["temperature"] == pytest.approx(1.7) and meta["thresholds"] == pytest.approx([0.3, 0.5, 0.6])
+    texts = ["the team won the match", "stocks and profit rose and the team won the match", "the weather was mild"]
+    assert np.abs(predictor.predict_proba(texts) - model.predict_proba(texts)).max() < 1e-5
+    assert predictor.predict(texts) == model.predict(texts) and predictor.multi_label
+
+
+def test_broken_parity_is_refused_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
+    out = tmp_path / "onnx"
+    export_model(tiny_run, out, engine="onnx", echo=None)
+    before = json.loads((out / "export.json").read_text())
+    monkeypatch.setattr(export, "FP32_TOLERANCE", 0.0)  # ONNX's fused kernels round differently: never exactly 0
+    with pytest.raises(WorkbenchError, match=r"onnx export of .* is refused: its logits differ from PyTorch's by up "
+                                             r"to .* \(tolerance 0.0\)\. .*Nothing was written"):
+        export_model(tiny_run, out, engine="onnx", echo=None)
+    assert json.loads((out / "export.json").read_text()) == before  # the previous export is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # no staging folder left behind
+    with pytest.raises(WorkbenchError, match="agrees with PyTorch on 100.0% of predictions \\(minimum 101%\\)"):
+        export_model(tiny_run, tmp_path / "int8", engine="onnx-int8", min_agreement=1.01, echo=None)
+    assert not (tmp_path / "int8").exists()
+
+
+def test_bad_export_requests(tiny_run, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="engine='torch' has no export; .*'torch' is the trained model itself"):
+        export_model(tiny_run, engine="torch")
+    with pytest.raises(ConfigError, match="int8 is offered for --format onnx .* not pt2"):
+        export_model(tiny_run, model_format="pt2", quantize="int8")
+    with pytest.raises(ConfigError, match="--optimize applies ONNX Runtime's fusions: use it with --format onnx"):
+        export_model(tiny_run, model_format="torchscript", optimize=True)
+    with pytest.raises(WorkbenchError, match="A model folder carries no data to check the export on: pass examples"):
+        export_model(RunDir(tiny_run).best, tmp_path / "x", engine="onnx")
+    with pytest.raises(ConfigError, match="engine='tensorrt' is unknown; choose one of torch, pt2"):
+        engine_predictor(tiny_run, "tensorrt")
+    empty_run = tmp_path / "runs" / "empty" / "version_0"
+    empty_run.mkdir(parents=True)
+    assert main(["export", str(empty_run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("workbench export: error:") and len(err.strip().splitlines()) == 1
+    assert main(["export", str(tiny_run), "--format", "pt2", "--quantize", "int8"]) == 2
+    assert "not pt2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown format with its usage line
+        main(["export", str(tiny_run), "--format", "tflite"])
+    assert exit_info.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_the_cli_exports_into_the_run_and_speed_compares_engines(tiny_run, capsys):
+    assert main(["export", str(tiny_run), "--format", "onnx", "--quantize", "int8"]) == 0
+    assert "onnx-int8: " in capsys.readouterr().out
+    assert (RunDir(tiny_run).export_folder("onnx-int8") / "model.onnx").is_file()
+    val = Path(tiny_run).parent.parent.parent / "val.csv"
+    assert main(["speed", str(tiny_run), "--file", str(val), "--engine", "torch", "onnx-int8", "--batch-sizes", "1",
+                 "4", "--repeats", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "speedup_b1" in printed and "onnx-int8" in printed
+
+
+def test_compare_engines_measures_every_engine_on_the_same_texts(tiny_run, tmp_path):
+    val = pd.read_csv(Path(tiny_run).parent.parent.parent / "val.csv")
+    labels = (val["label"] == "pos").astype(int).tolist()
+    engines = ["torch", "onnx", "onnx-int8", "pt2"]
+    summary, latency = compare_engines(tiny_run, engines, val["text"].tolist(), labels, batch_sizes=(1, 4),
+                                       repeats=2, batches=3, echo=None)
+    assert list(summary["engine"]) == engines and sorted(set(latency["engine"])) == sorted(engines)
+    assert summary["speedup_b1"].iloc[0] == 1.0 and (summary["speedup_b4"] > 0).all()
+    assert (summary["agreement_with_torch"] == 1.0).all() and summary["accuracy"].nunique() == 1
+    assert summary.set_index("engine").loc["onnx-int8", "size_mb"] < summary.set_index("engine").loc["torch", "size_mb"]
+    assert (summary["peak_rss_added_mb"] >= 0).all() and set(ENGINES) >= set(summary["engine"])
+    table = exports_table(tiny_run)
+    assert {"onnx", "onnx-int8", "pt2"} <= set(table["engine"]) and (table["agreement"] == 1.0).all()
