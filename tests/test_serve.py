@@ -258,3 +258,20 @@ def test_the_load_test_script_runs_bounded_with_zero_errors(int8_export, tmp_pat
     for mode in ("on", "off"):
         assert result["modes"][mode]["errors"] == 0 and result["modes"][mode]["requests_per_s"] > 0
     assert result["modes"]["on"]["texts_per_model_call"] > 1  # 8 clients: gathered into shared calls
+
+
+def test_serve_refuses_what_it_cannot_load_in_one_line(int8_export, tmp_path, capsys):
+    from workbench.cli import main
+
+    old = tmp_path / "old_export"
+    old.mkdir()
+    (old / "export.json").write_text(json.dumps({"format": "workbench-export/0", "engine": "onnx"}))
+    empty_run = tmp_path / "runs" / "x" / "version_0"
+    empty_run.mkdir(parents=True)
+    for argv, words in (([str(old)], "is of format 'workbench-export/0'; this workbench reads 'workbench-export/1'"),
+                        ([str(int8_export), "--engine", "onnx"], "holds the onnx-int8 engine, not onnx"),
+                        ([str(empty_run)], "is neither an export folder (export.json), a run directory"),
+                        ([str(int8_export), "--max-texts", "0"], "serve.max_texts=0 must be at least 1")):
+        assert main(["serve", *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err

@@ -291,16 +291,17 @@ def _serve(args) -> int:
     from workbench.serve import serve
 
     config = ServeConfig(host=args.host, port=args.port, batching=not args.no_batching,
-                         max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                         max_batch_size=args.max_batch_size, engine_batch_size=args.engine_batch_size,
+                         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                          max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
                          api_key_env=args.api_key_env, threads=args.threads)
     if (Path(args.model) / EXPORT_FILE).exists():  # an export folder: torch never loads
-        predictor = load_export(args.model, args.engine, threads=config.threads, batch_size=config.max_batch_size)
+        predictor = load_export(args.model, args.engine, threads=config.threads, spin_wait=False)
     else:
         from workbench.export import engine_predictor
 
         predictor = engine_predictor(args.model, args.engine or "onnx-int8", threads=config.threads,
-                                     batch_size=config.max_batch_size)
+                                     spin_wait=False)
     serve(predictor, config)
     return 0
 
@@ -431,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=serve_defaults.host)
     serve.add_argument("--port", type=int, default=serve_defaults.port)
     serve.add_argument("--no-batching", action="store_true", help="one model call per request")
-    for name in ("max_batch_size", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
+    for name in ("max_batch_size", "engine_batch_size", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
         serve.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(serve_defaults, name),
                            help=ServeConfig.__dataclass_fields__[name].metadata["help"])
     serve.add_argument("--max-wait-ms", type=float, default=serve_defaults.max_wait_ms,

@@ -309,6 +309,8 @@ class ServeConfig:
     batching: bool = _help("Gather concurrent requests into one model call (micro-batching).", True)
     max_batch_size: int = _help("Most texts in one model call.", 64)
     max_wait_ms: float = _help("Longest a text waits for others to join its batch, in milliseconds.", 5.0)
+    engine_batch_size: int = _help("Most texts in one engine call: a gathered batch is sorted by length and cut into "
+                                   "calls of this size, so texts of a call have similar lengths and little padding.", 8)
     max_queue: int = _help("Most requests waiting for the model; beyond it the service answers 503 with "
                            "Retry-After instead of queueing without limit.", 256)
     max_texts: int = _help("Most texts in one request (413 beyond).", 64)
@@ -319,7 +321,7 @@ class ServeConfig:
     threads: int | None = _help("Engine threads (None: the engine's choice, one per core).", None)
 
     def __post_init__(self):
-        for name in ("max_batch_size", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
+        for name in ("max_batch_size", "engine_batch_size", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
             _require(getattr(self, name) >= 1, f"serve.{name}={getattr(self, name)} must be at least 1.")
         _require(self.max_wait_ms >= 0, f"serve.max_wait_ms={self.max_wait_ms} must be 0 or more.")
         _require(0 <= self.port <= 65535, f"serve.port={self.port} must be in 0..65535.")

@@ -50,11 +50,11 @@ from torch import nn
 from workbench import __version__
 from workbench.config import ENGINE_EXPORTS, ENGINES, DataConfig, engine_of
 from workbench.data import EncodedDataset, TextDataModule
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import run_datamodule
 from workbench.inference import benchmark_inference, torch_predictor
 from workbench.metrics import predict_from_proba
-from workbench.models import MODEL_FILE, TextClassificationModel
+from workbench.models import META_FILE, MODEL_FILE, TextClassificationModel
 from workbench.runs import RunDir, load_run, machine_info, model_folder
 from workbench.runtime import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor, load_export
 
@@ -298,7 +298,7 @@ def _replace_folder(new: Path, out: Path) -> None:
 
 
 def engine_predictor(source: TextClassificationModel | str | Path, engine: str, *, threads: int | None = None,
-                     batch_size: int = 32, workdir: str | Path | None = None,
+                     batch_size: int = 32, workdir: str | Path | None = None, spin_wait: bool = True,
                      echo: Callable[[str], None] | None = print) -> Predictor:
     """A :class:`~workbench.runtime.Predictor` of ``source`` on ``engine``.
 
@@ -309,7 +309,7 @@ def engine_predictor(source: TextClassificationModel | str | Path, engine: str, 
         raise ConfigError(f"engine={engine!r} is unknown; choose one of {', '.join(ENGINES)}.")
     path = None if isinstance(source, TextClassificationModel) else Path(source)
     if path is not None and (path / EXPORT_FILE).exists():
-        return load_export(path, engine, threads=threads, batch_size=batch_size)
+        return load_export(path, engine, threads=threads, batch_size=batch_size, spin_wait=spin_wait)
     if engine == "torch":
         if threads:
             torch.set_num_threads(threads)
@@ -322,8 +322,13 @@ def engine_predictor(source: TextClassificationModel | str | Path, engine: str, 
     folder = Path(workdir) / engine if workdir is not None else None
     if folder is None and path is not None and (path / RunDir.CONFIG).exists():
         folder = RunDir(path).export_folder(engine)
+    if folder is None and path is not None and not (path / META_FILE).exists():
+        raise ModelLoadError(f"{path} is neither an export folder ({EXPORT_FILE}), a run directory ({RunDir.CONFIG}) "
+                             f"nor a saved model folder ({META_FILE}). Pass one of those.")
     if folder is None:
-        raise WorkbenchError(f"Engine {engine} needs an export: pass a run directory, an export folder or workdir=.")
+        raise WorkbenchError(f"Engine {engine} needs an export, and a model folder has no data to check one on: run "
+                             f"`workbench export {path or 'MODEL'} --engine {engine} --file LABELLED.csv --out DIR`, "
+                             "then use DIR.")
     if not (folder / EXPORT_FILE).exists():
         export_model(source, folder, engine=engine, echo=echo)
     return load_export(folder, engine, threads=threads, batch_size=batch_size)

@@ -218,7 +218,7 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         predictor = model if isinstance(model, Predictor) else await run_in_threadpool(model)
-        predictor.batch_size = min(predictor.batch_size, config.max_batch_size)
+        predictor.batch_size = config.engine_batch_size
         state["predictor"] = predictor
         state["version"] = str(predictor.meta.get("model_sha256", "unversioned"))[:16]
         if config.batching:
