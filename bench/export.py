@@ -59,7 +59,8 @@ def _measure(predictor, texts, labels, threads) -> dict:
 
 def int8(args) -> dict:
     texts, labels, _ = _split(args.run, "validation")
-    results = {"machine": machine_info(), "run": args.run, "threads": args.threads, "examples": len(texts), "recipes": {}}
+    results = {"machine": machine_info(), "command": " ".join(["python", *sys.argv]), "run": args.run,
+               "threads": args.threads, "examples": len(texts), "recipes": {}}
     for engine in ("torch", "onnx", "onnx-optimized"):
         results["recipes"][engine] = _measure(engine_predictor(args.run, engine, threads=args.threads), texts, labels,
                                               args.threads)
@@ -97,7 +98,8 @@ def engines(args) -> dict:
     texts, labels, _ = _split(args.run, "validation")
     summary, latency = compare_engines(args.run, args.engines, texts, labels, batch_sizes=(1, 8, 32),
                                        repeats=5, batches=20, threads=args.threads)
-    results = {"machine": summary.attrs["machine"], "run": args.run, "threads": args.threads,
+    results = {"machine": summary.attrs["machine"], "command": " ".join(["python", *sys.argv]), "run": args.run,
+               "threads": args.threads,
                "examples": len(texts), "summary": summary.to_dict(orient="records"),
                "latency": latency.to_dict(orient="records")}
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
