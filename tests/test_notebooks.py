@@ -29,6 +29,10 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     assert inspect["04_error_analysis"]["results"]["run_dir"] == inspect["02_train"]["results"]["run_dir"]
     assert inspect["04_error_analysis"]["results"]["examples"] == 100
     assert inspect["05_explain"]["results"]["explained"] == 4  # two chosen texts, two mistakes
+    exported = inspect["11_export"]["results"]
+    assert len(exported["exports"]) == 6 and all(e["agreement"] >= 0.9 for e in exported["exports"])
+    assert [e["engine"] for e in exported["engines"]] == ["torch", "onnx", "onnx-int8"]
+    assert exported["service"]["engine"] == "onnx-int8" and len(exported["service"]["model_version"]) == 16
     assert state["experiments"]["trec_tiny_cv"]["notebooks"]["06_cross_validation"]["results"]["examples"] == 300
     augment = state["experiments"]["augment_tiny"]["notebooks"]["08_augment"]["results"]
     assert augment["examples"] == augment["variants"] == 200 and augment["padding_ratio"] < 1.2
