@@ -80,9 +80,17 @@ def test_broken_parity_is_refused_and_leaves_nothing(tiny_run, tmp_path, monkeyp
         export_model(tiny_run, out, engine="onnx", echo=None)
     assert json.loads((out / "export.json").read_text()) == before  # the previous export is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # no staging folder left behind
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(WorkbenchError, match="mine exists and is not an export folder; nothing in it is replaced"):
+        export_model(tiny_run, mine, engine="onnx", echo=None)
+    assert (mine / "notes.txt").read_text() == "keep me"
     with pytest.raises(WorkbenchError, match="agrees with PyTorch on 100.0% of predictions \\(minimum 101%\\)"):
         export_model(tiny_run, tmp_path / "int8", engine="onnx-int8", min_agreement=1.01, echo=None)
     assert not (tmp_path / "int8").exists()
+    with pytest.raises(ConfigError, match="max_examples=0 must be at least 1"):
+        export_model(tiny_run, tmp_path / "none", engine="onnx", max_examples=0)
 
 
 def test_bad_export_requests(tiny_run, tmp_path, capsys):

@@ -48,10 +48,12 @@ def test_sentence_pairs_encode_as_the_model_does(tiny_bert):
     expected = model.processor().encode(firsts, seconds)
     predictor = torch_predictor(model)
     assert predictor.encode(firsts, seconds) == expected
-    with pytest.raises(DataError, match="trained on text pairs: give a second text"):
+    with pytest.raises(DataError, match="reads text pairs: give a second text for each text"):
         predictor.encode(firsts)
     with pytest.raises(DataError, match="4 texts but 3 second texts"):
         predictor.encode(firsts, seconds[:3])
+    with pytest.raises(DataError, match=r"Second text #2 is empty or not a string \(' '\)"):
+        predictor.encode(firsts, seconds[:2] + [" ", "x"])
 
 
 def test_an_onnx_export_predicts_without_torch_or_transformers(onnx_export, tiny_run):

@@ -264,6 +264,8 @@ def _speed(args) -> int:
     else:
         dataset = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split)
         texts, labels = dataset.texts, [f["labels"] for f in dataset.features]
+    if any(x != "natural" and not x.isdigit() for x in args.seq_lengths):
+        raise WorkbenchError(f"--seq-lengths {' '.join(args.seq_lengths)}: give token counts or 'natural'.")
     lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]
     summary, table = compare_engines(args.model, args.engine, texts, labels, batch_sizes=args.batch_sizes,
                                      seq_lengths=lengths, repeats=args.repeats, threads=args.threads)

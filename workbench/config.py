@@ -46,8 +46,8 @@ MODEL_AUGMENT_OPS = ("back_translation", "contextual")
 AUGMENT_OPS = ("eda",) + WORD_AUGMENT_OPS + MODEL_AUGMENT_OPS
 # Inference engines (workbench speed / serve --engine). "torch" is the trained model in PyTorch eager fp32; every
 # other engine is an export (workbench export): its format, whether ONNX Runtime's transformer fusions are applied
-# and its quantization. onnx-int8 quantizes the plain graph: on the fused one it was 15-20% slower and less
-# accurate (bench/README.md, "Export").
+# and its quantization. onnx-int8 quantizes the plain graph: the fused one (onnx-optimized-int8) was 15-20% slower
+# and less accurate (bench/README.md, "Export").
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2")
 QUANTIZATIONS = ("int8",)
 ENGINE_EXPORTS = {  # engine -> (format, optimize, quantize)
@@ -57,12 +57,13 @@ ENGINE_EXPORTS = {  # engine -> (format, optimize, quantize)
     "onnx": ("onnx", False, None),
     "onnx-optimized": ("onnx", True, None),
     "onnx-int8": ("onnx", False, "int8"),
+    "onnx-optimized-int8": ("onnx", True, "int8"),
 }
 ENGINES = ("torch",) + tuple(ENGINE_EXPORTS)
 
 
 def engine_of(model_format: str, optimize: bool, quantize: str | None) -> str:
-    """The engine name of an export recipe (``onnx`` + int8 is ``onnx-int8`` whether fused or not)."""
+    """The engine name of an export recipe: the key of :data:`ENGINE_EXPORTS` that holds it."""
     _require_choice("export", "format", model_format, EXPORT_FORMATS)
     _require(quantize is None or quantize in QUANTIZATIONS, f"export quantize={quantize!r} is not one of "
              f"{', '.join(QUANTIZATIONS)}.")
@@ -70,7 +71,7 @@ def engine_of(model_format: str, optimize: bool, quantize: str | None) -> str:
     _require(not (quantize and model_format == "pt2"), "int8 is offered for --format onnx (ONNX Runtime) and "
              "torchscript (torch's dynamic int8 Linear layers), not pt2.")
     if quantize:
-        return {"onnx": "onnx-int8", "torchscript": "torch-int8"}[model_format]
+        return {"onnx": "onnx-optimized-int8" if optimize else "onnx-int8", "torchscript": "torch-int8"}[model_format]
     return "onnx-optimized" if optimize else model_format
 
 
@@ -325,6 +326,7 @@ class ServeConfig:
             _require(getattr(self, name) >= 1, f"serve.{name}={getattr(self, name)} must be at least 1.")
         _require(self.max_wait_ms >= 0, f"serve.max_wait_ms={self.max_wait_ms} must be 0 or more.")
         _require(0 <= self.port <= 65535, f"serve.port={self.port} must be in 0..65535.")
+        _require(self.threads is None or self.threads >= 1, f"serve.threads={self.threads} must be at least 1.")
 
 
 @dataclass

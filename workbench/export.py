@@ -134,13 +134,17 @@ def parity_report(model: TextClassificationModel, predictor: Predictor, dataset:
 def _write_onnx(wrapper: _Logits, names: list[str], example: tuple, path: Path, optimize: bool,
                 quantize: str | None) -> dict:
     model = wrapper.model
-    model.backbone.set_attn_implementation("eager")  # the graph ONNX Runtime's fusions and quantizer expect
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
     raw = path.with_name("raw.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about Python conditions on shapes (checked by parity)
-        torch.onnx.export(wrapper, example, str(raw), input_names=names, output_names=["logits"], dynamic_axes=axes,
-                          opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+    attention = model.backbone.config._attn_implementation
+    model.backbone.set_attn_implementation("eager")  # the graph ONNX Runtime's fusions and quantizer expect
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python conditions on shapes (checked by parity)
+            torch.onnx.export(wrapper, example, str(raw), input_names=names, output_names=["logits"], dynamic_axes=axes,
+                              opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+    finally:
+        model.backbone.set_attn_implementation(attention)  # a model passed in comes back as it was
     details: dict = {"opset": ONNX_OPSET}
     current = raw
     if optimize:
@@ -237,7 +241,12 @@ def export_model(source: TextClassificationModel | str | Path, out: str | Path |
     model, run = _load_source(source)
     if out is None and run is None:
         raise WorkbenchError("Give the export folder (out=..., CLI: --out DIR): only a run directory has a default.")
-    out = Path(out) if out is not None else RunDir(run.path).export_folder(engine)
+    out = Path(out).resolve() if out is not None else RunDir(run.path).export_folder(engine)
+    if out.exists() and not (out / EXPORT_FILE).exists() and (not out.is_dir() or any(out.iterdir())):
+        raise WorkbenchError(f"{out} exists and is not an export folder; nothing in it is replaced. Export into a "
+                             "new or empty folder, or over an earlier export.")
+    if max_examples < 1:
+        raise ConfigError(f"max_examples={max_examples} must be at least 1 (the parity report needs examples).")
     dataset = _parity_examples(model, run, examples, max_examples)
     if not dataset.features:
         raise WorkbenchError("There are no examples to check the export on; give a labelled file with examples=FILE.")
@@ -293,7 +302,12 @@ def _replace_folder(new: Path, out: Path) -> None:
     old = out.with_name(f".{out.name}.{os.getpid()}.old")
     if out.exists():
         os.replace(out, old)
-    os.replace(new, out)
+    try:
+        os.replace(new, out)
+    except OSError:
+        if old.exists():
+            os.replace(old, out)  # the earlier export stays
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -331,7 +345,7 @@ def engine_predictor(source: TextClassificationModel | str | Path, engine: str, 
                              "then use DIR.")
     if not (folder / EXPORT_FILE).exists():
         export_model(source, folder, engine=engine, echo=echo)
-    return load_export(folder, engine, threads=threads, batch_size=batch_size)
+    return load_export(folder, engine, threads=threads, batch_size=batch_size, spin_wait=spin_wait)
 
 
 def exports_table(run_dir: str | Path) -> pd.DataFrame:

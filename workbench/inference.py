@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -28,6 +29,9 @@ from workbench.errors import WorkbenchError
 from workbench.models import TextClassificationModel
 from workbench.runs import machine_info
 from workbench.runtime import Predictor
+
+
+_TORCH_ENGINES = ("torch", "pt2", "torchscript", "torch-int8")
 
 
 def torch_predictor(model: TextClassificationModel, batch_size: int = 32) -> Predictor:
@@ -107,7 +111,8 @@ def benchmark_inference(model: TextClassificationModel | Predictor, texts: Seque
                    "batch_size": batch_size, "p50_ms": 1000 * float(np.percentile(latencies, 50)),
                    "p95_ms": 1000 * float(np.percentile(latencies, 95)), "p99_ms": 1000 * float(np.percentile(latencies, 99)),
                    "examples_per_s": float(np.median(throughputs)), "mean_tokens": tokens,
-                   "threads": threads or torch.get_num_threads(),
+                   "threads": threads or (torch.get_num_threads() if predictor.engine in _TORCH_ENGINES
+                                          else os.cpu_count()),  # ONNX Runtime's default: one per core
                    "device": str(model.device) if isinstance(model, TextClassificationModel) else "cpu",
                    "timed_calls": len(latencies)}
             rows.append(row)

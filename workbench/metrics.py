@@ -40,6 +40,21 @@ def greater_is_better(metric: str) -> bool:
     return "loss" not in metric
 
 
+def proba_from_logits(logits: np.ndarray, temperature: float = 1.0, *, multi_label: bool = False) -> np.ndarray:
+    """Probabilities ``(N, K)`` from logits ``(N, K)``: softmax, or one sigmoid per class (multi-label), of the
+    logits divided by ``temperature`` (temperature scaling, :mod:`workbench.calibration`).
+
+    Example:
+        >>> proba_from_logits(np.array([[0.0, 0.0]])).tolist()
+        [[0.5, 0.5]]
+    """
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    if multi_label:
+        return (1.0 / (1.0 + np.exp(-scaled))).astype(np.float32)
+    exp = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
 def predict_from_proba(proba: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
     """The decision rule: class ids ``(N,)`` by argmax, or, given ``thresholds``, multi-hot ``(N, K)``.
 

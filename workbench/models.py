@@ -26,10 +26,10 @@ from torch import nn
 from workbench.backbones import backbone_from_config, load_backbone, load_tokenizer
 from workbench.config import POOLING_MODES, DataConfig, ModelConfig, TrainConfig
 from workbench.errors import DataError, ModelLoadError
-from workbench.metrics import labels_from_proba
+from workbench.metrics import labels_from_proba, proba_from_logits
 from workbench.runs import model_folder
 from workbench.sampler import LengthBucketedBatchSampler
-from workbench.text import TextProcessor
+from workbench.text import TextProcessor, check_texts
 from workbench.track import REGISTRY_PREFIX, registered_model_folder
 
 MODEL_FILE = "model.safetensors"
@@ -252,9 +252,7 @@ class TextClassificationModel(nn.Module):
         if self.processing.get("text_pair_column"):
             raise DataError("This model was trained on text pairs; predict() takes single texts. Evaluate it with "
                             "TextDataModule.for_model(model).encode_file(...) on a file with both columns.")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"Text #{i} given to predict is empty or not a string ({text!r}); give it at least one word.")
+        check_texts(texts)
         return self.processor().encode(list(texts))
 
     @torch.no_grad()
@@ -278,8 +276,7 @@ class TextClassificationModel(nn.Module):
         return self._probabilities(self.logits_of(getattr(dataset, "features", dataset)))
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        logits = logits / self.temperature
-        return (logits.sigmoid() if self.multi_label else logits.softmax(-1)).numpy()
+        return proba_from_logits(logits.numpy(), self.temperature, multi_label=self.multi_label)
 
     def proba_from_logits(self, logits: np.ndarray | torch.Tensor) -> np.ndarray:
         """Probabilities ``(N, K)`` from raw logits, with this model's temperature applied."""

@@ -25,13 +25,14 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from workbench.config import ENGINES, DataConfig
-from workbench.errors import DataError, ModelLoadError
-from workbench.metrics import labels_from_proba
-from workbench.text import TextProcessor
+from workbench.errors import ModelLoadError
+from workbench.metrics import labels_from_proba, proba_from_logits
+from workbench.text import TextProcessor, check_texts
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = "workbench-export/1"  # bumped when an export folder's layout or meaning changes
 TOKENIZER_FILE = "tokenizer.json"
+_REQUIRED_META = ("engine", "model_format", "file", "labels", "multi_label", "thresholds", "inputs")
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "pt2": "model.pt2"}
 
 Engine = Callable[[dict[str, np.ndarray]], np.ndarray]  # a padded batch of int64 arrays -> logits (batch, labels)
@@ -49,16 +50,21 @@ class _TokenizerCalls:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         self.model_input_names = list(input_names)
+        self._truncating: dict[int, Tokenizer] = {}  # max_length -> a copy that truncates (pairs), never toggled
+
+    def _truncating_copy(self, max_length: int) -> Tokenizer:
+        # a copy per length, set once: switching truncation on the shared tokenizer would race between threads
+        if max_length not in self._truncating:
+            copy = Tokenizer.from_str(self.tokenizer.to_str())
+            copy.enable_truncation(max_length, strategy="longest_first")
+            self._truncating[max_length] = copy
+        return self._truncating[max_length]
 
     def __call__(self, text, pair=None, add_special_tokens: bool = True, truncation=False, max_length=None) -> dict:
         texts = [text] if isinstance(text, str) else list(text)
         batch = texts if pair is None else list(zip(texts, [pair] if isinstance(pair, str) else pair))
-        if truncation and max_length:
-            self.tokenizer.enable_truncation(max_length, strategy="longest_first")
-        try:
-            encodings = self.tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)
-        finally:
-            self.tokenizer.no_truncation()
+        tokenizer = self._truncating_copy(max_length) if truncation and max_length else self.tokenizer
+        encodings = tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)
         ids, types = [e.ids for e in encodings], [e.type_ids for e in encodings]
         if isinstance(text, str):
             ids, types = ids[0], types[0]
@@ -89,17 +95,13 @@ class Predictor:
         self.processor = TextProcessor.from_config(DataConfig(**meta.get("processing", {})),
                                                    _TokenizerCalls(tokenizer, self.inputs))
 
+    def check(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
+        """Raise a :class:`~workbench.errors.DataError` naming the first text this model cannot take."""
+        check_texts(texts, pairs, pair_model=self.pairs)
+
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
         """Token ids of each text (and its second text for a sentence-pair model), as the model was trained."""
-        if self.pairs != (pairs is not None):
-            raise DataError("This model was trained on text pairs: give a second text for each text."
-                            if self.pairs else "This model takes single texts, not pairs.")
-        if pairs is not None and len(pairs) != len(texts):
-            raise DataError(f"{len(texts)} texts but {len(pairs)} second texts: give one pair per text.")
-        for i, text in enumerate([*texts, *(pairs or [])]):
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"Text #{i % max(1, len(texts))} is empty or not a string ({text!r}); "
-                                "give it at least one word.")
+        self.check(texts, pairs)
         return self.processor.encode(list(texts), list(pairs) if pairs is not None else None)
 
     def pad(self, features: Sequence[dict]) -> dict[str, np.ndarray]:
@@ -128,12 +130,7 @@ class Predictor:
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, K)``: softmax (or one sigmoid per class) of the logits over the temperature."""
-        scaled = np.asarray(logits, dtype=np.float64) / self.temperature
-        if self.multi_label:
-            return (1.0 / (1.0 + np.exp(-scaled))).astype(np.float32)
-        scaled -= scaled.max(axis=1, keepdims=True)
-        exp = np.exp(scaled)
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        return proba_from_logits(logits, self.temperature, multi_label=self.multi_label)
 
     def predict_proba(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
         """Class probabilities ``(N, K)`` of a list of texts."""
@@ -209,6 +206,9 @@ def read_export_meta(folder: str | Path) -> dict:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ModelLoadError(f"{path} is of format {found!r}; this workbench reads {EXPORT_FORMAT!r}. "
                              "Export the run again with this version: workbench export RUN_DIR")
+    missing = [key for key in _REQUIRED_META if key not in meta]
+    if missing:
+        raise ModelLoadError(f"{path} lacks {', '.join(missing)}, so it is incomplete. Export the run again.")
     return meta
 
 

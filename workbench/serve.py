@@ -5,10 +5,12 @@
     curl -s 127.0.0.1:8000/v1/predict -H 'content-type: application/json' -d '{"texts": ["a gripping film"]}'
 
 Endpoints: ``POST /v1/predict``, ``GET /health`` (alive), ``GET /ready`` (model loaded), ``GET /metadata``,
-``GET /metrics`` (Prometheus) and the OpenAPI page at ``/docs``. Model calls run on one worker thread, never on
-the event loop. With batching on, requests that arrive while the model is busy (or within ``max_wait_ms``) are
-gathered into one call of up to ``max_batch_size`` texts, which the predictor sorts by length; the queue is
-bounded, and a full queue is answered with 503 and Retry-After. Limits on texts per request, characters per text
+``GET /metrics`` (Prometheus) and the OpenAPI page at ``/docs``. Model calls never run on the event loop. With
+batching on (the default), they run on one worker thread: requests that arrive while the model is busy (or within
+``max_wait_ms``) are gathered into one batch of up to ``max_batch_size`` texts, which the predictor sorts by length
+and cuts into engine calls of ``engine_batch_size``; the queue is bounded, and a full queue is answered with 503
+and Retry-After. With batching off, each request is its own model call in the thread pool (at most
+``max_queue`` at once). Limits on texts per request, characters per text
 and body bytes are answered with 413 and a JSON error naming the limit. When the environment variable named by
 ``api_key_env`` is set, every endpoint but ``/health`` wants ``Authorization: Bearer <key>``.
 """
@@ -16,6 +18,7 @@ and body bytes are answered with 413 and a JSON error naming the limit. When the
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -41,6 +44,7 @@ from workbench.config import ServeConfig
 from workbench.errors import WorkbenchError
 from workbench.runtime import Predictor
 
+logger = logging.getLogger("workbench.serve")
 PREDICT_PATH = "/v1/predict"
 OPEN_PATHS = ("/health",)  # answered without the API key: a load balancer's liveness probe has none
 
@@ -121,6 +125,20 @@ class MicroBatcher:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(self._stopped)
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        """The loop ended (shutdown, or a bug): fail what waits instead of leaving it waiting for ever."""
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("The micro-batcher stopped", exc_info=task.exception())
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("The service's model worker stopped."))
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -166,7 +184,15 @@ class MicroBatcher:
                 jobs.append(job)
                 size += len(job.texts)
             self.metrics.queue.set(self.queue.qsize())
-            await self._answer(loop, [job for job in jobs if not job.future.cancelled()])
+            try:
+                await self._answer(loop, [job for job in jobs if not job.future.cancelled()])
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # whatever happens to one batch, the loop serves the next
+                logger.exception("A batch failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(RuntimeError(f"The batch failed: {exc!r}"))
 
     async def _answer(self, loop, jobs: list[_Job]) -> None:
         if not jobs:
@@ -181,7 +207,7 @@ class MicroBatcher:
         except Exception as exc:  # one bad request must not fail the others: answer each on its own
             if len(jobs) == 1:
                 if not jobs[0].future.done():
-                    jobs[0].future.set_exception(exc)
+                    jobs[0].future.set_exception(exc if not isinstance(exc, StopIteration) else RuntimeError(repr(exc)))
                 return
             for job in jobs:
                 await self._answer(loop, [job])
@@ -253,6 +279,7 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
         try:
             response = await call_next(request)
         except Exception:  # never a traceback to the client; the server log has it
+            logger.exception("Error answering %s %s", request.method, route)
             response = _error(500, "Internal error while answering the request; the server log has the details.")
         return _count(metrics, endpoint, response, started)
 
@@ -276,7 +303,7 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
     @app.post(PREDICT_PATH, response_model=PredictResponse,
               responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
                          503: {"model": ErrorResponse}})
-    async def predict(body: PredictRequest):
+    async def predict(body: PredictRequest):  # async: it awaits the batcher; the model runs elsewhere
         """Labels and class probabilities of each text."""
         predictor: Predictor | None = state["predictor"]
         if predictor is None:
@@ -288,12 +315,7 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
             if len(text) > config.max_chars:
                 return _error(413, f"Text #{i % len(body.texts)} has {len(text)} characters; the limit is "
                                    f"{config.max_chars}.", "max_chars")
-        if predictor.pairs != (body.pairs is not None) or (body.pairs is not None and len(body.pairs) != len(body.texts)):
-            return _error(422, "This model reads text pairs: give 'pairs', one second text per text."
-                          if predictor.pairs else "This model reads single texts: leave 'pairs' out.")
-        blank = next((i for i, text in enumerate(body.texts) if not text.strip()), None)
-        if blank is not None:
-            return _error(422, f"Text #{blank} is empty; give every text at least one word.")
+        predictor.check(body.texts, body.pairs)  # a DataError is a 422 naming the text, before it joins a batch
         try:
             if state["batcher"] is not None:
                 proba = await state["batcher"].submit(body.texts, body.pairs)
@@ -327,6 +349,8 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
         """The model is loaded and the service answers predictions."""
         if state["predictor"] is None:
             return _error(503, "The model is still loading.", headers={"Retry-After": "1"})
+        if state["batcher"] is not None and not state["batcher"].alive:
+            return _error(503, "The model worker stopped; restart the service (its log says why).")
         return {"status": "ready", "engine": state["predictor"].engine}
 
     @app.get("/metadata", responses={503: {"model": ErrorResponse}})

@@ -37,6 +37,27 @@ _CHARS_PER_TOKEN = 20
 _DEFAULT = DataConfig()  # the keyword defaults below are DataConfig's, defined there once
 
 
+def check_texts(texts: Sequence, pairs: Sequence | None = None, *, pair_model: bool = False) -> None:
+    """Raise a :class:`DataError` naming the first text a model cannot take: not a string, blank, or not valid
+    Unicode (a lone surrogate, which JSON can carry); and pairs given to a single-text model or missing for a
+    sentence-pair one.
+    """
+    if pair_model and pairs is None:
+        raise DataError("This model reads text pairs: give a second text for each text ('pairs').")
+    if not pair_model and pairs is not None:
+        raise DataError("This model reads single texts: leave the second texts ('pairs') out.")
+    if pairs is not None and len(pairs) != len(texts):
+        raise DataError(f"{len(texts)} texts but {len(pairs)} second texts: give one second text per text.")
+    for kind, values in (("Text", texts), ("Second text", pairs or [])):
+        for i, text in enumerate(values):
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{kind} #{i} is empty or not a string ({text!r:.80}); give it at least one word.")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{kind} #{i} is not valid Unicode (it holds a lone surrogate); send UTF-8 text.") from None
+
+
 class TextProcessor:
     """Cleans raw text and tokenizes it with a head, tail or head+tail truncation strategy.
 
