@@ -125,6 +125,8 @@ def test_the_cli_exports_into_the_run_and_speed_compares_engines(tiny_run, capsy
                  "4", "--repeats", "2"]) == 0
     printed = capsys.readouterr().out
     assert "speedup_b1" in printed and "onnx-int8" in printed
+    summary = printed[printed.index("size_mb") - 60:]
+    assert "accuracy" in summary and "agreement_with_torch" in summary  # the file's labels give each engine's accuracy
 
 
 def test_compare_engines_measures_every_engine_on_the_same_texts(tiny_run, tmp_path):
