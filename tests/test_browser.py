@@ -51,10 +51,10 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     index = tiny_reports / "reports" / "index.html"
     page.goto(index.as_uri())
     rows = page.locator("table#reports tbody tr")
-    assert rows.count() == 14
-    assert page.locator(".status.ok").count() == 14
+    assert rows.count() == 15
+    assert page.locator(".status.ok").count() == 15
     hrefs = page.eval_on_selector_all("table#reports a", "links => links.map(a => a.href)")
-    assert len(hrefs) == 28  # an HTML page and the notebook for each row
+    assert len(hrefs) == 30  # an HTML page and the notebook for each row
     for href in hrefs:
         assert Path(urllib.request.url2pathname(href.removeprefix("file://"))).is_file(), href
     page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
@@ -70,6 +70,11 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     assert page.locator("table.wb-augment tr").count() == 1 + 2 * 5  # two variants of each operation, changes marked
     assert page.locator("table.wb-augment mark").count() + page.locator("table.wb-augment del").count() >= 10
     page.screenshot(path=str(tmp_path / "08_augment.png"), full_page=True)
+
+    page.goto((tiny_reports / "reports" / "trec_tiny_inspect" / "11_export.html").as_uri())
+    images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])")
+    assert len(images) == 1 and all(done and width > 100 for done, width in images)  # the engines' latency plot
+    assert "onnx-int8" in page.inner_text("body") and "max_abs_logit_diff" in page.inner_text("body")
 
     page.goto((tiny_reports / "reports" / "leaderboard" / "09_compare_runs.html").as_uri())
     page.wait_for_selector("table.dataTable")  # the sortable table's JavaScript ran, offline
