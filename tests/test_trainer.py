@@ -253,3 +253,85 @@ def test_layer_lr_decay_must_be_a_fraction():
 
     with pytest.raises(ConfigError, match=r"train.layer_lr_decay=1.5 must be in \(0, 1\]"):
         TrainConfig(layer_lr_decay=1.5)
+
+
+DISTRIBUTED_SCRIPT = """
+import hashlib, json, sys
+import torch.distributed as dist
+from workbench import load_config, train
+
+result = train(load_config(sys.argv[1]))
+digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in result.model.state_dict().values()))
+rank = dist.get_rank() if dist.is_initialized() else 0
+json.dump({"world": dist.get_world_size() if dist.is_initialized() else 1, "weights": digest.hexdigest(),
+           "metrics": result.metrics, "run_dir": str(result.run_dir)}, open(f"rank_{rank}.json", "w"))
+"""
+
+
+def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny_bert, sentiment_files, tmp_path):
+    """torchrun with 2 CPU processes (gloo): one run directory, the batches dealt between the ranks, equal weights
+    on both at the end, and the metrics of a single process whose batch is the two ranks' together."""
+    import socket
+    import subprocess
+    import sys
+
+    from workbench import load_config
+
+    def config(name: str, batch_size: int):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"data": {"train_file": str(sentiment_files["train"]), "val_file": str(sentiment_files["val"]),
+                                             "batch_size": batch_size},
+                                    "model": {"backbone": tiny_bert, "freeze_embeddings": False},
+                                    "train": {"epochs": 2, "lr": 3e-3}, "run": {"name": name, "root": str(tmp_path / "runs")}}))
+        return path
+
+    (tmp_path / "script.py").write_text(DISTRIBUTED_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                    "--master_port", str(port), "script.py", str(config("pair", 8))], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=600)
+    ranks = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["weights"] == ranks[1]["weights"]
+    assert sorted(p.name for p in (tmp_path / "runs" / "pair").iterdir()) == ["version_0"]  # rank 1 wrote no run
+    metrics = ranks[0]["metrics"]
+    assert metrics["processes"] == 2 and metrics["validation"]["n"] == 16  # each validation example once
+    dm = TextDataModule(config=load_config(config("pair", 8)).data, model_name=tiny_bert).setup()
+    batches = len(dm.train_batch_sampler(shards=2))
+    assert batches % 2 == 0 and metrics["train"]["optimizer_steps"] == 2 * batches // 2  # 2 epochs, 2 ranks
+    log = [json.loads(line) for line in (tmp_path / "runs" / "pair" / "version_0" / "log.jsonl").read_text().splitlines()]
+    assert len({(r["step"], tuple(sorted(r))) for r in log}) == len(log)  # one writer: no line twice
+    subprocess.run([sys.executable, "script.py", str(config("single", 16))], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=600)
+    single = json.loads((tmp_path / "rank_0.json").read_text())["metrics"]
+    assert single["train"]["optimizer_steps"] == metrics["train"]["optimizer_steps"]
+    assert abs(single["validation"]["accuracy"] - metrics["validation"]["accuracy"]) <= 0.07
+
+    def final_eval_loss(name):
+        records = (tmp_path / "runs" / name / "version_0" / "log.jsonl").read_text().splitlines()
+        return [json.loads(line)["eval_loss"] for line in records if "eval_loss" in line][-1]
+
+    assert final_eval_loss("single") == pytest.approx(final_eval_loss("pair"), abs=0.03)
+
+
+def test_accelerate_launch_runs_the_cli_on_two_cpu_processes(tiny_bert, sentiment_files, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m workbench train` (accelerate's multi-process launcher; on a
+    CPU it starts torchrun's gloo processes) gives one run trained by both."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"data": {"train_file": str(sentiment_files["train"]), "val_file": str(sentiment_files["val"])},
+                                  "model": {"backbone": tiny_bert}, "train": {"epochs": 1},
+                                  "run": {"name": "launched", "root": str(tmp_path / "runs")}}))
+    accelerate = Path(sys.executable).parent / "accelerate"
+    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
+                           "-m", "workbench", "train", "--config", str(config)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run directory:") == 1  # one process reports
+    runs = list((tmp_path / "runs" / "launched").iterdir())
+    assert [p.name for p in runs] == ["version_0"]
+    assert json.loads((runs[0] / "metrics.json").read_text())["processes"] == 2

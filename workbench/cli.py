@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def _train(args) -> int:
 
     resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
     result = train(load_config(args.config, args.overrides), resume=resume)
-    print((result.run_dir / "summary.md").read_text())
-    print(f"run directory: {result.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun / accelerate launch: one process reports
+        print((result.run_dir / "summary.md").read_text())
+        print(f"run directory: {result.run_dir}")
     return 0
 
 

@@ -391,12 +391,14 @@ class TextDataModule:
     def collator(self) -> DataCollatorWithPadding:
         return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=None)
 
-    def train_batch_sampler(self, seed: int | None = None) -> LengthBucketedBatchSampler:
+    def train_batch_sampler(self, seed: int | None = None, shards: int = 1) -> LengthBucketedBatchSampler:
+        """Length-bucketed training batches; ``shards``: the processes they are dealt to (the world size)."""
         lengths = getattr(self.train_dataset, "planning_lengths", self.train_dataset.lengths)
         return LengthBucketedBatchSampler(lengths, self.config.max_tokens, self.config.batch_size,
                                           shuffle=True, seed=self.seed if seed is None else seed,
-                                          epoch_lengths=getattr(self.train_dataset, "epoch_lengths", None))
+                                          epoch_lengths=getattr(self.train_dataset, "epoch_lengths", None),
+                                          shards=shards)
 
-    def eval_batch_sampler(self, dataset: EncodedDataset) -> LengthBucketedBatchSampler:
+    def eval_batch_sampler(self, dataset: EncodedDataset, shards: int = 1) -> LengthBucketedBatchSampler:
         return LengthBucketedBatchSampler(dataset.lengths, max(self.config.max_tokens, 4 * self.config.max_length),
-                                          self.config.eval_batch_size, shuffle=False)
+                                          self.config.eval_batch_size, shuffle=False, shards=shards)

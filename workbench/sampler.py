@@ -36,10 +36,14 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
             epoch ``e``'s lengths. Batch sizes stay those planned from ``lengths`` (so every epoch has the
             same number of batches, which the trainer's schedule relies on); the members of each epoch are
             sorted by that epoch's own lengths, so padding stays near zero.
+        shards: processes the batches are dealt to (``torchrun`` / ``accelerate launch``: the world size). The
+            plan then holds a multiple of ``shards`` batches (the largest batches are halved until it does), so
+            when accelerate deals batch ``i`` to process ``i % shards`` every process gets different batches, the
+            same number of steps, and each example is used once an epoch, without accelerate repeating batches.
     """
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, max_batch_size: int, shuffle: bool = True,
-                 seed: int = 0, epoch_lengths: Callable[[int], Sequence[int]] | None = None):
+                 seed: int = 0, epoch_lengths: Callable[[int], Sequence[int]] | None = None, shards: int = 1):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.epoch_lengths = epoch_lengths
         self.max_tokens, self.max_batch_size = max_tokens, max_batch_size
@@ -47,7 +51,16 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         if len(self.lengths) and self.lengths.max() > max_tokens:
             raise DataError(f"An example of {self.lengths.max()} tokens exceeds data.max_tokens={max_tokens}; "
                             "raise data.max_tokens or lower data.max_length.")
-        self.sizes = self._plan(np.sort(self.lengths))
+        self.sizes = self._shardable(self._plan(np.sort(self.lengths)), shards)
+
+    @staticmethod
+    def _shardable(sizes: list[int], shards: int) -> list[int]:
+        """Halve the largest batches until their count divides by ``shards`` (a no-op for one process)."""
+        sizes = list(sizes)
+        while shards > 1 and len(sizes) % shards and max(sizes, default=0) > 1:
+            i = int(np.argmax(sizes))  # batches stay in ascending-length order: the halves replace it in place
+            sizes[i:i + 1] = [sizes[i] - sizes[i] // 2, sizes[i] // 2]
+        return sizes
 
     def _plan(self, sorted_lengths: np.ndarray) -> list[int]:
         sizes, count = [], 0

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
 
@@ -55,7 +57,7 @@ class StepLogCallback(TrainerCallback):
         self.path = path
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs:
+        if logs and state.is_world_process_zero:  # one writer when several processes train
             record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
             with self.path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -110,12 +112,15 @@ class _HFTrainer(transformers.Trainer):
                             num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
         return self.accelerator.prepare(loader)
 
+    # With several processes (torchrun, accelerate launch) accelerate deals batch i to process i % world_size; the
+    # samplers plan a multiple of world_size batches, so no process repeats a batch to keep step counts equal and
+    # evaluation gathers each validation example exactly once.
     def get_train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.datamodule.train_batch_sampler(self.args.seed))
+        return self._loader(self.train_dataset, self.datamodule.train_batch_sampler(self.args.seed, self.args.world_size))
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        return self._loader(dataset, self.datamodule.eval_batch_sampler(dataset))
+        return self._loader(dataset, self.datamodule.eval_batch_sampler(dataset, self.args.world_size))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -317,21 +322,29 @@ class Trainer:
         cfg = self.config
         transformers.set_seed(cfg.seed)
         loss_fn = self._prepare(model, datamodule)
-        run, checkpoint = self._run_dir_and_checkpoint(resume)
+        # torchrun / accelerate launch start one process per device: process 0 picks (and writes) the run
+        # directory, the others train into the same one and write nothing
+        processes = PartialState(cpu=self.device == "cpu")
+        main = processes.is_main_process
+        run, checkpoint = self._run_dir_and_checkpoint(resume) if main else (None, None)
+        if processes.num_processes > 1:
+            run, checkpoint = broadcast_object_list([run, checkpoint], from_process=0)
         run_dir = run.path
         config = full_config or Config(data=datamodule.config, model=ModelConfig(
             backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
             hidden_layers=model.head_options["hidden_layers"], activation=model.head_options["activation"],
             freeze_embeddings=model.freeze_embeddings), train=cfg, run=self.run, augment=datamodule.augment)
-        config.save(run / RunDir.CONFIG)
-        environment = {**environment_info(cfg.seed), "device": self.device, "precision": self.precision}
-        run.write_json(RunDir.ENV, environment)
-        run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
+        environment = {**environment_info(cfg.seed), "device": self.device, "precision": self.precision,
+                       "processes": processes.num_processes}
+        if main:
+            config.save(run / RunDir.CONFIG)
+            run.write_json(RunDir.ENV, environment)
+            run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
         callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         tracking = Tracking(config, run, environment, _data_description(datamodule), study=self.study) \
-            if config.run.track else None
+            if config.run.track and main else None
         log.info("Run directory: %s", run_dir)
         try:
             if tracking:
@@ -342,7 +355,8 @@ class Trainer:
                             datamodule=datamodule, train_config=cfg, loss_fn=loss_fn)
             output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
-            metrics = self._finish(hf, model, datamodule, run, output, start_epoch)
+            metrics = self._finish(hf, model, datamodule, run, output, start_epoch, write=main)
+            processes.wait_for_everyone()
         except KeyboardInterrupt:
             if tracking:
                 tracking.finish(None, status="KILLED")
@@ -371,7 +385,7 @@ class Trainer:
         return resume_point(resume)
 
     def _finish(self, hf: _HFTrainer, model: TextClassificationModel, dm: TextDataModule, run: RunDir, output,
-                start_epoch: float) -> dict:
+                start_epoch: float, write: bool = True) -> dict:
         state = hf.state
         epochs_done = float(state.epoch or 0)
         epochs_now = epochs_done - float(start_epoch or 0)  # a resumed run's runtime covers only these
@@ -396,6 +410,9 @@ class Trainer:
         }
         if dm.test_dataset is not None:
             metrics["test"] = evaluate_model(model, dm.test_dataset)
+        metrics["processes"] = hf.args.world_size
+        if not write:  # another process of a multi-process run writes the run directory
+            return metrics
         best = run.best
         if best.exists():
             shutil.rmtree(best)
