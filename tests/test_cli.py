@@ -156,3 +156,30 @@ def test_speed_times_a_saved_model(tiny_bert, sentiment_files, capsys):
     assert "Give exactly one of --file FILE or --dataset NAME" in capsys.readouterr().err
     assert main(["speed", "model", "--file", str(sentiment_files["val"]), "--text-column", "review"]) == 2
     assert "has no column 'review'. Its columns are: text, label. Pass --text-column" in capsys.readouterr().err
+
+
+def test_predict_and_evaluate_stream_a_file_in_pieces(tiny_bert, sentiment_files, capsys, tmp_path):
+    """Pieces of 3 rows give the same lines and metrics as the whole file at once; errors name the file's row."""
+    from workbench.evaluation import evaluate_model
+    from workbench.data import TextDataModule
+    from workbench.models import TextClassificationModel
+
+    assert train(tiny_bert, sentiment_files) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1].split(": ")[1])
+    outputs = {}
+    for rows in (3, 10_000):
+        assert main(["predict", str(run), "--file", str(sentiment_files["val"]), "--proba", "--chunk-rows",
+                     str(rows), "--out", f"p{rows}.jsonl"]) == 0
+        outputs[rows] = Path(f"p{rows}.jsonl").read_text()
+    assert outputs[3] == outputs[10_000] and len(outputs[3].splitlines()) == 16
+    assert main(["evaluate", str(run), "--file", str(sentiment_files["val"]), "--out", "streamed.json"]) == 0
+    model = TextClassificationModel.from_pretrained(run)
+    whole = evaluate_model(model, TextDataModule.for_model(model).encode_file(sentiment_files["val"]))
+    streamed = json.loads(Path("streamed.json").read_text())
+    assert streamed["accuracy"] == whole["accuracy"] and streamed["n"] == 16
+    frame = pd.read_csv(sentiment_files["val"])
+    frame.loc[11, "text"] = " "
+    frame.to_csv(tmp_path / "blank.csv", index=False)
+    capsys.readouterr()
+    assert main(["predict", str(run), "--file", str(tmp_path / "blank.csv"), "--chunk-rows", "3", "--out", "x.jsonl"]) == 2
+    assert "1 row(s) have empty or missing text in column 'text' (rows 13)" in capsys.readouterr().err

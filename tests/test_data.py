@@ -235,3 +235,36 @@ def test_batches_are_deterministic_per_epoch_and_differ_across_epochs():
 def test_example_longer_than_budget_is_an_error():
     with pytest.raises(DataError, match="exceeds data.max_tokens"):
         LengthBucketedBatchSampler([10, 500], max_tokens=256, max_batch_size=8)
+
+
+def test_reading_in_pieces_matches_reading_whole_and_numbers_rows(tmp_path):
+    from workbench.datafiles import read_table, read_table_chunks
+
+    rows = pd.DataFrame({"text": [f"text number {i}" for i in range(23)], "label": ["a", "b"] * 11 + ["a"]})
+    for name in ("t.csv", "t.tsv", "t.jsonl", "t.parquet", "t.csv.gz"):
+        path = tmp_path / name
+        if name.endswith(".jsonl"):
+            rows.to_json(path, orient="records", lines=True)
+        elif name.endswith(".parquet"):
+            rows.to_parquet(path)
+        else:
+            rows.to_csv(path, sep="\t" if name.endswith(".tsv") else ",", index=False)
+        pieces = list(read_table_chunks(path, rows=5))
+        assert [len(p) for p in pieces] == [5, 5, 5, 5, 3], name
+        whole = pd.concat(pieces, ignore_index=True)
+        pd.testing.assert_frame_equal(whole[["text", "label", "_row"]], read_table(path)[["text", "label", "_row"]],
+                                      check_dtype=False)
+
+
+def test_a_file_read_in_pieces_names_bad_bytes_and_rows(tmp_path):
+    from workbench.datafiles import read_table_chunks
+
+    path = tmp_path / "big.csv"
+    lines = ["text,label"] + [f"row {i} is fine,a" for i in range(100_000)]  # 1.7 MB: the bad byte is past 1 MB
+    lines[90_000] = "caf\xe9 latin-1,a"
+    path.write_bytes("\n".join(lines).encode("utf-8").replace("caf\xe9".encode("utf-8"), b"caf\xe9"))
+    with pytest.raises(DataError, match=r"big.csv is not UTF-8: byte 0xe9 on line 90001 cannot be decoded"):
+        next(read_table_chunks(path))
+    (tmp_path / "header.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match="has a header but no rows"):
+        list(read_table_chunks(tmp_path / "header.csv"))

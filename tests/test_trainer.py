@@ -302,6 +302,7 @@ def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny
     assert batches % 2 == 0 and metrics["train"]["optimizer_steps"] == 2 * batches // 2  # 2 epochs, 2 ranks
     log = [json.loads(line) for line in (tmp_path / "runs" / "pair" / "version_0" / "log.jsonl").read_text().splitlines()]
     assert len({(r["step"], tuple(sorted(r))) for r in log}) == len(log)  # one writer: no line twice
+    assert [r["eval_n"] for r in log if "eval_n" in r] == [16, 16]  # each epoch's validation: every example once
     subprocess.run([sys.executable, "script.py", str(config("single", 16))], cwd=tmp_path, check=True,
                    capture_output=True, timeout=600)
     single = json.loads((tmp_path / "rank_0.json").read_text())["metrics"]

@@ -63,17 +63,16 @@ def _require_one_source(args) -> None:
 
 def _evaluate(args) -> int:
     from workbench.data import TextDataModule
-    from workbench.evaluation import evaluate_model
+    from workbench.evaluation import evaluate_file, evaluate_model
     from workbench.metrics import SUMMARY_METRICS
 
     _require_one_source(args)
     model = _load_model(args.model)
     options = {"text_column": args.text_column, "label_column": args.label_column}
-    if args.file:
-        dataset = TextDataModule.for_model(model, **options).encode_file(args.file)
+    if args.file:  # read and scored a piece at a time: a file of any size
+        metrics = evaluate_file(model, args.file, **options)
     else:
-        dataset = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split)
-    metrics = evaluate_model(model, dataset)
+        metrics = evaluate_model(model, TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split))
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=2))
     print("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_METRICS if metrics.get(k) is not None))
@@ -81,27 +80,31 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from workbench.datafiles import check_texts, read_table, require_columns
+    from workbench.datafiles import check_texts, read_table_chunks, require_columns
 
     model = _load_model(args.model)
     if args.file:
-        frame = read_table(args.file)
-        require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
-        check_texts(frame, args.text_column, args.file)
-        texts = frame[args.text_column].astype(str).tolist()
+        def pieces():  # a piece at a time, written as it is predicted: memory does not grow with the file
+            for frame in read_table_chunks(args.file, args.chunk_rows):
+                require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
+                check_texts(frame, args.text_column, args.file)
+                yield frame[args.text_column].astype(str).tolist()
     else:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         if not texts:
             raise WorkbenchError("No input: pass --file FILE or pipe one text per line on standard input.")
-    proba = model.predict_proba(texts)
-    labels = model.labels_from_proba(proba)
+
+        def pieces():
+            yield texts
     handle = open(args.out, "w") if args.out else sys.stdout
     try:
-        for text, label, row in zip(texts, labels, proba):
-            record = {"text": text, "label": label}
-            if args.proba:
-                record["probabilities"] = {name: round(float(p), 6) for name, p in zip(model.label_names, row)}
-            handle.write(json.dumps(record) + "\n")
+        for texts in pieces():
+            proba = model.predict_proba(texts)
+            for text, label, row in zip(texts, model.labels_from_proba(proba), proba):
+                record = {"text": text, "label": label}
+                if args.proba:
+                    record["probabilities"] = {name: round(float(p), 6) for name, p in zip(model.label_names, row)}
+                handle.write(json.dumps(record) + "\n")
     finally:
         if args.out:
             handle.close()
@@ -354,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text")
     predict.add_argument("--proba", action="store_true", help="include class probabilities")
     predict.add_argument("--out", help="write JSON lines here instead of standard output")
+    predict.add_argument("--chunk-rows", type=int, default=10_000,
+                         help="rows read, predicted and written at a time (memory does not grow with the file)")
     predict.set_defaults(func=_predict)
 
     datasets = sub.add_parser("datasets", help="list the catalog datasets and their split sizes")

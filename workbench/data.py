@@ -371,7 +371,12 @@ class TextDataModule:
 
     def encode_file(self, path: str | Path) -> EncodedDataset:
         """Encode another labelled file (e.g. for ``workbench evaluate``) with this module's label map."""
-        return self.encode(self._labelled(read_table(path), str(path)))
+        return self.encode_frame(read_table(path), str(path))
+
+    def encode_frame(self, frame: pd.DataFrame, source: str) -> EncodedDataset:
+        """Encode labelled rows (a piece of a file from :func:`~workbench.datafiles.read_table_chunks`, say);
+        errors name ``source`` and the rows' ``_row`` numbers."""
+        return self.encode(self._labelled(frame, source))
 
     def encode_split(self, split: str) -> EncodedDataset:
         """Encode one split of the catalog dataset with this module's label map."""
@@ -399,6 +404,6 @@ class TextDataModule:
                                           epoch_lengths=getattr(self.train_dataset, "epoch_lengths", None),
                                           shards=shards)
 
-    def eval_batch_sampler(self, dataset: EncodedDataset, shards: int = 1) -> LengthBucketedBatchSampler:
+    def eval_batch_sampler(self, dataset: EncodedDataset) -> LengthBucketedBatchSampler:
         return LengthBucketedBatchSampler(dataset.lengths, max(self.config.max_tokens, 4 * self.config.max_length),
-                                          self.config.eval_batch_size, shuffle=False, shards=shards)
+                                          self.config.eval_batch_size, shuffle=False)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from workbench.calibration import calibrate_model
 from workbench.data import EncodedDataset, LabelMap, TextDataModule
+from workbench.datafiles import read_table_chunks
 from workbench.errors import WorkbenchError
 from workbench.metrics import classification_metrics, multilabel_metrics, predict_from_proba
 from workbench.models import TextClassificationModel
@@ -42,7 +43,28 @@ def evaluate_model(model: TextClassificationModel, dataset: EncodedDataset, prob
     """
     if proba is None:
         proba = model.predict_proba_features(dataset)
-    labels = [f["labels"] for f in dataset.features]
+    return metrics_of(model, [f["labels"] for f in dataset.features], proba)
+
+
+def evaluate_file(model: TextClassificationModel, path: str | Path, *, text_column: str = "text",
+                  label_column: str = "label", rows: int = 10_000) -> dict:
+    """:func:`evaluate_model` on a labelled file read ``rows`` rows at a time: memory holds one piece of text and
+    the probabilities ``(N, K)``, never the whole file (``workbench evaluate --file``).
+
+    Example:
+        >>> evaluate_file(model, "big_test.csv")["accuracy"]  # doctest: +SKIP
+    """
+    dm = TextDataModule.for_model(model, text_column=text_column, label_column=label_column)
+    probas, labels = [], []
+    for frame in read_table_chunks(path, rows):
+        dataset = dm.encode_frame(frame, str(path))
+        probas.append(model.predict_proba_features(dataset))
+        labels.extend(f["labels"] for f in dataset.features)
+    return metrics_of(model, labels, np.concatenate(probas))
+
+
+def metrics_of(model: TextClassificationModel, labels: list, proba: np.ndarray) -> dict:
+    """The model's metrics for true labels (ids, or multi-hot rows) and its probabilities ``(N, K)``."""
     if model.multi_label:
         return multilabel_metrics(np.asarray(labels), proba, model.thresholds, model.label_names)
     return classification_metrics(labels, proba, model.label_names)

@@ -40,6 +40,7 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
             plan then holds a multiple of ``shards`` batches (the largest batches are halved until it does), so
             when accelerate deals batch ``i`` to process ``i % shards`` every process gets different batches, the
             same number of steps, and each example is used once an epoch, without accelerate repeating batches.
+            (Evaluation is not sharded: see ``trainer._HFTrainer.evaluation_loop``.)
     """
 
     def __init__(self, lengths: Sequence[int], max_tokens: int, max_batch_size: int, shuffle: bool = True,

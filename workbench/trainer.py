@@ -30,7 +30,8 @@ import transformers
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
-from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import EvalLoopOutput
 
 from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, load_config
 from workbench.data import LabelMap, TextDataModule
@@ -113,14 +114,35 @@ class _HFTrainer(transformers.Trainer):
         return self.accelerator.prepare(loader)
 
     # With several processes (torchrun, accelerate launch) accelerate deals batch i to process i % world_size; the
-    # samplers plan a multiple of world_size batches, so no process repeats a batch to keep step counts equal and
-    # evaluation gathers each validation example exactly once.
+    # training sampler plans a multiple of world_size batches, so no process repeats a batch to keep step counts equal.
     def get_train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, self.datamodule.train_batch_sampler(self.args.seed, self.args.world_size))
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        return self._loader(dataset, self.datamodule.eval_batch_sampler(dataset, self.args.world_size))
+        loader_batches = self.datamodule.eval_batch_sampler(dataset)
+        if self.args.world_size > 1:  # see evaluation_loop: each process reads the whole split itself
+            return DataLoader(dataset, batch_sampler=loader_batches, collate_fn=self.data_collator)
+        return self._loader(dataset, loader_batches)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval") -> EvalLoopOutput:
+        if self.args.world_size == 1:
+            return super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        # Several processes: each scores the whole validation split with the unwrapped model, so metrics cover every
+        # example exactly once and agree everywhere. (Sharding it would gather length-bucketed batches of unequal
+        # sizes across processes, which accelerate's gather cannot do, or count repeated examples twice.)
+        dataset = dataloader.dataset
+        model = self.accelerator.unwrap_model(self.model)
+        logits = model.logits_of(dataset.features, batch_size=self.args.per_device_eval_batch_size)  # (N, K)
+        labels = torch.as_tensor(np.asarray([f["labels"] for f in dataset.features]))
+        self.loss_fn.to(logits.device)
+        with torch.no_grad():
+            loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels)
+        metrics = self.compute_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()} | {f"{metric_key_prefix}_loss": float(loss)}
+        return EvalLoopOutput(predictions=logits.numpy(), label_ids=labels.numpy(), metrics=metrics,
+                              num_samples=len(dataset))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")

@@ -1,0 +1,102 @@
+"""Data at scale (issue 13, part 2): what 10k, 100k and 1M rows cost today, measured side by side in one run.
+
+For each size it writes a corpus of SST-2 training sentences repeated to that many rows, then measures, each in
+a fresh process (peak RSS from the kernel's accounting of that child, ``os.wait4``):
+
+- ``tokenize``: ``read_table`` plus ``TextProcessor.encode`` of every row with the MiniLM tokenizer at
+  max_length 72, in memory (what ``TextDataModule.setup`` does today): rows/s and peak RSS.
+- ``predict``: ``workbench predict MODEL --file CORPUS --chunk-rows 10000`` streaming JSON lines to /dev/null:
+  rows/s and peak RSS. The model is a tiny randomly initialised BERT (2 layers, 32 wide, MiniLM's tokenizer),
+  so the run measures reading, encoding, batching and writing, not MiniLM's compute (1M rows through MiniLM
+  would take half an hour here); its memory curve is the point.
+
+Run (from the repository root, nothing else running; bench/README.md's numbers came from this command):
+    python bench/scale.py --sizes 10000 100000 1000000 --out bench/results/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workbench.runs import machine_info  # noqa: E402
+
+WORK = ROOT / "runs" / "bench_scale"
+TOKENIZE = """
+import sys, time
+from workbench.datafiles import read_table
+from workbench.text import TextProcessor
+processor = TextProcessor(model_name="minilm", max_length=72)
+started = time.perf_counter()
+frame = read_table(sys.argv[1])
+features = processor.encode(frame["text"].astype(str).tolist())
+print(len(features), time.perf_counter() - started)
+"""
+
+
+def _child(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and standard output of one child process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, output
+
+
+def _tiny_model() -> Path:
+    folder = WORK / "tiny_model"
+    if not (folder / "workbench_model.json").exists():
+        from transformers import AutoModel, BertConfig
+
+        from workbench.backbones import load_tokenizer
+        from workbench.models import TextClassificationModel
+
+        tokenizer = load_tokenizer("minilm")
+        backbone = AutoModel.from_config(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=64))
+        model = TextClassificationModel("minilm", labels=["negative", "positive"], backbone=backbone, tokenizer=tokenizer)
+        model.processing = {"max_length": 72}
+        model.save_pretrained(folder)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    from workbench.catalog import load_split
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    sentences = load_split("sst2", "train")["text"].astype(str).tolist()
+    model = _tiny_model()
+    results = {"machine": machine_info(), "command": " ".join(["python", *sys.argv]), "sizes": {}}
+    for size in args.sizes:
+        corpus = WORK / f"corpus_{size}.csv"
+        if not corpus.exists():
+            import pandas as pd
+
+            pd.DataFrame({"text": [sentences[i % len(sentences)] for i in range(size)]}).to_csv(corpus, index=False)
+        wall, rss, out = _child([sys.executable, "-c", TOKENIZE, str(corpus)])
+        rows, seconds = out.split()
+        tokenize = {"rows_per_s": int(rows) / float(seconds), "seconds": float(seconds), "peak_rss_mb": rss}
+        wall, rss, _ = _child([sys.executable, "-m", "workbench", "predict", str(model), "--file", str(corpus),
+                               "--chunk-rows", "10000", "--out", os.devnull])
+        predict = {"rows_per_s": size / wall, "seconds": wall, "peak_rss_mb": rss}
+        results["sizes"][str(size)] = {"corpus_mb": corpus.stat().st_size / 1e6, "tokenize": tokenize, "predict": predict}
+        print(size, results["sizes"][str(size)], flush=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
