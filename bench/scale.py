@@ -56,14 +56,14 @@ def _child(command: list[str]) -> tuple[float, float, str]:
 def _tiny_model() -> Path:
     folder = WORK / "tiny_model"
     if not (folder / "workbench_model.json").exists():
-        from transformers import AutoModel, BertConfig
+        from transformers import BertConfig
 
-        from workbench.backbones import load_tokenizer
+        from workbench.backbones import backbone_from_config, load_tokenizer
         from workbench.models import TextClassificationModel
 
         tokenizer = load_tokenizer("minilm")
-        backbone = AutoModel.from_config(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                                    num_attention_heads=2, intermediate_size=64))
+        backbone = backbone_from_config(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                                   num_attention_heads=2, intermediate_size=64).to_dict())
         model = TextClassificationModel("minilm", labels=["negative", "positive"], backbone=backbone, tokenizer=tokenizer)
         model.processing = {"max_length": 72}
         model.save_pretrained(folder)

@@ -10,7 +10,11 @@ Texts are returned as the source has them, except where the source uses an escap
 could want (AG News' backslash line breaks and mangled HTML entities, SGML character references in
 Reuters). Cleaning such as removing IMDB's ``<br />`` belongs to the text processor, not here.
 
-The folder is found by :func:`data_root`; its README documents every file. Example::
+The folder is found by :func:`data_root`; its README documents every file. On a machine without it (or without
+one dataset's files, or a split the folder lacks, such as AG News' 120,000-row train split), :func:`load_split`
+loads the same dataset from the Hugging Face Hub through ``datasets`` (:data:`HUB_SOURCES`), cached in
+``datasets``' usual cache folder, and maps it to the same frame. Offline, it says in one line which dataset is
+missing and the two ways to provide it. Example::
 
     from workbench.catalog import list_datasets, load_split
     [entry.name for entry in list_datasets()]   # ['sst2', 'imdb', 'ag_news', 'reuters', 'trec', 'trec_fine']
@@ -32,7 +36,8 @@ import pandas as pd
 
 from workbench.errors import DataError
 
-__all__ = ["CatalogEntry", "DataError", "data_root", "list_datasets", "load_split", "split_sizes"]
+__all__ = ["CatalogEntry", "DataError", "HUB_SOURCES", "HubSource", "data_root", "hub_frame", "list_datasets",
+           "load_split", "split_sizes"]
 
 DATA_ENV_VAR = "WORKBENCH_DATA"
 
@@ -136,10 +141,101 @@ def load_split(name: str, split: str, root: str | Path | None = None) -> pd.Data
         df.loc[0, "label"]              # ['trade'] -- a list, Reuters is multi-label
     """
     entry, loader = _lookup(name)
-    if split not in entry.splits:
+    hub = HUB_SOURCES[name]
+    if split not in entry.splits and split not in hub.splits:
         hint = f" ({entry.note})" if entry.note else ""
         raise DataError(f"dataset {name!r} has no split {split!r}; valid splits: {', '.join(entry.splits)}{hint}")
-    return loader(data_root(root), split)
+    try:
+        folder = data_root(root)
+    except DataError:
+        if root is not None or os.environ.get(DATA_ENV_VAR):
+            raise  # a folder named on purpose that does not exist is a typo, not a reason to download
+        folder = None
+    if folder is not None and split in entry.splits and (folder / _FOLDERS.get(name, name)).is_dir():
+        return loader(folder, split)
+    return _from_hub(name, split, folder)
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where the Hugging Face Hub holds a catalog dataset.
+
+    Attributes:
+        path, config: what ``datasets.load_dataset`` takes.
+        splits: the splits it has.
+        revision: for datasets published with a loading script, their parquet conversion
+            (``refs/convert/parquet``), which ``datasets`` 4 and later can read.
+    """
+
+    path: str
+    config: str | None
+    splits: tuple[str, ...]
+    revision: str | None = None
+
+
+HUB_SOURCES = {
+    "sst2": HubSource("nyu-mll/glue", "sst2", ("train", "validation")),
+    "imdb": HubSource("stanfordnlp/imdb", None, ("train", "test")),
+    "ag_news": HubSource("fancyzhx/ag_news", None, ("train", "test")),
+    "reuters": HubSource("ucirvine/reuters21578", "ModApte", ("train", "test"), "refs/convert/parquet"),
+    "trec": HubSource("CogComp/trec", None, ("train", "test"), "refs/convert/parquet"),
+    "trec_fine": HubSource("CogComp/trec", None, ("train", "test"), "refs/convert/parquet"),
+}
+_FOLDERS = {"trec_fine": "trec"}  # the data folder's subfolder of each dataset, where it is not the name
+
+
+def _from_hub(name: str, split: str, folder: Path | None) -> pd.DataFrame:
+    source = HUB_SOURCES[name]
+    where = f"{folder / _FOLDERS.get(name, name)}" if folder is not None else f"a data folder (${DATA_ENV_VAR})"
+    try:
+        import datasets  # deferred: only machines without the data folder need it, and it takes seconds to import
+
+        splits = ("train", "test") if name == "reuters" else (split,)  # Reuters' R90 topics need both splits
+        loaded = {s: datasets.load_dataset(source.path, source.config, split=s, revision=source.revision)
+                  for s in splits}
+    except Exception as exc:  # offline, HF_HUB_OFFLINE=1, a proxy, or the Hub refused: one line, the two ways out
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"dataset {name!r} ({split}) is not in {where}, and the Hugging Face Hub copy "
+                        f"{source.path}{'/' + source.config if source.config else ''} could not be loaded ({reason}). "
+                        f"Either put the files in a data folder and set {DATA_ENV_VAR} to it (its README lists them), "
+                        "or connect to the internet once so that `datasets` can cache it.") from None
+    return hub_frame(name, split, loaded)
+
+
+def hub_frame(name: str, split: str, loaded: dict) -> pd.DataFrame:
+    """The catalog frame of a split from the Hub's version of a dataset (``datasets.Dataset`` objects by split).
+
+    Maps each Hub layout to what the data folder's loader returns: ``text``, ``label`` (class names, a list of
+    them for Reuters) and the extra columns the Hub version has.
+    """
+    data = loaded[split]
+
+    def names(column: str):
+        return data.features[column].int2str
+
+    if name == "sst2":
+        return pd.DataFrame({"text": [t.strip() for t in data["sentence"]],
+                             "label": [_SENTIMENT_NAMES[i] for i in data["label"]]})
+    if name == "imdb":
+        return pd.DataFrame({"text": data["text"], "label": [_SENTIMENT_NAMES[i] for i in data["label"]]})
+    if name == "ag_news":
+        return pd.DataFrame({"text": [_clean_ag_news(t) for t in data["text"]], "label": names("label")(data["label"])})
+    if name in ("trec", "trec_fine"):
+        coarse, fine = names("coarse_label")(data["coarse_label"]), names("fine_label")(data["fine_label"])
+        if name == "trec":
+            return pd.DataFrame({"text": data["text"], "label": coarse, "label_fine": fine})
+        return pd.DataFrame({"text": data["text"], "label": fine, "label_coarse": coarse})
+    if name == "reuters":
+        topics = {s: [list(dict.fromkeys(t)) for t in loaded[s]["topics"]] for s in ("train", "test")}
+        r90 = {t for doc in topics["train"] for t in doc} & {t for doc in topics["test"] for t in doc}
+        rows = []
+        for title, body, doc_topics, new_id in zip(data["title"], data["text"], topics[split], data["new_id"]):
+            labels = [t for t in doc_topics if t in r90]
+            if labels and int(new_id) not in _REUTERS_NOT_IN_APTEMOD:
+                rows.append({"text": f"{(title or '').strip()}\n{(body or '').strip()}".strip(), "label": labels,
+                             "id": int(new_id)})
+        return pd.DataFrame(rows, columns=["text", "label", "id"])
+    raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(HUB_SOURCES)}")
 
 
 def split_sizes(name: str, root: str | Path | None = None) -> dict[str, int]:
