@@ -1,5 +1,5 @@
 # Two commands a new user needs (see README.md):
-#   make sst2   set everything up, then fine-tune the default backbone on SST-2 (about 10 minutes on 2 CPU cores)
+#   make sst2   set everything up, then fine-tune the default backbone on SST-2 (10 minutes on an Intel Xeon, 23 on an AMD EPYC; README.md)
 #   make test   set everything up, then run the test suite
 # and, once set up:
 #   make lab    JupyterLab on the notebooks, with this environment's kernel
