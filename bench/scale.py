@@ -5,6 +5,9 @@ a fresh process (peak RSS from the kernel's accounting of that child, ``os.wait4
 
 - ``tokenize``: ``read_table`` plus ``TextProcessor.encode`` of every row with the MiniLM tokenizer at
   max_length 72, in memory (what ``TextDataModule.setup`` does today): rows/s and peak RSS.
+- ``setup``: ``TextDataModule.setup()`` with the corpus as its training file (labels included), first with an
+  empty encoded-data cache (``data.cache``: tokenize, then write the Arrow file) and again with it filled (read
+  it back): seconds and peak RSS of each. The second is what a second run on the same data waits for.
 - ``predict``: ``workbench predict MODEL --file CORPUS --chunk-rows 10000`` streaming JSON lines to /dev/null:
   rows/s and peak RSS. The model is a tiny randomly initialised BERT (2 layers, 32 wide, MiniLM's tokenizer),
   so the run measures reading, encoding, batching and writing, not MiniLM's compute (1M rows through MiniLM
@@ -30,6 +33,15 @@ sys.path.insert(0, str(ROOT))
 from workbench.runs import machine_info  # noqa: E402
 
 WORK = ROOT / "runs" / "bench_scale"
+SETUP = """
+import sys, time
+from workbench.config import DataConfig
+from workbench.data import TextDataModule
+started = time.perf_counter()
+dm = TextDataModule(config=DataConfig(train_file=sys.argv[1], val_file=sys.argv[2], max_length=72), model_name="minilm")
+dm.setup()
+print(len(dm.train_dataset), time.perf_counter() - started)
+"""
 TOKENIZE = """
 import sys, time
 from workbench.datafiles import read_table
@@ -78,22 +90,37 @@ def main() -> None:
     from workbench.catalog import load_split
 
     WORK.mkdir(parents=True, exist_ok=True)
-    sentences = load_split("sst2", "train")["text"].astype(str).tolist()
+    import shutil
+
+    import pandas as pd
+
+    train = load_split("sst2", "train")
+    sentences, labels = train["text"].astype(str).tolist(), train["label"].tolist()
+    validation = WORK / "validation.csv"
+    load_split("sst2", "validation").to_csv(validation, index=False)
+    cache = WORK / "cache"
+    os.environ["WORKBENCH_CACHE"] = str(cache)  # the children's encoded-data cache, emptied before each size
     model = _tiny_model()
     results = {"machine": machine_info(), "command": " ".join(["python", *sys.argv]), "sizes": {}}
     for size in args.sizes:
         corpus = WORK / f"corpus_{size}.csv"
         if not corpus.exists():
-            import pandas as pd
-
-            pd.DataFrame({"text": [sentences[i % len(sentences)] for i in range(size)]}).to_csv(corpus, index=False)
+            pd.DataFrame({"text": [sentences[i % len(sentences)] for i in range(size)],
+                          "label": [labels[i % len(labels)] for i in range(size)]}).to_csv(corpus, index=False)
         wall, rss, out = _child([sys.executable, "-c", TOKENIZE, str(corpus)])
         rows, seconds = out.split()
         tokenize = {"rows_per_s": int(rows) / float(seconds), "seconds": float(seconds), "peak_rss_mb": rss}
         wall, rss, _ = _child([sys.executable, "-m", "workbench", "predict", str(model), "--file", str(corpus),
                                "--chunk-rows", "10000", "--out", os.devnull])
         predict = {"rows_per_s": size / wall, "seconds": wall, "peak_rss_mb": rss}
-        results["sizes"][str(size)] = {"corpus_mb": corpus.stat().st_size / 1e6, "tokenize": tokenize, "predict": predict}
+        shutil.rmtree(cache, ignore_errors=True)
+        setup = {}
+        for state in ("cold", "warm"):
+            wall, rss, out = _child([sys.executable, "-c", SETUP, str(corpus), str(validation)])
+            setup[state] = {"seconds": float(out.split()[1]), "wall_s": wall, "peak_rss_mb": rss}
+        setup["cache_mb"] = sum(f.stat().st_size for f in (cache / "encoded").glob("*.arrow")) / 1e6
+        results["sizes"][str(size)] = {"corpus_mb": corpus.stat().st_size / 1e6, "tokenize": tokenize, "predict": predict,
+                                       "setup": setup}
         print(size, results["sizes"][str(size)], flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -268,3 +268,35 @@ def test_a_file_read_in_pieces_names_bad_bytes_and_rows(tmp_path):
     (tmp_path / "header.csv").write_text("text,label\n")
     with pytest.raises(DataError, match="has a header but no rows"):
         list(read_table_chunks(tmp_path / "header.csv"))
+
+
+def test_encoded_splits_are_cached_on_disk_and_read_back(tokenizer, tmp_path, monkeypatch, caplog):
+    from workbench import data
+    from workbench.data import encode_cached
+    from workbench.text import TextProcessor
+
+    processor = TextProcessor(tokenizer=tokenizer, max_length=16)
+    texts, pairs = ["a good film", "<b>bad</b> acting", "x " * 40], ["one", "two", "three"]
+    first = encode_cached(processor, texts, pairs, folder=tmp_path, min_rows=0)
+    files = list(tmp_path.glob("*.arrow"))
+    assert len(files) == 1 and first == processor.encode(texts, pairs)
+    monkeypatch.setattr(processor, "encode", lambda *a: pytest.fail("tokenized again despite the cache"))
+    assert encode_cached(processor, texts, pairs, folder=tmp_path, min_rows=0) == first  # token types too
+    monkeypatch.undo()
+    other = TextProcessor(tokenizer=tokenizer, max_length=8)  # other processing: another key
+    assert encode_cached(other, texts, pairs, folder=tmp_path, min_rows=0) != first
+    assert len(list(tmp_path.glob("*.arrow"))) == 2
+    encode_cached(processor, texts[:2], folder=tmp_path, min_rows=0)  # other texts: another key
+    assert len(list(tmp_path.glob("*.arrow"))) == 3
+    files[0].write_bytes(b"not arrow")
+    assert encode_cached(processor, texts, pairs, folder=tmp_path, min_rows=0) == first
+    assert "unreadable" in caplog.text and files[0].read_bytes()[:6] == b"ARROW1"  # rewritten
+    assert encode_cached(processor, texts, folder=tmp_path / "unused") == processor.encode(texts)  # small: no file
+    assert not (tmp_path / "unused").exists()
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "root"))
+    monkeypatch.setattr(data, "CACHE_MIN_ROWS", 0)
+    rows = pd.DataFrame({"text": ["good", "bad", "fine film", "awful"], "label": ["p", "n", "p", "n"]})
+    rows.to_csv(tmp_path / "t.csv", index=False)
+    dm = TextDataModule(train_file=str(tmp_path / "t.csv"), val_file=str(tmp_path / "t.csv"), tokenizer=tokenizer).setup()
+    assert len(list((tmp_path / "root" / "encoded").glob("*.arrow"))) == 1  # train and validation share the texts
+    assert [f["labels"] for f in dm.val_dataset.features] == [1, 0, 1, 0]

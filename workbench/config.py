@@ -128,6 +128,9 @@ class DataConfig:
     mask_urls: bool = _help("Replace URLs by a [URL] marker.", False)
     mask_emails: bool = _help("Replace e-mail addresses by an [EMAIL] marker.", False)
     lowercase: bool = _help("Lowercase text (uncased tokenizers do this already).", False)
+    cache: bool = _help("Keep the token ids of splits of 5,000 rows or more on disk ($WORKBENCH_CACHE/encoded, Arrow), "
+                        "keyed by their texts, the tokenizer and the text processing: a second run on the same data "
+                        "skips tokenizing.", True)
 
     def __post_init__(self):
         _require_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)

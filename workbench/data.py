@@ -12,7 +12,10 @@ labels, encodes every split with a :class:`~workbench.text.TextProcessor`, and b
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -20,11 +23,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 from sklearn.model_selection import train_test_split
 from transformers import DataCollatorWithPadding
 
-from workbench.augment import Augmenter
+from workbench.augment import Augmenter, cache_root
 from workbench.backbones import load_tokenizer
 from workbench.catalog import list_datasets, load_split
 from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
@@ -83,6 +87,61 @@ class LabelMap:
     @classmethod
     def from_dict(cls, values: dict) -> "LabelMap":
         return cls(values["labels"], values.get("multi_label", False))
+
+
+CACHE_MIN_ROWS = 5_000  # smaller splits tokenize in well under a second: not worth a file
+
+
+def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                  folder: str | Path | None = None, min_rows: int | None = None) -> list[dict]:
+    """``processor.encode(texts, pairs)``, kept on disk in Arrow format and read back (memory-mapped) next time.
+
+    The key is a hash of the texts (and pairs) themselves, so any file, subset or split holding the same rows finds
+    it, plus the tokenizer (its whole definition, vocabulary included) and the text-processing settings. A cache
+    file is written under a temporary name and renamed into place; one that cannot be read is made again.
+
+    Args:
+        folder: where the files go (default ``$WORKBENCH_CACHE/encoded``, else ``~/.cache/workbench/encoded``).
+        min_rows: fewer texts than this are encoded without the cache (default :data:`CACHE_MIN_ROWS`).
+    """
+    backend = getattr(processor.tokenizer, "backend_tokenizer", None)
+    if len(texts) < (CACHE_MIN_ROWS if min_rows is None else min_rows) or backend is None:
+        return processor.encode(texts, pairs)
+    key = hashlib.sha256(json.dumps(processor.settings(), sort_keys=True).encode())
+    definition = json.loads(backend.to_str())  # without the truncation and padding that each call sets on it
+    definition.pop("truncation", None), definition.pop("padding", None)
+    key.update(hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).digest())
+    for values in (texts, pairs or []):
+        for text in values:
+            key.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+        key.update(b"\x01")
+    path = Path(folder or cache_root() / "encoded") / f"{key.hexdigest()[:32]}.arrow"
+    if path.exists():
+        try:
+            with pa.memory_map(str(path)) as source:  # read while mapped: the table points into the file
+                table = pa.ipc.open_file(source).read_all()
+                ids = table.column("input_ids").to_pylist()
+                types = table.column("token_type_ids").to_pylist() if "token_type_ids" in table.column_names else None
+            if len(ids) == len(texts):
+                if types is None:
+                    return [{"input_ids": row} for row in ids]
+                return [{"input_ids": row, "token_type_ids": kinds} for row, kinds in zip(ids, types)]
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            log.warning("Encoded-data cache %s is unreadable (%s); tokenizing again.", path, exc)
+    features = processor.encode(texts, pairs)
+    columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
+    if features and "token_type_ids" in features[0]:
+        columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features], type=pa.list_(pa.int8()))
+    table = pa.table(columns)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(partial, path)
+    except OSError as exc:  # a read-only or full disk costs the next run its head start, nothing else
+        log.warning("Cannot write the encoded-data cache %s (%s).", path, exc)
+    return features
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -348,7 +407,10 @@ class TextDataModule:
     def encode(self, rows: LabelledRows) -> EncodedDataset:
         """Encode checked rows with this module's label map and text processing."""
         labels = self.label_map.encode(rows.labels, rows.rows, rows.source)
-        features = self.processor.encode(rows.texts, rows.pairs)
+        if self.config.cache:
+            features = encode_cached(self.processor, rows.texts, rows.pairs)
+        else:
+            features = self.processor.encode(rows.texts, rows.pairs)
         for feature, label in zip(features, labels):
             feature["labels"] = label
         return EncodedDataset(features, rows.texts, rows.rows, rows.source)

@@ -34,6 +34,7 @@ _SPACE = re.compile(r"\s+")
 # Characters of text kept per token of max_length before tokenizing: enormous inputs are cut first so a
 # 100 MB "review" costs no more than a long one. 20 chars/token is far above any real tokenizer's ratio.
 _CHARS_PER_TOKEN = 20
+_ENCODE_BLOCK = 10_000  # texts per tokenizer call: keeps its per-text working memory to one block (bench/README.md)
 _DEFAULT = DataConfig()  # the keyword defaults below are DataConfig's, defined there once
 
 
@@ -160,14 +161,13 @@ class TextProcessor:
             return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
         prefix, suffix = self._special_tokens()
         budget = self.config.max_length - len(prefix) - len(suffix)
-        pieces = tok(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        types = "token_type_ids" in tok.model_input_names
         encoded = []
-        for ids in pieces:
-            ids = prefix + self._truncate(ids, budget) + suffix
-            item = {"input_ids": ids}
-            if "token_type_ids" in tok.model_input_names:
-                item["token_type_ids"] = [0] * len(ids)
-            encoded.append(item)
+        for start in range(0, len(texts), _ENCODE_BLOCK):  # the tokenizer's batch output (offsets, tokens, ...) is
+            block = tok(texts[start:start + _ENCODE_BLOCK], add_special_tokens=False, truncation=False)  # ~3 KB a text
+            for ids in block["input_ids"]:
+                ids = prefix + self._truncate(ids, budget) + suffix
+                encoded.append({"input_ids": ids, "token_type_ids": [0] * len(ids)} if types else {"input_ids": ids})
         return encoded
 
     def process_text(self, text: str | Sequence[str]) -> dict[str, torch.Tensor]:
