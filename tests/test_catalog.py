@@ -200,3 +200,21 @@ def test_offline_without_the_files_says_which_dataset_and_the_two_ways(tmp_path,
     assert len(message.splitlines()) == 1 and f"dataset 'imdb' (train) is not in {tmp_path / 'imdb'}" in message
     assert "stanfordnlp/imdb could not be loaded" in message
     assert "set WORKBENCH_DATA to it" in message and "connect to the internet once" in message
+
+
+def test_reuters_hub_ids_keep_their_quotes_and_ag_news_train_is_offered(tmp_path):
+    import datasets
+    from datasets import Dataset, Features, Sequence, Value
+
+    from workbench.catalog import available_splits, hub_frame
+
+    def split(titles, bodies, topics, ids):
+        return Dataset.from_dict({"title": titles, "text": bodies, "topics": topics, "new_id": ids},
+                                 Features({"title": Value("string"), "text": Value("string"),
+                                           "topics": Sequence(Value("string")), "new_id": Value("string")}))
+
+    loaded = {"train": split(["A &lt;B&gt;"], ["up"], [["grain"]], ['"7001"']),
+              "test": split(["C"], ["down"], [["grain"]], ['"7002"'])}
+    frame = hub_frame("reuters", "train", loaded)
+    assert frame.to_dict("list") == {"text": ["A <B>\nup"], "label": [["grain"]], "id": [7001]}
+    assert available_splits("ag_news") == ("test", "train")  # the data folder's test, the Hub's 120k train

@@ -300,3 +300,38 @@ def test_encoded_splits_are_cached_on_disk_and_read_back(tokenizer, tmp_path, mo
     dm = TextDataModule(train_file=str(tmp_path / "t.csv"), val_file=str(tmp_path / "t.csv"), tokenizer=tokenizer).setup()
     assert len(list((tmp_path / "root" / "encoded").glob("*.arrow"))) == 1  # train and validation share the texts
     assert [f["labels"] for f in dm.val_dataset.features] == [1, 0, 1, 0]
+
+
+def test_sharded_batches_differ_between_ranks_and_change_every_epoch():
+    """With several processes accelerate wraps the sampler in a BatchSamplerShard; the epoch must still reach it."""
+    from accelerate.data_loader import BatchSamplerShard, DataLoaderShard
+
+    lengths = np.random.default_rng(0).integers(5, 40, size=101)
+    plans = {}
+    for rank in (0, 1):
+        sampler = LengthBucketedBatchSampler(lengths, max_tokens=200, max_batch_size=8, seed=3, shards=2)
+        loader = DataLoaderShard(list(range(101)), batch_sampler=BatchSamplerShard(sampler, 2, rank),
+                                 collate_fn=lambda rows: rows)
+        epochs = []
+        for epoch in (0, 1):
+            loader.set_epoch(epoch)
+            epochs.append([list(batch) for batch in loader])
+        assert sampler.epoch == 1 and epochs[0] != epochs[1]  # a new shuffle each epoch
+        plans[rank] = epochs
+    for epoch in (0, 1):
+        mine, theirs = plans[0][epoch], plans[1][epoch]
+        assert len(mine) == len(theirs)  # the same number of steps
+        seen = [i for batch in mine + theirs for i in batch]
+        assert sorted(seen) == list(range(101))  # every example once an epoch, on one rank or the other
+
+
+def test_pieces_of_a_json_array_and_bad_piece_requests(tmp_path):
+    from workbench.datafiles import read_table_chunks
+
+    (tmp_path / "a.json").write_text(json.dumps([{"text": f"t{i}", "label": "a"} for i in range(5)]))
+    assert [len(p) for p in read_table_chunks(tmp_path / "a.json", rows=2)] == [2, 2, 1]
+    with pytest.raises(DataError, match="Rows per piece must be at least 1"):
+        next(read_table_chunks(tmp_path / "a.json", rows=0))
+    (tmp_path / "blank.csv").write_text("\n\n\n")
+    with pytest.raises(DataError, match="blank.csv is empty"):
+        list(read_table_chunks(tmp_path / "blank.csv"))

@@ -36,8 +36,8 @@ import pandas as pd
 
 from workbench.errors import DataError
 
-__all__ = ["CatalogEntry", "DataError", "HUB_SOURCES", "HubSource", "data_root", "hub_frame", "list_datasets",
-           "load_split", "split_sizes"]
+__all__ = ["CatalogEntry", "DataError", "HUB_SOURCES", "HubSource", "available_splits", "data_root", "hub_frame",
+           "list_datasets", "load_split", "split_sizes"]
 
 DATA_ENV_VAR = "WORKBENCH_DATA"
 
@@ -199,7 +199,17 @@ def _from_hub(name: str, split: str, folder: Path | None) -> pd.DataFrame:
                         f"{source.path}{'/' + source.config if source.config else ''} could not be loaded ({reason}). "
                         f"Either put the files in a data folder and set {DATA_ENV_VAR} to it (its README lists them), "
                         "or connect to the internet once so that `datasets` can cache it.") from None
-    return hub_frame(name, split, loaded)
+    try:
+        return hub_frame(name, split, loaded)
+    except (KeyError, ValueError, TypeError) as exc:  # the Hub copy's columns are not what this version expects
+        raise DataError(f"dataset {name!r}: the Hugging Face Hub copy {source.path} is laid out differently than "
+                        f"expected ({type(exc).__name__}: {exc}). Use a data folder ({DATA_ENV_VAR}).") from None
+
+
+def available_splits(name: str) -> tuple[str, ...]:
+    """The splits :func:`load_split` can give for ``name``: the data folder's and the Hugging Face Hub's."""
+    entry, _ = _lookup(name)
+    return tuple(dict.fromkeys(entry.splits + HUB_SOURCES[name].splits))
 
 
 def hub_frame(name: str, split: str, loaded: dict) -> pd.DataFrame:
@@ -231,9 +241,10 @@ def hub_frame(name: str, split: str, loaded: dict) -> pd.DataFrame:
         rows = []
         for title, body, doc_topics, new_id in zip(data["title"], data["text"], topics[split], data["new_id"]):
             labels = [t for t in doc_topics if t in r90]
-            if labels and int(new_id) not in _REUTERS_NOT_IN_APTEMOD:
-                rows.append({"text": f"{(title or '').strip()}\n{(body or '').strip()}".strip(), "label": labels,
-                             "id": int(new_id)})
+            number = int(str(new_id).strip('"'))  # the Hub copy keeps the SGML attribute's quotes: "\"7001\""
+            if labels and number not in _REUTERS_NOT_IN_APTEMOD:
+                text = html.unescape(f"{(title or '').strip()}\n{(body or '').strip()}").strip()  # &lt; as the SGML has
+                rows.append({"text": text, "label": labels, "id": number})
         return pd.DataFrame(rows, columns=["text", "label", "id"])
     raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(HUB_SOURCES)}")
 

@@ -28,9 +28,9 @@ without loading torch and transformers.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -44,7 +44,7 @@ def _train(args) -> int:
 
     resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
     result = train(load_config(args.config, args.overrides), resume=resume)
-    if os.environ.get("RANK", "0") == "0":  # torchrun / accelerate launch: one process reports
+    if result.main:  # torchrun / accelerate launch: one process reports
         print((result.run_dir / "summary.md").read_text())
         print(f"run directory: {result.run_dir}")
     return 0
@@ -96,9 +96,11 @@ def _predict(args) -> int:
 
         def pieces():
             yield texts
+    stream = pieces()
+    first = next(stream)  # the input's errors come before --out is opened (and emptied)
     handle = open(args.out, "w") if args.out else sys.stdout
     try:
-        for texts in pieces():
+        for texts in itertools.chain([first], stream):
             proba = model.predict_proba(texts)
             for text, label, row in zip(texts, model.labels_from_proba(proba), proba):
                 record = {"text": text, "label": label}

@@ -30,7 +30,7 @@ from transformers import DataCollatorWithPadding
 
 from workbench.augment import Augmenter, cache_root
 from workbench.backbones import load_tokenizer
-from workbench.catalog import list_datasets, load_split
+from workbench.catalog import available_splits, list_datasets, load_split
 from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from workbench.datafiles import check_texts, parse_multi_label, read_table, require_columns, row_numbers
 from workbench.errors import DataError
@@ -90,11 +90,12 @@ class LabelMap:
 
 
 CACHE_MIN_ROWS = 5_000  # smaller splits tokenize in well under a second: not worth a file
+_CACHE_VERSION = 1  # raise it when TextProcessor's cleaning or truncation changes what a text encodes to
 
 
 def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                   folder: str | Path | None = None, min_rows: int | None = None) -> list[dict]:
-    """``processor.encode(texts, pairs)``, kept on disk in Arrow format and read back (memory-mapped) next time.
+    """``processor.encode(texts, pairs)``, kept on disk in Arrow format and read back next time (into memory).
 
     The key is a hash of the texts (and pairs) themselves, so any file, subset or split holding the same rows finds
     it, plus the tokenizer (its whole definition, vocabulary included) and the text-processing settings. A cache
@@ -107,7 +108,8 @@ def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequenc
     backend = getattr(processor.tokenizer, "backend_tokenizer", None)
     if len(texts) < (CACHE_MIN_ROWS if min_rows is None else min_rows) or backend is None:
         return processor.encode(texts, pairs)
-    key = hashlib.sha256(json.dumps(processor.settings(), sort_keys=True).encode())
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, processor.settings(), list(processor.tokenizer.model_input_names)],
+                                    sort_keys=True).encode())
     definition = json.loads(backend.to_str())  # without the truncation and padding that each call sets on it
     definition.pop("truncation", None), definition.pop("padding", None)
     key.update(hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).digest())
@@ -319,12 +321,13 @@ class TextDataModule:
         cfg = self.config
         if cfg.dataset:
             entry = _catalog_entry(cfg.dataset)
+            splits = available_splits(cfg.dataset)  # the data folder's, and the Hub's (AG News' train split)
             name = {"train": cfg.train_split, "validation": cfg.val_split, "test": cfg.test_split}[split]
-            if name is None or (split == "validation" and name not in entry.splits):
+            if name is None or (split == "validation" and name not in splits):
                 return None
-            if name not in entry.splits:
+            if name not in splits:
                 note = f" {entry.note}" if split == "train" else ""
-                raise DataError(f"Dataset '{cfg.dataset}' has no split '{name}'; it has {', '.join(entry.splits)}.{note}")
+                raise DataError(f"Dataset '{cfg.dataset}' has no split '{name}'; it has {', '.join(splits)}.{note}")
             return self._catalog_rows(name)
         path = {"train": cfg.train_file, "validation": cfg.val_file, "test": cfg.test_file}[split]
         return self._labelled(read_table(path), str(path)) if path else None

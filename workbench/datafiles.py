@@ -42,10 +42,11 @@ def _check_utf8(path: Path) -> None:
     decoder, line = codecs.getincrementaldecoder("utf-8")(), 1
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
+            held = len(decoder.getstate()[0])  # bytes of a character cut at the last block's end, decoded first
             try:
                 decoder.decode(block)
             except UnicodeDecodeError as exc:
-                at = max(0, min(exc.start, len(block) - 1))  # the offset counts bytes held over from the last block
+                at = max(0, min(exc.start - held, len(block) - 1))
                 line += block[:at].count(b"\n")
                 raise DataError(
                     f"{path} is not UTF-8: byte 0x{block[at]:02x} on line {line} cannot be "
@@ -107,6 +108,8 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
         ...     print(frame["_row"].iloc[0], len(frame))
     """
     path = Path(path)
+    if rows < 1:
+        raise DataError(f"Rows per piece must be at least 1 (got {rows}).")
     if not path.exists():
         raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
     suffix = _suffix(path)
@@ -114,18 +117,23 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
         raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty. It needs a header row and at least one example.")
+    if suffix == ".json":  # one JSON array: it cannot be read in pieces, so read it whole and hand it out in pieces
+        whole = read_table(path)
+        for start in range(0, len(whole), rows):
+            yield whole.iloc[start:start + rows]
+        return
     _check_utf8(path)
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pieces = (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=rows))
-    elif suffix in (".jsonl", ".json"):
-        pieces = pd.read_json(path, lines=True, dtype=False, chunksize=rows)
-    else:
-        pieces = pd.read_csv(path, sep=READERS[suffix], dtype=str, keep_default_na=False, na_values=[""],
-                             quoting=3 if suffix in (".tsv", ".txt") else 0, chunksize=rows)
     start = _first_row_number(path)
     try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pieces = (batch.to_pandas() for batch in pq.ParquetFile(path).iter_batches(batch_size=rows))
+        elif suffix == ".jsonl":
+            pieces = pd.read_json(path, lines=True, dtype=False, chunksize=rows)
+        else:
+            pieces = pd.read_csv(path, sep=READERS[suffix], dtype=str, keep_default_na=False, na_values=[""],
+                                 quoting=3 if suffix in (".tsv", ".txt") else 0, chunksize=rows)
         for frame in pieces:
             frame.columns = [str(c) for c in frame.columns]
             frame["_row"] = np.arange(len(frame)) + start

@@ -55,6 +55,7 @@ def evaluate_file(model: TextClassificationModel, path: str | Path, *, text_colu
         >>> evaluate_file(model, "big_test.csv")["accuracy"]  # doctest: +SKIP
     """
     dm = TextDataModule.for_model(model, text_column=text_column, label_column=label_column)
+    dm.config.cache = False  # a piece of a stream is never read twice: a cache file per piece would only fill the disk
     probas, labels = [], []
     for frame in read_table_chunks(path, rows):
         dataset = dm.encode_frame(frame, str(path))

@@ -77,6 +77,12 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> "LengthBucketedBatchSampler":
+        """Itself. With several processes accelerate wraps this in a ``BatchSamplerShard`` and passes each epoch on
+        to ``batch_sampler.sampler.set_epoch`` only; without this the shuffle would repeat epoch 0 every epoch."""
+        return self
+
     def __len__(self) -> int:
         return len(self.sizes)
 

@@ -35,7 +35,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, load_config
 from workbench.data import LabelMap, TextDataModule
-from workbench.errors import ConfigError, ModelLoadError
+from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
 from workbench.losses import build_loss, class_weights_from_labels
 from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
@@ -180,6 +180,8 @@ class _HFTrainer(transformers.Trainer):
         return super().create_scheduler(num_training_steps, optimizer)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if not self.args.should_save:  # transformers calls this on every process; one writes (as its own _save does)
+            return
         self.model.save_pretrained(output_dir or self.args.output_dir)
 
 
@@ -194,6 +196,7 @@ class FitResult:
     run_dir: Path
     metrics: dict
     model: TextClassificationModel
+    main: bool = True  # False in the other processes of a torchrun / accelerate launch run (they wrote nothing)
 
     @property
     def best_dir(self) -> Path:
@@ -348,9 +351,17 @@ class Trainer:
         # directory, the others train into the same one and write nothing
         processes = PartialState(cpu=self.device == "cpu")
         main = processes.is_main_process
-        run, checkpoint = self._run_dir_and_checkpoint(resume) if main else (None, None)
+        chosen: tuple | Exception | None = None
+        if main:
+            try:
+                chosen = self._run_dir_and_checkpoint(resume)
+            except WorkbenchError as exc:  # sent to the other processes too, so they stop with it instead of waiting
+                chosen = exc
         if processes.num_processes > 1:
-            run, checkpoint = broadcast_object_list([run, checkpoint], from_process=0)
+            chosen = broadcast_object_list([chosen], from_process=0)[0]
+        if isinstance(chosen, Exception):
+            raise chosen
+        run, checkpoint = chosen
         run_dir = run.path
         config = full_config or Config(data=datamodule.config, model=ModelConfig(
             backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
@@ -393,7 +404,7 @@ class Trainer:
             raise
         if tracking:
             tracking.finish(metrics)
-        return FitResult(run_dir, metrics, model)
+        return FitResult(run_dir, metrics, model, main)
 
     def _run_dir_and_checkpoint(self, resume) -> tuple[RunDir, Path | None]:
         if not resume:
