@@ -102,7 +102,8 @@ def parameter_groups(model: torch.nn.Module, decay_names: list[str], weight_deca
 
 
 class _HFTrainer(transformers.Trainer):
-    """transformers.Trainer with our batch sampler, loss, optimizers, schedules and save format."""
+    """transformers.Trainer with our batch sampler, loss, optimizers, schedules and save format, and, with several
+    processes, validation that each process runs over the whole split (see ``evaluation_loop``)."""
 
     def __init__(self, *args, datamodule: TextDataModule, train_config: TrainConfig, loss_fn: torch.nn.Module, **kwargs):
         super().__init__(*args, **kwargs)
