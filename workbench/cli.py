@@ -269,7 +269,7 @@ def _speed(args) -> int:
         require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
         texts = frame[args.text_column].astype(str).tolist()
         if "label" in frame.columns and args.text_column == "text":  # labelled: accuracy of each engine too
-            dataset = TextDataModule.for_model(model).encode_file(args.file)
+            dataset = TextDataModule.for_model(model).encode_frame(frame, args.file)
             texts, labels = dataset.texts, [f["labels"] for f in dataset.features]
     else:
         dataset = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split)

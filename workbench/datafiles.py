@@ -60,6 +60,24 @@ def _check_utf8(path: Path) -> None:
                         "Re-save the file as UTF-8.") from None
 
 
+def _readable_suffix(path: Path) -> str:
+    """The file's format suffix, after checking that it exists, has a known format and is not empty."""
+    if not path.exists():
+        raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
+    suffix = _suffix(path)
+    if suffix not in READERS:
+        raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty. It needs a header row and at least one example.")
+    return suffix
+
+
+def _csv_options(suffix: str) -> dict:
+    # every column as text (a label "1" or a text "NA" stays a string); TSV without quoting: sentences hold bare quotes
+    return {"sep": READERS[suffix], "dtype": str, "keep_default_na": False, "na_values": [""],
+            "quoting": 3 if suffix in (".tsv", ".txt") else 0}
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV, TSV, JSONL or parquet file into a DataFrame, with errors that name the file.
 
@@ -71,13 +89,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         The rows, with column ``_row`` holding each row's number in the file (as a person counts lines).
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
-    suffix = _suffix(path)
-    if suffix not in READERS:
-        raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty. It needs a header row and at least one example.")
+    suffix = _readable_suffix(path)
     _check_utf8(path)
     try:
         if suffix == ".parquet":
@@ -85,8 +97,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         elif suffix in (".jsonl", ".json"):
             frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
         else:
-            frame = pd.read_csv(path, sep=READERS[suffix], dtype=str, keep_default_na=False, na_values=[""],
-                                quoting=3 if suffix in (".tsv", ".txt") else 0)
+            frame = pd.read_csv(path, **_csv_options(suffix))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty. It needs a header row and at least one example.") from None
     except (pd.errors.ParserError, ValueError) as exc:
@@ -110,13 +121,7 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
     path = Path(path)
     if rows < 1:
         raise DataError(f"Rows per piece must be at least 1 (got {rows}).")
-    if not path.exists():
-        raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
-    suffix = _suffix(path)
-    if suffix not in READERS:
-        raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty. It needs a header row and at least one example.")
+    suffix = _readable_suffix(path)
     if suffix == ".json":  # one JSON array: it cannot be read in pieces, so read it whole and hand it out in pieces
         whole = read_table(path)
         for start in range(0, len(whole), rows):
@@ -132,8 +137,7 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
         elif suffix == ".jsonl":
             pieces = pd.read_json(path, lines=True, dtype=False, chunksize=rows)
         else:
-            pieces = pd.read_csv(path, sep=READERS[suffix], dtype=str, keep_default_na=False, na_values=[""],
-                                 quoting=3 if suffix in (".tsv", ".txt") else 0, chunksize=rows)
+            pieces = pd.read_csv(path, **_csv_options(suffix), chunksize=rows)
         for frame in pieces:
             frame.columns = [str(c) for c in frame.columns]
             frame["_row"] = np.arange(len(frame)) + start

@@ -25,13 +25,15 @@ import pandas as pd
 import torch
 from tokenizers import Tokenizer
 
+from workbench.config import ENGINE_EXPORTS
 from workbench.errors import WorkbenchError
 from workbench.models import TextClassificationModel
 from workbench.runs import machine_info
 from workbench.runtime import Predictor
 
 
-_TORCH_ENGINES = ("torch", "pt2", "torchscript", "torch-int8")
+def _on_onnx_runtime(engine: str) -> bool:
+    return engine in ENGINE_EXPORTS and ENGINE_EXPORTS[engine][0] == "onnx"
 
 
 def torch_predictor(model: TextClassificationModel, batch_size: int = 32) -> Predictor:
@@ -111,8 +113,8 @@ def benchmark_inference(model: TextClassificationModel | Predictor, texts: Seque
                    "batch_size": batch_size, "p50_ms": 1000 * float(np.percentile(latencies, 50)),
                    "p95_ms": 1000 * float(np.percentile(latencies, 95)), "p99_ms": 1000 * float(np.percentile(latencies, 99)),
                    "examples_per_s": float(np.median(throughputs)), "mean_tokens": tokens,
-                   "threads": threads or (torch.get_num_threads() if predictor.engine in _TORCH_ENGINES
-                                          else os.cpu_count()),  # ONNX Runtime's default: one per core
+                   "threads": threads or (os.cpu_count() if _on_onnx_runtime(predictor.engine)  # its default: a core each
+                                          else torch.get_num_threads()),
                    "device": str(model.device) if isinstance(model, TextClassificationModel) else "cpu",
                    "timed_calls": len(latencies)}
             rows.append(row)
