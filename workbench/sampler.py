@@ -92,17 +92,18 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         return np.asarray(self.epoch_lengths(self.epoch), dtype=np.int64)
 
     def batches(self) -> list[list[int]]:
+        return list(self)
+
+    def __iter__(self):
+        # one batch at a time: the epoch's plan is two arrays, not a list of every index (large corpora)
         rng = np.random.default_rng(self.seed + self.epoch)
         tiebreak = rng.random(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         order = np.lexsort((tiebreak, self._lengths_now()))
+        del tiebreak
         bounds = np.cumsum([0] + self.sizes)
-        batches = [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def __iter__(self):
-        return iter(self.batches())
+        sequence = rng.permutation(len(self.sizes)) if self.shuffle else range(len(self.sizes))
+        for i in sequence:
+            yield order[bounds[i]:bounds[i + 1]].tolist()
 
     def padding_ratio(self) -> float:
         """Padded tokens over real tokens in this epoch (1.0 means no padding at all)."""
