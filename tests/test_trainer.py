@@ -258,19 +258,32 @@ def test_layer_lr_decay_must_be_a_fraction():
 DISTRIBUTED_SCRIPT = """
 import hashlib, json, sys
 import torch.distributed as dist
+from transformers import TrainerCallback
 from workbench import load_config, train
 
-result = train(load_config(sys.argv[1]))
-digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in result.model.state_dict().values()))
+
+def digest(model):
+    return hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in model.state_dict().values())).hexdigest()
+
+
+class EpochWeights(TrainerCallback):  # each process's own weights after each epoch, before any best model is loaded
+    trained = []
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self.trained.append(digest(model))
+
+
+result = train(load_config(sys.argv[1]), callbacks=[EpochWeights()])
 rank = dist.get_rank() if dist.is_initialized() else 0
-json.dump({"world": dist.get_world_size() if dist.is_initialized() else 1, "weights": digest.hexdigest(),
-           "metrics": result.metrics, "run_dir": str(result.run_dir)}, open(f"rank_{rank}.json", "w"))
+json.dump({"world": dist.get_world_size() if dist.is_initialized() else 1, "weights": digest(result.model),
+           "trained": EpochWeights.trained, "metrics": result.metrics, "run_dir": str(result.run_dir)},
+          open(f"rank_{rank}.json", "w"))
 """
 
 
 def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny_bert, sentiment_files, tmp_path):
     """torchrun with 2 CPU processes (gloo): one run directory, the batches dealt between the ranks, equal weights
-    on both at the end, and the metrics of a single process whose batch is the two ranks' together."""
+    on both after every epoch (each process's own, not the best model read back from disk), and the metrics of a single process whose batch is the two ranks' together."""
     import socket
     import subprocess
     import sys
@@ -294,6 +307,8 @@ def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny
                    capture_output=True, timeout=600)
     ranks = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["weights"] == ranks[1]["weights"]
+    # the weights each process trained agree after every epoch (gradients were averaged), and they changed
+    assert ranks[0]["trained"] == ranks[1]["trained"] and len(set(ranks[0]["trained"])) == 2
     assert sorted(p.name for p in (tmp_path / "runs" / "pair").iterdir()) == ["version_0"]  # rank 1 wrote no run
     metrics = ranks[0]["metrics"]
     assert metrics["processes"] == 2 and metrics["validation"]["n"] == 16  # each validation example once
@@ -314,6 +329,25 @@ def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny
         return [json.loads(line)["eval_loss"] for line in records if "eval_loss" in line][-1]
 
     assert final_eval_loss("single") == pytest.approx(final_eval_loss("pair"), abs=0.03)
+
+
+def test_a_file_read_in_pieces_trains_like_the_file_read_whole(tiny_bert, sentiment_files, monkeypatch, tmp_path):
+    """data.stream_from_mb=0 trains from the memory-mapped store: the same steps, weights and metrics."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for name, threshold in (("whole", 1000.0), ("pieces", 0.0)):
+        model, dm = make(tiny_bert, sentiment_files, stream_from_mb=threshold)
+        runs[name] = Trainer(max_epochs=4, lr=2e-3, run_name=name).fit(model, dm)
+    assert type(dm.train_dataset).__name__ == "StoredDataset"
+    whole, pieces = runs["whole"], runs["pieces"]
+    assert whole.metrics["validation"]["accuracy"] > 0.9  # it learned
+    for key in ("accuracy", "macro_f1", "roc_auc"):
+        assert pieces.metrics["validation"][key] == pytest.approx(whole.metrics["validation"][key], abs=1e-6), key
+    assert pieces.metrics["train"]["optimizer_steps"] == whole.metrics["train"]["optimizer_steps"]
+    a, b = (load_file(str(r.run_dir / "last" / "model.safetensors")) for r in (whole, pieces))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_accelerate_launch_runs_the_cli_on_two_cpu_processes(tiny_bert, sentiment_files, tmp_path):
