@@ -130,7 +130,11 @@ class DataConfig:
     lowercase: bool = _help("Lowercase text (uncased tokenizers do this already).", False)
     cache: bool = _help("Keep the token ids of splits of 5,000 rows or more on disk ($WORKBENCH_CACHE/encoded, Arrow), "
                         "keyed by their texts, the tokenizer and the text processing: a second run on the same data "
-                        "skips tokenizing.", True)
+                        "skips tokenizing. A file read in pieces (stream_from_mb) is encoded again when off.", True)
+    stream_from_mb: float = _help("Data files of this many megabytes or more are read in pieces into an Arrow file "
+                                  "($WORKBENCH_CACHE/encoded, keyed by the file's content) and trained from it "
+                                  "memory-mapped, so memory does not grow with the corpus; 0 does this for every file.",
+                                  256.0)
 
     def __post_init__(self):
         _require_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)
@@ -138,6 +142,7 @@ class DataConfig:
                                            "data.label_delimiter='|').")
         _require(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
         _require(0.0 < self.head_fraction < 1.0, f"data.head_fraction={self.head_fraction} must be between 0 and 1.")
+        _require(self.stream_from_mb >= 0, f"data.stream_from_mb={self.stream_from_mb} must be 0 or more.")
         _require(self.max_length >= 8, f"data.max_length={self.max_length} must be at least 8.")
         _require(self.batch_size >= 1, f"data.batch_size={self.batch_size} must be at least 1.")
         _require(

@@ -12,11 +12,13 @@ labels, encodes every split with a :class:`~workbench.text.TextProcessor`, and b
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+from collections import abc
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -24,15 +26,18 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
 from workbench.augment import Augmenter, cache_root
 from workbench.backbones import load_tokenizer
 from workbench.catalog import available_splits, list_datasets, load_split
 from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from workbench.datafiles import check_texts, parse_multi_label, read_table, require_columns, row_numbers
+from workbench.datafiles import (check_texts, parse_multi_label, read_table, read_table_chunks, require_columns,
+                                 row_numbers)
 from workbench.errors import DataError
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.text import TextProcessor
@@ -93,6 +98,17 @@ CACHE_MIN_ROWS = 5_000  # smaller splits tokenize in well under a second: not wo
 _CACHE_VERSION = 1  # raise it when TextProcessor's cleaning or truncation changes what a text encodes to
 
 
+def _encoding_key(processor: TextProcessor) -> "hashlib._Hash":
+    """A hash of everything that decides a text's token ids: the cache version, the text processing and the
+    tokenizer's whole definition (vocabulary included) without the truncation and padding each call sets on it."""
+    key = hashlib.sha256(json.dumps([_CACHE_VERSION, processor.settings(), list(processor.tokenizer.model_input_names)],
+                                    sort_keys=True).encode())
+    definition = json.loads(processor.tokenizer.backend_tokenizer.to_str())
+    definition.pop("truncation", None), definition.pop("padding", None)
+    key.update(hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).digest())
+    return key
+
+
 def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                   folder: str | Path | None = None, min_rows: int | None = None) -> list[dict]:
     """``processor.encode(texts, pairs)``, kept on disk in Arrow format and read back next time (into memory).
@@ -108,11 +124,7 @@ def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequenc
     backend = getattr(processor.tokenizer, "backend_tokenizer", None)
     if len(texts) < (CACHE_MIN_ROWS if min_rows is None else min_rows) or backend is None:
         return processor.encode(texts, pairs)
-    key = hashlib.sha256(json.dumps([_CACHE_VERSION, processor.settings(), list(processor.tokenizer.model_input_names)],
-                                    sort_keys=True).encode())
-    definition = json.loads(backend.to_str())  # without the truncation and padding that each call sets on it
-    definition.pop("truncation", None), definition.pop("padding", None)
-    key.update(hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).digest())
+    key = _encoding_key(processor)
     for values in (texts, pairs or []):
         for text in values:
             key.update(text.encode("utf-8", "surrogatepass") + b"\x00")
@@ -161,6 +173,11 @@ class EncodedDataset(torch.utils.data.Dataset):
     @property
     def lengths(self) -> np.ndarray:
         return np.array([len(f["input_ids"]) for f in self.features])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Label ids ``(N,)``, or multi-hot rows ``(N, K)`` for multi-label data."""
+        return np.asarray([f["labels"] for f in self.features])
 
 
 class AugmentedDataset(EncodedDataset):
@@ -215,6 +232,250 @@ class AugmentedDataset(EncodedDataset):
         return self.lengths
 
 
+class _Column(abc.Sequence):
+    """A read-only list view of one value per item (texts, encoded examples), made when indexed."""
+
+    def __init__(self, size: int, get):
+        self._size, self._get = size, get
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._get(i) for i in range(*index.indices(self._size))]
+        if not -self._size <= index < self._size:
+            raise IndexError(index)
+        return self._get(index % self._size)
+
+
+def store_file(path: str | Path, processor: TextProcessor, check_rows, *, settings: dict, folder: str | Path | None = None,
+               chunk_rows: int = 10_000, reuse: bool = True) -> Path:
+    """Encode a labelled data file piece by piece into an Arrow file and return its path (what
+    :class:`StoredDataset` opens memory-mapped): memory stays at one piece, whatever the file's size.
+
+    Each piece of ``chunk_rows`` rows is read (:func:`~workbench.datafiles.read_table_chunks`), checked and
+    turned into text, labels and rows by ``check_rows(frame, source)``, encoded, and written as one record batch:
+    ``input_ids`` (and ``token_type_ids``), ``label`` as given (a list of names for multi-label data), ``row`` (the
+    file's row number) and ``text`` (and ``pair``). The file is named by a hash of the data file's bytes, the
+    tokenizer, the text processing and ``settings`` (which columns hold what), so a second run on the same file
+    opens it at once. It is written under a temporary name and renamed into place, under a lock, so processes
+    started together (torchrun, tuning workers) encode it once.
+
+    Args:
+        folder: where stores go (default ``$WORKBENCH_CACHE/encoded``).
+        reuse: False encodes the file again even if its store exists (``data.cache: false``).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        content = hashlib.file_digest(handle, "sha256").hexdigest()
+    key = _encoding_key(processor)
+    key.update(json.dumps([content, settings], sort_keys=True).encode())
+    store = Path(folder or cache_root() / "encoded") / f"{key.hexdigest()[:32]}.store.arrow"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.parent / ".store.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if reuse and store.exists():
+            try:
+                with pa.memory_map(str(store)) as source:
+                    pa.ipc.open_file(source)  # the footer is written last: a readable one means a whole file
+                return store
+            except (pa.ArrowException, OSError) as exc:
+                log.warning("Encoded store %s is unreadable (%s); encoding %s again.", store, exc, path)
+        partial = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+        writer = None
+        try:
+            with tqdm(desc=f"encoding {path.name}", unit=" rows", disable=None) as progress:
+                for frame in read_table_chunks(path, chunk_rows):
+                    rows = check_rows(frame, str(path))
+                    features = processor.encode(rows.texts, rows.pairs)
+                    columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
+                    if "token_type_ids" in features[0]:
+                        columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features],
+                                                             type=pa.list_(pa.int8()))
+                    columns["label"] = pa.array(rows.labels, type=pa.list_(pa.string()) if rows.multi_label else pa.string())
+                    columns["row"] = pa.array(rows.rows, type=pa.int64())
+                    columns["text"] = pa.array(rows.texts, type=pa.large_string())
+                    if rows.pairs is not None:
+                        columns["pair"] = pa.array(rows.pairs, type=pa.large_string())
+                    batch = pa.record_batch(columns)
+                    if writer is None:
+                        writer = pa.ipc.new_file(str(partial), batch.schema)
+                    writer.write_batch(batch)
+                    progress.update(len(frame))
+            writer.close()
+            os.replace(partial, store)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            partial.unlink(missing_ok=True)
+            raise
+    return store
+
+
+class StoredDataset(torch.utils.data.Dataset):
+    """Encoded examples in an Arrow file written by :func:`store_file`, memory-mapped: the examples stay on disk
+    and the operating system pages them in as batches read them, so a corpus larger than memory trains.
+
+    Memory grows by a few bytes per example (token lengths, label ids and the positions taken), not by its text or
+    tokens. ``take`` and ``split`` select examples by position, as :class:`LabelledRows` does; a data module turns
+    the labels into ids with :meth:`with_labels`. ``features`` and ``texts`` read like lists, each item made when
+    indexed; ``lengths``, ``labels`` and ``rows`` are arrays.
+    """
+
+    def __init__(self, path: str | Path, source: str, multi_label: bool = False):
+        self.path, self.source, self.multi_label = Path(path), source, multi_label
+        self._open()
+        self.positions = np.arange(self._starts[-1])
+        self.label_map: LabelMap | None = None
+        self._label_ids: np.ndarray | None = None
+
+    def _open(self) -> None:
+        self._file = pa.memory_map(str(self.path))
+        reader = pa.ipc.open_file(self._file)
+        self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        self._starts = np.cumsum([0] + [b.num_rows for b in self._batches])
+        self._keys = [k for k in ("input_ids", "token_type_ids") if k in reader.schema.names]
+        self._lists = [{k: (b.column(k).offsets.to_numpy(), b.column(k).values.to_numpy()) for k in self._keys}
+                       for b in self._batches]  # zero-copy views into the mapped file
+        self._all_lengths = np.concatenate([np.diff(lists["input_ids"][0]) for lists in self._lists]).astype(np.int32)
+        labels = [b.column("label") for b in self._batches]
+        if self.multi_label:  # each example's labels as positions in the sorted names, first label for stratifying
+            flat = pa.chunked_array([column.flatten() for column in labels], type=pa.string())
+            self._label_offsets = np.concatenate([[0], np.cumsum(np.concatenate(
+                [pc.list_value_length(column).to_numpy(zero_copy_only=False) for column in labels]))])
+        else:
+            flat = pa.chunked_array(labels, type=pa.string())
+        self.names = sorted(pc.unique(flat).to_pylist())  # every label given, sorted as np.unique sorts strings
+        self._codes = pc.index_in(flat, value_set=pa.array(self.names, pa.string())).to_numpy(zero_copy_only=False)
+        self._rows = np.concatenate([b.column("row").to_numpy() for b in self._batches])
+
+    def __getstate__(self) -> dict:  # DataLoader workers map the file again instead of copying it
+        return {k: self.__dict__[k] for k in ("path", "source", "multi_label", "positions", "label_map", "_label_ids")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def _copy(self) -> "StoredDataset":  # another selection of the same mapped file
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        position = int(self.positions[index])
+        batch = int(np.searchsorted(self._starts, position, side="right")) - 1
+        return batch, position - int(self._starts[batch])
+
+    def __getitem__(self, index: int) -> dict:
+        if self._label_ids is None:
+            raise DataError(f"{self.source}: the stored split has no label ids yet; call with_labels(label_map).")
+        batch, row = self._locate(index)
+        item = {}
+        for key, (offsets, values) in self._lists[batch].items():
+            item[key] = values[offsets[row]:offsets[row + 1]].tolist()
+        if self.multi_label:
+            vector = [0.0] * len(self.label_map)
+            position = int(self.positions[index])
+            for label in self._label_ids[self._label_offsets[position]:self._label_offsets[position + 1]]:
+                vector[label] = 1.0
+            item["labels"] = vector
+        else:
+            item["labels"] = int(self._label_ids[self.positions[index]])
+        return item
+
+    # -- what a split needs before its labels are ids (as LabelledRows) ----------------------------------
+
+    @property
+    def strata(self) -> np.ndarray:
+        """What stratified splits balance: label codes, ordered as the names sort (the same split as the names)."""
+        if self.multi_label:
+            starts, ends = self._label_offsets[:-1][self.positions], self._label_offsets[1:][self.positions]
+            return np.where(ends > starts, self._codes[np.minimum(starts, len(self._codes) - 1)], -1)
+        return self._codes[self.positions]
+
+    @property
+    def label_names(self) -> list[str]:
+        """Every label the selected examples carry."""
+        if self.multi_label:
+            starts, ends = self._label_offsets[:-1][self.positions], self._label_offsets[1:][self.positions]
+            used = np.zeros(len(self.names), bool)
+            for start, end in zip(starts, ends):
+                used[self._codes[start:end]] = True
+            return [n for n, u in zip(self.names, used) if u]
+        return [self.names[c] for c in np.unique(self._codes[self.positions])]
+
+    def take(self, positions: Sequence[int]) -> "StoredDataset":
+        """These examples, in the given order (the file stays mapped once)."""
+        taken = self._copy()
+        taken.positions = self.positions[np.asarray(positions, dtype=np.int64)]
+        return taken
+
+    def split(self, n: int, seed: int) -> tuple["StoredDataset", "StoredDataset"]:
+        """``n`` examples and the rest, stratified as :meth:`LabelledRows.split` (and equal to its split)."""
+        return _split(self, n, seed)
+
+    def with_labels(self, label_map: LabelMap) -> "StoredDataset":
+        """These examples with ``label_map``'s ids; raises DataError naming the rows of labels it does not know."""
+        lookup = np.array([label_map.index.get(name, -1) for name in self.names], dtype=np.int64)
+        ids = lookup[self._codes]  # per label given: its id, -1 if the map lacks it
+        if self.multi_label:
+            owners = np.repeat(np.arange(len(self._label_offsets) - 1), np.diff(self._label_offsets))
+            bad = self.positions[np.isin(self.positions, owners[ids < 0])][:5]
+        else:
+            bad = self.positions[ids[self.positions] < 0][:5]
+        if len(bad):
+            label = self._column("label")
+            label_map.encode([label(p) for p in bad], self._rows[bad].tolist(), self.source)  # raises, naming them
+        labelled = self._copy()
+        labelled.label_map, labelled._label_ids = label_map, ids
+        return labelled
+
+    # -- what a dataset offers (as EncodedDataset) --------------------------------------------------------
+
+    def _column(self, name: str):
+        def value(position: int):
+            batch = int(np.searchsorted(self._starts, position, side="right")) - 1
+            return self._batches[batch].column(name)[position - int(self._starts[batch])].as_py()
+        return value
+
+    @property
+    def features(self) -> Sequence[dict]:
+        return _Column(len(self), self.__getitem__)
+
+    @property
+    def texts(self) -> Sequence[str]:
+        text = self._column("text")
+        return _Column(len(self), lambda i: text(int(self.positions[i])))
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._rows[self.positions]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self._all_lengths[self.positions]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Label ids ``(N,)``, or multi-hot rows ``(N, K)`` for multi-label data."""
+        if not self.multi_label:
+            return self._label_ids[self.positions]
+        matrix = np.zeros((len(self), len(self.label_map)), dtype=np.float32)
+        for i, position in enumerate(self.positions):
+            matrix[i, self._label_ids[self._label_offsets[position]:self._label_offsets[position + 1]]] = 1.0
+        return matrix
+
+    @property
+    def pairs(self) -> Sequence[str] | None:
+        if "pair" not in self._batches[0].schema.names:
+            return None
+        pair = self._column("pair")
+        return _Column(len(self), lambda i: pair(int(self.positions[i])))
+
 @dataclass
 class LabelledRows:
     """The checked rows of one split: texts (and second texts), labels as given, and where each row came from.
@@ -243,13 +504,23 @@ class LabelledRows:
         return LabelledRows(pick(self.texts), pick(self.labels), pick(self.rows), self.source, self.multi_label,
                             pick(self.pairs) if self.pairs is not None else None)
 
+    @property
+    def label_names(self) -> list[str]:
+        """Every label the rows carry."""
+        return sorted({str(x) for group in self.labels for x in (group if self.multi_label else [group])})
+
     def split(self, n: int, seed: int) -> tuple["LabelledRows", "LabelledRows"]:
         """``n`` rows and the rest, stratified by :attr:`strata` where every class has two rows."""
-        counts = pd.Series(self.strata).value_counts()
-        # sklearn stratifies only when every class has two rows and both sides can hold one of each class
-        stratify = self.strata if counts.min() >= 2 and len(counts) <= min(n, len(self) - n) else None
-        taken, rest = train_test_split(np.arange(len(self)), train_size=n, random_state=seed, stratify=stratify)
-        return self.take(taken), self.take(rest)
+        return _split(self, n, seed)
+
+
+def _split(rows, n: int, seed: int):
+    strata = rows.strata
+    counts = pd.Series(strata).value_counts()
+    # sklearn stratifies only when every class has two rows and both sides can hold one of each class
+    stratify = strata if counts.min() >= 2 and len(counts) <= min(n, len(rows) - n) else None
+    taken, rest = train_test_split(np.arange(len(rows)), train_size=n, random_state=seed, stratify=stratify)
+    return rows.take(taken), rows.take(rest)
 
 
 def _catalog_entry(name: str):
@@ -309,11 +580,12 @@ class TextDataModule:
     def label_column(self) -> str:
         return "label" if self.config.dataset else self.config.label_column
 
-    def read_split(self, split: str) -> LabelledRows | None:
+    def read_split(self, split: str, stream: bool = True) -> LabelledRows | StoredDataset | None:
         """Read and check one split: ``"train"``, ``"validation"`` or ``"test"`` (None when there is none).
 
         The files or catalog splits come from the data config; a catalog dataset without a validation split
-        gives None, and :meth:`setup` then holds validation out of train.
+        gives None, and :meth:`setup` then holds validation out of train. A file of ``data.stream_from_mb`` or more
+        is read in pieces into a :class:`StoredDataset` (unless ``stream`` is False); anything else into memory.
 
         Raises:
             DataError: naming the file, rows and fix for a missing column, empty text or missing label.
@@ -330,12 +602,19 @@ class TextDataModule:
                 raise DataError(f"Dataset '{cfg.dataset}' has no split '{name}'; it has {', '.join(splits)}.{note}")
             return self._catalog_rows(name)
         path = {"train": cfg.train_file, "validation": cfg.val_file, "test": cfg.test_file}[split]
-        return self._labelled(read_table(path), str(path)) if path else None
+        if not path:
+            return None
+        if stream and Path(path).is_file() and Path(path).stat().st_size >= cfg.stream_from_mb * 2**20:
+            settings = {name: getattr(cfg, name) for name in ("text_column", "text_pair_column", "label_column",
+                                                              "multi_label", "label_delimiter")}
+            store = store_file(path, self.processor, self._labelled, settings=settings, reuse=cfg.cache)
+            return StoredDataset(store, str(path), self.multi_label)
+        return self._labelled(read_table(path), str(path))
 
     def training_pool(self) -> LabelledRows:
         """Every labelled training example, reduced to a stratified ``data.train_subset`` if set, before any
         validation is held out: what cross-validation splits into folds."""
-        pool = self.read_split("train")
+        pool = self.read_split("train", stream=False)  # folds are tables of texts
         if self.config.train_subset and self.config.train_subset < len(pool):
             pool, _ = pool.split(self.config.train_subset, self.seed)
         return pool
@@ -395,11 +674,15 @@ class TextDataModule:
             train, _ = train.split(cfg.train_subset, self.seed)
         if cfg.val_subset and cfg.val_subset < len(val):
             val, _ = val.split(cfg.val_subset, self.seed)
-        self.label_map = label_map or LabelMap.from_labels(train.labels, self.multi_label)
+        self.label_map = label_map or LabelMap(LabelMap.from_labels(train.label_names).names, self.multi_label)
         if len(self.label_map) < (1 if self.multi_label else 2):
             raise DataError(f"{train.source} has only the label(s) {self.label_map.names}: a classifier needs at least "
                             "two classes. Check data.label_column, or add examples of the other classes.")
         self.train_dataset = self.encode(train)
+        if self.augment.enabled and isinstance(train, StoredDataset):
+            raise DataError(f"{train.source} is read in pieces (data.stream_from_mb={cfg.stream_from_mb:g}), and "
+                            "augmentation needs every training text in memory. Turn augment off, or raise "
+                            "data.stream_from_mb above the file's size.")
         if self.augment.enabled:
             self.train_dataset = self.augmented(self.train_dataset, train.pairs)
         self.val_dataset = self.encode(val)
@@ -407,8 +690,11 @@ class TextDataModule:
             self.test_dataset = self.encode(test)
         return self
 
-    def encode(self, rows: LabelledRows) -> EncodedDataset:
-        """Encode checked rows with this module's label map and text processing."""
+    def encode(self, rows: LabelledRows | StoredDataset) -> EncodedDataset | StoredDataset:
+        """Encode checked rows with this module's label map and text processing (a stored split is encoded
+        already: it gets the label ids)."""
+        if isinstance(rows, StoredDataset):
+            return rows.with_labels(self.label_map)
         labels = self.label_map.encode(rows.labels, rows.rows, rows.source)
         if self.config.cache:
             features = encode_cached(self.processor, rows.texts, rows.pairs)

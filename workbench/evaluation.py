@@ -43,7 +43,7 @@ def evaluate_model(model: TextClassificationModel, dataset: EncodedDataset, prob
     """
     if proba is None:
         proba = model.predict_proba_features(dataset)
-    return metrics_of(model, [f["labels"] for f in dataset.features], proba)
+    return metrics_of(model, dataset.labels, proba)
 
 
 def evaluate_file(model: TextClassificationModel, path: str | Path, *, text_column: str = "text",
@@ -60,7 +60,7 @@ def evaluate_file(model: TextClassificationModel, path: str | Path, *, text_colu
     for frame in read_table_chunks(path, rows):
         dataset = dm.encode_frame(frame, str(path))
         probas.append(model.predict_proba_features(dataset))
-        labels.extend(f["labels"] for f in dataset.features)
+        labels.extend(dataset.labels)
     return metrics_of(model, labels, np.concatenate(probas))
 
 
@@ -125,7 +125,7 @@ def evaluate_run(run: Run | str | Path, split: str = "validation", *,
         raise WorkbenchError(f"Run {run.path} has no test split: its data config names no test_file or test_split. "
                              "Use split='validation'.")
     proba = model.predict_proba_features(dataset)
-    labels = np.asarray([f["labels"] for f in dataset.features])
+    labels = dataset.labels
     predicted = predict_from_proba(proba, model.thresholds if model.multi_label else None)
     return Evaluation(split, list(model.label_names), model.multi_label, list(dataset.texts), labels, proba, predicted,
                       evaluate_model(model, dataset, proba), model)

@@ -32,8 +32,8 @@ def label_names_of(dm: TextDataModule, dataset: EncodedDataset) -> list[str]:
     """Each example's label as text; multi-label examples join their labels with '|' (sorted)."""
     names = dm.label_names
     if dm.multi_label:
-        return ["|".join(names[j] for j in np.flatnonzero(f["labels"])) or "(none)" for f in dataset.features]
-    return [names[f["labels"]] for f in dataset.features]
+        return ["|".join(names[j] for j in np.flatnonzero(row)) or "(none)" for row in dataset.labels]
+    return [names[i] for i in dataset.labels]
 
 
 def examples_table(dm: TextDataModule) -> pd.DataFrame:
@@ -53,9 +53,9 @@ def label_table(dm: TextDataModule) -> pd.DataFrame:
     rows = {}
     for split, dataset in _splits(dm).items():
         if dm.multi_label:
-            counts = np.asarray([f["labels"] for f in dataset.features]).sum(0)
+            counts = dataset.labels.sum(0)
         else:
-            counts = np.bincount([f["labels"] for f in dataset.features], minlength=dm.num_labels)
+            counts = np.bincount(dataset.labels, minlength=dm.num_labels)
         rows[split] = counts
     table = pd.DataFrame({"label": dm.label_names, **rows})
     table["train_share"] = table["train"] / max(1, len(dm.train_dataset))

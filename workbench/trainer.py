@@ -136,7 +136,7 @@ class _HFTrainer(transformers.Trainer):
         dataset = dataloader.dataset
         model = self.accelerator.unwrap_model(self.model)
         logits = model.logits_of(dataset.features, batch_size=self.args.per_device_eval_batch_size)  # (N, K)
-        labels = torch.as_tensor(np.asarray([f["labels"] for f in dataset.features]))
+        labels = torch.as_tensor(dataset.labels)
         self.loss_fn.to(logits.device)
         with torch.no_grad():
             loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels)
@@ -288,7 +288,7 @@ class Trainer:
                               f"{'multi' if dm.multi_label else 'single'}-label data. Use one of {', '.join(sorted(valid))}.")
         weights = cfg.class_weights
         if weights == "balanced":
-            weights = class_weights_from_labels([f["labels"] for f in dm.train_dataset.features], dm.num_labels, dm.multi_label)
+            weights = class_weights_from_labels(dm.train_dataset.labels, dm.num_labels, dm.multi_label)
         return build_loss(cfg.loss, multi_label=dm.multi_label, num_labels=dm.num_labels,
                           label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, class_weights=weights)
 
@@ -428,7 +428,7 @@ class Trainer:
         runtime = float(output.metrics.get("train_runtime", 0.0))
         val_proba = model.predict_proba_features(dm.val_dataset)  # once: tunes thresholds and scores validation
         if dm.multi_label:
-            model.thresholds = tune_thresholds(np.asarray([f["labels"] for f in dm.val_dataset.features]), val_proba,
+            model.thresholds = tune_thresholds(dm.val_dataset.labels, val_proba,
                                                default=float(model.thresholds.mean()))
         metrics: dict[str, Any] = {
             "validation": evaluate_model(model, dm.val_dataset, val_proba),
