@@ -240,7 +240,7 @@ def cross_validate(config: Config, n_folds: int = 5, resume: bool = True,
     folder.mkdir(parents=True, exist_ok=True)
     table, label_map = split_folds(config, n_folds, folder, resume)
     multi, delimiter = label_map.multi_label, config.data.label_delimiter
-    test = TextDataModule(config=config.data, model_name=config.model.backbone).read_split("test")
+    test = TextDataModule(config=config.data, model_name=config.model.backbone).read_split("test", stream=False)
     test_file = folder / TEST_FILE if test is not None else None
     if test is not None:
         _as_table(test, delimiter).to_parquet(test_file)

@@ -12,12 +12,12 @@ labels, encodes every split with a :class:`~workbench.text.TextProcessor`, and b
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
+import time
 from collections import abc
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from filelock import FileLock
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
@@ -36,8 +37,8 @@ from workbench.augment import Augmenter, cache_root
 from workbench.backbones import load_tokenizer
 from workbench.catalog import available_splits, list_datasets, load_split
 from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from workbench.datafiles import (check_texts, parse_multi_label, read_table, read_table_chunks, require_columns,
-                                 row_numbers)
+from workbench.datafiles import (check_texts, label_text, parse_multi_label, read_table, read_table_chunks,
+                                 require_columns, row_numbers)
 from workbench.errors import DataError
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.text import TextProcessor
@@ -68,14 +69,10 @@ class LabelMap:
         Raises DataError naming the first rows whose label the model does not know.
         """
         groups = labels if self.multi_label else [[x] for x in labels]
-        unknown = [(i, str(x)) for i, group in enumerate(groups) for x in group if str(x) not in self.index]
+        unknown = [(str(x), rows[i] if rows is not None else i) for i, group in enumerate(groups) for x in group
+                   if str(x) not in self.index]
         if unknown:
-            where = ", ".join(f"'{name}' (row {rows[i] if rows is not None else i})" for i, name in unknown[:5])
-            raise DataError(
-                f"{source}: {len(unknown)} label(s) are not among the {len(self.names)} labels the model knows: "
-                f"{where}. Known labels: {', '.join(self.names[:20])}{' ...' if len(self.names) > 20 else ''}. "
-                "Fix the labels, or retrain with this label in the training data."
-            )
+            raise self.unknown_labels(unknown[:5], len(unknown), source)
         if not self.multi_label:
             return [self.index[str(x)] for x in labels]
         encoded = []
@@ -86,6 +83,14 @@ class LabelMap:
             encoded.append(vector)
         return encoded
 
+    def unknown_labels(self, examples: Sequence[tuple[str, int]], count: int, source: str) -> DataError:
+        """The error for ``count`` labels this map lacks; ``examples``: the first few as (label, row)."""
+        where = ", ".join(f"'{name}' (row {row})" for name, row in examples)
+        return DataError(
+            f"{source}: {count} label(s) are not among the {len(self.names)} labels the model knows: "
+            f"{where}. Known labels: {', '.join(self.names[:20])}{' ...' if len(self.names) > 20 else ''}. "
+            "Fix the labels, or retrain with this label in the training data.")
+
     def to_dict(self) -> dict:
         return {"labels": self.names, "multi_label": self.multi_label}
 
@@ -94,6 +99,7 @@ class LabelMap:
         return cls(values["labels"], values.get("multi_label", False))
 
 
+STORE_PIECE_ROWS = 10_000  # rows read, checked and encoded at a time into a store
 CACHE_MIN_ROWS = 5_000  # smaller splits tokenize in well under a second: not worth a file
 _CACHE_VERSION = 1  # raise it when TextProcessor's cleaning or truncation changes what a text encodes to
 
@@ -259,12 +265,12 @@ def store_file(path: str | Path, processor: TextProcessor, check_rows, *, settin
     ``input_ids`` (and ``token_type_ids``), ``label`` as given (a list of names for multi-label data), ``row`` (the
     file's row number) and ``text`` (and ``pair``). The file is named by a hash of the data file's bytes, the
     tokenizer, the text processing and ``settings`` (which columns hold what), so a second run on the same file
-    opens it at once. It is written under a temporary name and renamed into place, under a lock, so processes
-    started together (torchrun, tuning workers) encode it once.
+    opens it at once. It is written under a temporary name and renamed into place, under a lock of its own, so
+    processes started together (torchrun, tuning workers) encode it once.
 
     Args:
         folder: where stores go (default ``$WORKBENCH_CACHE/encoded``).
-        reuse: False encodes the file again even if its store exists (``data.cache: false``).
+        reuse: False encodes the file again if its store was made before this run (``data.cache: false``).
     """
     path = Path(path)
     with open(path, "rb") as handle:
@@ -272,45 +278,70 @@ def store_file(path: str | Path, processor: TextProcessor, check_rows, *, settin
     key = _encoding_key(processor)
     key.update(json.dumps([content, settings], sort_keys=True).encode())
     store = Path(folder or cache_root() / "encoded") / f"{key.hexdigest()[:32]}.store.arrow"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store.parent / ".store.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if reuse and store.exists():
-            try:
-                with pa.memory_map(str(store)) as source:
-                    pa.ipc.open_file(source)  # the footer is written last: a readable one means a whole file
-                return store
-            except (pa.ArrowException, OSError) as exc:
-                log.warning("Encoded store %s is unreadable (%s); encoding %s again.", store, exc, path)
-        partial = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-        writer = None
-        try:
-            with tqdm(desc=f"encoding {path.name}", unit=" rows", disable=None) as progress:
-                for frame in read_table_chunks(path, chunk_rows):
-                    rows = check_rows(frame, str(path))
-                    features = processor.encode(rows.texts, rows.pairs)
-                    columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
-                    if "token_type_ids" in features[0]:
-                        columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features],
-                                                             type=pa.list_(pa.int8()))
-                    columns["label"] = pa.array(rows.labels, type=pa.list_(pa.string()) if rows.multi_label else pa.string())
-                    columns["row"] = pa.array(rows.rows, type=pa.int64())
-                    columns["text"] = pa.array(rows.texts, type=pa.large_string())
-                    if rows.pairs is not None:
-                        columns["pair"] = pa.array(rows.pairs, type=pa.large_string())
-                    batch = pa.record_batch(columns)
-                    if writer is None:
-                        writer = pa.ipc.new_file(str(partial), batch.schema)
-                    writer.write_batch(batch)
-                    progress.update(len(frame))
-            writer.close()
-            os.replace(partial, store)
-        except BaseException:
-            if writer is not None:
-                writer.close()
-            partial.unlink(missing_ok=True)
-            raise
+    if _whole_store(store, reuse, path):  # most runs: no lock, no wait
+        return store
+    lock = FileLock(str(store) + ".lock")  # one per store: another file's long encoding never blocks this one
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as exc:
+        raise DataError(f"Cannot write the encoded store of {path} in {store.parent} ({exc}). Set WORKBENCH_CACHE "
+                        "to a writable folder.") from None
+    try:
+        if not _whole_store(store, reuse, path):  # another process (torchrun rank, tuning worker) may have made it
+            _write_store(path, store, processor, check_rows, chunk_rows)
+    finally:
+        lock.release()
     return store
+
+
+def _write_store(path: Path, store: Path, processor: TextProcessor, check_rows, chunk_rows: int) -> None:
+    """Encode ``path`` piece by piece into ``store`` (see :func:`store_file`), under a temporary name until whole."""
+    partial = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+    writer = None
+    try:
+        with tqdm(desc=f"encoding {path.name}", unit=" rows", disable=None) as progress:
+            for frame in read_table_chunks(path, chunk_rows):
+                rows = check_rows(frame, str(path))
+                features = processor.encode(rows.texts, rows.pairs)
+                columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
+                if "token_type_ids" in features[0]:
+                    columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features],
+                                                         type=pa.list_(pa.int8()))
+                columns["label"] = pa.array(rows.labels, type=pa.list_(pa.string()) if rows.multi_label else pa.string())
+                columns["row"] = pa.array(rows.rows, type=pa.int64())
+                columns["text"] = pa.array(rows.texts, type=pa.large_string())
+                if rows.pairs is not None:
+                    columns["pair"] = pa.array(rows.pairs, type=pa.large_string())
+                batch = pa.record_batch(columns)
+                if writer is None:
+                    writer = pa.ipc.new_file(str(partial), batch.schema)
+                writer.write_batch(batch)
+                progress.update(len(frame))
+        writer.close()
+        os.replace(partial, store)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+
+
+_STARTED = time.time()  # a store written after this was made during this run (by this or a sibling process)
+
+
+def _whole_store(store: Path, reuse: bool, source: Path) -> bool:
+    """Whether ``store`` can be opened as it is: it exists, its footer reads (the footer is written last), and
+    it is reusable (``reuse``) or was made during this run."""
+    try:
+        if not store.exists() or not (reuse or store.stat().st_mtime >= _STARTED):
+            return False
+        with pa.memory_map(str(store)) as mapped:
+            pa.ipc.open_file(mapped)
+        return True
+    except (pa.ArrowException, OSError) as exc:
+        log.warning("Encoded store %s is unreadable (%s); encoding %s again.", store, exc, source)
+        return False
 
 
 class StoredDataset(torch.utils.data.Dataset):
@@ -394,19 +425,23 @@ class StoredDataset(torch.utils.data.Dataset):
         """What stratified splits balance: label codes, ordered as the names sort (the same split as the names)."""
         if self.multi_label:
             starts, ends = self._label_offsets[:-1][self.positions], self._label_offsets[1:][self.positions]
-            return np.where(ends > starts, self._codes[np.minimum(starts, len(self._codes) - 1)], -1)
+            first = self._codes[np.minimum(starts, len(self._codes) - 1)] if len(self._codes) else -1
+            return np.where(ends > starts, first, -1)  # a row without labels: its own stratum, as "" in memory
         return self._codes[self.positions]
 
     @property
     def label_names(self) -> list[str]:
         """Every label the selected examples carry."""
         if self.multi_label:
-            starts, ends = self._label_offsets[:-1][self.positions], self._label_offsets[1:][self.positions]
-            used = np.zeros(len(self.names), bool)
-            for start, end in zip(starts, ends):
-                used[self._codes[start:end]] = True
-            return [n for n, u in zip(self.names, used) if u]
+            return [self.names[c] for c in np.unique(self._codes[self._label_entries()[1]])]
         return [self.names[c] for c in np.unique(self._codes[self.positions])]
+
+    def _label_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Multi-label: for each label of each selected example, the example's index and the label's entry."""
+        starts, counts = self._label_offsets[:-1][self.positions], np.diff(self._label_offsets)[self.positions]
+        examples = np.repeat(np.arange(len(self.positions)), counts)
+        entries = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+        return examples, entries
 
     def take(self, positions: Sequence[int]) -> "StoredDataset":
         """These examples, in the given order (the file stays mapped once)."""
@@ -423,13 +458,16 @@ class StoredDataset(torch.utils.data.Dataset):
         lookup = np.array([label_map.index.get(name, -1) for name in self.names], dtype=np.int64)
         ids = lookup[self._codes]  # per label given: its id, -1 if the map lacks it
         if self.multi_label:
-            owners = np.repeat(np.arange(len(self._label_offsets) - 1), np.diff(self._label_offsets))
-            bad = self.positions[np.isin(self.positions, owners[ids < 0])][:5]
+            examples, entries = self._label_entries()
+            unknown = [(self.names[self._codes[e]], int(self._rows[self.positions[i]]))
+                       for i, e in zip(examples[ids[entries] < 0][:5], entries[ids[entries] < 0][:5])]
+            count = int((ids[entries] < 0).sum())
         else:
-            bad = self.positions[ids[self.positions] < 0][:5]
-        if len(bad):
-            label = self._column("label")
-            label_map.encode([label(p) for p in bad], self._rows[bad].tolist(), self.source)  # raises, naming them
+            bad = self.positions[ids[self.positions] < 0]
+            unknown = [(self.names[self._codes[p]], int(self._rows[p])) for p in bad[:5]]
+            count = len(bad)
+        if count:
+            raise label_map.unknown_labels(unknown, count, self.source)
         labelled = self._copy()
         labelled.label_map, labelled._label_ids = label_map, ids
         return labelled
@@ -462,11 +500,13 @@ class StoredDataset(torch.utils.data.Dataset):
     @property
     def labels(self) -> np.ndarray:
         """Label ids ``(N,)``, or multi-hot rows ``(N, K)`` for multi-label data."""
+        if self._label_ids is None:
+            raise DataError(f"{self.source}: the stored split has no label ids yet; call with_labels(label_map).")
         if not self.multi_label:
             return self._label_ids[self.positions]
         matrix = np.zeros((len(self), len(self.label_map)), dtype=np.float32)
-        for i, position in enumerate(self.positions):
-            matrix[i, self._label_ids[self._label_offsets[position]:self._label_offsets[position + 1]]] = 1.0
+        examples, entries = self._label_entries()
+        matrix[examples, self._label_ids[entries]] = 1.0
         return matrix
 
     @property
@@ -604,12 +644,17 @@ class TextDataModule:
         path = {"train": cfg.train_file, "validation": cfg.val_file, "test": cfg.test_file}[split]
         if not path:
             return None
-        if stream and Path(path).is_file() and Path(path).stat().st_size >= cfg.stream_from_mb * 2**20:
+        if stream and self._streams(path):
             settings = {name: getattr(cfg, name) for name in ("text_column", "text_pair_column", "label_column",
                                                               "multi_label", "label_delimiter")}
-            store = store_file(path, self.processor, self._labelled, settings=settings, reuse=cfg.cache)
+            store = store_file(path, self.processor, self._labelled, settings=settings, reuse=cfg.cache,
+                               chunk_rows=STORE_PIECE_ROWS)
             return StoredDataset(store, str(path), self.multi_label)
         return self._labelled(read_table(path), str(path))
+
+    def _streams(self, path: str | Path) -> bool:
+        """Whether a data file is big enough (``data.stream_from_mb``) to be read in pieces into a store."""
+        return Path(path).is_file() and Path(path).stat().st_size >= self.config.stream_from_mb * 2**20
 
     def training_pool(self) -> LabelledRows:
         """Every labelled training example, reduced to a stratified ``data.train_subset`` if set, before any
@@ -640,7 +685,7 @@ class TextDataModule:
             if missing.any():
                 raise DataError(f"{source}: {int(missing.sum())} row(s) have no label in column '{self.label_column}' "
                                 f"(rows {row_numbers(frame, missing)}). Fill in the labels or drop those rows.")
-            labels = [str(v).strip() for v in values]
+            labels = [label_text(v) for v in values]
         pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None
         return LabelledRows(frame[self.text_column].astype(str).tolist(), labels, rows, source, self.multi_label, pairs)
 
@@ -661,6 +706,10 @@ class TextDataModule:
         cfg = self.config
         if cfg.dataset is None and cfg.train_file is None:
             raise DataError("TextDataModule needs train_file=... or dataset=... (see `workbench datasets`).")
+        if self.augment.enabled and cfg.train_file and self._streams(cfg.train_file):  # before minutes of encoding
+            raise DataError(f"{cfg.train_file} is read in pieces (data.stream_from_mb={cfg.stream_from_mb:g}), and "
+                            "augmentation needs every training text in memory. Turn augment off, or raise "
+                            "data.stream_from_mb above the file's size.")
         train, val, test = self.read_split("train"), self.read_split("validation"), self.read_split("test")
         if val is None:
             n_val = max(1, int(round(len(train) * cfg.val_fraction)))
@@ -679,10 +728,6 @@ class TextDataModule:
             raise DataError(f"{train.source} has only the label(s) {self.label_map.names}: a classifier needs at least "
                             "two classes. Check data.label_column, or add examples of the other classes.")
         self.train_dataset = self.encode(train)
-        if self.augment.enabled and isinstance(train, StoredDataset):
-            raise DataError(f"{train.source} is read in pieces (data.stream_from_mb={cfg.stream_from_mb:g}), and "
-                            "augmentation needs every training text in memory. Turn augment off, or raise "
-                            "data.stream_from_mb above the file's size.")
         if self.augment.enabled:
             self.train_dataset = self.augmented(self.train_dataset, train.pairs)
         self.val_dataset = self.encode(val)

@@ -186,12 +186,24 @@ def check_texts(frame: pd.DataFrame, column: str, source: str) -> None:
         )
 
 
+def label_text(value: Any) -> str:
+    """A label as text, the same whichever type the reader gave it: a column of whole numbers becomes floats
+    where one cell is missing or fractional, so 1, 1.0 and numpy's 1 all read "1"."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value).strip()
+
+
 def parse_multi_label(cell: Any, delimiter: str, where: str) -> list[str]:
     """One multi-label cell (a list, a JSON list or a delimited string) as a list of label names."""
     if isinstance(cell, (list, tuple, np.ndarray)):
-        return [str(x).strip() for x in cell if str(x).strip()]
+        return [label_text(x) for x in cell if label_text(x)]
     if cell is None or (isinstance(cell, float) and np.isnan(cell)):
         return []
+    if isinstance(cell, (int, float, np.number)):
+        return [label_text(cell)]
     text = str(cell).strip()
     if text.startswith("["):
         try:
@@ -201,5 +213,5 @@ def parse_multi_label(cell: Any, delimiter: str, where: str) -> list[str]:
                             f"Write them as [\"a\", \"b\"] or as a '{delimiter}'-delimited string.") from None
         if not isinstance(value, list):
             raise DataError(f"{where}: the labels {text!r} must be a list.")
-        return [str(x).strip() for x in value if str(x).strip()]
+        return [label_text(x) for x in value if label_text(x)]
     return [part.strip() for part in text.split(delimiter) if part.strip()]

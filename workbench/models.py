@@ -256,16 +256,23 @@ class TextClassificationModel(nn.Module):
         return self.processor().encode(list(texts))
 
     @torch.no_grad()
-    def logits_of(self, features: Sequence[dict], batch_size: int = 64, max_tokens: int = 16384) -> torch.Tensor:
-        """Logits ``(N, K)`` for encoded examples, in their given order, using length-sorted batches."""
+    def logits_of(self, features: Sequence[dict], batch_size: int = 64, max_tokens: int = 16384,
+                  lengths: Sequence[int] | None = None) -> torch.Tensor:
+        """Logits ``(N, K)`` for encoded examples, in their given order, using length-sorted batches.
+
+        ``lengths``: each example's token count when the caller knows it (a dataset's ``lengths``), which spares
+        reading every example twice.
+        """
         was_training = self.training
         self.eval()
-        lengths = [len(f["input_ids"]) for f in features]
-        sampler = LengthBucketedBatchSampler(lengths, max(max_tokens, max(lengths, default=1)), batch_size, shuffle=False)
+        lengths = [len(f["input_ids"]) for f in features] if lengths is None else np.asarray(lengths)
+        sampler = LengthBucketedBatchSampler(lengths, max(max_tokens, int(np.max(lengths, initial=1))), batch_size,
+                                             shuffle=False)
         out = torch.empty(len(features), self.num_labels)
-        keys = [k for k in ("input_ids", "token_type_ids") if features and k in features[0]]
+        keys = [k for k in ("input_ids", "token_type_ids") if len(features) and k in features[0]]
         for batch in sampler:
-            padded = self.tokenizer.pad([{k: features[i][k] for k in keys} for i in batch], return_tensors="pt")
+            items = [features[i] for i in batch]
+            padded = self.tokenizer.pad([{k: item[k] for k in keys} for item in items], return_tensors="pt")
             padded = {k: v.to(self.device) for k, v in padded.items()}
             out[batch] = self(**padded)["logits"].float().cpu()
         self.train(was_training)
@@ -273,7 +280,8 @@ class TextClassificationModel(nn.Module):
 
     def predict_proba_features(self, dataset) -> np.ndarray:
         """Probabilities ``(N, K)`` for an encoded dataset (or a list of encoded examples), in order."""
-        return self._probabilities(self.logits_of(getattr(dataset, "features", dataset)))
+        return self._probabilities(self.logits_of(getattr(dataset, "features", dataset),
+                                                  lengths=getattr(dataset, "lengths", None)))
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         return proba_from_logits(logits.numpy(), self.temperature, multi_label=self.multi_label)

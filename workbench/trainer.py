@@ -135,7 +135,8 @@ class _HFTrainer(transformers.Trainer):
         # sizes across processes, which accelerate's gather cannot do, or count repeated examples twice.)
         dataset = dataloader.dataset
         model = self.accelerator.unwrap_model(self.model)
-        logits = model.logits_of(dataset.features, batch_size=self.args.per_device_eval_batch_size)  # (N, K)
+        logits = model.logits_of(dataset.features, batch_size=self.args.per_device_eval_batch_size,
+                                 lengths=dataset.lengths)  # (N, K)
         labels = torch.as_tensor(dataset.labels)
         self.loss_fn.to(logits.device)
         with torch.no_grad():
