@@ -142,6 +142,16 @@ def tiny_reports(tmp_path_factory, tiny_bert) -> Path:
     return folder
 
 
+class Payload:
+    """Unpickling this creates the file ``marker``: the proof that loading a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 class Interrupt(TrainerCallback):
     """Stops training with a KeyboardInterrupt (as Ctrl-C would) after optimizer step ``at_step``."""
 

@@ -10,6 +10,8 @@ from workbench.errors import DataError, ModelLoadError
 from workbench.backbones import resolve_backbone
 from workbench.models import TextClassificationModel
 
+from conftest import Payload
+
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "deberta", "mpnet"])
 @pytest.mark.parametrize("pooling", ["cls", "mean", "attention"])
@@ -131,3 +133,60 @@ def test_backbone_dropouts_are_swapped(tiny_bert):
     model = TextClassificationModel(tiny_bert, num_classes=2)
     kinds = {type(m) for m in model.modules() if isinstance(m, torch.nn.Dropout)}
     assert kinds == {CPUFastDropout}
+
+
+def test_pickle_weights_are_refused_and_never_unpickled(tiny_bert, tmp_path):
+    import shutil
+
+    from workbench.backbones import load_backbone
+
+    marker = tmp_path / "the-pickle-ran"
+    folder = tmp_path / "pickled-backbone"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"embeddings.word_embeddings.weight": Payload(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"only in pytorch_model.bin, a pickle file.*safetensors only"):
+        load_backbone(str(folder))
+    with pytest.raises(ModelLoadError, match="a pickle file"):
+        TextClassificationModel(str(folder), num_classes=2)
+    saved = TextClassificationModel(tiny_bert, num_classes=2).save_pretrained(tmp_path / "model")
+    (saved / "model.safetensors").unlink()
+    torch.save({"head.weight": Payload(marker)}, saved / "model.pt")
+    with pytest.raises(ModelLoadError, match=r"model's weights only in model.pt, a pickle file"):
+        TextClassificationModel.from_pretrained(saved)
+    assert not marker.exists()
+
+
+CUSTOM_CODE = '''
+from pathlib import Path
+from transformers import BertConfig, BertModel
+
+Path(MARKER).write_text("ran")  # what running the model's own code would do first
+
+
+class CustomConfig(BertConfig):
+    model_type = "custom-bert"
+
+
+class CustomModel(BertModel):
+    config_class = CustomConfig
+'''
+
+
+def test_code_shipped_with_a_backbone_runs_only_when_named(tiny_bert, tmp_path):
+    import shutil
+
+    from workbench.backbones import load_backbone
+
+    folder, marker = tmp_path / "custom", tmp_path / "the-code-ran"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "custom.py").write_text(CUSTOM_CODE.replace("MARKER", repr(str(marker))))
+    config = json.loads((folder / "config.json").read_text())
+    config.update({"model_type": "custom-bert", "architectures": ["CustomModel"],
+                   "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"}})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"runs its own Python code.*model.trust_remote_code"):
+        load_backbone(str(folder))
+    assert not marker.exists()
+    backbone = load_backbone(str(folder), trust_remote_code=[str(folder)])
+    assert type(backbone).__name__ == "CustomModel" and marker.exists()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torch import nn
@@ -56,7 +56,25 @@ def _hub_reachable() -> bool:
         return False
 
 
-def _load(loader, name: str, what: str):
+PICKLE_WEIGHT_FILES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def refuse_pickle_weights(folder: str | Path, what: str) -> None:
+    """Raise ModelLoadError when a local folder holds weights only in a pickle-based file (``pytorch_model.bin``,
+    ``*.pt`` ...): unpickling can run any code the file's author chose, so workbench loads safetensors only."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_WEIGHT_FILES for p in folder.glob(pattern))
+    if pickles:
+        raise ModelLoadError(
+            f"{folder} holds the {what}'s weights only in {pickles[0]}, a pickle file, which can run code when loaded; "
+            "workbench loads safetensors only. Convert it on a machine where you trust the file: "
+            f"`python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{folder}')"
+            f".save_pretrained('{folder}-safetensors')\"`, then use that folder.")
+
+
+def _load(loader, name: str, what: str, trust_remote_code: bool = False):
     """Call ``loader(path)``, turning the many ways loading fails offline into one clear ModelLoadError."""
     path = resolve_backbone(name)
     local = Path(path).exists()
@@ -68,14 +86,27 @@ def _load(loader, name: str, what: str):
         )
     try:
         return loader(path)
+    except ModelLoadError:
+        raise
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"Cannot load {what} '{name}' from {path}: {exc}. "
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise ModelLoadError(f"The {what} '{name}' runs its own Python code from {path} (custom code in its "
+                                 "config), which workbench does not run by default. If you trust it, name it in "
+                                 f"model.trust_remote_code: [{name}].") from None
+        raise ModelLoadError(f"Cannot load {what} '{name}' from {path}: {' '.join(str(exc).split())} "
                              "Check the name, or use a local path or the alias 'minilm'.") from None
 
 
-def load_tokenizer(name: str):
-    """The fast tokenizer of a backbone name, local path, alias, or a saved model folder."""
-    return _load(lambda p: AutoTokenizer.from_pretrained(p, use_fast=True), name, "tokenizer")
+def load_tokenizer(name: str, trust_remote_code: Sequence[str] = ()):
+    """The fast tokenizer of a backbone name, local path, alias, or a saved model folder.
+
+    Args:
+        trust_remote_code: backbone names allowed to run their own code (``model.trust_remote_code``); any other
+            name loads with ``trust_remote_code=False``.
+    """
+    trusted = name in trust_remote_code
+    return _load(lambda p: AutoTokenizer.from_pretrained(p, use_fast=True, trust_remote_code=trusted), name,
+                 "tokenizer", trusted)
 
 
 def _backbone_options(model_type: str) -> dict:
@@ -84,18 +115,25 @@ def _backbone_options(model_type: str) -> dict:
     return {"add_pooling_layer": False} if model_type in ("bert", "roberta", "xlm-roberta", "mpnet") else {}
 
 
-def load_backbone(name: str) -> nn.Module:
-    """The pretrained encoder (``transformers.AutoModel``) of a backbone name, local path or alias."""
+def load_backbone(name: str, trust_remote_code: Sequence[str] = ()) -> nn.Module:
+    """The pretrained encoder (``transformers.AutoModel``) of a backbone name, local path or alias.
+
+    Weights load from safetensors only (a folder with only a pickle file is refused, see
+    :func:`refuse_pickle_weights`), and code shipped with a model runs only for names in ``trust_remote_code``.
+    """
+    trusted = name in trust_remote_code
+
     def load(path):
-        options = _backbone_options(AutoConfig.from_pretrained(path).model_type)
+        refuse_pickle_weights(path, "backbone")
+        options = _backbone_options(AutoConfig.from_pretrained(path, trust_remote_code=trusted).model_type)
         verbosity = transformers_logging.get_verbosity()
         transformers_logging.set_verbosity_error()  # the unused pooler weights are reported as "unexpected"
         try:
-            return AutoModel.from_pretrained(path, **options)
+            return AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=trusted, **options)
         finally:
             transformers_logging.set_verbosity(verbosity)
 
-    return _load(load, name, "backbone")
+    return _load(load, name, "backbone", trusted)
 
 
 def backbone_from_config(values: dict) -> nn.Module:

@@ -164,7 +164,8 @@ def _augment(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".csv", ".tsv", ".jsonl"):
         raise WorkbenchError(f"--out {out}: write .csv, .tsv or .jsonl.")
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed,
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone,
+                        trust_remote_code=config.model.trust_remote_code, seed=config.train.seed,
                         augment=config.augment).setup()
     table = augmented_examples(dm, epoch=args.epoch)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -170,6 +171,9 @@ class ModelConfig:
         True,
     )
     multi_label_threshold: float = _help("Default decision threshold of each class in multi-label mode.", 0.5)
+    trust_remote_code: list[str] = _help(
+        "Backbones (hub names or folders, as written in model.backbone) allowed to run Python code shipped with them "
+        "(transformers' trust_remote_code). Empty: no backbone runs its own code.", None, list)
 
     def __post_init__(self):
         _require_choice("model", "pooling", self.pooling, POOLING_MODES)
@@ -368,7 +372,19 @@ class Config:
         return {key: value for key, value in self.flat().items() if default[key] != value}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the config as YAML (to a temporary name, then renamed: a crash never leaves half a file)."""
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        partial.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(partial, path)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line and column, counted from 1) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = " ".join(part for part in (getattr(exc, "context", None), getattr(exc, "problem", None)) if part)
+    return where + (what or " ".join(str(exc).split()))
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -529,7 +545,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"Config file {path} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of sections (data:, model:, train:, run:).")
         try:

@@ -159,7 +159,8 @@ def split_folds(config: Config, n_folds: int, folder: Path, resume: bool = True)
     Raises:
         DataError: when resuming into a folder that holds a different split.
     """
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed)
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone,
+                        trust_remote_code=config.model.trust_remote_code, seed=config.train.seed)
     pool = dm.training_pool()
     table = _as_table(pool, config.data.label_delimiter)
     table.insert(2, "fold", fold_assignments(pool.labels, n_folds, pool.multi_label, config.train.seed))

@@ -590,7 +590,8 @@ class TextDataModule:
     def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None,
                  *, model_name: str = ModelConfig.backbone, dataset: str | None = None,
                  config: DataConfig | None = None, tokenizer=None, seed: int = TrainConfig.seed,
-                 data_root: str | None = None, augment: AugmentConfig | None = None, **options):
+                 data_root: str | None = None, augment: AugmentConfig | None = None,
+                 trust_remote_code: Sequence[str] = (), **options):
         valid = {f.name for f in fields(DataConfig)}
         unknown = sorted(set(options) - valid)
         if unknown:
@@ -600,7 +601,7 @@ class TextDataModule:
         config = replace(config, **{k: v for k, v in given.items() if v is not None}, **options)
         self.config, self.model_name, self.seed, self.data_root = config, model_name, seed, data_root
         self.augment = augment or AugmentConfig()
-        self._tokenizer = tokenizer
+        self._tokenizer, self.trust_remote_code = tokenizer, list(trust_remote_code)
         self.label_map: LabelMap | None = None
         self.train_dataset = self.val_dataset = self.test_dataset = None
 
@@ -694,7 +695,7 @@ class TextDataModule:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_name)
+            self._tokenizer = load_tokenizer(self.model_name, self.trust_remote_code)
         return self._tokenizer
 
     @property

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from workbench.backbones import backbone_from_config, load_backbone, load_tokenizer
+from workbench.backbones import backbone_from_config, load_backbone, load_tokenizer, refuse_pickle_weights
 from workbench.config import POOLING_MODES, DataConfig, ModelConfig, TrainConfig
 from workbench.errors import DataError, ModelLoadError
 from workbench.metrics import labels_from_proba, proba_from_logits
@@ -143,6 +143,8 @@ class TextClassificationModel(nn.Module):
         freeze_embeddings: keep the embedding block fixed (faster, same accuracy; see bench/README.md).
         threshold: default per-class decision threshold for multi-label prediction.
         seed: seed of the pooling and head layers' initial weights.
+        trust_remote_code: backbone names allowed to run code shipped with them (``model.trust_remote_code``);
+            off for every other name.
 
     Example:
         >>> model = TextClassificationModel(model_name="minilm", num_classes=4, dropout=0.1)
@@ -155,7 +157,7 @@ class TextClassificationModel(nn.Module):
                  dropout: float = _DEFAULT.dropout, hidden_layers: Sequence[int] = (),
                  activation: str = _DEFAULT.activation, freeze_embeddings: bool = _DEFAULT.freeze_embeddings,
                  threshold: float = _DEFAULT.multi_label_threshold, seed: int = TrainConfig.seed,
-                 backbone: nn.Module | None = None, tokenizer=None):
+                 backbone: nn.Module | None = None, tokenizer=None, trust_remote_code: Sequence[str] = ()):
         super().__init__()
         if labels is not None and len(labels) < (1 if multi_label else 2):
             raise ModelLoadError(f"A {'multi' if multi_label else 'single'}-label model needs at least "
@@ -177,7 +179,8 @@ class TextClassificationModel(nn.Module):
         self.thresholds = np.full(len(labels), threshold, dtype=np.float32)
         self.temperature = 1.0  # logits are divided by it before softmax/sigmoid (workbench.calibration)
         self.processing: dict[str, Any] = {}  # text-processing settings used in training (DataConfig fields)
-        self.backbone = backbone if backbone is not None else load_backbone(model_name)
+        self.trust_remote_code = list(trust_remote_code)
+        self.backbone = backbone if backbone is not None else load_backbone(model_name, self.trust_remote_code)
         self._tokenizer = tokenizer
         hidden = self.backbone.config.hidden_size
         with torch.random.fork_rng():  # the new layers' initial weights follow `seed`, not the global RNG
@@ -197,13 +200,25 @@ class TextClassificationModel(nn.Module):
         """A new model from a :class:`~workbench.config.ModelConfig` and the data's label names."""
         return cls(config.backbone, labels=labels, multi_label=multi_label, pooling=config.pooling,
                    dropout=config.dropout, hidden_layers=config.hidden_layers, activation=config.activation,
-                   freeze_embeddings=config.freeze_embeddings, threshold=config.multi_label_threshold, seed=seed)
+                   freeze_embeddings=config.freeze_embeddings, threshold=config.multi_label_threshold, seed=seed,
+                   trust_remote_code=config.trust_remote_code)
 
     # -- forward ------------------------------------------------------------------------------------
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input, in tokens, the backbone has position embeddings for (None: no such limit)."""
+        config = self.backbone.config
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is None or getattr(config, "position_biased_input", True) is False:  # DeBERTa: relative only
+            return None
+        if config.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet"):  # positions start after padding
+            positions -= (config.pad_token_id or 0) + 1
+        return int(positions)
 
     @property
     def input_names(self) -> list[str]:
@@ -237,7 +252,7 @@ class TextClassificationModel(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_name)
+            self._tokenizer = load_tokenizer(self.model_name, self.trust_remote_code)
         return self._tokenizer
 
     @tokenizer.setter
@@ -357,6 +372,8 @@ class TextClassificationModel(nn.Module):
         if not folder.is_dir():
             raise ModelLoadError(f"{folder} is not a saved model folder. Pass a folder written by save_pretrained, "
                                  "a run directory (runs/<name>/version_N) or checkpoints/best-model.ckpt.")
+        if not (folder / MODEL_FILE).exists():
+            refuse_pickle_weights(folder, "model")
         for name in (META_FILE, BACKBONE_CONFIG_FILE, MODEL_FILE):
             if not (folder / name).exists():
                 raise ModelLoadError(f"{folder} lacks {name}, so it is not a complete saved model. "
