@@ -3,6 +3,7 @@
 import json
 import math
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ from transformers import TrainerCallback
 from workbench import TextClassificationModel, TextDataModule, Trainer
 from workbench.errors import ConfigError
 
-from conftest import Interrupt
+from conftest import Interrupt, Payload
 
 
 def make(tiny_bert, files, **data_options):
@@ -182,7 +183,7 @@ def test_resume_from_an_incomplete_checkpoint_is_an_error(tiny_bert, sentiment_f
 
     broken = tmp_path / "runs" / "x" / "version_0" / "checkpoints" / "checkpoint-3"
     broken.mkdir(parents=True)
-    with pytest.raises(ModelLoadError, match="not a complete checkpoint"):
+    with pytest.raises(ModelLoadError, match=r"checkpoint-3: it is incomplete \(no complete.json"):
         Trainer(max_epochs=1).fit(*make(tiny_bert, sentiment_files), resume=broken)
 
 
@@ -370,3 +371,130 @@ def test_accelerate_launch_runs_the_cli_on_two_cpu_processes(tiny_bert, sentimen
     runs = list((tmp_path / "runs" / "launched").iterdir())
     assert [p.name for p in runs] == ["version_0"]
     assert json.loads((runs[0] / "metrics.json").read_text())["processes"] == 2
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import TrainerState
+
+import workbench.models
+from workbench import load_config, train
+
+config, point, where = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def cut_short(path):  # the file as a crash in the middle of writing it leaves it: its first half
+    path = Path(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    die()
+
+
+def dying(write):
+    def wrapper(obj, path, *args, **kwargs):
+        write(obj, path, *args, **kwargs)
+        if point in ("weights", "best", "optimizer") and where in str(path):
+            cut_short(path)
+    return wrapper
+
+
+workbench.models.save_file = dying(workbench.models.save_file)
+torch.save = dying(torch.save)
+save_state = TrainerState.save_to_json
+
+
+def save_to_json(self, json_path):
+    save_state(self, json_path)
+    if point == "state" and where in str(json_path):
+        cut_short(json_path)
+
+
+TrainerState.save_to_json = save_to_json
+
+
+class KillAtStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if point == "step" and state.global_step == int(where):
+            die()
+
+
+train(load_config(config), callbacks=[KillAtStep()])
+"""
+
+
+@pytest.mark.parametrize("point, where", [
+    ("step", "7"),                                      # between checkpoints (6 and 9)
+    ("weights", "checkpoint-9/model.safetensors"),     # in the middle of writing a checkpoint's weights
+    ("optimizer", "checkpoint-6/optimizer.pt"),        # ... its optimizer state
+    ("state", "checkpoint-12/trainer_state.json"),     # ... its last file
+    ("best", ".best.partial/model.safetensors"),       # in the middle of writing best/ at the end
+])
+def test_a_run_killed_at_any_moment_resumes_to_the_same_result(tiny_bert, sentiment_files, tmp_path, caplog, point, where):
+    """SIGKILL (no cleanup runs) at several points of a real training process, including inside saves; the
+    run then resumes with --resume and ends with the weights and metrics of a run that was never stopped."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from workbench import load_config, train
+    from workbench.runs import RunDir
+
+    def config(name):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "data": {"train_file": str(sentiment_files["train"]), "val_file": str(sentiment_files["val"]), "batch_size": 8},
+            "model": {"backbone": tiny_bert, "freeze_embeddings": False},
+            "train": {"epochs": 2, "lr": 1e-3, "eval_every": 3, "keep_top_k": 1, "log_every": 1},
+            "run": {"name": name, "root": str(tmp_path / "runs")}}))
+        return load_config(path), path
+
+    straight = train(config("straight")[0])
+    cut, path = config("cut")
+    (tmp_path / "kill.py").write_text(KILL_SCRIPT)
+    killed = subprocess.run([sys.executable, "kill.py", str(path), point, where], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL: nothing of the process ran after it
+    run = RunDir(tmp_path / "runs" / "cut" / "version_0")
+    if point != "step":
+        assert list((run.path).rglob(Path(where).name)), "the kill did not happen inside the save"
+    assert not (run.path / RunDir.METRICS).exists() and not run.best.exists()  # nothing claims the run finished
+    assert RunDir.latest(tmp_path / "runs", "cut").path == run.path  # a whole checkpoint to resume from
+    resumed = train(cut, resume=True)
+    assert resumed.run_dir == run.path and sorted(p.name for p in run.path.parent.iterdir()) == ["version_0"]
+    if point in ("weights", "optimizer", "state"):  # the half-written checkpoint was passed over, and said so
+        assert "Skipping" in caplog.text and "incomplete" in caplog.text
+    a, b = (load_file(str(r / "last" / "model.safetensors")) for r in (straight.run_dir, resumed.run_dir))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    for key in ("accuracy", "macro_f1", "roc_auc"):
+        assert resumed.metrics["validation"][key] == pytest.approx(straight.metrics["validation"][key], abs=1e-6)
+    assert resumed.metrics["train"]["optimizer_steps"] == straight.metrics["train"]["optimizer_steps"] == 16
+    assert TextClassificationModel.from_pretrained(run.path).num_labels == 2  # best/ is whole
+    assert not list(run.path.glob(".best*")) and not list(run.path.rglob("*.tmp"))
+
+
+def test_resume_refuses_checkpoint_files_that_are_not_plain_tensors(tiny_bert, sentiment_files, tmp_path):
+    """Optimizer, scheduler and RNG states load with weights_only=True: a pickle that would run code is refused
+    before training starts (and never runs), and so is a garbled file, each naming the file."""
+    from workbench.errors import ModelLoadError
+    from workbench.runs import RunDir, mark_complete
+
+    first = Trainer(max_epochs=1, lr=1e-3, run_name="r").fit(*make(tiny_bert, sentiment_files))
+    checkpoint = RunDir(first.run_dir).latest_checkpoint()
+    marker = tmp_path / "the-pickle-ran"
+    torch.save({"state": Payload(marker)}, checkpoint / "optimizer.pt")
+    mark_complete(checkpoint)  # a tampered checkpoint that claims to be whole
+    with pytest.raises(ModelLoadError, match=r"optimizer.pt holds more than tensors.*refused"):
+        Trainer(max_epochs=2, lr=1e-3, run_name="r").fit(*make(tiny_bert, sentiment_files), resume=True)
+    assert not marker.exists()
+    (checkpoint / "optimizer.pt").write_bytes(b"not a torch file")
+    mark_complete(checkpoint)
+    with pytest.raises(ModelLoadError, match=r"optimizer.pt is corrupt or truncated"):
+        Trainer(max_epochs=2, lr=1e-3, run_name="r").fit(*make(tiny_bert, sentiment_files), resume=True)

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -37,6 +38,8 @@ import yaml
 from workbench.config import Config, config_from_dict
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.metrics import SUMMARY_METRICS, greater_is_better
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas", "tokenizers", "safetensors")
 CHECKPOINT_PREFIX = "checkpoint-"  # transformers.Trainer's name for checkpoint folders (checkpoint-<step>)
@@ -60,6 +63,7 @@ class RunDir:
     TRACKING, TENSORBOARD = "tracking.json", "tensorboard"  # workbench.track: tracker run ids, TensorBoard events
     EXPORTS = "exports"  # workbench.export: one folder per engine, exports/<engine>/
     FINISHED = (CONFIG, METRICS)  # written last: a run with both has finished
+    COMPLETE = "complete.json"  # written into a checkpoint after its last file: its files and their sizes
     VERSION = "version_"
 
     def __init__(self, path: str | Path):
@@ -83,15 +87,17 @@ class RunDir:
 
     @classmethod
     def latest(cls, root: str | Path, name: str) -> "RunDir | None":
-        """The newest version of a run name, or None when it has none."""
-        versions = cls.versions(root, name)
-        return versions[-1] if versions else None
+        """The newest version of a run name that finished or can be resumed (a run that failed before its first
+        whole checkpoint is skipped), or None when it has none."""
+        usable = [run for run in cls.versions(root, name) if run.is_finished() or run.latest_checkpoint(warn=False)]
+        return usable[-1] if usable else None
 
     @classmethod
     def next_version(cls, root: str | Path, name: str) -> "RunDir":
-        """Create ``<root>/<name>/version_N`` with N one above the highest existing version."""
-        latest = cls.latest(root, name)
-        number = int(latest.path.name[len(cls.VERSION):]) + 1 if latest else 0
+        """Create ``<root>/<name>/version_N`` with N one above the highest existing version (failed ones count:
+        a number is never used twice)."""
+        versions = cls.versions(root, name)
+        number = int(versions[-1].path.name[len(cls.VERSION):]) + 1 if versions else 0
         path = Path(root) / name / f"{cls.VERSION}{number}"
         path.mkdir(parents=True)
         return cls(path)
@@ -118,10 +124,21 @@ class RunDir:
     def is_finished(self) -> bool:
         return all((self.path / name).exists() for name in self.FINISHED)
 
-    def latest_checkpoint(self) -> Path | None:
-        """The newest complete transformers checkpoint folder of the run (one with trainer_state.json)."""
-        done = [p for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if (p / "trainer_state.json").exists()]
-        return max(done, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):])) if done else None
+    def checkpoint_folders(self) -> list[Path]:
+        """Every ``checkpoints/checkpoint-N`` folder, whole or not, newest first."""
+        found = [p for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
+
+    def latest_checkpoint(self, warn: bool = True) -> Path | None:
+        """The newest whole checkpoint of the run (see :func:`checkpoint_problem`); newer ones that a crash left
+        half-written are skipped, with a warning naming them."""
+        for folder in self.checkpoint_folders():
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                return folder
+            if warn:
+                log.warning("Skipping %s: %s.", folder, problem)
+        return None
 
     def link_last(self) -> None:
         """Point ``last`` at the newest complete checkpoint (relative, so the run folder can move)."""
@@ -131,12 +148,43 @@ class RunDir:
         point_link(self.path / self.LAST, newest.relative_to(self.path))
 
     def write_json(self, name: str, values: dict) -> None:
-        (self.path / name).write_text(json.dumps(values, indent=2, default=str))
+        write_atomic(self.path / name, json.dumps(values, indent=2, default=str))
 
     def read_json(self, name: str) -> dict:
         """A JSON record of the run (``{}`` when the run has not written it)."""
         path = self.path / name
         return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place: a crash leaves the old file or
+    the new one, never half of one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def mark_complete(checkpoint: Path) -> None:
+    """Record that every file of ``checkpoint`` is written (their names and sizes), as its last file."""
+    files = {p.name: p.stat().st_size for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name != RunDir.COMPLETE}
+    write_atomic(checkpoint / RunDir.COMPLETE, json.dumps({"files": files}, indent=1))
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed from, or None when it is whole: its :data:`RunDir.COMPLETE` record
+    exists and every file it lists is there with the size it was written with."""
+    record = checkpoint / RunDir.COMPLETE
+    if not record.exists():
+        return f"it is incomplete (no {RunDir.COMPLETE}: the process stopped while writing it)"
+    try:
+        files = json.loads(record.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its {RunDir.COMPLETE} is unreadable"
+    for name, size in files.items():
+        path = checkpoint / name
+        if not path.is_file() or path.stat().st_size != size:
+            return f"{name} is missing or has changed size since the checkpoint was written"
+    return None
 
 
 def point_link(link: Path, target: Path) -> None:
@@ -170,15 +218,19 @@ def resume_point(path: str | Path) -> tuple[RunDir, Path]:
     path = Path(path)
     if path.name.startswith(CHECKPOINT_PREFIX):
         run = RunDir(path.parent.parent)
-        if not (path / "trainer_state.json").exists():
-            raise ModelLoadError(f"{path} is not a complete checkpoint (no trainer_state.json); "
-                                 f"resume from the run directory {run.path} to use its newest complete one.")
+        problem = checkpoint_problem(path)
+        if problem:
+            raise ModelLoadError(f"Cannot resume from {path}: {problem}. Resume from the run directory {run.path} "
+                                 "to use its newest whole checkpoint.")
         return run, path
     run = RunDir(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"Cannot resume {path}: no such run directory. Give runs/<name>/version_N, or --resume "
+                             "alone for the newest version of run.name.")
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
-        raise ModelLoadError(f"{run.path} has no complete checkpoint to resume from ({RunDir.CHECKPOINTS}/"
-                             f"{CHECKPOINT_PREFIX}N with trainer_state.json). Start a new run instead.")
+        raise ModelLoadError(f"{run.path} has no whole checkpoint to resume from ({RunDir.CHECKPOINTS}/"
+                             f"{CHECKPOINT_PREFIX}N with its {RunDir.COMPLETE}). Start a new run instead.")
     return run, checkpoint
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
 import shutil
 import time
@@ -31,7 +32,8 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import EvalLoopOutput
+from transformers.trainer_pt_utils import safe_globals
+from transformers.trainer_utils import EvalLoopOutput, rotate_checkpoints
 
 from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, load_config
 from workbench.data import LabelMap, TextDataModule
@@ -41,7 +43,8 @@ from workbench.losses import build_loss, class_weights_from_labels
 from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
                                monitored_metric, multilabel_metrics, tune_thresholds)
 from workbench.models import TextClassificationModel
-from workbench.runs import Run, RunDir, environment_info, load_run, point_link, resume_point, summary_markdown
+from workbench.runs import (CHECKPOINT_PREFIX, Run, RunDir, checkpoint_problem, environment_info, load_run,
+                            mark_complete, point_link, resume_point, summary_markdown)
 from workbench.track import StudyRun, Tracking, check_installed, data_description
 
 log = logging.getLogger(__name__)
@@ -186,6 +189,20 @@ class _HFTrainer(transformers.Trainer):
             return
         self.model.save_pretrained(output_dir or self.args.output_dir)
 
+    def _save_checkpoint(self, model, trial) -> None:
+        # Record the checkpoint as whole (runs.mark_complete) after its last file and before older checkpoints are
+        # rotated away, so a crash at any moment leaves a whole checkpoint to resume from.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial))
+            mark_complete(folder / f"{CHECKPOINT_PREFIX}{self.state.global_step}")
+            rotate_checkpoints(output_dir=str(folder), save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
 
 # --------------------------------------------------------------------------------------------------
 # The public Trainer
@@ -279,6 +296,10 @@ class Trainer:
         if model.num_labels != dm.num_labels:
             raise ConfigError(f"The model has {model.num_labels} classes but the training data has {dm.num_labels} labels "
                               f"({', '.join(dm.label_names[:10])}...). Build it with num_classes={dm.num_labels}.")
+        limit = model.max_positions
+        if limit is not None and dm.config.max_length > limit:
+            raise ConfigError(f"data.max_length={dm.config.max_length} is longer than the {limit} positions backbone "
+                              f"'{model.model_name}' has. Set data.max_length to {limit} or less.")
         model.label_names = list(dm.label_names)
         model.tokenizer = dm.tokenizer
         model.processing = dm.processor.settings()
@@ -388,8 +409,9 @@ class Trainer:
                             eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
                             compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
                             datamodule=datamodule, train_config=cfg, loss_fn=loss_fn)
-            output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            # read before training: the checkpoint may be rotated away once newer ones are saved
             start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
+            output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             metrics = self._finish(hf, model, datamodule, run, output, start_epoch, write=main)
             processes.wait_for_everyone()
         except KeyboardInterrupt:
@@ -415,9 +437,15 @@ class Trainer:
             run = RunDir.latest(self.run.root, self.run.name)
             if run is None:
                 raise ModelLoadError(f"Nothing to resume: {Path(self.run.root) / self.run.name} has no "
-                                     f"{RunDir.VERSION}N folder.")
-            return resume_point(run.path)
-        return resume_point(resume)
+                                     f"{RunDir.VERSION}N folder with a whole checkpoint.")
+            resume = run.path
+        run, checkpoint = resume_point(resume)
+        check_checkpoint_files(checkpoint)
+        step = lambda folder: int(folder.name[len(CHECKPOINT_PREFIX):])  # noqa: E731
+        for folder in run.checkpoint_folders():  # half-written by a crash after it: training writes them again
+            if step(folder) > step(checkpoint) and checkpoint_problem(folder):
+                shutil.rmtree(folder)
+        return run, checkpoint
 
     def _finish(self, hf: _HFTrainer, model: TextClassificationModel, dm: TextDataModule, run: RunDir, output,
                 start_epoch: float, write: bool = True) -> dict:
@@ -448,16 +476,48 @@ class Trainer:
         metrics["processes"] = hf.args.world_size
         if not write:  # another process of a multi-process run writes the run directory
             return metrics
-        best = run.best
-        if best.exists():
-            shutil.rmtree(best)
-        model.save_pretrained(best)
+        _save_best(model, run.best)
         run.link_last()
         run.write_json(RunDir.METRICS, metrics)
         (run / RunDir.SUMMARY).write_text(summary_markdown(run.path, metrics))
         if self.checkpoint_dir:
-            point_link(Path(self.checkpoint_dir) / "best-model.ckpt", best.resolve())
+            point_link(Path(self.checkpoint_dir) / "best-model.ckpt", run.best.resolve())
         return metrics
+
+
+def _save_best(model: TextClassificationModel, best: Path) -> None:
+    """Write ``best/`` beside it and swap it in with two renames: a crash leaves the old or the new one whole
+    (the old one under ``.best.old`` for the instant between the renames), never half of one."""
+    partial, old = best.with_name(f".{best.name}.partial"), best.with_name(f".{best.name}.old")
+    for stale in (partial, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    model.save_pretrained(partial)
+    if best.exists():
+        best.rename(old)
+    partial.rename(best)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_checkpoint_files(checkpoint: Path) -> None:
+    """Open each torch file of a checkpoint (optimizer, scheduler, RNG states) as transformers will, with
+    ``weights_only=True``, before training starts: a file holding anything but tensors and plain values (which
+    unpickling could run as code) or a truncated one is a ModelLoadError naming it, not a traceback mid-resume."""
+    for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
+        try:
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            if found is None:  # torch's safe unpickler met bytes that are no pickle at all
+                raise ModelLoadError(f"{path} is corrupt or truncated (not a torch file). Resume from another "
+                                     "checkpoint of the run, or start a new run.") from None
+            raise ModelLoadError(f"{path} holds more than tensors and plain values ({found.group(1)}), and loading "
+                                 "it could run code, so it was refused (torch.load with weights_only=True). Resume "
+                                 "from another checkpoint of the run, or start a new run.") from None
+        except (RuntimeError, EOFError, OSError) as exc:
+            raise ModelLoadError(f"{path} is corrupt or truncated ({str(exc).splitlines()[0]}). Resume from another "
+                                 "checkpoint of the run, or start a new run.") from None
 
 
 def _padding_ratio(dm: TextDataModule) -> float:
@@ -490,7 +550,8 @@ def train(config: Config, resume: bool | str | Path = False, callbacks: list | N
         >>> result.run_dir, result.metrics["validation"]["accuracy"]  # doctest: +SKIP
     """
     check_installed(config.run.track)  # before minutes of loading, not after
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone, seed=config.train.seed,
+    dm = TextDataModule(config=config.data, model_name=config.model.backbone,
+                        trust_remote_code=config.model.trust_remote_code, seed=config.train.seed,
                         augment=config.augment)
     dm.setup(label_map=label_map)
     log.info("data: %d train / %d validation examples, %d labels, %d batches per epoch", len(dm.train_dataset),
