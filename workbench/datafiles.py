@@ -64,12 +64,26 @@ def _readable_suffix(path: Path) -> str:
     """The file's format suffix, after checking that it exists, has a known format and is not empty."""
     if not path.exists():
         raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file. Give the path of a .csv, .tsv, .jsonl or .parquet "
+                        "file inside it.")
     suffix = _suffix(path)
     if suffix not in READERS:
         raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty. It needs a header row and at least one example.")
     return suffix
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()).rstrip(".")
+
+
+def _parse_fix(suffix: str) -> str:
+    if suffix in (".jsonl", ".json"):
+        return ("Each line of a .jsonl file must be one JSON object such as {\"text\": \"...\", \"label\": \"...\"}; "
+                "a .json file holds one list of such objects.")
+    return "Check the delimiter and quoting of the rows it names."
 
 
 def _csv_options(suffix: str) -> dict:
@@ -100,9 +114,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             frame = pd.read_csv(path, **_csv_options(suffix))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty. It needs a header row and at least one example.") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"{path} could not be parsed as {suffix[1:].upper()}: {exc}. "
-                        "Check the delimiter and quoting of the rows it names.") from None
+    except (pd.errors.ParserError, ValueError, TypeError) as exc:
+        raise DataError(f"{path} could not be parsed as {suffix[1:].upper()}: {_one_line(exc)}. {_parse_fix(suffix)}") \
+            from None
     if frame.empty:
         raise DataError(f"{path} has a header but no rows. Add examples to it.")
     frame.columns = [str(c) for c in frame.columns]
@@ -145,9 +159,9 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
             yield frame
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty. It needs a header row and at least one example.") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"{path} could not be parsed as {suffix[1:].upper()} after row {start - 1}: {exc}. "
-                        "Check the delimiter and quoting of the rows it names.") from None
+    except (pd.errors.ParserError, ValueError, TypeError) as exc:
+        raise DataError(f"{path} could not be parsed as {suffix[1:].upper()} after row {start - 1}: "
+                        f"{_one_line(exc)}. {_parse_fix(suffix)}") from None
     if start == _first_row_number(path):
         raise DataError(f"{path} has a header but no rows. Add examples to it.")
 

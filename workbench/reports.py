@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from workbench.config import yaml_problem
 from workbench.errors import WorkbenchError
 
 FILE_KEYS = {"experiments", "parameters", "notebooks_dir", "reports_dir"}
@@ -175,7 +176,7 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
     try:
         raw = yaml.safe_load(source.read_text())
     except yaml.YAMLError as exc:
-        raise ExperimentsError(f"{source} is not valid YAML: {exc}") from None
+        raise ExperimentsError(f"{source} is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("experiments"), list) or not raw["experiments"]:
         raise ExperimentsError(f"{source} needs a top-level 'experiments:' list (see workbench/reports.py).")
     unknown = sorted(set(raw) - FILE_KEYS)
