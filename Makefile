@@ -9,9 +9,9 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser postgres wordnet clean
+.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser postgres wordnet js clean
 
-install: $(VENV)/.installed wordnet
+install: $(VENV)/.installed wordnet js
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,6 +43,13 @@ wordnet:
 	@test -f /usr/share/wordnet/data.noun || test -n "$$WORKBENCH_WORDNET" || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index; \
 	  else echo "WordNet is missing: sudo apt-get install wordnet-base wordnet-sense-index (synonym augmentation needs it)"; fi; }
+
+# The JavaScript libraries bertviz's attention views load from a CDN (the versions bertviz names), from the npm
+# registry into .js/, so workbench.explain inlines them and report pages work offline.
+js: .js/node_modules/requirejs/require.js
+
+.js/node_modules/requirejs/require.js:
+	npm install --prefix .js --no-save --no-audit --no-fund --silent d3@5.7.0 jquery@2.2.4 requirejs@2.3.6
 
 # PostgreSQL for tests/test_tune.py, which starts a throwaway cluster as the postgres user on a loopback port.
 postgres:

@@ -88,6 +88,27 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     assert problems == []
 
 
+def test_every_report_page_works_offline(browser, tiny_reports, tmp_path):
+    """Every page of the tiny experiments' reports, with every request to anything but a local file blocked:
+    no failed request and no console error, and the attention views (bertviz, its libraries inlined) draw."""
+    problems: list[str] = []
+    page = watched_page(browser, problems)
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+               else route.abort())
+    pages = sorted((tiny_reports / "reports").rglob("*.html"))
+    assert len(pages) >= 16  # the index, 15 notebook reports, and the pages they wrote (attention views)
+    views = 0
+    for report in pages:
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        if "bertviz" in report.read_text(encoding="utf-8"):
+            page.wait_for_selector("[id^='bertviz'] svg", timeout=10_000)  # d3 drew the attention view
+            views += 1
+            page.screenshot(path=str(tmp_path / f"{report.stem}.png"), full_page=True)
+    assert views >= 3  # 05_explain's report and its head-view and model-view pages
+    assert problems == [], problems
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,8 +2,10 @@
 
 - :func:`attention` returns the tokens and every layer's attention for one text; :func:`attention_view`
   shows them with bertviz's ``head_view`` / ``model_view`` in a notebook, or writes the same view to a
-  standalone HTML page when given a ``path`` (bertviz loads its JavaScript libraries from a CDN, so both
-  need a network); :func:`attention_figure` draws one layer's heads as a static heatmap that works offline.
+  standalone HTML page when given a ``path``. Either way the JavaScript libraries bertviz fetches from a CDN
+  (require.js, d3, jQuery) are inlined from the npm packages ``make install`` puts in ``.js/``
+  (:func:`self_contained`), so the views and the reports holding them work offline;
+  :func:`attention_figure` draws one layer's heads as a static heatmap.
 - :func:`token_attributions` runs captum's Layer Integrated Gradients on the word embeddings, from a
   baseline of padding between the special tokens, for a chosen target class (default: the predicted
   one; required for multi-label models). ``internal_batch_size`` bounds memory on long texts. Each
@@ -22,7 +24,11 @@ Example::
 from __future__ import annotations
 
 import html
+import logging
+import os
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,8 @@ import numpy as np
 import torch
 
 from workbench.errors import DataError, WorkbenchError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,7 +116,8 @@ def attention_view(model, text: str, *, view: str = "head", path: str | Path | N
 
     Like bertviz's ``html_action``, one call serves both: without ``path`` the view is displayed in the
     notebook (bertviz's ``html_action="view"``); with ``path`` the same view becomes a standalone page that
-    opens in a browser. bertviz loads require.js, d3 and jQuery from a CDN, so either needs a network.
+    opens in a browser. Both carry require.js, d3 and jQuery inline (:func:`self_contained`), so neither needs
+    a network.
 
     Args:
         model: a :class:`workbench.TextClassificationModel`.
@@ -129,14 +138,58 @@ def attention_view(model, text: str, *, view: str = "head", path: str | Path | N
         raise WorkbenchError(f"view='{view}': choose 'head' or 'model'.")
     tokens, attentions = attention(model, text)
     show = head_view if view == "head" else model_view
+    page = self_contained(show(attentions, tokens, html_action="return").data)
     if path is None:
-        show(attentions, tokens, html_action="view")
+        from IPython.display import HTML, display
+
+        display(HTML(page))
         return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    page = show(attentions, tokens, html_action="return").data
     path.write_text(_PAGE.format(title=html.escape(f"Attention ({view} view): {text}"), view=page), encoding="utf-8")
     return path
+
+
+# The libraries bertviz's views load from cdnjs, as npm packages (`make install`: npm install --prefix .js ...)
+BERTVIZ_SCRIPTS = {"d3": "d3/dist/d3.min.js", "jquery": "jquery/dist/jquery.min.js"}
+REQUIRE_SCRIPT = "requirejs/require.js"
+_CDN_SCRIPT = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/[^"]*"></script>')
+_CDN_PATHS = re.compile(r"require\.config\(\{\s*paths:\s*\{[^}]*\}\s*,?\s*\}\);", re.S)
+
+
+def script_folder() -> Path:
+    """Where the npm packages of :data:`BERTVIZ_SCRIPTS` are: ``$WORKBENCH_JS``, else ``.js/`` in the repository."""
+    root = os.environ.get("WORKBENCH_JS") or Path(__file__).resolve().parent.parent / ".js"
+    return Path(root) / "node_modules"
+
+
+@lru_cache(maxsize=1)
+def _inline_libraries() -> str | None:
+    folder = script_folder()
+    paths = [folder / p for p in (*BERTVIZ_SCRIPTS.values(), REQUIRE_SCRIPT)]
+    if not all(p.is_file() for p in paths):
+        return None
+    *libraries, require = (p.read_text(encoding="utf-8") for p in paths)
+    # d3 and jQuery run with AMD's define hidden, so they set window.d3 / window.jQuery even where require.js is
+    # already on the page (a second view); then they are named for bertviz's requirejs([...]) call.
+    hidden = "".join(f"<script>(function (define, module, exports) {{\n{code}\n}}).call(window);</script>\n"
+                     for code in libraries)
+    named = ("<script>if (!window.workbenchViewLibraries) { window.workbenchViewLibraries = true; "
+             + " ".join(f'define("{name}", [], function () {{ return window.{name if name == "d3" else "jQuery"}; }});'
+                        for name in BERTVIZ_SCRIPTS) + " }</script>\n")
+    return hidden + f"<script>\n{require}\n</script>\n" + named
+
+
+def self_contained(view_html: str) -> str:
+    """A bertviz view's HTML with its CDN libraries (require.js, d3, jQuery) inlined from the installed npm packages
+    instead of fetched, so it renders offline (in a notebook, a report page or a file). Without the packages
+    (``make install`` gets them), the view is left to the CDN, with a warning."""
+    libraries = _inline_libraries()
+    if libraries is None:
+        log.warning("bertviz's JavaScript libraries are not in %s (run `make install`); the attention view loads "
+                    "them from a CDN and needs a network.", script_folder())
+        return view_html
+    return libraries + _CDN_PATHS.sub("", _CDN_SCRIPT.sub("", view_html))
 
 
 def attention_figure(model, text: str, layer: int = -1):
