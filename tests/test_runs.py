@@ -7,8 +7,8 @@ import pytest
 from workbench import TextClassificationModel, TextDataModule, Trainer
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_run
-from workbench.runs import (RunDir, RunNotFoundError, environment_info, leaderboard, load_run, machine_info, metrics_table,
-                            model_folder, resume_point)
+from workbench.runs import (RunDir, RunNotFoundError, environment_info, leaderboard, load_run, machine_info,
+                            mark_complete, metrics_table, model_folder, resume_point)
 from workbench.trainer import ensure_run
 
 
@@ -39,29 +39,36 @@ def test_load_leaderboard_and_evaluate(tiny_bert, sentiment_files):
         evaluate_run(run, "test")
 
 
-def test_run_dir_layout_numbers_versions_and_finds_checkpoints(tmp_path):
+def test_run_dir_layout_numbers_versions_and_finds_checkpoints(tmp_path, caplog):
     assert RunDir.latest(tmp_path, "x") is None
     made = [RunDir.next_version(tmp_path, "x").path.name for _ in range(12)]
     assert made == [f"version_{i}" for i in range(12)]
     (tmp_path / "x" / "version_notes").mkdir()  # not a version
-    assert RunDir.latest(tmp_path, "x").path.name == "version_11"  # by number, not by name (version_9 sorts last)
     assert [r.path.name for r in RunDir.versions(tmp_path, "x")][-3:] == ["version_9", "version_10", "version_11"]
+    assert RunDir.latest(tmp_path, "x") is None  # none finished or holds a whole checkpoint: nothing to resume
+    for name in RunDir.FINISHED:
+        (tmp_path / "x" / "version_9" / name).write_text("{}")
+    assert RunDir.latest(tmp_path, "x").path.name == "version_9"  # by number, not by name; the failed 10, 11 skipped
     run = RunDir(tmp_path / "x" / "version_3")
     assert run.latest_checkpoint() is None and not run.is_finished()
     for step, complete in ((50, True), (100, True), (150, False)):  # 150 was cut off while saving
         folder = run.checkpoints / f"checkpoint-{step}"
         folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text("{}")
         if complete:
-            (folder / "trainer_state.json").write_text("{}")
-    assert run.latest_checkpoint().name == "checkpoint-100"
+            mark_complete(folder)
+    assert run.latest_checkpoint().name == "checkpoint-100" and "Skipping" in caplog.text
+    (run.checkpoints / "checkpoint-100" / "trainer_state.json").write_text("{} ")  # changed since it was written
+    assert run.latest_checkpoint().name == "checkpoint-50"
+    (run.checkpoints / "checkpoint-100" / "trainer_state.json").write_text("{}")
     run.link_last()
     assert (run / RunDir.LAST).resolve() == (run.checkpoints / "checkpoint-100").resolve()
     resumed, checkpoint = resume_point(run.path)
     assert resumed.path == run.path and checkpoint == run.checkpoints / "checkpoint-100"
     assert resume_point(checkpoint)[0].path == run.path  # a checkpoint folder resumes its own run
-    with pytest.raises(ModelLoadError, match="not a complete checkpoint"):
+    with pytest.raises(ModelLoadError, match="checkpoint-150: it is incomplete"):
         resume_point(run.checkpoints / "checkpoint-150")
-    with pytest.raises(ModelLoadError, match="no complete checkpoint to resume from"):
+    with pytest.raises(ModelLoadError, match="no whole checkpoint to resume from"):
         resume_point(tmp_path / "x" / "version_4")
     assert model_folder(run.path) == run.path  # no best/ yet: the path as it is
     run.best.mkdir()

@@ -327,8 +327,9 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunNotFoundError(f"Run directory {path} does not exist. Give a folder written by `workbench train` "
                                "(runs/<name>/version_N), or leave run_dir empty to train a small run first.")
     run = RunDir(path)
-    if not (path / RunDir.CONFIG).exists():
-        run = RunDir.latest(path.parent, path.name) or run
+    if not (path / RunDir.CONFIG).exists():  # a run name folder: its newest usable version, else its newest
+        versions = RunDir.versions(path.parent, path.name)
+        run = RunDir.latest(path.parent, path.name) or (versions[-1] if versions else run)
     missing = [name for name in RunDir.FINISHED if not (run / name).exists()]
     if missing:
         raise RunNotFoundError(f"{run.path} is not a finished run: {', '.join(missing)} missing. The run may still be "
