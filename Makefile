@@ -44,12 +44,15 @@ wordnet:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wordnet-base wordnet-sense-index; \
 	  else echo "WordNet is missing: sudo apt-get install wordnet-base wordnet-sense-index (synonym augmentation needs it)"; fi; }
 
-# The JavaScript libraries bertviz's attention views load from a CDN (the versions bertviz names), from the npm
-# registry into .js/, so workbench.explain inlines them and report pages work offline.
+# The JavaScript libraries bertviz's attention views load from a CDN (require.js 2.3.6 and d3 5.7.0 as bertviz
+# names them; jQuery 2.2.4, the last 2.x, for its 2.0.0), from the npm registry into .js/, so workbench.explain
+# inlines them and report pages work offline. Without npm the views fall back to the CDN.
 js: .js/node_modules/requirejs/require.js
 
 .js/node_modules/requirejs/require.js:
-	npm install --prefix .js --no-save --no-audit --no-fund --silent d3@5.7.0 jquery@2.2.4 requirejs@2.3.6
+	@if command -v npm >/dev/null; then \
+	  npm install --prefix .js --no-save --no-audit --no-fund --silent d3@5.7.0 jquery@2.2.4 requirejs@2.3.6; \
+	else echo "npm is missing (apt-get install npm): attention views will load their JavaScript from a CDN"; fi
 
 # PostgreSQL for tests/test_tune.py, which starts a throwaway cluster as the postgres user on a loopback port.
 postgres:

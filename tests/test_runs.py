@@ -8,7 +8,7 @@ from workbench import TextClassificationModel, TextDataModule, Trainer
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_run
 from workbench.runs import (RunDir, RunNotFoundError, environment_info, leaderboard, load_run, machine_info,
-                            mark_complete, metrics_table, model_folder, resume_point)
+                            mark_complete, metrics_table, model_folder, resume_point, save_best)
 from workbench.trainer import ensure_run
 
 
@@ -73,6 +73,26 @@ def test_run_dir_layout_numbers_versions_and_finds_checkpoints(tmp_path, caplog)
     assert model_folder(run.path) == run.path  # no best/ yet: the path as it is
     run.best.mkdir()
     assert model_folder(run.path) == run.best
+
+
+def test_best_is_swapped_in_whole_and_restored_after_a_crash_between_renames(tmp_path):
+    class Saved:
+        def __init__(self, text):
+            self.text = text
+
+        def save_pretrained(self, folder):
+            Path(folder).mkdir(parents=True)
+            (Path(folder) / "model.txt").write_text(self.text)
+
+    run = RunDir(tmp_path / "run")
+    save_best(Saved("one"), run.best)
+    save_best(Saved("two"), run.best)
+    assert (run.best / "model.txt").read_text() == "two" and sorted(p.name for p in run.path.iterdir()) == ["best"]
+    run.best.rename(run.path / ".best.old")  # killed between the two renames: only the old one is left
+    assert model_folder(run.path) == run.best and (run.best / "model.txt").read_text() == "two"
+    run.best.rename(run.path / ".best.old")
+    save_best(Saved("three"), run.best)  # the next save puts the old one back first, then replaces it
+    assert (run.best / "model.txt").read_text() == "three" and sorted(p.name for p in run.path.iterdir()) == ["best"]
 
 
 def test_missing_and_unfinished_runs_are_explained(tmp_path):

@@ -477,6 +477,9 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_result(tiny_bert, sentim
         assert resumed.metrics["validation"][key] == pytest.approx(straight.metrics["validation"][key], abs=1e-6)
     assert resumed.metrics["train"]["optimizer_steps"] == straight.metrics["train"]["optimizer_steps"] == 16
     assert TextClassificationModel.from_pretrained(run.path).num_labels == 2  # best/ is whole
+    logged = [json.loads(line) for line in (run.path / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in logged if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 16  # each step logged once, after the kill too
     assert not list(run.path.glob(".best*")) and not list(run.path.rglob("*.tmp"))
 
 

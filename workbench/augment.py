@@ -35,6 +35,7 @@ import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
+from workbench.backbones import refuse_pickle_weights
 from workbench.config import MODEL_AUGMENT_OPS, AugmentConfig
 from workbench.errors import ModelLoadError
 
@@ -287,8 +288,9 @@ class BackTranslator:
         self.pair = []
         for name in models:
             try:
+                refuse_pickle_weights(name, "translation model")
                 tokenizer = AutoTokenizer.from_pretrained(name)
-                model = AutoModelForSeq2SeqLM.from_pretrained(name).to(device).eval()
+                model = AutoModelForSeq2SeqLM.from_pretrained(name, use_safetensors=True).to(device).eval()
             except Exception as exc:  # missing, corrupt, mismatched or unsupported: one line naming the key
                 raise _model_error("translation_models", name, exc) from None
             self.pair.append((tokenizer, model))
@@ -362,6 +364,7 @@ class ContextualSubstituter:
         patterns = ([r"\S*\d\S*"] * protected.numbers + [_URL.pattern] * protected.urls
                     + [r"\S*\[(?:URL|EMAIL)\]\S*"])
         try:
+            refuse_pickle_weights(model, "masked language model")  # nlpaug loads the weights itself
             kind = AutoConfig.from_pretrained(model).model_type
         except Exception as exc:
             raise _model_error("fill_mask_model", model, exc) from None

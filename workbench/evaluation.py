@@ -23,7 +23,7 @@ from workbench.datafiles import read_table_chunks
 from workbench.errors import WorkbenchError
 from workbench.metrics import classification_metrics, multilabel_metrics, predict_from_proba
 from workbench.models import TextClassificationModel
-from workbench.runs import Run, RunDir, load_run
+from workbench.runs import Run, RunDir, load_run, save_best
 
 
 def evaluate_model(model: TextClassificationModel, dataset: EncodedDataset, proba: np.ndarray | None = None) -> dict:
@@ -146,6 +146,6 @@ def calibrate_run(run: Run | str | Path, save: bool = True, *, model: TextClassi
     model = model or TextClassificationModel.from_pretrained(run.model_dir)
     report = calibrate_model(model, run_datamodule(run, model).val_dataset)
     if save:
-        model.save_pretrained(run.model_dir)
+        save_best(model, run.model_dir)
         RunDir(run.path).write_json(RunDir.CALIBRATION, report)
     return report

@@ -206,7 +206,31 @@ def point_link(link: Path, target: Path) -> None:
 def model_folder(path: str | Path) -> Path:
     """The model folder of a run directory (its ``best/``); any other path as it is."""
     best = RunDir(path).best
+    _restore_best(best)
     return best if best.is_dir() else Path(path)
+
+
+def _restore_best(best: Path) -> None:
+    """Put back the previous ``best/`` if a crash came between :func:`save_best`'s two renames."""
+    old = best.with_name(f".{best.name}.old")
+    if not best.exists() and old.is_dir():
+        old.rename(best)
+
+
+def save_best(model, best: Path) -> None:
+    """Write ``model`` (anything with ``save_pretrained``) as ``best/`` without ever leaving half of one: it is
+    written beside it and swapped in by two renames. A crash between them leaves the previous one under
+    ``.best.old``, which :func:`model_folder` and the next save put back."""
+    partial, old = best.with_name(f".{best.name}.partial"), best.with_name(f".{best.name}.old")
+    _restore_best(best)
+    for stale in (partial, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    model.save_pretrained(partial)
+    if best.exists():
+        best.rename(old)
+    partial.rename(best)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def resume_point(path: str | Path) -> tuple[RunDir, Path]:
@@ -327,9 +351,10 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunNotFoundError(f"Run directory {path} does not exist. Give a folder written by `workbench train` "
                                "(runs/<name>/version_N), or leave run_dir empty to train a small run first.")
     run = RunDir(path)
-    if not (path / RunDir.CONFIG).exists():  # a run name folder: its newest usable version, else its newest
+    if not (path / RunDir.CONFIG).exists():  # a run name folder: its newest finished version, else its newest
         versions = RunDir.versions(path.parent, path.name)
-        run = RunDir.latest(path.parent, path.name) or (versions[-1] if versions else run)
+        finished = [version for version in versions if version.is_finished()]
+        run = (finished or versions or [run])[-1]
     missing = [name for name in RunDir.FINISHED if not (run / name).exists()]
     if missing:
         raise RunNotFoundError(f"{run.path} is not a finished run: {', '.join(missing)} missing. The run may still be "
@@ -343,7 +368,12 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / RunDir.LOG
     if not path.exists():
         return pd.DataFrame(columns=["step", "epoch"])
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line a crash cut short
+            continue
     return pd.DataFrame(rows)
 
 

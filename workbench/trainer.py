@@ -44,7 +44,7 @@ from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classi
                                monitored_metric, multilabel_metrics, tune_thresholds)
 from workbench.models import TextClassificationModel
 from workbench.runs import (CHECKPOINT_PREFIX, Run, RunDir, checkpoint_problem, environment_info, load_run,
-                            mark_complete, point_link, resume_point, summary_markdown)
+                            mark_complete, point_link, resume_point, save_best, summary_markdown, write_atomic)
 from workbench.track import StudyRun, Tracking, check_installed, data_description
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,21 @@ class StepLogCallback(TrainerCallback):
             record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
             with self.path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+    def resume_at(self, step: int) -> None:
+        """Before resuming at ``step``: drop what a killed run logged after it (training logs it again) and a
+        line the kill cut short."""
+        if not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        write_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def layer_depths(model: torch.nn.Module) -> dict[str, int]:
@@ -192,14 +207,18 @@ class _HFTrainer(transformers.Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         # Record the checkpoint as whole (runs.mark_complete) after its last file and before older checkpoints are
         # rotated away, so a crash at any moment leaves a whole checkpoint to resume from.
+        folder = Path(self._get_output_dir(trial=trial))
+        checkpoint = folder / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+        if self.args.should_save:  # a resumed run writing this step again: not whole until rewritten
+            (checkpoint / RunDir.COMPLETE).unlink(missing_ok=True)
         limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # every process has written its own RNG state
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial))
-            mark_complete(folder / f"{CHECKPOINT_PREFIX}{self.state.global_step}")
+            mark_complete(checkpoint)
             rotate_checkpoints(output_dir=str(folder), save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
@@ -396,7 +415,10 @@ class Trainer:
             config.save(run / RunDir.CONFIG)
             run.write_json(RunDir.ENV, environment)
             run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
-        callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
+        step_log = StepLogCallback(run / RunDir.LOG)
+        if checkpoint is not None and main:
+            step_log.resume_at(int(checkpoint.name[len(CHECKPOINT_PREFIX):]))
+        callbacks = [step_log, *self.callbacks]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         tracking = Tracking(config, run, environment, _data_description(datamodule), study=self.study) \
@@ -438,6 +460,10 @@ class Trainer:
             if run is None:
                 raise ModelLoadError(f"Nothing to resume: {Path(self.run.root) / self.run.name} has no "
                                      f"{RunDir.VERSION}N folder with a whole checkpoint.")
+            names = [v.path.name for v in RunDir.versions(self.run.root, self.run.name)]
+            skipped = names[names.index(run.path.name) + 1:]
+            if skipped:
+                log.warning("Resuming %s: %s stopped before their first whole checkpoint.", run.path, ", ".join(skipped))
             resume = run.path
         run, checkpoint = resume_point(resume)
         check_checkpoint_files(checkpoint)
@@ -476,27 +502,13 @@ class Trainer:
         metrics["processes"] = hf.args.world_size
         if not write:  # another process of a multi-process run writes the run directory
             return metrics
-        _save_best(model, run.best)
+        save_best(model, run.best)
         run.link_last()
-        run.write_json(RunDir.METRICS, metrics)
-        (run / RunDir.SUMMARY).write_text(summary_markdown(run.path, metrics))
+        write_atomic(run / RunDir.SUMMARY, summary_markdown(run.path, metrics))
+        run.write_json(RunDir.METRICS, metrics)  # last: with it the run counts as finished
         if self.checkpoint_dir:
             point_link(Path(self.checkpoint_dir) / "best-model.ckpt", run.best.resolve())
         return metrics
-
-
-def _save_best(model: TextClassificationModel, best: Path) -> None:
-    """Write ``best/`` beside it and swap it in with two renames: a crash leaves the old or the new one whole
-    (the old one under ``.best.old`` for the instant between the renames), never half of one."""
-    partial, old = best.with_name(f".{best.name}.partial"), best.with_name(f".{best.name}.old")
-    for stale in (partial, old):
-        if stale.exists():
-            shutil.rmtree(stale)
-    model.save_pretrained(partial)
-    if best.exists():
-        best.rename(old)
-    partial.rename(best)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_checkpoint_files(checkpoint: Path) -> None:
