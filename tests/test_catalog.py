@@ -203,7 +203,6 @@ def test_offline_without_the_files_says_which_dataset_and_the_two_ways(tmp_path,
 
 
 def test_reuters_hub_ids_keep_their_quotes_and_ag_news_train_is_offered(tmp_path):
-    import datasets
     from datasets import Dataset, Features, Sequence, Value
 
     from workbench.catalog import available_splits, hub_frame

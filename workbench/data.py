@@ -115,6 +115,14 @@ def _encoding_key(processor: TextProcessor) -> "hashlib._Hash":
     return key
 
 
+def _token_columns(features: list[dict]) -> dict[str, pa.Array]:
+    """Encoded examples' token ids (and token types) as Arrow columns, as the cache and the store keep them."""
+    columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
+    if features and "token_type_ids" in features[0]:
+        columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features], type=pa.list_(pa.int8()))
+    return columns
+
+
 def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                   folder: str | Path | None = None, min_rows: int | None = None) -> list[dict]:
     """``processor.encode(texts, pairs)``, kept on disk in Arrow format and read back next time (into memory).
@@ -149,10 +157,7 @@ def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequenc
         except (pa.ArrowException, OSError, KeyError) as exc:
             log.warning("Encoded-data cache %s is unreadable (%s); tokenizing again.", path, exc)
     features = processor.encode(texts, pairs)
-    columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
-    if features and "token_type_ids" in features[0]:
-        columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features], type=pa.list_(pa.int8()))
-    table = pa.table(columns)
+    table = pa.table(_token_columns(features))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -303,11 +308,7 @@ def _write_store(path: Path, store: Path, processor: TextProcessor, check_rows, 
         with tqdm(desc=f"encoding {path.name}", unit=" rows", disable=None) as progress:
             for frame in read_table_chunks(path, chunk_rows):
                 rows = check_rows(frame, str(path))
-                features = processor.encode(rows.texts, rows.pairs)
-                columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
-                if "token_type_ids" in features[0]:
-                    columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features],
-                                                         type=pa.list_(pa.int8()))
+                columns = _token_columns(processor.encode(rows.texts, rows.pairs))
                 columns["label"] = pa.array(rows.labels, type=pa.list_(pa.string()) if rows.multi_label else pa.string())
                 columns["row"] = pa.array(rows.rows, type=pa.int64())
                 columns["text"] = pa.array(rows.texts, type=pa.large_string())
@@ -366,8 +367,8 @@ class StoredDataset(torch.utils.data.Dataset):
         reader = pa.ipc.open_file(self._file)
         self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         self._starts = np.cumsum([0] + [b.num_rows for b in self._batches])
-        self._keys = [k for k in ("input_ids", "token_type_ids") if k in reader.schema.names]
-        self._lists = [{k: (b.column(k).offsets.to_numpy(), b.column(k).values.to_numpy()) for k in self._keys}
+        keys = [k for k in ("input_ids", "token_type_ids") if k in reader.schema.names]
+        self._lists = [{k: (b.column(k).offsets.to_numpy(), b.column(k).values.to_numpy()) for k in keys}
                        for b in self._batches]  # zero-copy views into the mapped file
         self._all_lengths = np.concatenate([np.diff(lists["input_ids"][0]) for lists in self._lists]).astype(np.int32)
         labels = [b.column("label") for b in self._batches]
@@ -397,6 +398,7 @@ class StoredDataset(torch.utils.data.Dataset):
         return len(self.positions)
 
     def _locate(self, index: int) -> tuple[int, int]:
+        """The record batch holding item ``index`` and the item's row in it."""
         position = int(self.positions[index])
         batch = int(np.searchsorted(self._starts, position, side="right")) - 1
         return batch, position - int(self._starts[batch])
@@ -474,11 +476,12 @@ class StoredDataset(torch.utils.data.Dataset):
 
     # -- what a dataset offers (as EncodedDataset) --------------------------------------------------------
 
-    def _column(self, name: str):
-        def value(position: int):
-            batch = int(np.searchsorted(self._starts, position, side="right")) - 1
-            return self._batches[batch].column(name)[position - int(self._starts[batch])].as_py()
-        return value
+    def _column(self, name: str) -> Sequence:
+        """One stored column of the selected items, read like a list."""
+        def value(index: int):
+            batch, row = self._locate(index)
+            return self._batches[batch].column(name)[row].as_py()
+        return _Column(len(self), value)
 
     @property
     def features(self) -> Sequence[dict]:
@@ -486,8 +489,7 @@ class StoredDataset(torch.utils.data.Dataset):
 
     @property
     def texts(self) -> Sequence[str]:
-        text = self._column("text")
-        return _Column(len(self), lambda i: text(int(self.positions[i])))
+        return self._column("text")
 
     @property
     def rows(self) -> np.ndarray:
@@ -511,10 +513,8 @@ class StoredDataset(torch.utils.data.Dataset):
 
     @property
     def pairs(self) -> Sequence[str] | None:
-        if "pair" not in self._batches[0].schema.names:
-            return None
-        pair = self._column("pair")
-        return _Column(len(self), lambda i: pair(int(self.positions[i])))
+        return self._column("pair") if "pair" in self._batches[0].schema.names else None
+
 
 @dataclass
 class LabelledRows:
