@@ -127,7 +127,7 @@ class RunDir:
     def checkpoint_folders(self) -> list[Path]:
         """Every ``checkpoints/checkpoint-N`` folder, whole or not, newest first."""
         found = [p for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), reverse=True)
+        return sorted(found, key=checkpoint_step, reverse=True)
 
     def latest_checkpoint(self, warn: bool = True) -> Path | None:
         """The newest whole checkpoint of the run (see :func:`checkpoint_problem`); newer ones that a crash left
@@ -162,6 +162,11 @@ def write_atomic(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     partial.write_text(text)
     os.replace(partial, path)
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The optimizer step a ``checkpoint-N`` folder was saved at."""
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
 
 
 def mark_complete(checkpoint: Path) -> None:
@@ -368,13 +373,25 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / RunDir.LOG
     if not path.exists():
         return pd.DataFrame(columns=["step", "epoch"])
-    rows = []
+    return pd.DataFrame(_log_records(path))
+
+
+def _log_records(path: Path) -> list[dict]:
+    records = []
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            records.append(json.loads(line))
         except ValueError:  # a line a crash cut short
             continue
-    return pd.DataFrame(rows)
+    return records
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Before resuming at ``step``: drop from ``log.jsonl`` what a killed run logged after that step (training logs
+    it again) and any line the kill cut short."""
+    if path.exists():
+        kept = [record for record in _log_records(path) if record.get("step", 0) <= step]
+        write_atomic(path, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def list_runs(root: str | Path = "runs") -> list[Path]:

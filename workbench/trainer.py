@@ -43,8 +43,9 @@ from workbench.losses import build_loss, class_weights_from_labels
 from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
                                monitored_metric, multilabel_metrics, tune_thresholds)
 from workbench.models import TextClassificationModel
-from workbench.runs import (CHECKPOINT_PREFIX, Run, RunDir, checkpoint_problem, environment_info, load_run,
-                            mark_complete, point_link, resume_point, save_best, summary_markdown, write_atomic)
+from workbench.runs import (CHECKPOINT_PREFIX, Run, RunDir, checkpoint_problem, checkpoint_step, environment_info,
+                            load_run, mark_complete, point_link, resume_point, save_best, summary_markdown, trim_log,
+                            write_atomic)
 from workbench.track import StudyRun, Tracking, check_installed, data_description
 
 log = logging.getLogger(__name__)
@@ -65,21 +66,6 @@ class StepLogCallback(TrainerCallback):
             record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
             with self.path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
-
-    def resume_at(self, step: int) -> None:
-        """Before resuming at ``step``: drop what a killed run logged after it (training logs it again) and a
-        line the kill cut short."""
-        if not self.path.exists():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("step", 0) <= step:
-                kept.append(line)
-        write_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def layer_depths(model: torch.nn.Module) -> dict[str, int]:
@@ -415,10 +401,9 @@ class Trainer:
             config.save(run / RunDir.CONFIG)
             run.write_json(RunDir.ENV, environment)
             run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
-        step_log = StepLogCallback(run / RunDir.LOG)
         if checkpoint is not None and main:
-            step_log.resume_at(int(checkpoint.name[len(CHECKPOINT_PREFIX):]))
-        callbacks = [step_log, *self.callbacks]
+            trim_log(run / RunDir.LOG, checkpoint_step(checkpoint))
+        callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         tracking = Tracking(config, run, environment, _data_description(datamodule), study=self.study) \
@@ -467,9 +452,8 @@ class Trainer:
             resume = run.path
         run, checkpoint = resume_point(resume)
         check_checkpoint_files(checkpoint)
-        step = lambda folder: int(folder.name[len(CHECKPOINT_PREFIX):])  # noqa: E731
         for folder in run.checkpoint_folders():  # half-written by a crash after it: training writes them again
-            if step(folder) > step(checkpoint) and checkpoint_problem(folder):
+            if checkpoint_step(folder) > checkpoint_step(checkpoint) and checkpoint_problem(folder):
                 shutil.rmtree(folder)
         return run, checkpoint
 
