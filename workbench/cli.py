@@ -271,10 +271,10 @@ def _speed(args) -> int:
         texts = frame[args.text_column].astype(str).tolist()
         if "label" in frame.columns and args.text_column == "text":  # labelled: accuracy of each engine too
             dataset = TextDataModule.for_model(model).encode_frame(frame, args.file)
-            texts, labels = dataset.texts, [f["labels"] for f in dataset.features]
+            texts, labels = dataset.texts, dataset.labels
     else:
         dataset = TextDataModule.for_model(model, dataset=args.dataset).encode_split(args.split)
-        texts, labels = dataset.texts, [f["labels"] for f in dataset.features]
+        texts, labels = dataset.texts, dataset.labels
     if any(x != "natural" and not x.isdigit() for x in args.seq_lengths):
         raise WorkbenchError(f"--seq-lengths {' '.join(args.seq_lengths)}: give token counts or 'natural'.")
     lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]

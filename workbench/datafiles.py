@@ -71,19 +71,27 @@ def _readable_suffix(path: Path) -> str:
     if suffix not in READERS:
         raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
     if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty. It needs a header row and at least one example.")
+        raise _empty(path)
     return suffix
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split()).rstrip(".")
+def _empty(path: Path) -> DataError:
+    return DataError(f"{path} is empty. It needs a header row and at least one example.")
 
 
-def _parse_fix(suffix: str) -> str:
+def _no_rows(path: Path) -> DataError:
+    return DataError(f"{path} has a header but no rows. Add examples to it.")
+
+
+def _parse_error(path: Path, suffix: str, exc: Exception, where: str = "") -> DataError:
+    """A reader's parse error in one line, naming the file (and ``where`` in it) and the fix for its format."""
     if suffix in (".jsonl", ".json"):
-        return ("Each line of a .jsonl file must be one JSON object such as {\"text\": \"...\", \"label\": \"...\"}; "
-                "a .json file holds one list of such objects.")
-    return "Check the delimiter and quoting of the rows it names."
+        fix = ("Each line of a .jsonl file must be one JSON object such as {\"text\": \"...\", \"label\": \"...\"}; "
+               "a .json file holds one list of such objects.")
+    else:
+        fix = "Check the delimiter and quoting of the rows it names."
+    problem = " ".join(str(exc).split()).rstrip(".")
+    return DataError(f"{path} could not be parsed as {suffix[1:].upper()}{where}: {problem}. {fix}")
 
 
 def _csv_options(suffix: str) -> dict:
@@ -113,12 +121,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
         else:
             frame = pd.read_csv(path, **_csv_options(suffix))
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty. It needs a header row and at least one example.") from None
+        raise _empty(path) from None
     except (pd.errors.ParserError, ValueError, TypeError) as exc:
-        raise DataError(f"{path} could not be parsed as {suffix[1:].upper()}: {_one_line(exc)}. {_parse_fix(suffix)}") \
-            from None
+        raise _parse_error(path, suffix, exc) from None
     if frame.empty:
-        raise DataError(f"{path} has a header but no rows. Add examples to it.")
+        raise _no_rows(path)
     frame.columns = [str(c) for c in frame.columns]
     frame["_row"] = np.arange(len(frame)) + _first_row_number(path)
     return frame
@@ -158,12 +165,11 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
             start += len(frame)
             yield frame
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty. It needs a header row and at least one example.") from None
+        raise _empty(path) from None
     except (pd.errors.ParserError, ValueError, TypeError) as exc:
-        raise DataError(f"{path} could not be parsed as {suffix[1:].upper()} after row {start - 1}: "
-                        f"{_one_line(exc)}. {_parse_fix(suffix)}") from None
+        raise _parse_error(path, suffix, exc, f" after row {start - 1}") from None
     if start == _first_row_number(path):
-        raise DataError(f"{path} has a header but no rows. Add examples to it.")
+        raise _no_rows(path)
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str, *,

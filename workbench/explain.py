@@ -151,7 +151,8 @@ def attention_view(model, text: str, *, view: str = "head", path: str | Path | N
 
 
 # The libraries bertviz's views load from cdnjs, as npm packages (`make install`: npm install --prefix .js ...)
-BERTVIZ_SCRIPTS = {"d3": "d3/dist/d3.min.js", "jquery": "jquery/dist/jquery.min.js"}
+# module name bertviz requires -> (file in node_modules, the global the library sets)
+BERTVIZ_SCRIPTS = {"d3": ("d3/dist/d3.min.js", "d3"), "jquery": ("jquery/dist/jquery.min.js", "jQuery")}
 REQUIRE_SCRIPT = "requirejs/require.js"
 _CDN_SCRIPT = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/[^"]*"></script>')
 _CDN_PATHS = re.compile(r"require\.config\(\{\s*paths:\s*\{[^}]*\}\s*,?\s*\}\);", re.S)
@@ -166,7 +167,7 @@ def script_folder() -> Path:
 @lru_cache(maxsize=1)
 def _inline_libraries() -> str | None:
     folder = script_folder()
-    paths = [folder / p for p in (*BERTVIZ_SCRIPTS.values(), REQUIRE_SCRIPT)]
+    paths = [folder / p for p in (*(file for file, _ in BERTVIZ_SCRIPTS.values()), REQUIRE_SCRIPT)]
     if not all(p.is_file() for p in paths):
         return None
     *libraries, require = (p.read_text(encoding="utf-8") for p in paths)
@@ -175,8 +176,8 @@ def _inline_libraries() -> str | None:
     hidden = "".join(f"<script>(function (define, module, exports) {{\n{code}\n}}).call(window);</script>\n"
                      for code in libraries)
     named = ("<script>if (!window.workbenchViewLibraries) { window.workbenchViewLibraries = true; "
-             + " ".join(f'define("{name}", [], function () {{ return window.{name if name == "d3" else "jQuery"}; }});'
-                        for name in BERTVIZ_SCRIPTS) + " }</script>\n")
+             + " ".join(f'define("{name}", [], function () {{ return window.{symbol}; }});'
+                        for name, (_, symbol) in BERTVIZ_SCRIPTS.items()) + " }</script>\n")
     return hidden + f"<script>\n{require}\n</script>\n" + named
 
 
