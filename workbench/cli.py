@@ -80,14 +80,14 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from workbench.datafiles import check_texts, read_table_chunks, require_columns
+    from workbench.datafiles import check_text_column, read_table_chunks, require_columns
 
     model = _load_model(args.model)
     if args.file:
         def pieces():  # a piece at a time, written as it is predicted: memory does not grow with the file
             for frame in read_table_chunks(args.file, args.chunk_rows):
                 require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
-                check_texts(frame, args.text_column, args.file)
+                check_text_column(frame, args.text_column, args.file)
                 yield frame[args.text_column].astype(str).tolist()
     else:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
