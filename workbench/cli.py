@@ -40,12 +40,13 @@ from workbench.errors import WorkbenchError
 
 def _train(args) -> int:
     from workbench.config import load_config
+    from workbench.runs import RunDir
     from workbench.trainer import train
 
     resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
     result = train(load_config(args.config, args.overrides), resume=resume)
     if result.main:  # torchrun / accelerate launch: one process reports
-        print((result.run_dir / "summary.md").read_text())
+        print((RunDir(result.run_dir) / RunDir.SUMMARY).read_text())
         print(f"run directory: {result.run_dir}")
     return 0
 
