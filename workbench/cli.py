@@ -352,6 +352,11 @@ def _add_input_options(parser: argparse.ArgumentParser, *, model: str, file: str
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``workbench`` parser: one block per subcommand, in the order ``workbench --help`` lists them.
+
+    Over 80 lines because it is a declaration list with no logic in it; options shared by several commands come
+    from helpers (``with_config``, :func:`_add_input_options`) and settings' defaults from :mod:`workbench.config`.
+    """
     parser = argparse.ArgumentParser(prog="workbench", description="Transformer text classification workbench.")
     sub = parser.add_subparsers(dest="command", required=True)
 
