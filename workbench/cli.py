@@ -34,18 +34,19 @@ import logging
 import sys
 from pathlib import Path
 
-from workbench.config import ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, ServeConfig
+from workbench.config import ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, DataConfig, ServeConfig
 from workbench.errors import WorkbenchError
 
 
 def _train(args) -> int:
     from workbench.config import load_config
+    from workbench.runs import RunDir
     from workbench.trainer import train
 
     resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
     result = train(load_config(args.config, args.overrides), resume=resume)
     if result.main:  # torchrun / accelerate launch: one process reports
-        print((result.run_dir / "summary.md").read_text())
+        print((RunDir(result.run_dir) / RunDir.SUMMARY).read_text())
         print(f"run directory: {result.run_dir}")
     return 0
 
@@ -80,14 +81,14 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from workbench.datafiles import check_texts, read_table_chunks, require_columns
+    from workbench.datafiles import check_text_column, read_table_chunks, require_columns
 
     model = _load_model(args.model)
     if args.file:
         def pieces():  # a piece at a time, written as it is predicted: memory does not grow with the file
             for frame in read_table_chunks(args.file, args.chunk_rows):
                 require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
-                check_texts(frame, args.text_column, args.file)
+                check_text_column(frame, args.text_column, args.file)
                 yield frame[args.text_column].astype(str).tolist()
     else:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -330,7 +331,32 @@ def _run(args) -> int:
     return 1 if state["failed"] else 0
 
 
+_SAVED_MODEL = "saved model folder, run directory, checkpoints/best-model.ckpt or models:/NAME@alias"
+
+
+def _add_input_options(parser: argparse.ArgumentParser, *, model: str, file: str, dataset: bool = False,
+                       label_column: bool = False) -> None:
+    """The model and where its texts come from (``--file``, or ``--dataset`` and ``--split``), with the columns to
+    read; defaults and help are :class:`~workbench.config.DataConfig`'s, so they are written once."""
+    fields = DataConfig.__dataclass_fields__
+    parser.add_argument("model", help=model)
+    parser.add_argument("--file", help=file)
+    if dataset:
+        parser.add_argument("--dataset", help="catalog dataset name")
+        split = fields["val_split"].default
+        parser.add_argument("--split", default=split, help=f"catalog split (default: {split})")
+    columns = ["text_column"] + (["label_column"] if label_column else [])
+    for name in columns:
+        parser.add_argument("--" + name.replace("_", "-"), default=fields[name].default,
+                            help=f"{fields[name].metadata['help'].rstrip('.')} (default: {fields[name].default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``workbench`` parser: one block per subcommand, in the order ``workbench --help`` lists them.
+
+    Over 80 lines because it is a declaration list with no logic in it; options shared by several commands come
+    from helpers (``with_config``, :func:`_add_input_options`) and settings' defaults from :mod:`workbench.config`.
+    """
     parser = argparse.ArgumentParser(prog="workbench", description="Transformer text classification workbench.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -345,19 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data")
-    evaluate.add_argument("model", help="saved model folder, run directory, checkpoints/best-model.ckpt or models:/NAME@alias")
-    evaluate.add_argument("--file", help="labelled .csv/.tsv/.jsonl/.parquet file")
-    evaluate.add_argument("--dataset", help="catalog dataset name")
-    evaluate.add_argument("--split", default="validation", help="catalog split (default: validation)")
-    evaluate.add_argument("--text-column", default="text")
-    evaluate.add_argument("--label-column", default="label")
+    _add_input_options(evaluate, model=_SAVED_MODEL, file="labelled .csv/.tsv/.jsonl/.parquet file", dataset=True,
+                       label_column=True)
     evaluate.add_argument("--out", help="write the full metrics JSON here")
     evaluate.set_defaults(func=_evaluate)
 
     predict = sub.add_parser("predict", help="label texts from a file or standard input (JSON lines out)")
-    predict.add_argument("model", help="saved model folder, run directory, checkpoints/best-model.ckpt or models:/NAME@alias")
-    predict.add_argument("--file", help="file with a text column; without it, one text per stdin line")
-    predict.add_argument("--text-column", default="text")
+    _add_input_options(predict, model=_SAVED_MODEL, file="file with a text column; without it, one text per stdin line")
     predict.add_argument("--proba", action="store_true", help="include class probabilities")
     predict.add_argument("--out", help="write JSON lines here instead of standard output")
     predict.add_argument("--chunk-rows", type=int, default=10_000,
@@ -411,11 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     register.set_defaults(func=_register)
 
     speed = sub.add_parser("speed", help="inference latency (p50/p95/p99) and throughput by batch size and length")
-    speed.add_argument("model", help="saved model folder or run directory")
-    speed.add_argument("--file", help="texts to time (a table with a text column)")
-    speed.add_argument("--dataset", help="catalog dataset name")
-    speed.add_argument("--split", default="validation")
-    speed.add_argument("--text-column", default="text")
+    _add_input_options(speed, model="saved model folder or run directory",
+                       file="texts to time (a table with a text column)", dataset=True)
     speed.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     speed.add_argument("--seq-lengths", nargs="+", default=["natural"], help="token lengths, or 'natural'")
     speed.add_argument("--repeats", type=int, default=5)

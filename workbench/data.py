@@ -37,7 +37,7 @@ from workbench.augment import Augmenter, cache_root
 from workbench.backbones import load_tokenizer
 from workbench.catalog import available_splits, list_datasets, load_split
 from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from workbench.datafiles import (check_texts, label_text, parse_multi_label, read_table, read_table_chunks,
+from workbench.datafiles import (check_text_column, label_text, parse_multi_label, read_table, read_table_chunks,
                                  require_columns, row_numbers)
 from workbench.errors import DataError
 from workbench.sampler import LengthBucketedBatchSampler
@@ -674,9 +674,9 @@ class TextDataModule:
         cfg = self.config
         columns = [self.text_column, self.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
         require_columns(frame, columns, source)
-        check_texts(frame, self.text_column, source)
+        check_text_column(frame, self.text_column, source)
         if cfg.text_pair_column:
-            check_texts(frame, cfg.text_pair_column, source)
+            check_text_column(frame, cfg.text_pair_column, source)
         values = frame[self.label_column].tolist()
         rows = frame["_row"].tolist()
         if self.multi_label:

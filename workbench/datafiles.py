@@ -6,7 +6,7 @@ the file, the rows (numbered as a person counts lines) and the fix::
 
     frame = read_table("data/train.csv")          # rows plus a `_row` column with each row's line number
     require_columns(frame, ["text", "label"], "data/train.csv")
-    check_texts(frame, "text", "data/train.csv")
+    check_text_column(frame, "text", "data/train.csv")
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def row_numbers(frame: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
     return ", ".join(map(str, rows[:limit])) + more
 
 
-def check_texts(frame: pd.DataFrame, column: str, source: str) -> None:
+def check_text_column(frame: pd.DataFrame, column: str, source: str) -> None:
     """Raise DataError naming the rows whose text is missing, NaN or blank."""
     values = frame[column]
     bad = values.isna().to_numpy() | values.astype(str).str.strip().eq("").to_numpy()

@@ -29,7 +29,7 @@ from workbench.errors import DataError, ModelLoadError
 from workbench.metrics import labels_from_proba, proba_from_logits
 from workbench.runs import model_folder
 from workbench.sampler import LengthBucketedBatchSampler
-from workbench.text import TextProcessor, check_texts
+from workbench.text import TextProcessor, check_model_inputs
 from workbench.track import REGISTRY_PREFIX, registered_model_folder
 
 MODEL_FILE = "model.safetensors"
@@ -267,7 +267,7 @@ class TextClassificationModel(nn.Module):
         if self.processing.get("text_pair_column"):
             raise DataError("This model was trained on text pairs; predict() takes single texts. Evaluate it with "
                             "TextDataModule.for_model(model).encode_file(...) on a file with both columns.")
-        check_texts(texts)
+        check_model_inputs(texts)
         return self.processor().encode(list(texts))
 
     @torch.no_grad()

@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 from workbench.config import ENGINES, DataConfig
 from workbench.errors import ModelLoadError
 from workbench.metrics import labels_from_proba, proba_from_logits
-from workbench.text import TextProcessor, check_texts
+from workbench.text import TextProcessor, check_model_inputs
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = "workbench-export/1"  # bumped when an export folder's layout or meaning changes
@@ -97,7 +97,7 @@ class Predictor:
 
     def check(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
         """Raise a :class:`~workbench.errors.DataError` naming the first text this model cannot take."""
-        check_texts(texts, pairs, pair_model=self.pairs)
+        check_model_inputs(texts, pairs, pair_model=self.pairs)
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
         """Token ids of each text (and its second text for a sentence-pair model), as the model was trained."""

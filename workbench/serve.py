@@ -223,89 +223,79 @@ def _error(status: int, message: str, limit: str | None = None, headers: dict | 
     return JSONResponse({"error": message, "limit": limit}, status_code=status, headers=headers)
 
 
-def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI application serving ``model``.
+_KNOWN_PATHS = (PREDICT_PATH, "/health", "/ready", "/metadata", "/metrics", "/docs", "/openapi.json")
+_ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 413, 422, 503)}
+
+
+class PredictionService:
+    """One service's state and endpoints: the predictor (once loaded), the micro-batcher, the requests in flight
+    without it, and the Prometheus metrics. :func:`create_app` registers the methods as the app's routes.
 
     Args:
-        model: a loaded :class:`~workbench.runtime.Predictor`, or a function that loads one (called once, at
-            startup, off the event loop; ``/ready`` answers 503 until it returns).
-        config: limits, batching and the API key's environment variable (:class:`~workbench.config.ServeConfig`).
-
-    Example:
-        >>> from fastapi.testclient import TestClient  # doctest: +SKIP
-        >>> with TestClient(create_app(load_export("exports/onnx-int8"))) as client:  # doctest: +SKIP
-        ...     client.post("/v1/predict", json={"texts": ["a gripping film"]}).json()
+        model: a loaded :class:`~workbench.runtime.Predictor`, or a function that loads one (called at startup).
+        config: limits, batching and the API key's environment variable.
     """
-    config = config or ServeConfig()
-    metrics = ServiceMetrics()
-    state: dict = {"predictor": None, "batcher": None, "in_flight": 0}
-    api_key = os.environ.get(config.api_key_env) or None
+
+    def __init__(self, model: Predictor | Callable[[], Predictor], config: ServeConfig):
+        self.model, self.config = model, config
+        self.metrics = ServiceMetrics()
+        self.api_key = os.environ.get(config.api_key_env) or None
+        self.predictor: Predictor | None = None  # None until the lifespan has loaded it: /ready answers 503
+        self.version = "unversioned"
+        self.batcher: MicroBatcher | None = None
+        self.in_flight = 0  # model calls running without the micro-batcher (at most max_queue)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        predictor = model if isinstance(model, Predictor) else await run_in_threadpool(model)
-        predictor.batch_size = config.engine_batch_size
-        state["predictor"] = predictor
-        state["version"] = str(predictor.meta.get("model_sha256", "unversioned"))[:16]
-        if config.batching:
-            state["batcher"] = MicroBatcher(predictor.predict_proba, config, metrics)
-            state["batcher"].start()
+    async def lifespan(self, app: FastAPI):
+        predictor = self.model if isinstance(self.model, Predictor) else await run_in_threadpool(self.model)
+        predictor.batch_size = self.config.engine_batch_size
+        self.predictor = predictor
+        self.version = str(predictor.meta.get("model_sha256", "unversioned"))[:16]
+        if self.config.batching:
+            self.batcher = MicroBatcher(predictor.predict_proba, self.config, self.metrics)
+            self.batcher.start()
         yield
-        if state["batcher"] is not None:
-            await state["batcher"].stop()
+        if self.batcher is not None:
+            await self.batcher.stop()
 
-    app = FastAPI(title="workbench prediction service", version=__version__, lifespan=lifespan,
-                  description="Text classification by a model trained with workbench. See /metadata for its labels.")
-
-    @app.middleware("http")
-    async def guard_and_count(request: Request, call_next):
+    async def guard_and_count(self, request: Request, call_next):
+        """Middleware: the API key and the body limit before any endpoint, and every answer counted and timed."""
         started = time.perf_counter()
         route = request.scope.get("path", "")
         endpoint = route if route in _KNOWN_PATHS else "other"
-        if api_key and route not in OPEN_PATHS:
+        if self.api_key and route not in OPEN_PATHS:
             given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            if not secrets.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
                 response = _error(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
                                   headers={"WWW-Authenticate": "Bearer"})
-                return _count(metrics, endpoint, response, started)
+                return self._count(endpoint, response, started)
         if request.method == "POST":
+            limit = self.config.max_body_bytes
             declared = request.headers.get("content-length")
-            too_big = declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes
+            too_big = declared is not None and declared.isdigit() and int(declared) > limit
             if not too_big and declared is None:
-                too_big = len(await request.body()) > config.max_body_bytes
+                too_big = len(await request.body()) > limit
             if too_big:
-                response = _error(413, f"The request body is over {config.max_body_bytes} bytes.", "max_body_bytes")
-                return _count(metrics, endpoint, response, started)
+                response = _error(413, f"The request body is over {limit} bytes.", "max_body_bytes")
+                return self._count(endpoint, response, started)
         try:
             response = await call_next(request)
         except Exception:  # never a traceback to the client; the server log has it
             logger.exception("Error answering %s %s", request.method, route)
             response = _error(500, "Internal error while answering the request; the server log has the details.")
-        return _count(metrics, endpoint, response, started)
+        return self._count(endpoint, response, started)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(request: Request, exc: RequestValidationError):
-        problems = jsonable_encoder(exc.errors())
-        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(part) for part in first.get("loc", []))
-        return JSONResponse({"error": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
-                             "limit": None, "detail": problems}, status_code=422)
+    def _count(self, endpoint: str, response: Response, started: float) -> Response:
+        status = str(response.status_code)
+        self.metrics.requests.labels(endpoint, status).inc()
+        if response.status_code >= 400:
+            self.metrics.errors.labels(endpoint, status).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):  # 404, 405, an unreadable body (400)
-        message = exc.detail if exc.status_code != 400 else "The body is not readable JSON (is it UTF-8?)."
-        return _error(exc.status_code, str(message), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(WorkbenchError)
-    async def bad_input(request: Request, exc: WorkbenchError):
-        return _error(422, str(exc))
-
-    @app.post(PREDICT_PATH, response_model=PredictResponse,
-              responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                         503: {"model": ErrorResponse}})
-    async def predict(body: PredictRequest):  # async: it awaits the batcher; the model runs elsewhere
+    async def predict(self, body: PredictRequest):  # async: it awaits the batcher; the model runs elsewhere
         """Labels and class probabilities of each text."""
-        predictor: Predictor | None = state["predictor"]
+        predictor, config = self.predictor, self.config
         if predictor is None:
             return _error(503, "The model is still loading.", headers={"Retry-After": "1"})
         if len(body.texts) > config.max_texts:
@@ -317,18 +307,9 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
                                    f"{config.max_chars}.", "max_chars")
         predictor.check(body.texts, body.pairs)  # a DataError is a 422 naming the text, before it joins a batch
         try:
-            if state["batcher"] is not None:
-                proba = await state["batcher"].submit(body.texts, body.pairs)
-            else:
-                if state["in_flight"] >= config.max_queue:
-                    raise QueueFull
-                state["in_flight"] += 1
-                try:
-                    proba = await run_in_threadpool(predictor.predict_proba, body.texts, body.pairs)
-                finally:
-                    state["in_flight"] -= 1
+            proba = await self._proba(predictor, body.texts, body.pairs)
         except QueueFull:
-            metrics.rejected.inc()
+            self.metrics.rejected.inc()
             return _error(503, f"The service is at capacity ({config.max_queue} requests waiting); retry shortly.",
                           "max_queue", headers={"Retry-After": "1"})
         labels = predictor.labels_from_proba(proba)
@@ -337,55 +318,95 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
                                   labels=list(answer) if predictor.multi_label else [answer],
                                   probabilities={name: float(p) for name, p in zip(names, row)})
                        for answer, row in zip(labels, proba)]
-        return PredictResponse(model_version=state["version"], engine=predictor.engine, predictions=predictions)
+        return PredictResponse(model_version=self.version, engine=predictor.engine, predictions=predictions)
 
-    @app.get("/health")
-    async def health():
+    async def _proba(self, predictor: Predictor, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        """Probabilities ``(len(texts), K)``: in the micro-batcher's next batch, else a model call of their own."""
+        if self.batcher is not None:
+            return await self.batcher.submit(texts, pairs)
+        if self.in_flight >= self.config.max_queue:
+            raise QueueFull
+        self.in_flight += 1
+        try:
+            return await run_in_threadpool(predictor.predict_proba, texts, pairs)
+        finally:
+            self.in_flight -= 1
+
+    async def health(self):
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get("/ready", responses={503: {"model": ErrorResponse}})
-    async def ready():
+    async def ready(self):
         """The model is loaded and the service answers predictions."""
-        if state["predictor"] is None:
+        if self.predictor is None:
             return _error(503, "The model is still loading.", headers={"Retry-After": "1"})
-        if state["batcher"] is not None and not state["batcher"].alive:
+        if self.batcher is not None and not self.batcher.alive:
             return _error(503, "The model worker stopped; restart the service (its log says why).")
-        return {"status": "ready", "engine": state["predictor"].engine}
+        return {"status": "ready", "engine": self.predictor.engine}
 
-    @app.get("/metadata", responses={503: {"model": ErrorResponse}})
-    async def metadata():
+    async def metadata(self):
         """The model: labels, backbone, engine, export parity, the run's metrics, and the service's limits."""
-        predictor: Predictor | None = state["predictor"]
+        predictor = self.predictor
         if predictor is None:
             return _error(503, "The model is still loading.", headers={"Retry-After": "1"})
         meta = predictor.meta
         keys = ("labels", "multi_label", "thresholds", "temperature", "backbone", "model_name", "pooling", "processing",
                 "engine", "model_format", "optimized", "quantized", "parity", "run_metrics", "source", "exported_at",
                 "size_bytes", "versions")
-        return {"model_version": state["version"], "engine": predictor.engine,
+        return {"model_version": self.version, "engine": predictor.engine,
                 **{k: meta[k] for k in keys if k in meta and k != "engine"},
-                "service": {**asdict(config), "api_key_set": bool(api_key), "workbench": __version__,
+                "service": {**asdict(self.config), "api_key_set": bool(self.api_key), "workbench": __version__,
                             "torch_imported": "torch" in sys.modules}}
 
-    @app.get("/metrics", response_class=Response)
-    async def prometheus():
+    async def prometheus(self):
         """Prometheus metrics: requests and errors by endpoint and status, latency, batch sizes, queue depth."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+async def _invalid_body(request: Request, exc: RequestValidationError):
+    problems = jsonable_encoder(exc.errors())
+    first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first.get("loc", []))
+    return JSONResponse({"error": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
+                         "limit": None, "detail": problems}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException):  # 404, 405, an unreadable body (400)
+    message = exc.detail if exc.status_code != 400 else "The body is not readable JSON (is it UTF-8?)."
+    return _error(exc.status_code, str(message), headers=getattr(exc, "headers", None))
+
+
+async def _bad_input(request: Request, exc: WorkbenchError):
+    return _error(422, str(exc))
+
+
+def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI application serving ``model``: a :class:`PredictionService` whose methods are its routes.
+
+    Args:
+        model: a loaded :class:`~workbench.runtime.Predictor`, or a function that loads one (called once, at
+            startup, off the event loop; ``/ready`` answers 503 until it returns).
+        config: limits, batching and the API key's environment variable (:class:`~workbench.config.ServeConfig`).
+
+    Example:
+        >>> from fastapi.testclient import TestClient  # doctest: +SKIP
+        >>> with TestClient(create_app(load_export("exports/onnx-int8"))) as client:  # doctest: +SKIP
+        ...     client.post("/v1/predict", json={"texts": ["a gripping film"]}).json()
+    """
+    service = PredictionService(model, config or ServeConfig())
+    app = FastAPI(title="workbench prediction service", version=__version__, lifespan=service.lifespan,
+                  description="Text classification by a model trained with workbench. See /metadata for its labels.")
+    app.middleware("http")(service.guard_and_count)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(WorkbenchError, _bad_input)
+    app.add_api_route(PREDICT_PATH, service.predict, methods=["POST"], response_model=PredictResponse,
+                      responses=_ERROR_RESPONSES)
+    app.add_api_route("/health", service.health, methods=["GET"])
+    app.add_api_route("/ready", service.ready, methods=["GET"], responses={503: {"model": ErrorResponse}})
+    app.add_api_route("/metadata", service.metadata, methods=["GET"], responses={503: {"model": ErrorResponse}})
+    app.add_api_route("/metrics", service.prometheus, methods=["GET"], response_class=Response)
     return app
-
-
-_KNOWN_PATHS = (PREDICT_PATH, "/health", "/ready", "/metadata", "/metrics", "/docs", "/openapi.json")
-
-
-def _count(metrics: ServiceMetrics, endpoint: str, response: Response, started: float) -> Response:
-    status = str(response.status_code)
-    metrics.requests.labels(endpoint, status).inc()
-    if response.status_code >= 400:
-        metrics.errors.labels(endpoint, status).inc()
-    metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-    return response
 
 
 def serve(model: Predictor, config: ServeConfig | None = None) -> None:

@@ -38,7 +38,7 @@ _ENCODE_BLOCK = 10_000  # texts per tokenizer call: keeps its per-text working m
 _DEFAULT = DataConfig()  # the keyword defaults below are DataConfig's, defined there once
 
 
-def check_texts(texts: Sequence, pairs: Sequence | None = None, *, pair_model: bool = False) -> None:
+def check_model_inputs(texts: Sequence, pairs: Sequence | None = None, *, pair_model: bool = False) -> None:
     """Raise a :class:`DataError` naming the first text a model cannot take: not a string, blank, or not valid
     Unicode (a lone surrogate, which JSON can carry); and pairs given to a single-text model or missing for a
     sentence-pair one.
