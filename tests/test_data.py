@@ -10,7 +10,7 @@ from workbench.data import LabelMap, TextDataModule
 from workbench.datafiles import read_table
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.text import TextProcessor
-from workbench.errors import DataError
+from workbench.errors import ConfigError, DataError
 
 
 def write(path, text, mode="w"):
@@ -121,6 +121,11 @@ def test_malformed_csv_names_the_line(tmp_path):
     path = write(tmp_path / "t.csv", 'text,label\ngood,1\n"unclosed,0\nbad,1,extra,fields\n')
     with pytest.raises(DataError, match=r"t.csv could not be parsed as CSV"):
         read_table(path)
+
+
+def test_unknown_option_is_a_config_error_listing_the_valid_ones(tiny_bert):
+    with pytest.raises(ConfigError, match=r"TextDataModule got unknown option\(s\) batchsize. Valid: batch_size, cache"):
+        TextDataModule(train_file="t.csv", model_name=tiny_bert, batchsize=16)
 
 
 # -- splits ---------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections import abc
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,7 +36,7 @@ from transformers import DataCollatorWithPadding
 from workbench.augment import Augmenter, cache_root
 from workbench.backbones import load_tokenizer
 from workbench.catalog import available_splits, list_datasets, load_split
-from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig, check_options
 from workbench.datafiles import (check_texts, label_text, parse_multi_label, read_table, read_table_chunks,
                                  require_columns, row_numbers)
 from workbench.errors import DataError
@@ -592,10 +592,7 @@ class TextDataModule:
                  config: DataConfig | None = None, tokenizer=None, seed: int = TrainConfig.seed,
                  data_root: str | None = None, augment: AugmentConfig | None = None,
                  trust_remote_code: Sequence[str] = (), **options):
-        valid = {f.name for f in fields(DataConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise DataError(f"TextDataModule got unknown option(s) {', '.join(unknown)}. Valid: {', '.join(sorted(valid))}.")
+        check_options("TextDataModule", options, DataConfig)
         config = config or DataConfig()
         given = {"train_file": train_file, "val_file": val_file, "test_file": test_file, "dataset": dataset}
         config = replace(config, **{k: v for k, v in given.items() if v is not None}, **options)

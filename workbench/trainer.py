@@ -21,7 +21,7 @@ import re
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback,
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import EvalLoopOutput, rotate_checkpoints
 
-from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, load_config
+from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, check_options, load_config
 from workbench.data import LabelMap, TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
@@ -280,10 +280,7 @@ class Trainer:
         config = config or TrainConfig()
         shortcuts = {"epochs": max_epochs, "precision": None if precision is None else str(precision),
                      "log_every": log_every_n_steps}
-        valid = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise ConfigError(f"Trainer got unknown option(s) {', '.join(unknown)}. Valid: {', '.join(sorted(valid))}.")
+        check_options("Trainer", options, TrainConfig)
         self.config = replace(config, **{k: v for k, v in shortcuts.items() if v is not None}, **options)
         self.run = replace(run, **{k: v for k, v in {"name": run_name, "root": run_root}.items() if v is not None})
         self.gpus, self.checkpoint_dir, self.callbacks, self.study = gpus, checkpoint_dir, list(callbacks or []), study
