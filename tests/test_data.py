@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.data import LabelMap, TextDataModule
+from workbench.data import TextDataModule
 from workbench.datafiles import read_table
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.text import TextProcessor
@@ -162,12 +162,6 @@ def test_stratified_validation_split(tmp_path, tiny_bert):
     assert len(dm.val_dataset) == 20 and len(dm.train_dataset) == 80
     assert val_labels.count("neg") == 4  # 20% of each class
     assert not set(dm.val_dataset.texts) & set(dm.train_dataset.texts)
-
-
-def test_label_map_orders_numbers_numerically_and_round_trips():
-    lm = LabelMap.from_labels(["10", "2", "1"])
-    assert lm.names == ["1", "2", "10"]
-    assert LabelMap.from_dict(lm.to_dict()).names == lm.names
 
 
 # -- cleaning and truncation ----------------------------------------------------------------------

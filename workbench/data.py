@@ -1,8 +1,8 @@
 """From data files or a catalog dataset to encoded, labelled splits and their batches.
 
 ``TextDataModule`` reads files (:mod:`workbench.datafiles`) or a catalog dataset (:mod:`workbench.catalog`),
-checks them, holds out validation when none is given, builds one :class:`LabelMap` from the training
-labels, encodes every split with a :class:`~workbench.text.TextProcessor`, and batches them with a
+checks them, holds out validation when none is given, builds one :class:`~workbench.labels.LabelMap` from the
+training labels, encodes every split with a :class:`~workbench.text.TextProcessor`, and batches them with a
 :class:`~workbench.sampler.LengthBucketedBatchSampler`::
 
     dm = TextDataModule(train_file="train.csv", val_file="val.csv", model_name="minilm")
@@ -16,12 +16,11 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from collections import abc
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from filelock import FileLock
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
@@ -40,63 +38,11 @@ from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from workbench.datafiles import (check_texts, label_text, parse_multi_label, read_table, read_table_chunks,
                                  require_columns, row_numbers)
 from workbench.errors import DataError
+from workbench.labels import LabelMap, stratified_split
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.text import TextProcessor
 
 log = logging.getLogger(__name__)
-
-
-class LabelMap:
-    """The mapping between label names and ids, built once from training labels and saved with a model."""
-
-    def __init__(self, names: Sequence[str], multi_label: bool = False):
-        self.names = [str(n) for n in names]
-        self.multi_label = multi_label
-        self.index = {name: i for i, name in enumerate(self.names)}
-
-    @classmethod
-    def from_labels(cls, labels: Iterable, multi_label: bool = False) -> "LabelMap":
-        seen = {str(x) for group in labels for x in (group if multi_label else [group])}
-        as_numbers = all(re.fullmatch(r"-?\d+", s) for s in seen)
-        return cls(sorted(seen, key=int if as_numbers else str), multi_label)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def encode(self, labels: Sequence, rows: Sequence[int] | None = None, source: str = "data") -> list:
-        """Label names to ids (single-label) or multi-hot float vectors (multi-label).
-
-        Raises DataError naming the first rows whose label the model does not know.
-        """
-        groups = labels if self.multi_label else [[x] for x in labels]
-        unknown = [(str(x), rows[i] if rows is not None else i) for i, group in enumerate(groups) for x in group
-                   if str(x) not in self.index]
-        if unknown:
-            raise self.unknown_labels(unknown[:5], len(unknown), source)
-        if not self.multi_label:
-            return [self.index[str(x)] for x in labels]
-        encoded = []
-        for group in groups:
-            vector = [0.0] * len(self.names)
-            for x in group:
-                vector[self.index[str(x)]] = 1.0
-            encoded.append(vector)
-        return encoded
-
-    def unknown_labels(self, examples: Sequence[tuple[str, int]], count: int, source: str) -> DataError:
-        """The error for ``count`` labels this map lacks; ``examples``: the first few as (label, row)."""
-        where = ", ".join(f"'{name}' (row {row})" for name, row in examples)
-        return DataError(
-            f"{source}: {count} label(s) are not among the {len(self.names)} labels the model knows: "
-            f"{where}. Known labels: {', '.join(self.names[:20])}{' ...' if len(self.names) > 20 else ''}. "
-            "Fix the labels, or retrain with this label in the training data.")
-
-    def to_dict(self) -> dict:
-        return {"labels": self.names, "multi_label": self.multi_label}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "LabelMap":
-        return cls(values["labels"], values.get("multi_label", False))
 
 
 STORE_PIECE_ROWS = 10_000  # rows read, checked and encoded at a time into a store
@@ -453,7 +399,7 @@ class StoredDataset(torch.utils.data.Dataset):
 
     def split(self, n: int, seed: int) -> tuple["StoredDataset", "StoredDataset"]:
         """``n`` examples and the rest, stratified as :meth:`LabelledRows.split` (and equal to its split)."""
-        return _split(self, n, seed)
+        return stratified_split(self, n, seed)
 
     def with_labels(self, label_map: LabelMap) -> "StoredDataset":
         """These examples with ``label_map``'s ids; raises DataError naming the rows of labels it does not know."""
@@ -551,16 +497,7 @@ class LabelledRows:
 
     def split(self, n: int, seed: int) -> tuple["LabelledRows", "LabelledRows"]:
         """``n`` rows and the rest, stratified by :attr:`strata` where every class has two rows."""
-        return _split(self, n, seed)
-
-
-def _split(rows, n: int, seed: int):
-    strata = rows.strata
-    counts = pd.Series(strata).value_counts()
-    # sklearn stratifies only when every class has two rows and both sides can hold one of each class
-    stratify = strata if counts.min() >= 2 and len(counts) <= min(n, len(rows) - n) else None
-    taken, rest = train_test_split(np.arange(len(rows)), train_size=n, random_state=seed, stratify=stratify)
-    return rows.take(taken), rows.take(rest)
+        return stratified_split(self, n, seed)
 
 
 def _catalog_entry(name: str):

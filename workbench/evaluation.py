@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from workbench.calibration import calibrate_model
-from workbench.data import EncodedDataset, LabelMap, TextDataModule
+from workbench.data import EncodedDataset, TextDataModule
 from workbench.datafiles import read_table_chunks
 from workbench.errors import WorkbenchError
+from workbench.labels import LabelMap
 from workbench.metrics import classification_metrics, multilabel_metrics, predict_from_proba
 from workbench.models import TextClassificationModel
 from workbench.runs import Run, RunDir, load_run, save_best

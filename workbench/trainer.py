@@ -36,9 +36,10 @@ from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import EvalLoopOutput, rotate_checkpoints
 
 from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, check_options, load_config
-from workbench.data import LabelMap, TextDataModule
+from workbench.data import TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
+from workbench.labels import LabelMap
 from workbench.losses import build_loss, class_weights_from_labels
 from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
                                monitored_metric, multilabel_metrics, tune_thresholds)
