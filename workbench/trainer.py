@@ -469,7 +469,7 @@ class Trainer:
                                                default=float(model.thresholds.mean()))
         metrics: dict[str, Any] = {
             "validation": evaluate_model(model, dm.val_dataset, val_proba),
-            "train": {"examples": n_train, "original_examples": len(getattr(dm.train_dataset, "base", dm.train_dataset)),
+            "train": {"examples": n_train, "original_examples": dm.train_dataset.original_count,
                       "epochs": epochs_done, "optimizer_steps": state.global_step,
                       "runtime_s": runtime, "samples_per_s": n_train * epochs_now / runtime if runtime else None,
                       "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
@@ -517,7 +517,7 @@ def check_checkpoint_files(checkpoint: Path) -> None:
 def _padding_ratio(dm: TextDataModule) -> float:
     """The training batches' padding in the last epoch trained (an augmented split is at that epoch already)."""
     sampler = dm.train_batch_sampler()
-    sampler.set_epoch(getattr(dm.train_dataset, "epoch", 0) or 0)
+    sampler.set_epoch(dm.train_dataset.epoch)
     return sampler.padding_ratio()
 
 
