@@ -173,7 +173,8 @@ def test_every_dataset_offers_what_encoded_examples_names(tmp_path, tiny_bert, m
         assert all(hasattr(dataset, name) for name in _protocol_members()), type(dataset)
         items = [dataset[i] for i in range(len(dataset))]
         assert len(items) > 0 and list(dataset.features) == items
-        assert isinstance(dataset.lengths, np.ndarray) and dataset.lengths.tolist() == [len(f["input_ids"]) for f in items]
+        assert isinstance(dataset.lengths, np.ndarray)
+        assert dataset.lengths.tolist() == [len(f["input_ids"]) for f in items]
         assert isinstance(dataset.labels, np.ndarray) and dataset.labels.tolist() == [f["labels"] for f in items]
         texts, rows, n = list(dataset.texts), [int(r) for r in dataset.rows], dataset.original_count
         assert len(texts) == len(rows) == len(items) and all(isinstance(t, str) for t in texts)
