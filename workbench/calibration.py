@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.store import EncodedExamples
 
 
 def _validate_inputs(y_true: np.ndarray, proba: np.ndarray, *, multi_label: bool) -> None:
@@ -134,21 +135,21 @@ def calibration_metrics(y_true, proba, *, n_bins: int = 15, multi_label: bool = 
             "nll": negative_log_likelihood(y_true, proba, multi_label=multi_label)}
 
 
-def calibrate_model(model, dataset, *, n_bins: int = 15) -> dict:
+def calibrate_model(model, dataset: EncodedExamples, *, n_bins: int = 15) -> dict:
     """Fit temperature scaling on a labelled encoded dataset, set ``model.temperature``, report before/after.
 
     Args:
         model: a :class:`workbench.TextClassificationModel`.
-        dataset: labelled :class:`workbench.data.EncodedDataset` the model was not trained on (validation).
+        dataset: a labelled dataset (:class:`~workbench.store.EncodedExamples`) the model was not trained on
+            (validation).
 
     Returns:
         ``{"temperature": T, "before": {ece, brier, nll}, "after": {...}, "examples": N}``.
     """
-    features = getattr(dataset, "features", dataset)
-    if not features:
+    if len(dataset) == 0:
         raise WorkbenchError("calibrate_model needs a non-empty labelled dataset (the validation split).")
-    y_true = np.asarray([f["labels"] for f in features])
-    logits = model.logits_of(features).numpy()
+    y_true = dataset.labels
+    logits = model.logits_of(dataset.features, lengths=dataset.lengths).numpy()
     previous = model.temperature
     model.temperature = 1.0
     before = calibration_metrics(y_true, model.proba_from_logits(logits), n_bins=n_bins, multi_label=model.multi_label)

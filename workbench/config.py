@@ -457,6 +457,19 @@ def _field_names(section: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(section)]
 
 
+def check_options(owner: str, options: typing.Iterable[str], section: type) -> None:
+    """Raise ConfigError naming the keyword options that are no field of the config dataclass ``section``.
+
+    Example:
+        >>> check_options("Trainer", {"max_epoch": 3}, TrainConfig)  # doctest: +SKIP
+        ConfigError: Trainer got unknown option(s) max_epoch. Valid: accumulate, ...
+    """
+    valid = sorted(_field_names(section))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{owner} got unknown option(s) {', '.join(unknown)}. Valid: {', '.join(valid)}.")
+
+
 def _validate(cfg: Config) -> None:
     for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune, cfg.augment):
         section.__post_init__()

@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.config import Config
-from workbench.data import LabelledRows, LabelMap, TextDataModule
+from workbench.data import LabelledRows, TextDataModule
 from workbench.errors import DataError, WorkbenchError
+from workbench.labels import LabelMap
 from workbench.metrics import SUMMARY_METRICS, labels_from_proba
 from workbench.models import TextClassificationModel
 from workbench.runs import Run, RunDir, load_run

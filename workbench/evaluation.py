@@ -18,20 +18,22 @@ import numpy as np
 import pandas as pd
 
 from workbench.calibration import calibrate_model
-from workbench.data import EncodedDataset, LabelMap, TextDataModule
+from workbench.data import TextDataModule
 from workbench.datafiles import read_table_chunks
 from workbench.errors import WorkbenchError
+from workbench.labels import LabelMap
 from workbench.metrics import classification_metrics, multilabel_metrics, predict_from_proba
 from workbench.models import TextClassificationModel
 from workbench.runs import Run, RunDir, load_run, save_best
+from workbench.store import EncodedExamples
 
 
-def evaluate_model(model: TextClassificationModel, dataset: EncodedDataset, proba: np.ndarray | None = None) -> dict:
+def evaluate_model(model: TextClassificationModel, dataset: EncodedExamples, proba: np.ndarray | None = None) -> dict:
     """Metrics of a trained model on an encoded labelled dataset, by its own decision rule.
 
     Args:
         model: a :class:`~workbench.models.TextClassificationModel` (its labels, thresholds, temperature).
-        dataset: an :class:`~workbench.data.EncodedDataset` whose examples carry ``labels``.
+        dataset: any dataset (:class:`~workbench.store.EncodedExamples`) whose examples carry ``labels``.
         proba: the model's probabilities ``(N, K)`` on ``dataset`` when already computed.
 
     Returns:

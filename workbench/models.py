@@ -29,6 +29,7 @@ from workbench.errors import DataError, ModelLoadError
 from workbench.metrics import labels_from_proba, proba_from_logits
 from workbench.runs import model_folder
 from workbench.sampler import LengthBucketedBatchSampler
+from workbench.store import EncodedExamples
 from workbench.text import TextProcessor, check_model_inputs
 from workbench.track import REGISTRY_PREFIX, registered_model_folder
 
@@ -293,10 +294,9 @@ class TextClassificationModel(nn.Module):
         self.train(was_training)
         return out
 
-    def predict_proba_features(self, dataset) -> np.ndarray:
-        """Probabilities ``(N, K)`` for an encoded dataset (or a list of encoded examples), in order."""
-        return self._probabilities(self.logits_of(getattr(dataset, "features", dataset),
-                                                  lengths=getattr(dataset, "lengths", None)))
+    def predict_proba_features(self, dataset: EncodedExamples) -> np.ndarray:
+        """Probabilities ``(N, K)`` for an encoded dataset, in order."""
+        return self._probabilities(self.logits_of(dataset.features, lengths=dataset.lengths))
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         return proba_from_logits(logits.numpy(), self.temperature, multi_label=self.multi_label)

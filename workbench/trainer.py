@@ -21,7 +21,7 @@ import re
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,11 @@ from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback,
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import EvalLoopOutput, rotate_checkpoints
 
-from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, load_config
-from workbench.data import LabelMap, TextDataModule
+from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, check_options, load_config
+from workbench.data import TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
+from workbench.labels import LabelMap
 from workbench.losses import build_loss, class_weights_from_labels
 from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
                                monitored_metric, multilabel_metrics, tune_thresholds)
@@ -280,10 +281,7 @@ class Trainer:
         config = config or TrainConfig()
         shortcuts = {"epochs": max_epochs, "precision": None if precision is None else str(precision),
                      "log_every": log_every_n_steps}
-        valid = {f.name for f in fields(TrainConfig)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise ConfigError(f"Trainer got unknown option(s) {', '.join(unknown)}. Valid: {', '.join(sorted(valid))}.")
+        check_options("Trainer", options, TrainConfig)
         self.config = replace(config, **{k: v for k, v in shortcuts.items() if v is not None}, **options)
         self.run = replace(run, **{k: v for k, v in {"name": run_name, "root": run_root}.items() if v is not None})
         self.gpus, self.checkpoint_dir, self.callbacks, self.study = gpus, checkpoint_dir, list(callbacks or []), study
@@ -471,7 +469,7 @@ class Trainer:
                                                default=float(model.thresholds.mean()))
         metrics: dict[str, Any] = {
             "validation": evaluate_model(model, dm.val_dataset, val_proba),
-            "train": {"examples": n_train, "original_examples": len(getattr(dm.train_dataset, "base", dm.train_dataset)),
+            "train": {"examples": n_train, "original_examples": dm.train_dataset.original_count,
                       "epochs": epochs_done, "optimizer_steps": state.global_step,
                       "runtime_s": runtime, "samples_per_s": n_train * epochs_now / runtime if runtime else None,
                       "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
@@ -519,7 +517,7 @@ def check_checkpoint_files(checkpoint: Path) -> None:
 def _padding_ratio(dm: TextDataModule) -> float:
     """The training batches' padding in the last epoch trained (an augmented split is at that epoch already)."""
     sampler = dm.train_batch_sampler()
-    sampler.set_epoch(getattr(dm.train_dataset, "epoch", 0) or 0)
+    sampler.set_epoch(dm.train_dataset.epoch)
     return sampler.padding_ratio()
 
 
