@@ -61,6 +61,11 @@ ENGINE_EXPORTS = {  # engine -> (format, optimize, quantize)
     "onnx-optimized-int8": ("onnx", True, "int8"),
 }
 ENGINES = ("torch",) + tuple(ENGINE_EXPORTS)
+# Dynamic int8 quantization (ONNX Runtime's and torch.ao's) scales a layer's activations by the largest value in the
+# whole call, padding included, so an example's answer moved with its batch-mates (by up to 0.04 in probability on
+# TREC). These engines run each example alone, cut to its own length, so a text gets one answer in any batch; at
+# batch 32 that was about as fast as the padded call (bench/README.md, "Int8 and batching").
+PER_EXAMPLE_ENGINES = tuple(engine for engine, (_, _, quantize) in ENGINE_EXPORTS.items() if quantize)
 
 
 def engine_of(model_format: str, optimize: bool, quantize: str | None) -> str:
