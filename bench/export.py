@@ -1,6 +1,7 @@
-"""Export benchmarks (issue 12): which int8 recipe, and every engine against PyTorch fp32 eager in one run.
+"""Export benchmarks (issues 12 and 20): which int8 recipe, every engine against PyTorch fp32 eager in one run, and
+whether an engine's answer depends on its batch-mates.
 
-Two parts, each written into its ``--out`` JSON, both on a run directory trained by ``make sst2``
+Three parts, each written into its ``--out`` JSON; the first two on a run directory trained by ``make sst2``
 (``workbench train --config configs/sst2.yaml``: all-MiniLM-L6-v2, one epoch of full SST-2):
 
 - ``int8``: ONNX Runtime's dynamic int8 quantization with per-tensor or per-channel scales, with and without
