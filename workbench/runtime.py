@@ -80,7 +80,8 @@ class Predictor:
         tokenizer: the model's ``tokenizers.Tokenizer``.
         run: the engine, a padded batch of int64 arrays to logits ``(batch, labels)``.
         engine: the engine's name (a key of :data:`workbench.config.ENGINES`).
-        batch_size: rows per engine call; texts are sorted by length first, so a batch pads little.
+        batch_size: rows per engine call; texts are sorted by length first, so a batch pads little. An int8
+            export's engine runs each row of a call alone (:func:`one_example_per_call`, from :func:`load_export`).
     """
 
     def __init__(self, meta: dict, tokenizer: Tokenizer, run: Engine, engine: str, batch_size: int = 32):
