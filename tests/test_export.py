@@ -10,7 +10,7 @@ import pytest
 
 from workbench import TextClassificationModel, export
 from workbench.cli import main
-from workbench.config import ENGINE_EXPORTS, ENGINES
+from workbench.config import ENGINE_EXPORTS, ENGINES, PER_EXAMPLE_ENGINES
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.export import compare_engines, engine_predictor, export_model, exports_table
 from workbench.runs import RunDir
@@ -38,6 +38,24 @@ def test_every_engine_exports_with_parity(tiny_run, tmp_path, engine):
     tolerance = 0.05 if meta["quantized"] else 1e-5
     assert np.abs(predictor.predict_proba(TEXTS) - model.predict_proba(TEXTS)).max() < tolerance
     assert predictor.predict(TEXTS) == model.predict(TEXTS)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_answers_a_text_alike_alone_and_in_any_batch(tiny_run, tmp_path, engine):
+    # A service's answer must not depend on its batch-mates. Dynamic int8 scales activations by the largest value in
+    # a call, padding included, so the int8 engines run each example alone (PER_EXAMPLE_ENGINES): exactly equal. The
+    # fp32 engines run the padded batch: a row's numbers do not depend on the others, but a longer padded shape can
+    # change the kernels' summation order (blocking, vector tails), so they may differ by float rounding (< 1e-5).
+    predictor = engine_predictor(tiny_run, engine, workdir=tmp_path, echo=None)
+    texts = TEXTS + ["ok", "the plot is thin but the acting is great and the music is better", "bad bad bad"]
+    alone = np.concatenate([predictor.predict_proba([text]) for text in texts])
+    for batch_size in (len(texts), 3):
+        predictor.batch_size = batch_size  # one padded call with every text, then calls of three texts
+        together = predictor.predict_proba(texts[::-1])[::-1]
+        if engine in PER_EXAMPLE_ENGINES:
+            np.testing.assert_array_equal(together, alone)
+        else:
+            np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["roberta", "distilbert"])

@@ -14,7 +14,7 @@ from workbench.errors import DataError, ModelLoadError
 from workbench.export import export_model
 from workbench.inference import torch_predictor
 from workbench.runs import RunDir
-from workbench.runtime import EXPORT_FILE, load_export
+from workbench.runtime import EXPORT_FILE, load_export, one_example_per_call
 
 ODD_TEXTS = ["Café naïve résumé — ünïcödé", "<p>Great<br/>film!</p> &amp; more", "visit https://example.com/a?b=c now",
              "write to me@example.org", "🙂 emoji 🙃", "   spaced    out   ", "a " * 400 + "tail words here",
@@ -77,6 +77,16 @@ def test_bad_texts_are_named(onnx_export):
     with pytest.raises(DataError, match=r"Text #0 is empty or not a string \(3\)"):
         predictor.predict([3])
     assert predictor.predict_proba(["x" * 2_000_000]).shape == (1, 2)  # enormous text: cut first, then encoded
+
+
+def test_one_example_per_call_answers_each_row_as_if_alone():
+    def run(batch):  # an answer that depends on the whole call and its padding, as a dynamic int8 scale does
+        ids = batch["input_ids"].astype(np.float32)
+        return ids.sum(axis=1, keepdims=True) / ids.max() + ids.shape[1]  # (batch, 1)
+
+    batch = {"input_ids": np.array([[5, 6, 0, 0], [9, 9, 9, 9]]), "attention_mask": np.array([[1, 1, 0, 0], [1] * 4])}
+    assert run(batch)[0, 0] == pytest.approx(11 / 9 + 4)  # batched, row 0 takes row 1's max and the padded length
+    assert one_example_per_call(run)(batch)[:, 0] == pytest.approx([11 / 6 + 2, 36 / 9 + 4])
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:

@@ -61,6 +61,12 @@ ENGINE_EXPORTS = {  # engine -> (format, optimize, quantize)
     "onnx-optimized-int8": ("onnx", True, "int8"),
 }
 ENGINES = ("torch",) + tuple(ENGINE_EXPORTS)
+# Dynamic int8 quantization (ONNX Runtime's and torch.ao's) scales a layer's activations by the largest value in the
+# whole call, padding included, so an example's answer moved with its batch-mates (on TREC questions in random groups
+# of 32, probabilities by up to 0.45 with onnx-int8 and 0.81 with torch-int8). These engines run each example alone,
+# cut to its own length, so a text gets one answer in any batch. At batch 32 that kept 94% of onnx-int8's throughput
+# and 61% of torch-int8's; statically calibrated int8 was no faster (bench/README.md, "Int8 and batching").
+PER_EXAMPLE_ENGINES = tuple(engine for engine, (_, _, quantize) in ENGINE_EXPORTS.items() if quantize)
 
 
 def engine_of(model_format: str, optimize: bool, quantize: str | None) -> str:

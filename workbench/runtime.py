@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from workbench.config import ENGINES, DataConfig
+from workbench.config import ENGINES, PER_EXAMPLE_ENGINES, DataConfig
 from workbench.errors import ModelLoadError
 from workbench.metrics import labels_from_proba, proba_from_logits
 from workbench.text import TextProcessor, check_model_inputs
@@ -80,7 +80,8 @@ class Predictor:
         tokenizer: the model's ``tokenizers.Tokenizer``.
         run: the engine, a padded batch of int64 arrays to logits ``(batch, labels)``.
         engine: the engine's name (a key of :data:`workbench.config.ENGINES`).
-        batch_size: rows per engine call; texts are sorted by length first, so a batch pads little.
+        batch_size: rows per engine call; texts are sorted by length first, so a batch pads little. An int8
+            export's engine runs each row of a call alone (:func:`one_example_per_call`, from :func:`load_export`).
     """
 
     def __init__(self, meta: dict, tokenizer: Tokenizer, run: Engine, engine: str, batch_size: int = 32):
@@ -192,6 +193,18 @@ def torch_file_engine(path: str | Path, model_format: str, threads: int | None =
     return run
 
 
+def one_example_per_call(run: Engine) -> Engine:
+    """``run`` on each row of a padded batch alone, cut to the row's own length: logits ``(batch, labels)``
+    exactly equal to each example's alone, whatever it is batched with (:data:`workbench.config.PER_EXAMPLE_ENGINES`).
+    """
+    def run_each(batch: dict[str, np.ndarray]) -> np.ndarray:
+        lengths = batch["attention_mask"].sum(axis=1)  # rows are right-padded (Predictor.pad)
+        return np.concatenate([run({name: values[row:row + 1, :length] for name, values in batch.items()})
+                               for row, length in enumerate(lengths)])
+
+    return run_each
+
+
 def read_export_meta(folder: str | Path) -> dict:
     """``export.json`` of an export folder, checked for this version's format; errors name the file and the fix."""
     path = Path(folder) / EXPORT_FILE
@@ -240,6 +253,8 @@ def load_export(folder: str | Path, engine: str | None = None, *, threads: int |
         run = onnx_engine(model_file, threads, spin_wait)
     else:
         run = torch_file_engine(model_file, meta["model_format"], threads)
+    if meta["engine"] in PER_EXAMPLE_ENGINES:  # their activation scales are per call: see the config's note
+        run = one_example_per_call(run)
     try:
         tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
     except Exception as exc:
