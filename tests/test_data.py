@@ -131,13 +131,8 @@ def test_a_single_class_is_an_error(tmp_path, tiny_bert):
         TextDataModule(train_file=str(path), model_name=tiny_bert, val_fraction=0.34).setup()
 
 
+@pytest.mark.usefixtures("data_folder")
 def test_misspelled_catalog_split_is_an_error(tiny_bert):
-    from workbench.catalog import data_root
-
-    try:
-        data_root()
-    except DataError:
-        pytest.skip("no shared data folder on this machine")
     with pytest.raises(DataError, match="Dataset 'trec' has no split 'tst'; it has train, test"):
         TextDataModule(dataset="trec", model_name=tiny_bert, test_split="tst").setup()
 
