@@ -3,6 +3,10 @@
 The tiny encoders are real transformers architectures (BERT, RoBERTa, DistilBERT, DeBERTa-v2, MPNet) built
 from small configs, with the packaged MiniLM WordPiece tokenizer saved beside them, so every code path that
 loads a backbone from a local folder is exercised for real.
+
+A test whose prerequisite is missing (the benchmark data folder, Chromium, PostgreSQL) skips on a developer's
+machine and fails in CI (`CI=1`, set by `.ci/run`): `missing_prerequisite` is that rule, `data_folder` the fixture
+of every test that reads the real datasets.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail fast instead of retrying th
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 import pytest
@@ -21,6 +26,8 @@ from transformers import (BertConfig, DebertaV2Config, DistilBertConfig, MPNetCo
                           TrainerCallback)
 
 from workbench.backbones import load_tokenizer
+from workbench.catalog import data_root
+from workbench.errors import DataError
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130)
 
@@ -38,6 +45,27 @@ def _tiny_config(kind: str, vocab_size: int):
     if kind == "mpnet":
         return MPNetConfig(vocab_size=vocab_size, pad_token_id=0, **{**TINY, "max_position_embeddings": 132})
     raise ValueError(kind)
+
+
+def missing_prerequisite(message: str) -> NoReturn:
+    """Skip the calling test because something it needs is not installed; under CI (`CI=1`) fail it instead.
+
+    CI installs every prerequisite (`.ci/run`), so there a missing one is a broken setup, never a silent skip.
+    ``message`` says what is missing and how to install it, e.g. "Chromium is not installed: apt-get install chromium".
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI=1: a missing prerequisite fails instead of skipping)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def data_folder() -> Path:
+    """The benchmark data folder (`catalog.data_root`), for the tests that read the real datasets."""
+    try:
+        return data_root()
+    except DataError as error:
+        problem = str(error)  # reported outside this block, so the failure shows no chained traceback
+    missing_prerequisite(f"the benchmark data folder is missing: {problem} (data/README.md says where it lives)")
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +152,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def tiny_reports(tmp_path_factory, tiny_bert) -> Path:
-    """experiments/tiny.yaml run once by the batch runner with a tiny random encoder: a reports folder.
+def tiny_reports(tmp_path_factory, tiny_bert, data_folder) -> Path:
+    """experiments/tiny.yaml (TREC from the data folder) run once by the batch runner with a tiny random encoder.
 
     Shared by the notebook and browser tests. Returns the working folder (reports/ and runs/ inside it).
     """

@@ -1,8 +1,8 @@
 """What people look at, in a real browser: the report index, a notebook report, and JupyterLab.
 
 Headless Chromium from Debian's packages, driven by Playwright's Python package (its own browser download
-is unreachable here). `.ci/run` installs Chromium; elsewhere the tests skip when it is missing. Screenshots
-go to the test's output folder, whose path is printed.
+is unreachable here). `.ci/run` installs Chromium (a missing one fails there); elsewhere the tests skip without
+it. Screenshots go to the test's output folder, whose path is printed.
 """
 
 import json
@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from conftest import missing_prerequisite
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -26,9 +28,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: .ci/run installs it with `apt-get install chromium`.")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
+        missing_prerequisite("Chromium is not installed: `make browser` installs it (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -1,20 +1,15 @@
 """Tests for workbench.catalog against the real benchmark files in the shared data folder.
 
 The expected counts are the ones that shared/data/README.md documents. Tests that need the real
-data skip when no data folder can be found; the WORKBENCH_DATA tests build a tiny fake folder.
+data ask for conftest's `data_folder` fixture, which skips without the folder and fails under CI=1; the
+WORKBENCH_DATA tests build a tiny fake folder.
 """
 
 import pytest
 
 from workbench.catalog import CatalogEntry, DataError, data_root, list_datasets, load_split, split_sizes
 
-
-@pytest.fixture(scope="module")
-def root():
-    try:
-        return data_root()
-    except DataError as error:
-        pytest.skip(f"real benchmark data not available: {error}")
+from conftest import missing_prerequisite
 
 
 @pytest.mark.parametrize(
@@ -28,30 +23,31 @@ def root():
         ("trec_fine", {"train": 5_452, "test": 500}),
     ],
 )
-def test_split_sizes_match_the_data_readme(root, name, sizes):
-    assert split_sizes(name, root) == sizes
+def test_split_sizes_match_the_data_readme(data_folder, name, sizes):
+    assert split_sizes(name, data_folder) == sizes
 
 
-def test_every_entry_loads_text_and_label_columns(root):
+def test_every_entry_loads_text_and_label_columns(data_folder):
     for entry in list_datasets():
         assert isinstance(entry, CatalogEntry)
-        frame = load_split(entry.name, entry.splits[-1], root)
+        frame = load_split(entry.name, entry.splits[-1], data_folder)
         assert list(frame.columns[:2]) == ["text", "label"]
         assert set(entry.label_columns) <= set(frame.columns)
         assert isinstance(frame["text"].iloc[0], str) and frame["text"].str.len().min() > 0
         assert isinstance(frame["label"].iloc[0], list if entry.multi_label else str)
 
 
-def test_sentiment_labels_are_names_with_readme_counts(root):
-    assert load_split("sst2", "validation", root)["label"].value_counts().to_dict() == {"positive": 444, "negative": 428}
-    assert not load_split("sst2", "train", root)["text"].str.endswith(" ").any()
-    imdb = load_split("imdb", "test", root)
+def test_sentiment_labels_are_names_with_readme_counts(data_folder):
+    counts = load_split("sst2", "validation", data_folder)["label"].value_counts().to_dict()
+    assert counts == {"positive": 444, "negative": 428}
+    assert not load_split("sst2", "train", data_folder)["text"].str.endswith(" ").any()
+    imdb = load_split("imdb", "test", data_folder)
     assert imdb["label"].value_counts().to_dict() == {"negative": 12_500, "positive": 12_500}
     assert imdb["text"].str.contains("<br />", regex=False).any()  # raw text, cleaned elsewhere
 
 
-def test_reuters_has_90_categories_and_modapte_counts(root):
-    train, test = load_split("reuters", "train", root), load_split("reuters", "test", root)
+def test_reuters_has_90_categories_and_modapte_counts(data_folder):
+    train, test = load_split("reuters", "train", data_folder), load_split("reuters", "test", data_folder)
     train_labels = {label for labels in train["label"] for label in labels}
     assert len(train_labels) == 90
     assert {label for labels in test["label"] for label in labels} == train_labels
@@ -64,8 +60,8 @@ def test_reuters_has_90_categories_and_modapte_counts(root):
     assert not train["text"].str.contains("\x03", regex=False).any()
 
 
-def test_ag_news_has_four_balanced_classes_and_no_escapes(root):
-    frame = load_split("ag_news", "test", root)
+def test_ag_news_has_four_balanced_classes_and_no_escapes(data_folder):
+    frame = load_split("ag_news", "test", data_folder)
     assert frame["label"].value_counts().to_dict() == {"World": 1_900, "Sports": 1_900, "Business": 1_900, "Sci/Tech": 1_900}
     for leftover in ("#39;", "#36;", "\\n", "\\"):
         assert not frame["text"].str.contains(leftover, regex=False).any(), leftover
@@ -73,10 +69,10 @@ def test_ag_news_has_four_balanced_classes_and_no_escapes(root):
     assert any("train" in entry.note and "absent" in entry.note for entry in list_datasets() if entry.name == "ag_news")
 
 
-def test_trec_coarse_and_fine_entries(root):
-    coarse = load_split("trec", "train", root)
+def test_trec_coarse_and_fine_entries(data_folder):
+    coarse = load_split("trec", "train", data_folder)
     assert coarse["label"].nunique() == 6 and coarse["label_fine"].nunique() == 50
-    fine = load_split("trec_fine", "test", root)
+    fine = load_split("trec_fine", "test", data_folder)
     assert fine["label"].nunique() == 42 and (fine["label"].str.split(":").str[0] == fine["label_coarse"]).all()
 
 
@@ -85,11 +81,11 @@ def test_unknown_dataset_names_the_valid_ones():
         load_split("sst-2", "train")
 
 
-def test_unknown_split_names_the_valid_ones(root):
+def test_unknown_split_names_the_valid_ones(data_folder):
     with pytest.raises(DataError, match="train, validation"):
-        load_split("sst2", "test", root)
+        load_split("sst2", "test", data_folder)
     with pytest.raises(DataError, match="valid splits: train, validation"):
-        load_split("sst2", "unsupervised", root)
+        load_split("sst2", "unsupervised", data_folder)
 
 
 def _fake_trec(folder):
@@ -115,6 +111,20 @@ def test_explicit_root_beats_env_and_missing_folders_raise(monkeypatch, tmp_path
         data_root()
     with pytest.raises(DataError, match="missing data file"):
         load_split("trec", "test", root=tmp_path / "explicit")
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("1", pytest.fail.Exception), ("true", pytest.fail.Exception),
+                                             (None, pytest.skip.Exception), ("", pytest.skip.Exception)])
+def test_a_missing_prerequisite_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
+    """conftest's one rule for the data folder (`data_folder`), Chromium and PostgreSQL: CI installs all three."""
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises((pytest.fail.Exception, pytest.skip.Exception)) as stopped:  # a skip must not skip this test
+        missing_prerequisite("the benchmark data folder is missing: set WORKBENCH_DATA")
+    assert stopped.type is outcome
+    stopped.match("^the benchmark data folder is missing: set WORKBENCH_DATA")
 
 
 def _hub_like(tmp_path) -> dict:

@@ -68,14 +68,8 @@ def test_unknown_label_at_evaluation(tiny_bert, sentiment_files, capsys, tmp_pat
     assert "'neutral' (row 3)" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("data_folder")
 def test_datasets_lists_the_catalog(capsys):
-    from workbench.catalog import data_root
-    from workbench.errors import DataError
-
-    try:
-        data_root()
-    except DataError:
-        pytest.skip("no shared data folder on this machine")
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "sst2" in out and "67,349" in out and "reuters" in out and "120,000-row train split is absent" in out
@@ -87,6 +81,7 @@ def test_config_command_prints_resolved_values(capsys):
     assert "lr = 3e-05" in out and 'dataset = "sst2"' in out
 
 
+@pytest.mark.usefixtures("data_folder")  # configs/tiny.yaml reads SST-2
 def test_console_script_runs_as_a_process(tiny_bert, sentiment_files):
     """The README's `workbench train --config ...` form, as a real subprocess with the installed entry point."""
     exe = Path(sys.executable).with_name("workbench")

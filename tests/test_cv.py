@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from workbench import TextClassificationModel, load_config
-from workbench.catalog import data_root
 from workbench.cv import cross_validate, fold_assignments, load_cv
 from workbench.errors import DataError, WorkbenchError
 from workbench.metrics import labels_from_proba
@@ -100,12 +99,9 @@ def test_cross_validation_on_text_pairs(tiny_bert, sentiment_files, tmp_path):
         assert (rows["predicted"] == rows["label"]).mean() == result.summary["folds"][fold]["accuracy"]
 
 
+@pytest.mark.usefixtures("data_folder")
 def test_multi_label_cv_labels_each_example_with_its_fold_models_thresholds(tiny_bert):
     """Reuters (a 240-document subset): out-of-fold predictions use each fold model's tuned thresholds, not 0.5."""
-    try:
-        data_root()
-    except DataError:
-        pytest.skip("the shared data folder is not here")
     config = load_config(overrides={"data.dataset": "reuters", "data.train_subset": 240, "data.max_length": 48,
                                     "model.backbone": tiny_bert, "model.freeze_embeddings": False,
                                     "train.epochs": 1, "train.lr": 3e-3, "run.name": "reuters_cv"})

@@ -63,34 +63,26 @@ def test_multi_label_cells(tmp_path, tiny_bert, cell_column):
 
 # -- bad input ------------------------------------------------------------------------------------
 
-def test_missing_column_names_file_columns_and_fix(tmp_path, tiny_bert):
-    path = write(tmp_path / "t.csv", "review,label\ngood,1\nbad,0\n")
-    with pytest.raises(DataError, match=r"t.csv has no column 'text'. Its columns are: review, label.*data.text_column"):
-        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
+# (case id, the training file t.csv (bytes are written as they are), TextDataModule options, what the error says)
+BAD_TRAINING_FILES = [
+    ("missing column", "review,label\ngood,1\nbad,0\n", {},
+     r"t.csv has no column 'text'. Its columns are: review, label.*data.text_column"),
+    ("wrong delimiter", "text\tlabel\ngood film\t1\nbad film\t0\n", {}, "delimiter looks wrong"),
+    ("empty and NaN text", "text,label\ngood,1\n,0\n   ,1\nfine,0\n", {},
+     r"2 row\(s\) have empty or missing text in column 'text' \(rows 3, 4\)"),
+    ("missing label", "text,label\ngood,1\nbad,\nok,1\nmeh,0\n", {}, r"have no label in column 'label' \(rows 3\)"),
+    ("unparseable multi-label cell", 'text,label\ngood,"[""a"", ""b"""\nbad,a\n', {"multi_label": True},
+     r"t.csv row 2: the labels .* look like a JSON list but do not parse"),
+    ("not UTF-8", "text,label\ngood,1\ncaf\xe9 bad,0\n".encode("latin-1"), {},
+     r"t.csv is not UTF-8: byte 0xe9 on line 3.*iconv"),
+]
 
 
-def test_wrong_delimiter_is_diagnosed(tmp_path, tiny_bert):
-    path = write(tmp_path / "t.csv", "text\tlabel\ngood film\t1\nbad film\t0\n")
-    with pytest.raises(DataError, match="delimiter looks wrong"):
-        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
-
-
-def test_empty_and_nan_text_name_rows(tmp_path, tiny_bert):
-    path = write(tmp_path / "t.csv", "text,label\ngood,1\n,0\n   ,1\nfine,0\n")
-    with pytest.raises(DataError, match=r"2 row\(s\) have empty or missing text in column 'text' \(rows 3, 4\)"):
-        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
-
-
-def test_missing_label_names_rows(tmp_path, tiny_bert):
-    path = write(tmp_path / "t.csv", "text,label\ngood,1\nbad,\nok,1\nmeh,0\n")
-    with pytest.raises(DataError, match=r"have no label in column 'label' \(rows 3\)"):
-        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
-
-
-def test_unparseable_multi_label_cell(tmp_path, tiny_bert):
-    path = write(tmp_path / "t.csv", 'text,label\ngood,"[""a"", ""b"""\nbad,a\n')
-    with pytest.raises(DataError, match=r"t.csv row 2: the labels .* look like a JSON list but do not parse"):
-        TextDataModule(train_file=str(path), model_name=tiny_bert, multi_label=True).setup()
+@pytest.mark.parametrize("case, content, options, expected", BAD_TRAINING_FILES, ids=[c[0] for c in BAD_TRAINING_FILES])
+def test_bad_training_file_names_file_rows_and_fix(case, content, options, expected, tmp_path, tiny_bert):
+    path = write(tmp_path / "t.csv", content, mode="wb" if isinstance(content, bytes) else "w")
+    with pytest.raises(DataError, match=expected):
+        TextDataModule(train_file=str(path), model_name=tiny_bert, **options).setup()
 
 
 def test_unknown_label_in_validation(tmp_path, tiny_bert):
@@ -100,26 +92,21 @@ def test_unknown_label_in_validation(tmp_path, tiny_bert):
         TextDataModule(train_file=str(train), val_file=str(val), model_name=tiny_bert).setup()
 
 
-def test_non_utf8_file(tmp_path, tiny_bert):
-    path = write(tmp_path / "t.csv", "text,label\ngood,1\ncaf\xe9 bad,0\n".encode("latin-1"), mode="wb")
-    with pytest.raises(DataError, match=r"t.csv is not UTF-8: byte 0xe9 on line 3.*iconv"):
-        TextDataModule(train_file=str(path), model_name=tiny_bert).setup()
+# (case id, file name, its content or None for no file, what read_table's error says)
+UNREADABLE_TABLES = [
+    ("empty", "e.csv", "", "is empty"),
+    ("header only", "h.csv", "text,label\n", "has a header but no rows"),
+    ("missing", "missing.csv", None, "does not exist"),
+    ("unknown format", "x.xlsx", "a", "unknown format '.xlsx'"),
+    ("malformed CSV", "t.csv", 'text,label\ngood,1\n"unclosed,0\nbad,1,extra,fields\n',
+     r"t.csv could not be parsed as CSV"),
+]
 
 
-def test_empty_file_and_header_only(tmp_path, tiny_bert):
-    with pytest.raises(DataError, match="is empty"):
-        read_table(write(tmp_path / "e.csv", ""))
-    with pytest.raises(DataError, match="has a header but no rows"):
-        read_table(write(tmp_path / "h.csv", "text,label\n"))
-    with pytest.raises(DataError, match="does not exist"):
-        read_table(tmp_path / "missing.csv")
-    with pytest.raises(DataError, match="unknown format '.xlsx'"):
-        read_table(write(tmp_path / "x.xlsx", "a"))
-
-
-def test_malformed_csv_names_the_line(tmp_path):
-    path = write(tmp_path / "t.csv", 'text,label\ngood,1\n"unclosed,0\nbad,1,extra,fields\n')
-    with pytest.raises(DataError, match=r"t.csv could not be parsed as CSV"):
+@pytest.mark.parametrize("case, name, content, expected", UNREADABLE_TABLES, ids=[c[0] for c in UNREADABLE_TABLES])
+def test_unreadable_table_is_named(case, name, content, expected, tmp_path):
+    path = tmp_path / name if content is None else write(tmp_path / name, content)
+    with pytest.raises(DataError, match=expected):
         read_table(path)
 
 
@@ -136,13 +123,8 @@ def test_a_single_class_is_an_error(tmp_path, tiny_bert):
         TextDataModule(train_file=str(path), model_name=tiny_bert, val_fraction=0.34).setup()
 
 
+@pytest.mark.usefixtures("data_folder")
 def test_misspelled_catalog_split_is_an_error(tiny_bert):
-    from workbench.catalog import data_root
-
-    try:
-        data_root()
-    except DataError:
-        pytest.skip("no shared data folder on this machine")
     with pytest.raises(DataError, match="Dataset 'trec' has no split 'tst'; it has train, test"):
         TextDataModule(dataset="trec", model_name=tiny_bert, test_split="tst").setup()
 

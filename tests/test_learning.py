@@ -3,16 +3,8 @@
 import pytest
 
 from workbench import TextClassificationModel, TextDataModule, Trainer
-from workbench.catalog import data_root
-from workbench.errors import DataError
 
-
-@pytest.fixture(autouse=True)
-def _needs_data():
-    try:
-        data_root()
-    except DataError:
-        pytest.skip("no shared data folder on this machine")
+pytestmark = pytest.mark.usefixtures("data_folder")  # SST-2 and TREC from the catalog
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ def test_architectures_and_pooling(tiny_backbones, kind, pooling):
 
 
 def test_mean_pooling_ignores_padding(tiny_bert):
-    model = TextClassificationModel(tiny_bert, num_classes=2).eval()
+    # mean pooling named here, not taken from the default: CLS pooling reads token 0 and passes whatever the mask does
+    model = TextClassificationModel(tiny_bert, num_classes=2, pooling="mean").eval()
     alone = model.predict_proba("a short one")
     with_longer = model.predict_proba(["a short one", "a much longer sentence that forces padding of the first"])[0]
     np.testing.assert_allclose(alone, with_longer, atol=1e-5)

@@ -9,19 +9,14 @@ import warnings
 import pytest
 import torch
 
-from workbench.catalog import data_root, load_split
-from workbench.errors import DataError
+from workbench.catalog import load_split
 
 
 @pytest.fixture
-def ag_news_files(tmp_path):
-    try:
-        data_root()
-    except DataError:
-        pytest.skip("no shared data folder on this machine")
+def ag_news_files(tmp_path, data_folder):
     from sklearn.model_selection import train_test_split
 
-    frame = load_split("ag_news", "test")[["text", "label"]]
+    frame = load_split("ag_news", "test", data_folder)[["text", "label"]]
     train, rest = train_test_split(frame, train_size=400, stratify=frame["label"], random_state=0)
     val, _ = train_test_split(rest, train_size=200, stratify=rest["label"], random_state=0)
     (tmp_path / "data").mkdir()

@@ -22,6 +22,8 @@ from workbench.errors import ConfigError
 from workbench.runs import load_run
 from workbench.tune import _alive, open_study, storage_of, tune
 
+from conftest import missing_prerequisite
+
 SPACE = {"train.lr": {"log_uniform": [1.0e-4, 3.0e-3]}, "data.batch_size": {"choice": [8, 16]}}
 
 
@@ -143,9 +145,7 @@ def postgres_url():
     initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
     runner = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]  # the server refuses to run as root
     if not (initdb and pg_ctl) or (runner and shutil.which("runuser") is None):
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is missing: `make postgres` installs it (apt-get install postgresql)")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        missing_prerequisite("PostgreSQL is not installed: `make postgres` installs it (apt-get install postgresql)")
     folder = Path(tempfile.mkdtemp(prefix="workbench-pg-"))  # not under pytest's tmp_path: only root may enter that
     if runner:
         shutil.chown(folder, "postgres")
