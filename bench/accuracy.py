@@ -38,7 +38,7 @@ def main() -> None:
     start = time.perf_counter()
     dm = TextDataModule(config=cfg.data, model_name=cfg.model.backbone, seed=cfg.train.seed).setup()
     setup_seconds = time.perf_counter() - start
-    model = TextClassificationModel.from_config(cfg.model, dm.label_names, dm.multi_label, seed=cfg.train.seed)
+    model = TextClassificationModel(cfg.model, labels=dm.label_names, multi_label=dm.multi_label, seed=cfg.train.seed)
     result = Trainer(cfg, checkpoint_dir=None).fit(model, dm, full_config=cfg)
     wall = time.perf_counter() - start
     reference = None

@@ -26,6 +26,7 @@ import resource
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -136,15 +137,15 @@ def attribution_benchmark(model: TextClassificationModel, sentences: int, review
     out = {}
     dev = load_split("sst2", "validation")["text"].tolist()[:sentences]
     imdb = [t for t in load_split("imdb", "test")["text"].tolist() if len(t.split()) > 600][:reviews]
-    trained = dict(model.processing)
+    trained = model.processing
     for name, texts, max_length in (("sst2_dev", dev, 128), ("imdb_512", imdb, 512)):
-        model.processing = {**trained, "max_length": max_length}  # let the reviews through at 512 tokens
+        model.use_data(processing=replace(trained, max_length=max_length))  # let the reviews through at 512 tokens
         token_counts = [len(model.processor().encode([t])[0]["input_ids"]) for t in texts]
         rss_before = _rss_mib()
         start = time.perf_counter()
         results = token_attributions(model, texts, n_steps=50, internal_batch_size=10)
         seconds = time.perf_counter() - start
-        model.processing = trained
+        model.use_data(processing=trained)
         out[name] = {"examples": len(texts), "mean_tokens": float(np.mean(token_counts)), "n_steps": 50,
                      "internal_batch_size": 10, "seconds_per_example": seconds / len(texts),
                      "peak_rss_mib": _rss_mib(), "peak_rss_growth_mib": _rss_mib() - rss_before,

@@ -95,12 +95,13 @@ def _tiny_model() -> Path:
 
         from workbench.backbones import backbone_from_config, load_tokenizer
         from workbench.models import TextClassificationModel
+        from workbench.text import TextProcessing
 
         tokenizer = load_tokenizer("minilm")
         backbone = backbone_from_config(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                                                    num_attention_heads=2, intermediate_size=64).to_dict())
-        model = TextClassificationModel("minilm", labels=["negative", "positive"], backbone=backbone, tokenizer=tokenizer)
-        model.processing = {"max_length": 72}
+        model = TextClassificationModel("minilm", labels=["negative", "positive"], backbone=backbone,
+                                        tokenizer=tokenizer, processing=TextProcessing(max_length=72))
         model.save_pretrained(folder)
     return folder
 

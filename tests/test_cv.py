@@ -93,7 +93,7 @@ def test_cross_validation_on_text_pairs(tiny_bert, sentiment_files, tmp_path):
     assert list(folds["label"]) == [label_of[pair] for pair in folds["text_pair"]]  # each pair kept with its label
     for row in result.summary["folds"]:
         model = TextClassificationModel.from_pretrained(row["run_dir"])
-        assert model.processing["text_pair_column"] == "text_pair"  # the fold run encoded both texts
+        assert model.processing.text_pair_column == "text_pair"  # the fold run encoded both texts
     assert [row["accuracy"] >= 0.9 for row in result.summary["folds"]] == [True, True]  # 1.0 on seeds 1-4 and 42
     for fold, rows in result.oof.groupby("fold"):  # the out-of-fold predictions, too, read the pair
         assert (rows["predicted"] == rows["label"]).mean() == result.summary["folds"][fold]["accuracy"]

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.errors import DataError, ModelLoadError
+from workbench.config import ModelConfig
+from workbench.errors import ConfigError, DataError, ModelLoadError
 from workbench.backbones import resolve_backbone
 from workbench.models import TextClassificationModel
+from workbench.text import TextProcessing
 
 from conftest import Payload
 
@@ -54,13 +56,76 @@ def test_multi_label_uses_per_class_thresholds(tiny_bert):
 
 def test_save_and_load_round_trip(tiny_backbones, tmp_path):
     model = TextClassificationModel(tiny_backbones["roberta"], labels=["x", "y", "z"], pooling="attention",
-                                    hidden_layers=[8], activation="relu").eval()
-    model.processing = {"max_length": 64, "truncation": "tail"}
+                                    hidden_layers=[8], activation="relu", multi_label_threshold=0.3,
+                                    processing=TextProcessing(max_length=64, truncation="tail")).eval()
     model.save_pretrained(tmp_path / "m")
     loaded = TextClassificationModel.load_from_checkpoint(tmp_path / "m")
     texts = ["first text", "second, longer text"]
     np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-6)
-    assert loaded.label_names == ["x", "y", "z"] and loaded.processing["truncation"] == "tail"
+    assert loaded.label_names == ["x", "y", "z"] and loaded.processing == model.processing
+    assert loaded.model_config == model.model_config and loaded.model_config.multi_label_threshold == 0.3
+
+
+# workbench_model.json as the code before ModelConfig and TextProcessing were kept whole wrote it (format 1): a
+# trained model's (every processing field) and an untrained one's (no processing, default thresholds)
+OLD_METADATA = [
+    {"format": "workbench-text-classifier/1", "model_name": None, "labels": ["neg", "pos"], "multi_label": False,
+     "pooling": "attention", "freeze_embeddings": False, "thresholds": [0.5, 0.5], "temperature": 1.5,
+     "processing": {"text_pair_column": None, "max_length": 40, "truncation": "head+tail", "head_fraction": 0.25,
+                    "clean_html": True, "mask_urls": False, "mask_emails": False, "lowercase": False},
+     "dropout": 0.1, "hidden_layers": [8], "activation": "relu"},
+    {"format": "workbench-text-classifier/1", "model_name": None, "labels": ["a", "b", "c"], "multi_label": True,
+     "pooling": "cls", "freeze_embeddings": True, "thresholds": [0.3, 0.4, 0.6], "temperature": 1.0,
+     "processing": {}, "dropout": 0.2, "hidden_layers": [], "activation": "gelu"},
+]
+
+
+@pytest.mark.parametrize("old", OLD_METADATA, ids=["trained", "untrained"])
+def test_folders_saved_in_the_earlier_layout_still_load(tiny_bert, tmp_path, old):
+    old = {**old, "model_name": tiny_bert}
+    model = TextClassificationModel(tiny_bert, labels=old["labels"], multi_label=old["multi_label"],
+                                    pooling=old["pooling"], freeze_embeddings=old["freeze_embeddings"],
+                                    dropout=old["dropout"], hidden_layers=old["hidden_layers"],
+                                    activation=old["activation"], processing=TextProcessing(**old["processing"]))
+    model.thresholds, model.temperature = np.asarray(old["thresholds"], dtype=np.float32), old["temperature"]
+    folder = model.save_pretrained(tmp_path / "m")
+    assert set(json.loads((folder / "workbench_model.json").read_text())) >= set(old)  # the layout only grew
+    (folder / "workbench_model.json").write_text(json.dumps(old))
+    loaded = TextClassificationModel.from_pretrained(folder)
+    assert loaded.model_config == model.model_config  # fields the old file lacks take ModelConfig's defaults
+    assert loaded.processing == model.processing  # an untrained model's {} is DataConfig's defaults
+    assert loaded.thresholds.tolist() == pytest.approx(old["thresholds"]) and loaded.temperature == old["temperature"]
+    texts = ["a good film", "a much longer text about something else " * 8]
+    np.testing.assert_allclose(loaded.predict_proba(texts), model.eval().predict_proba(texts), atol=1e-6)
+    for entry in ("pooling", "activation"):  # what shapes the network may not fall back to a default
+        (folder / "workbench_model.json").write_text(json.dumps({k: v for k, v in old.items() if k != entry}))
+        with pytest.raises(ModelLoadError, match=f"lacks or garbles the entry '{entry}'"):
+            TextClassificationModel.from_pretrained(folder)
+
+
+def test_the_model_keeps_its_config_and_takes_the_data_through_use_data(tiny_bert, tokenizer):
+    given = ModelConfig(backbone=tiny_bert, pooling="cls", hidden_layers=(8,))
+    model = TextClassificationModel(given, num_classes=2, dropout=0.2)
+    assert model.model_config == ModelConfig(backbone=tiny_bert, pooling="cls", hidden_layers=[8], dropout=0.2)
+    assert given.dropout == 0.1  # the keywords change the model's own copy, not the config it was given
+    assert model.head[0].p == 0.2 and model.processing == TextProcessing()
+    assert TextClassificationModel(tiny_bert, num_classes=2, pooling="cls").model_config == \
+        ModelConfig(backbone=tiny_bert, pooling="cls")
+    with pytest.raises(TypeError, match="poolng"):
+        TextClassificationModel(tiny_bert, num_classes=2, poolng="cls")
+
+    model.use_data(["neg", "pos"], tokenizer, TextProcessing(max_length=16, lowercase=True))
+    assert model.label_names == ["neg", "pos"] and model.tokenizer is tokenizer
+    assert model.processor().config.max_length == 16 and model.processor().clean("LOUD") == "loud"
+    model.use_data(processing=TextProcessing(max_length=24))  # what is not given stays
+    assert model.label_names == ["neg", "pos"] and model.processing == TextProcessing(max_length=24)
+    with pytest.raises(ConfigError, match="The model has 2 classes but 3 labels were given"):
+        model.use_data(["a", "b", "c"])
+
+
+def test_a_registered_model_is_resolved_by_the_caller():
+    with pytest.raises(ModelLoadError, match=r"models:/trec@champion is not a saved model folder.*resolve_model_path"):
+        TextClassificationModel.from_pretrained("models:/trec@champion")
 
 
 def test_corrupt_checkpoints_give_clear_errors(tiny_bert, tmp_path):

@@ -15,6 +15,7 @@ from workbench.export import export_model
 from workbench.inference import torch_predictor
 from workbench.runs import RunDir
 from workbench.runtime import EXPORT_FILE, load_export, one_example_per_call
+from workbench.text import TextProcessing
 
 ODD_TEXTS = ["Café naïve résumé — ünïcödé", "<p>Great<br/>film!</p> &amp; more", "visit https://example.com/a?b=c now",
              "write to me@example.org", "🙂 emoji 🙃", "   spaced    out   ", "a " * 400 + "tail words here",
@@ -34,16 +35,16 @@ def onnx_export(tiny_run) -> Path:
 ])
 def test_the_tokenizers_path_encodes_exactly_as_the_model(tiny_backbones, processing):
     for kind in ("bert", "roberta", "distilbert"):
-        model = TextClassificationModel(tiny_backbones[kind], labels=["a", "b"])
-        model.processing = {**model.processing, **processing}
+        model = TextClassificationModel(tiny_backbones[kind], labels=["a", "b"],
+                                        processing=TextProcessing(**processing))
         expected = model.processor().encode(ODD_TEXTS)
         got = torch_predictor(model).encode(ODD_TEXTS)
         assert [e["input_ids"] for e in got] == [e["input_ids"] for e in expected], kind
 
 
 def test_sentence_pairs_encode_as_the_model_does(tiny_bert):
-    model = TextClassificationModel(tiny_bert, labels=["a", "b"])
-    model.processing = {"max_length": 20, "text_pair_column": "hypothesis"}
+    model = TextClassificationModel(tiny_bert, labels=["a", "b"],
+                                    processing=TextProcessing(max_length=20, text_pair_column="hypothesis"))
     firsts, seconds = ODD_TEXTS[:4], ODD_TEXTS[4:8]
     expected = model.processor().encode(firsts, seconds)
     predictor = torch_predictor(model)

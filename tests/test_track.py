@@ -20,6 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from workbench import TextClassificationModel, load_config
 from workbench.cli import main
 from workbench.runs import RunDir, load_run
+from workbench.track import resolve_model_path
 from workbench.trainer import train
 from workbench.tune import tune
 
@@ -200,7 +201,7 @@ def test_register_a_run_and_load_it_back_by_alias(tiny_bert, sentiment_files, mo
     table = pyfunc.predict(pd.DataFrame({"text": texts}))
     assert table["label"].tolist() == local.labels_from_proba(expected)
     assert np.allclose(table[[f"prob_{n}" for n in local.label_names]].to_numpy(), expected, atol=1e-5)
-    registered = TextClassificationModel.from_pretrained("models:/sentiment@champion")
+    registered = TextClassificationModel.from_pretrained(resolve_model_path("models:/sentiment@champion"))
     assert registered.temperature == 3.0 and np.allclose(registered.predict_proba(texts), expected, atol=1e-5)
 
     pd.DataFrame({"text": texts}).to_csv("texts.csv", index=False)

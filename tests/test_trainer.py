@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
-from workbench import TextClassificationModel, TextDataModule, Trainer
+from workbench import TextClassificationModel, TextDataModule, Trainer, load_config
 from workbench.errors import ConfigError
+from workbench.text import TextProcessing
 
 from conftest import Interrupt, Payload
 
@@ -40,8 +41,13 @@ def test_fit_learns_and_writes_the_run_directory(tiny_bert, sentiment_files):
     assert "lr: 0.002" in (run / "config.yaml").read_text()
     loaded = TextClassificationModel.load_from_checkpoint("checkpoints/best-model.ckpt")
     assert loaded.predict(["a good and great film", "a bad and awful film"]) == ["pos", "neg"]
-    second = Trainer(max_epochs=1, run_name="sent").fit(*make(tiny_bert, sentiment_files))
+    model, dm = make(tiny_bert, sentiment_files, max_length=64, truncation="tail")
+    second = Trainer(max_epochs=1, run_name="sent").fit(model, dm)
     assert second.run_dir.name == "version_1"
+    # the data's processing reached the model (use_data), and the run saved the model's own config
+    assert model.processing == TextProcessing(max_length=64, truncation="tail")
+    assert load_config(second.run_dir / "config.yaml").model == model.model_config
+    assert TextClassificationModel.from_pretrained(second.run_dir).processing == model.processing
 
 
 class CaptureArguments(TrainerCallback):

@@ -53,8 +53,9 @@ def _train(args) -> int:
 
 def _load_model(path: str):
     from workbench.models import TextClassificationModel
+    from workbench.track import resolve_model_path
 
-    return TextClassificationModel.from_pretrained(path)
+    return TextClassificationModel.from_pretrained(resolve_model_path(path))
 
 
 def _require_one_source(args) -> None:

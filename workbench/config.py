@@ -182,6 +182,7 @@ class ModelConfig:
         "(transformers' trust_remote_code). Empty: no backbone runs its own code.", None, list)
 
     def __post_init__(self):
+        self.hidden_layers, self.trust_remote_code = list(self.hidden_layers), list(self.trust_remote_code)  # or tuples
         _require_choice("model", "pooling", self.pooling, POOLING_MODES)
         _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1).")
         _require(0.0 < self.multi_label_threshold < 1.0, "model.multi_label_threshold must be between 0 and 1.")

@@ -350,8 +350,8 @@ class TextDataModule:
 
         Use it to evaluate a trained model on new labelled data: ``TextDataModule.for_model(m).encode_file(f)``.
         """
-        config = DataConfig(**{**model.processing, "multi_label": model.multi_label})
-        dm = cls(model_name=model.model_name, tokenizer=model.tokenizer, config=config, **options)
+        config = model.processing.data_config(multi_label=model.multi_label)
+        dm = cls(model_name=model.model_config.backbone, tokenizer=model.tokenizer, config=config, **options)
         dm.label_map = LabelMap(model.label_names, model.multi_label)
         return dm
 

@@ -318,8 +318,9 @@ def attributions_html(results: Attribution | Sequence[Attribution], *, true_labe
 @torch.no_grad()
 def pooling_weights(model, text: str) -> tuple[list[str], np.ndarray]:
     """The attention-pooling weight of each token (they sum to 1) for a model with ``pooling="attention"``."""
-    if model.pooling != "attention" or model.attention_pool is None:
-        raise WorkbenchError(f"This model pools with '{model.pooling}', so it has no pooling weights; train one "
+    pooling = model.model_config.pooling
+    if pooling != "attention" or model.attention_pool is None:
+        raise WorkbenchError(f"This model pools with '{pooling}', so it has no pooling weights; train one "
                              "with model.pooling=attention.")
     inputs = _encode(model, text)
     model.eval()

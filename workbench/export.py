@@ -48,7 +48,7 @@ from onnxruntime.transformers import optimizer as ort_optimizer
 from torch import nn
 
 from workbench import __version__
-from workbench.config import ENGINE_EXPORTS, ENGINES, DataConfig, engine_of
+from workbench.config import ENGINE_EXPORTS, ENGINES, engine_of
 from workbench.data import EncodedDataset, TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import run_datamodule
@@ -120,7 +120,7 @@ def parity_report(model: TextClassificationModel, predictor: Predictor, dataset:
     same = (before == after).reshape(len(features), -1).all(axis=1)
     report = {"examples": len(features), "max_abs_logit_diff": float(np.abs(reference - logits).max()),
               "agreement": float(same.mean())}
-    if not model.processing.get("text_pair_column"):
+    if not model.processing.text_pair_column:
         encoded = predictor.encode(dataset.texts[:max_examples])
         report["tokenization_matches"] = float(np.mean([list(e["input_ids"]) == list(f["input_ids"])
                                                         for e, f in zip(encoded, features)]))
@@ -179,7 +179,7 @@ def _write_torch(wrapper: _Logits, names: list[str], example: tuple, path: Path,
         warnings.simplefilter("ignore")  # TorchScript's and torch.ao's deprecation notices
         if model_format == "pt2":
             # inputs are never longer than the model's max_length, which fits its position table
-            longest = wrapper.model.processing.get("max_length", DataConfig.max_length)
+            longest = wrapper.model.processing.max_length
             batch, sequence = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=longest)
             shapes = {name: {0: batch, 1: sequence} for name in names}
             torch.export.save(torch.export.export(wrapper, example, dynamic_shapes=shapes), str(path))

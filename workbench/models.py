@@ -3,8 +3,10 @@
 ``TextClassificationModel`` wraps ``transformers.AutoModel`` (BERT, RoBERTa, DistilBERT, DeBERTa, MPNet,
 ...). It pools the token states (CLS, mean or learned attention), passes them through dropout,
 LayerNorm and one or more Linear layers, and predicts one label or several (multi-label, with one
-tunable threshold per class). A saved model is a folder: ``model.safetensors``, ``workbench_model.json``
-(labels, head, thresholds, text processing), ``backbone_config.json`` and the tokenizer files.
+tunable threshold per class). The model keeps what it was built from: ``model.model_config`` (a
+:class:`~workbench.config.ModelConfig`) and ``model.processing`` (a :class:`~workbench.text.TextProcessing`, how
+its text is encoded). A saved model is a folder: ``model.safetensors``, ``workbench_model.json`` (labels, the
+ModelConfig, thresholds, text processing), ``backbone_config.json`` and the tokenizer files.
 
     model = TextClassificationModel.from_pretrained("runs/sst2/version_0/best")
     model.predict(["a gripping film", "dull and long"])   # -> ['positive', 'negative']
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,20 +26,20 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from workbench.backbones import backbone_from_config, load_backbone, load_tokenizer, refuse_pickle_weights
-from workbench.config import POOLING_MODES, DataConfig, ModelConfig, TrainConfig
-from workbench.errors import DataError, ModelLoadError
+from workbench.config import ModelConfig, TrainConfig
+from workbench.errors import ConfigError, DataError, ModelLoadError
 from workbench.metrics import labels_from_proba, proba_from_logits
 from workbench.runs import model_folder
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.store import EncodedExamples
-from workbench.text import TextProcessor, check_model_inputs
-from workbench.track import REGISTRY_PREFIX, registered_model_folder
+from workbench.text import TextProcessing, TextProcessor, check_model_inputs
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "workbench_model.json"
 BACKBONE_CONFIG_FILE = "backbone_config.json"
 _NO_TOKEN_TYPES = ("distilbert", "roberta", "mpnet")  # backbones without a token-type embedding
-_DEFAULT = ModelConfig()  # the keyword defaults of TextClassificationModel are ModelConfig's, defined there once
+# ModelConfig fields that workbench_model.json files written before the field existed lack: they load with its default
+_ADDED_TO_METADATA = ("freeze_embeddings", "multi_label_threshold", "trust_remote_code")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,31 +136,36 @@ class _Activation(nn.Module):
 class TextClassificationModel(nn.Module):
     """An encoder with pooling and a classification head, for single- or multi-label classification.
 
+    Built once from a :class:`~workbench.config.ModelConfig` (kept as ``model_config``; ``config`` is left to
+    what Hugging Face's Trainer and trackers expect of it), the label names and the text processing
+    (``processing``). Training hands it its data's labels, tokenizer and processing with :meth:`use_data`.
+
     Args:
-        model_name: backbone given as a hub name, a local folder, or the alias ``"minilm"`` (default).
+        model_name: backbone given as a hub name, a local folder, or the alias ``"minilm"`` (default); or a whole
+            :class:`~workbench.config.ModelConfig`.
         num_classes: number of labels. May be left out when ``labels`` is given.
         labels: label names in id order; defaults to ``"0" .. "K-1"`` until training sets them from data.
         multi_label: predict a set of labels with one sigmoid per class.
-        pooling: ``"cls"``, ``"mean"`` or ``"attention"``.
-        dropout, hidden_layers, activation: the head (see :func:`build_head`).
-        freeze_embeddings: keep the embedding block fixed (faster, same accuracy; see bench/README.md).
-        threshold: default per-class decision threshold for multi-label prediction.
+        processing: how text is cleaned and cut before tokenizing (default: DataConfig's defaults).
         seed: seed of the pooling and head layers' initial weights.
-        trust_remote_code: backbone names allowed to run code shipped with them (``model.trust_remote_code``);
-            off for every other name.
+        backbone, tokenizer: an encoder and tokenizer already loaded, instead of loading the named backbone's.
+        options: :class:`~workbench.config.ModelConfig` fields, over those of ``model_name``: ``pooling`` (``"cls"``,
+            ``"mean"`` or ``"attention"``); ``dropout``, ``hidden_layers``, ``activation`` (the head, see
+            :func:`build_head`); ``freeze_embeddings`` (keep the embedding block fixed: faster, same accuracy, see
+            bench/README.md); ``multi_label_threshold`` (each class's default decision threshold);
+            ``trust_remote_code`` (backbone names allowed to run code shipped with them, off for every other name).
 
     Example:
         >>> model = TextClassificationModel(model_name="minilm", num_classes=4, dropout=0.1)
         >>> model.predict_proba(["stocks fell sharply"]).shape
         (1, 4)
+        >>> model = TextClassificationModel(config.model, labels=dm.label_names)  # doctest: +SKIP
     """
 
-    def __init__(self, model_name: str = _DEFAULT.backbone, num_classes: int | None = None, *,
-                 labels: Sequence[str] | None = None, multi_label: bool = False, pooling: str = _DEFAULT.pooling,
-                 dropout: float = _DEFAULT.dropout, hidden_layers: Sequence[int] = (),
-                 activation: str = _DEFAULT.activation, freeze_embeddings: bool = _DEFAULT.freeze_embeddings,
-                 threshold: float = _DEFAULT.multi_label_threshold, seed: int = TrainConfig.seed,
-                 backbone: nn.Module | None = None, tokenizer=None, trust_remote_code: Sequence[str] = ()):
+    def __init__(self, model_name: str | ModelConfig = ModelConfig.backbone, num_classes: int | None = None, *,
+                 labels: Sequence[str] | None = None, multi_label: bool = False,
+                 processing: TextProcessing | None = None, seed: int = TrainConfig.seed,
+                 backbone: nn.Module | None = None, tokenizer=None, **options):
         super().__init__()
         if labels is not None and len(labels) < (1 if multi_label else 2):
             raise ModelLoadError(f"A {'multi' if multi_label else 'single'}-label model needs at least "
@@ -169,40 +176,49 @@ class TextClassificationModel(nn.Module):
             labels = [str(i) for i in range(num_classes)]
         elif num_classes is not None and num_classes != len(labels):
             raise ModelLoadError(f"num_classes={num_classes} disagrees with {len(labels)} labels given.")
-        if pooling not in POOLING_MODES:
-            raise ModelLoadError(f"pooling='{pooling}' must be one of {', '.join(POOLING_MODES)}.")
-        self.model_name = model_name
+        try:  # a copy either way: the model's config is its own
+            config = (replace(model_name, **options) if isinstance(model_name, ModelConfig)
+                      else ModelConfig(backbone=model_name, **options))
+        except ConfigError as exc:  # a bad argument of the model, as a bad num_classes is
+            raise ModelLoadError(str(exc)) from None
+        self.model_config = config
         self.label_names = [str(label) for label in labels]
         self.multi_label = multi_label
-        self.pooling = pooling
-        self.head_options = {"dropout": dropout, "hidden_layers": list(hidden_layers), "activation": activation}
-        self.freeze_embeddings = freeze_embeddings
-        self.thresholds = np.full(len(labels), threshold, dtype=np.float32)
+        self.processing = processing or TextProcessing()
+        self.thresholds = np.full(len(labels), config.multi_label_threshold, dtype=np.float32)
         self.temperature = 1.0  # logits are divided by it before softmax/sigmoid (workbench.calibration)
-        self.processing: dict[str, Any] = {}  # text-processing settings used in training (DataConfig fields)
-        self.trust_remote_code = list(trust_remote_code)
-        self.backbone = backbone if backbone is not None else load_backbone(model_name, self.trust_remote_code)
+        self.backbone = backbone if backbone is not None else load_backbone(config.backbone, config.trust_remote_code)
         self._tokenizer = tokenizer
         hidden = self.backbone.config.hidden_size
         with torch.random.fork_rng():  # the new layers' initial weights follow `seed`, not the global RNG
             torch.manual_seed(seed)
-            self.attention_pool = AttentionPooling(hidden) if pooling == "attention" else None
-            self.head = build_head(hidden, len(labels), **self.head_options)
+            self.attention_pool = AttentionPooling(hidden) if config.pooling == "attention" else None
+            self.head = build_head(hidden, len(labels), config.dropout, config.hidden_layers, config.activation)
         use_fast_cpu_dropout(self)
-        if freeze_embeddings:
+        if config.freeze_embeddings:
             # The whole embedding block (word, position and token-type tables and their LayerNorm): then
             # autograd also skips the gradient into the first layer's input. See bench/README.md.
             embeddings = getattr(self.backbone, "embeddings", None) or self.backbone.get_input_embeddings()
             for param in embeddings.parameters():
                 param.requires_grad_(False)
 
-    @classmethod
-    def from_config(cls, config, labels: Sequence[str], multi_label: bool = False, seed: int = 42) -> TextClassificationModel:
-        """A new model from a :class:`~workbench.config.ModelConfig` and the data's label names."""
-        return cls(config.backbone, labels=labels, multi_label=multi_label, pooling=config.pooling,
-                   dropout=config.dropout, hidden_layers=config.hidden_layers, activation=config.activation,
-                   freeze_embeddings=config.freeze_embeddings, threshold=config.multi_label_threshold, seed=seed,
-                   trust_remote_code=config.trust_remote_code)
+    def use_data(self, labels: Sequence[str] | None = None, tokenizer=None,
+                 processing: TextProcessing | None = None) -> None:
+        """Take what the training data decides, so that predictions and the saved model match it: the label names
+        (in id order, one per class of the head), the tokenizer and the text processing. What is not given stays.
+
+        Example:
+            >>> model.use_data(dm.label_names, dm.tokenizer, TextProcessing.from_config(dm.config))  # doctest: +SKIP
+        """
+        if labels is not None:
+            if len(labels) != self.num_labels:
+                raise ConfigError(f"The model has {self.num_labels} classes but {len(labels)} labels were given "
+                                  f"({', '.join(map(str, labels[:10]))}). Build it with num_classes={len(labels)}.")
+            self.label_names = [str(label) for label in labels]
+        if tokenizer is not None:
+            self._tokenizer = tokenizer
+        if processing is not None:
+            self.processing = processing
 
     # -- forward ------------------------------------------------------------------------------------
 
@@ -240,7 +256,8 @@ class TextClassificationModel(nn.Module):
         if token_type_ids is not None and self.backbone.config.model_type not in _NO_TOKEN_TYPES:
             inputs["token_type_ids"] = token_type_ids
         states = self.backbone(**inputs).last_hidden_state  # (batch, seq, hidden)
-        logits = self.head(pool(states, attention_mask, self.pooling, self.attention_pool))  # (batch, labels)
+        pooled = pool(states, attention_mask, self.model_config.pooling, self.attention_pool)  # (batch, hidden)
+        logits = self.head(pooled)  # (batch, labels)
         output = {"logits": logits}
         if labels is not None:
             # the Trainer computes its configured loss itself; this default serves direct calls
@@ -253,19 +270,15 @@ class TextClassificationModel(nn.Module):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_name, self.trust_remote_code)
+            self._tokenizer = load_tokenizer(self.model_config.backbone, self.model_config.trust_remote_code)
         return self._tokenizer
 
-    @tokenizer.setter
-    def tokenizer(self, value) -> None:
-        self._tokenizer = value
-
-    def processor(self):
+    def processor(self) -> TextProcessor:
         """The TextProcessor with the cleaning and truncation this model was trained with."""
-        return TextProcessor.from_config(DataConfig(**self.processing), self.tokenizer)
+        return TextProcessor.from_config(self.processing.data_config(), self.tokenizer)
 
     def _features(self, texts: Sequence[str]) -> list[dict]:
-        if self.processing.get("text_pair_column"):
+        if self.processing.text_pair_column:
             raise DataError("This model was trained on text pairs; predict() takes single texts. Evaluate it with "
                             "TextDataModule.for_model(model).encode_file(...) on a file with both columns.")
         check_model_inputs(texts)
@@ -332,17 +345,18 @@ class TextClassificationModel(nn.Module):
     # -- saving and loading -------------------------------------------------------------------------
 
     def metadata(self) -> dict:
+        """What ``workbench_model.json`` holds: the labels, the ModelConfig's fields (the backbone as
+        ``model_name``), thresholds, temperature and the text processing."""
+        config = asdict(self.model_config)
         return {
             "format": "workbench-text-classifier/1",
-            "model_name": self.model_name,
+            "model_name": config.pop("backbone"),
             "labels": self.label_names,
             "multi_label": self.multi_label,
-            "pooling": self.pooling,
-            "freeze_embeddings": self.freeze_embeddings,
             "thresholds": [float(t) for t in self.thresholds],
             "temperature": float(self.temperature),
-            "processing": self.processing,
-            **self.head_options,
+            "processing": asdict(self.processing),
+            **config,
         }
 
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -358,20 +372,20 @@ class TextClassificationModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> TextClassificationModel:
-        """Load a model written by :meth:`save_pretrained`, a run directory, a training checkpoint folder, or a
-        registered model (``models:/NAME@alias`` or ``models:/NAME/VERSION``, see :mod:`workbench.registry`).
+        """Load a model written by :meth:`save_pretrained`, a run directory or a training checkpoint folder.
 
-        Raises ModelLoadError naming the file when the folder is incomplete or a file is corrupt, or the
-        registered name or alias does not exist.
+        A registered model (``models:/NAME@alias`` or ``models:/NAME/VERSION``) is fetched to a folder first:
+        ``from_pretrained(workbench.track.resolve_model_path("models:/trec@champion"))``.
+
+        Raises ModelLoadError naming the file when the folder is incomplete or a file is corrupt.
         """
-        if str(folder).startswith(REGISTRY_PREFIX):
-            folder = registered_model_folder(str(folder))
         folder = Path(folder)
         if folder.is_dir() and not (folder / META_FILE).exists():
             folder = model_folder(folder)  # a run directory: its best model
         if not folder.is_dir():
             raise ModelLoadError(f"{folder} is not a saved model folder. Pass a folder written by save_pretrained, "
-                                 "a run directory (runs/<name>/version_N) or checkpoints/best-model.ckpt.")
+                                 "a run directory (runs/<name>/version_N) or checkpoints/best-model.ckpt; a "
+                                 "registered model (models:/NAME@alias) through workbench.track.resolve_model_path.")
         if not (folder / MODEL_FILE).exists():
             refuse_pickle_weights(folder, "model")
         for name in (META_FILE, BACKBONE_CONFIG_FILE, MODEL_FILE):
@@ -391,10 +405,9 @@ class TextClassificationModel(nn.Module):
                                  "Use another checkpoint of the run (e.g. its last/ folder) or retrain.") from None
         tokenizer = load_tokenizer(str(folder))
         try:
-            model = cls(meta["model_name"], labels=meta["labels"], multi_label=meta["multi_label"], pooling=meta["pooling"],
-                        dropout=meta["dropout"], hidden_layers=meta["hidden_layers"], activation=meta["activation"],
-                        freeze_embeddings=meta.get("freeze_embeddings", True), backbone=backbone, tokenizer=tokenizer)
-        except (KeyError, TypeError) as exc:
+            model = cls(_config_from_metadata(meta), labels=meta["labels"], multi_label=meta["multi_label"],
+                        processing=TextProcessing(**meta.get("processing", {})), backbone=backbone, tokenizer=tokenizer)
+        except (KeyError, TypeError, ConfigError) as exc:
             raise ModelLoadError(f"{folder / META_FILE} lacks or garbles the entry {exc}. Re-save the model "
                                  "or use another checkpoint.") from None
         try:
@@ -407,7 +420,14 @@ class TextClassificationModel(nn.Module):
                                  "The weights were written by another model; use the folder they were saved with.")
         model.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
         model.temperature = float(meta.get("temperature", 1.0))
-        model.processing = meta.get("processing", {})
         return model.to(device).eval()
 
     load_from_checkpoint = from_pretrained
+
+
+def _config_from_metadata(meta: dict) -> ModelConfig:
+    """The ModelConfig in a ``workbench_model.json`` (see :meth:`TextClassificationModel.metadata`); raises
+    KeyError for a field that shapes the model and is missing."""
+    names = [field.name for field in fields(ModelConfig) if field.name != "backbone"]
+    return ModelConfig(backbone=meta["model_name"],
+                       **{name: meta[name] for name in names if name in meta or name not in _ADDED_TO_METADATA})

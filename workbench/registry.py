@@ -5,7 +5,7 @@ run (the one ``run.track: [mlflow]`` made, else a new one), registers it as a ne
 points the alias at that version (aliases, not MLflow's deprecated stages). Back again::
 
     mlflow.pyfunc.load_model("models:/trec@champion").predict(pd.DataFrame({"text": ["Who wrote Dracula?"]}))
-    TextClassificationModel.from_pretrained("models:/trec@champion")
+    TextClassificationModel.from_pretrained(resolve_model_path("models:/trec@champion"))  # workbench.track
     workbench predict models:/trec@champion
 
 The pyfunc model predicts with the saved model's decision rule, thresholds and temperature included; it

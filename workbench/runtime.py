@@ -24,10 +24,10 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from workbench.config import ENGINES, PER_EXAMPLE_ENGINES, DataConfig
+from workbench.config import ENGINES, PER_EXAMPLE_ENGINES
 from workbench.errors import ModelLoadError
 from workbench.metrics import labels_from_proba, proba_from_logits
-from workbench.text import TextProcessor, check_model_inputs
+from workbench.text import TextProcessing, TextProcessor, check_model_inputs
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = "workbench-export/1"  # bumped when an export folder's layout or meaning changes
@@ -92,9 +92,9 @@ class Predictor:
         self.temperature = float(meta.get("temperature", 1.0))
         self.inputs = list(meta["inputs"])
         self.pad_token_id = int(meta.get("pad_token_id") or 0)
-        self.pairs = bool(meta.get("processing", {}).get("text_pair_column"))
-        self.processor = TextProcessor.from_config(DataConfig(**meta.get("processing", {})),
-                                                   _TokenizerCalls(tokenizer, self.inputs))
+        processing = TextProcessing(**meta.get("processing", {}))
+        self.pairs = bool(processing.text_pair_column)
+        self.processor = TextProcessor.from_config(processing.data_config(), _TokenizerCalls(tokenizer, self.inputs))
 
     def check(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
         """Raise a :class:`~workbench.errors.DataError` naming the first text this model cannot take."""

@@ -1,7 +1,7 @@
 """Turning raw text into token ids: cleaning, then head, tail or head+tail truncation.
 
 :class:`TextProcessor` is what both training and prediction use, so a saved model encodes new text exactly
-as its training data was encoded: the settings that matter (:data:`PROCESSING_FIELDS`) are saved with the
+as its training data was encoded: the settings that matter (:class:`TextProcessing`) are saved with the
 model. Enormous inputs are cut before tokenizing, so a 100 MB "review" costs no more than a long one::
 
     processor = TextProcessor(model_name="minilm", max_length=256, truncation="head+tail")
@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Sequence
 
 from workbench.config import DataConfig, ModelConfig
@@ -22,10 +22,6 @@ from workbench.errors import DataError
 if TYPE_CHECKING:
     import torch
 
-# The DataConfig fields that decide how a text becomes token ids: saved with a model (``model.processing``)
-# so that prediction encodes text as training did.
-PROCESSING_FIELDS = ("max_length", "truncation", "head_fraction", "clean_html", "mask_urls", "mask_emails",
-                     "lowercase", "text_pair_column")
 _URL = re.compile(r"(https?://|www\.)\S+", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 _BREAK = re.compile(r"<\s*br\s*/?\s*>|<\s*/?\s*p\s*>", re.IGNORECASE)
@@ -36,6 +32,36 @@ _SPACE = re.compile(r"\s+")
 _CHARS_PER_TOKEN = 20
 _ENCODE_BLOCK = 10_000  # texts per tokenizer call: keeps its per-text working memory to one block (bench/README.md)
 _DEFAULT = DataConfig()  # the keyword defaults below are DataConfig's, defined there once
+
+
+@dataclass(frozen=True)
+class TextProcessing:
+    """How a text becomes token ids: the :class:`~workbench.config.DataConfig` fields a model keeps from its
+    training data (``model.processing``, saved with it), so that prediction encodes text as training did.
+    Each field means what the DataConfig field of that name means, with its default.
+
+    Example:
+        >>> TextProcessing.from_config(DataConfig(max_length=256, truncation="head+tail")).max_length
+        256
+    """
+
+    text_pair_column: str | None = _DEFAULT.text_pair_column  # set: the model reads text pairs
+    max_length: int = _DEFAULT.max_length
+    truncation: str = _DEFAULT.truncation
+    head_fraction: float = _DEFAULT.head_fraction
+    clean_html: bool = _DEFAULT.clean_html
+    mask_urls: bool = _DEFAULT.mask_urls
+    mask_emails: bool = _DEFAULT.mask_emails
+    lowercase: bool = _DEFAULT.lowercase
+
+    @classmethod
+    def from_config(cls, config: DataConfig) -> TextProcessing:
+        """The processing a data config encodes its texts with."""
+        return cls(**{field.name: getattr(config, field.name) for field in fields(cls)})
+
+    def data_config(self, **options) -> DataConfig:
+        """A :class:`DataConfig` that encodes text this way; ``options`` set its other fields (``multi_label=True``)."""
+        return DataConfig(**asdict(self), **options)
 
 
 def check_model_inputs(texts: Sequence, pairs: Sequence | None = None, *, pair_model: bool = False) -> None:
@@ -99,8 +125,9 @@ class TextProcessor:
         return processor
 
     def settings(self) -> dict:
-        """The :data:`PROCESSING_FIELDS` of this processor's config: what a saved model needs to encode text."""
-        return {name: value for name, value in asdict(self.config).items() if name in PROCESSING_FIELDS}
+        """The :class:`TextProcessing` fields of this processor's config, in the config's order (a cache key)."""
+        names = {field.name for field in fields(TextProcessing)}
+        return {name: value for name, value in asdict(self.config).items() if name in names}
 
     def clean(self, text: str) -> str:
         """Normalize unicode (NFKC), strip HTML, mask URLs/e-mails if asked, and collapse whitespace."""

@@ -272,6 +272,17 @@ def mark_pruned(run_dir: str | Path, reason: str) -> None:
 
 # -- the model registry ------------------------------------------------------------------------
 
+def resolve_model_path(path: str | Path) -> Path:
+    """Where a model named by a user lies: a registered model (``models:/NAME@alias`` or ``models:/NAME/VERSION``)
+    is fetched and its saved model folder returned; any other path is returned as it is. Call it before
+    :meth:`~workbench.models.TextClassificationModel.from_pretrained`, which reads folders only.
+
+    Example:
+        >>> TextClassificationModel.from_pretrained(resolve_model_path("models:/trec@champion"))  # doctest: +SKIP
+    """
+    return registered_model_folder(str(path)) if str(path).startswith(REGISTRY_PREFIX) else Path(path)
+
+
 def registered_model_folder(uri: str, tracking_uri: str | None = None) -> Path:
     """Download a registered model (``models:/NAME@alias`` or ``models:/NAME/VERSION``) and return its saved
     model folder.

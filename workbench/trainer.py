@@ -35,7 +35,7 @@ from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback,
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import EvalLoopOutput, rotate_checkpoints
 
-from workbench.config import Config, ModelConfig, RunConfig, TrainConfig, check_options, load_config
+from workbench.config import Config, RunConfig, TrainConfig, check_options, load_config
 from workbench.data import TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
@@ -47,6 +47,7 @@ from workbench.models import TextClassificationModel
 from workbench.runs import (CHECKPOINT_PREFIX, Run, RunDir, checkpoint_problem, checkpoint_step, environment_info,
                             load_run, mark_complete, point_link, resume_point, save_best, summary_markdown, trim_log,
                             write_atomic)
+from workbench.text import TextProcessing
 from workbench.track import StudyRun, Tracking, check_installed, data_description
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class Trainer:
     # -- helpers ------------------------------------------------------------------------------------
 
     def _prepare(self, model: TextClassificationModel, dm: TextDataModule) -> torch.nn.Module:
-        """Check model against data, copy labels and text processing onto the model, and build the loss."""
+        """Check model against data, hand the model what the data decides (``use_data``), and build the loss."""
         if dm.train_dataset is None:
             dm.setup()
         if model.multi_label != dm.multi_label:
@@ -302,10 +303,8 @@ class Trainer:
         limit = model.max_positions
         if limit is not None and dm.config.max_length > limit:
             raise ConfigError(f"data.max_length={dm.config.max_length} is longer than the {limit} positions backbone "
-                              f"'{model.model_name}' has. Set data.max_length to {limit} or less.")
-        model.label_names = list(dm.label_names)
-        model.tokenizer = dm.tokenizer
-        model.processing = dm.processor.settings()
+                              f"'{model.model_config.backbone}' has. Set data.max_length to {limit} or less.")
+        model.use_data(dm.label_names, dm.tokenizer, TextProcessing.from_config(dm.config))
         cfg = self.config
         valid = {"loss", *(MULTI_LABEL_METRICS if dm.multi_label else SINGLE_LABEL_METRICS)}
         if self.monitor(dm) not in valid:
@@ -389,10 +388,8 @@ class Trainer:
             raise chosen
         run, checkpoint = chosen
         run_dir = run.path
-        config = full_config or Config(data=datamodule.config, model=ModelConfig(
-            backbone=model.model_name, pooling=model.pooling, dropout=model.head_options["dropout"],
-            hidden_layers=model.head_options["hidden_layers"], activation=model.head_options["activation"],
-            freeze_embeddings=model.freeze_embeddings), train=cfg, run=self.run, augment=datamodule.augment)
+        config = full_config or Config(data=datamodule.config, model=model.model_config, train=cfg, run=self.run,
+                                       augment=datamodule.augment)
         environment = {**environment_info(cfg.seed), "device": self.device, "precision": self.precision,
                        "processes": processes.num_processes}
         if main:
@@ -550,7 +547,8 @@ def train(config: Config, resume: bool | str | Path = False, callbacks: list | N
     dm.setup(label_map=label_map)
     log.info("data: %d train / %d validation examples, %d labels, %d batches per epoch", len(dm.train_dataset),
              len(dm.val_dataset), dm.num_labels, len(dm.train_batch_sampler()))
-    model = TextClassificationModel.from_config(config.model, dm.label_names, dm.multi_label, seed=config.train.seed)
+    model = TextClassificationModel(config.model, labels=dm.label_names, multi_label=dm.multi_label,
+                                    seed=config.train.seed)
     return Trainer(config, checkpoint_dir=None, callbacks=callbacks, study=study).fit(model, dm, resume=resume,
                                                                                       full_config=config)
 
