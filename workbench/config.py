@@ -207,9 +207,8 @@ class TrainConfig:
                                 "None: accuracy for single-label data, micro_f1 for multi-label.", None)
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement (0 = off).", 0)
     keep_top_k: int = _help("Checkpoints kept on disk besides the last one.", 1)
-    save_only_model: bool = _help("Checkpoints hold the model only, no optimizer, scheduler or RNG state: about a "
-                                  "third of the bytes, but such a run cannot be resumed (tuning trials turn it on).",
-                                  False)
+    save_only_model: bool = _help("Checkpoints hold the model only, no optimizer, scheduler or RNG state (about half "
+                                  "the bytes), but such a run cannot be resumed; tuning trials turn it on.", False)
     num_workers: int = _help("DataLoader worker processes.", 0)
     device: str = _help("auto, cpu or cuda.", "auto")
 
