@@ -1,6 +1,6 @@
 """Tuning and tracking benchmarks for ``workbench tune`` and ``run.track``, measured side by side in one run.
 
-Three parts, each written into the ``--out`` JSON (the file is updated after every part, so an interrupted
+Five parts, each written into the ``--out`` JSON (the file is updated after every part, so an interrupted
 run keeps what finished):
 
 - ``pruning``: the same study (same seed, same space, same trial count) run once with the median pruner and
@@ -13,15 +13,22 @@ run keeps what finished):
   trial, so every trial costs the same.
 - ``tracking``: one ~3-minute SST-2 training run with TensorBoard, W&B (offline) and MLflow (SQLite) on, against
   the same run with none, in one process, in ABBA order: the overhead in percent of wall time.
+- ``checkpoints``: the bytes and seconds of a checkpoint with ``train.save_only_model`` on and off (MiniLM, a
+  checkpoint every 5 steps of a short TREC run), in ABBA order.
+- ``interrupted``: the pruned study's trials as they stand in runs/bench_tune, for a ``pruning`` run stopped
+  before its end (checkpoint saves counted from the trials' evaluations).
 
 The pruning comparison also counts the epochs each study trained, which does not depend on the machine's
-load (the wall times do: this 2-core machine is shared).
+load (the wall times do: this 2-core machine is shared), and the checkpoints each study wrote (tuning trials
+save the model only, ``train.save_only_model``). ``--pruners median`` runs the pruned study alone.
 
 Run (each from the repository root; the numbers in bench/README.md came from these commands):
     python bench/tuning.py pruning --dataset trec --out bench/results/tune_trec.json
     python bench/tuning.py pruning --dataset sst2 --trials 10 --out bench/results/tune_sst2.json
     python bench/tuning.py workers --dataset trec --trials 8 --out bench/results/tune_workers.json
     python bench/tuning.py tracking --repeats 1 --out bench/results/tracking_overhead.json   (--repeats 2: ABBA)
+    python bench/tuning.py pruning --dataset trec --pruners median --seeds 0 --out bench/results/tune_trec_warmup.json
+    python bench/tuning.py checkpoints --repeats 1 --out bench/results/checkpoint_size.json
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ import time
 from pathlib import Path
 
 
+from transformers import TrainerCallback
+
+import workbench.tune
 from workbench.config import load_config
 from workbench.config import TRACKERS as ALL_TRACKERS
-from workbench.runs import machine_info
+from workbench.runs import CHECKPOINT_PREFIX, RunDir, machine_info
 from workbench.trainer import train
 from workbench.tune import retrain_best, tune
 
@@ -93,23 +103,64 @@ def _study_summary(result, seconds: float) -> dict:
             "trial_seconds": table["seconds"].round(1).tolist()}
 
 
+class CheckpointMeter(TrainerCallback):
+    """Counts a run's checkpoint saves, their bytes (each checkpoint folder as written) and their seconds: from the
+    end of an evaluation (``on_evaluate``) to ``on_save``, between which transformers does nothing but save."""
+
+    def __init__(self):
+        self.saves, self.bytes, self.timed, self.seconds, self._since = 0, 0, 0, 0.0, None
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._since = time.perf_counter()
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._since is not None:
+            self.timed, self.seconds = self.timed + 1, self.seconds + time.perf_counter() - self._since
+            self._since = None
+        folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
+        self.saves += 1
+        self.bytes += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+    def summary(self) -> dict:
+        return {"checkpoint_saves": self.saves, "checkpoint_bytes": self.bytes,
+                "seconds_per_save": round(self.seconds / self.timed, 3) if self.timed else None}
+
+
+def _metered_tune(config) -> tuple:
+    """tune(config) with a CheckpointMeter on every trial: tune's own call of train() is wrapped for the study."""
+    meter = CheckpointMeter()
+
+    def metered_train(trial_config, callbacks=None, **kwargs):
+        return train(trial_config, callbacks=[*(callbacks or []), meter], **kwargs)
+
+    original, workbench.tune.train = workbench.tune.train, metered_train
+    try:
+        return tune(config), meter
+    finally:
+        workbench.tune.train = original
+
+
 def pruning(args, record: dict) -> None:
     studies = {}
-    for pruner in ("median", "none"):
+    for pruner in args.pruners:
         name = f"{args.dataset}_pruner_{pruner}"
         _fresh(name)
         config = _config(args.dataset, name, {"tune.trials": args.trials, "tune.pruner": pruner})
         start = time.perf_counter()
-        result = tune(config)
-        studies[pruner] = _study_summary(result, time.perf_counter() - start)
+        result, meter = _metered_tune(config)
+        studies[pruner] = {**_study_summary(result, time.perf_counter() - start), **meter.summary(),
+                           "pruner_warmup_epochs": config.tune.pruner_warmup_epochs}
         print(f"{name}: {studies[pruner]['seconds']:.0f} s, best {studies[pruner]['best_value']:.4f}, "
-              f"{studies[pruner]['states']}", flush=True)
+              f"{studies[pruner]['states']}, {meter.saves} checkpoints, {meter.bytes / 1e9:.2f} GB", flush=True)
         record["pruning"] = {"trials": args.trials, "space": SPACE, "studies": studies}
         _write(args.out, record)
-    saved = 1 - studies["median"]["seconds"] / studies["none"]["seconds"]
-    work_saved = 1 - studies["median"]["epochs_trained"] / studies["none"]["epochs_trained"]
-    record["pruning"].update(time_saved=round(saved, 3), training_saved=round(work_saved, 3))
-    print(f"pruning saved {saved:.1%} of the wall time and {work_saved:.1%} of the training (epochs)", flush=True)
+    if len(studies) == 2:
+        saved = 1 - studies["median"]["seconds"] / studies["none"]["seconds"]
+        work_saved = 1 - studies["median"]["epochs_trained"] / studies["none"]["epochs_trained"]
+        record["pruning"].update(time_saved=round(saved, 3), training_saved=round(work_saved, 3))
+        print(f"pruning saved {saved:.1%} of the wall time and {work_saved:.1%} of the training (epochs)", flush=True)
+    if not args.seeds or "median" not in studies:
+        return
 
     # the best of the pruned study against the committed default, on the same seeds
     best = json.loads((BENCH_ROOT / f"{args.dataset}_pruner_median" / "best_trial.json").read_text())
@@ -197,6 +248,61 @@ def recount(args, record: dict) -> None:
     print(f"pruning saved {saved['pruning']['training_saved']:.1%} of the training (epochs)", flush=True)
 
 
+def checkpoints(args, record: dict) -> None:
+    """Checkpoint bytes and save seconds with ``train.save_only_model`` on and off: the same short run (MiniLM on
+    a TREC subset, a checkpoint every 5 steps) once each, in the order off, on, on, off."""
+    spec = DATASETS["trec"]
+    runs = []
+    for index, only_model in enumerate((False, True, True, False)[: 2 * args.repeats]):
+        name = f"checkpoints_{'model' if only_model else 'full'}_{index}"
+        _fresh(name)
+        config = load_config(ROOT / spec["config"], {**spec["overrides"], "data.train_subset": 320, "train.epochs": 1,
+                                                    "data.batch_size": 16, "train.eval_every": 5,
+                                                    "train.save_only_model": only_model,
+                                                    "run.root": str(BENCH_ROOT), "run.name": name})
+        meter = CheckpointMeter()
+        fit = train(config, callbacks=[meter])
+        files = sorted(p.name for p in RunDir(fit.run_dir).checkpoints.glob(f"{CHECKPOINT_PREFIX}*/*"))
+        runs.append({"save_only_model": only_model, **meter.summary(),
+                     "bytes_per_checkpoint": meter.bytes // meter.saves, "files": sorted(set(files))})
+        print(f"{name}: {meter.saves} checkpoints, {meter.bytes / meter.saves / 1e6:.1f} MB and "
+              f"{runs[-1]['seconds_per_save']:.2f} s each", flush=True)
+        record["checkpoints"] = {"runs": runs}
+        _write(args.out, record)
+
+
+def interrupted(args, record: dict) -> None:
+    """The pruned study of ``pruning`` as it stands in runs/bench_tune, for a study stopped before its last trial:
+    each trial's state, settings, score, epochs, evaluations and checkpoint saves (one after each evaluation, bar a
+    pruned trial's last) with their bytes, measured on a checkpoint the trial kept."""
+    import optuna
+
+    folder = BENCH_ROOT / f"{args.dataset}_pruner_median"
+    study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'study.db'}")
+    trials = []
+    for t in study.trials:
+        run = RunDir(t.user_attrs["run_dir"]) if t.user_attrs.get("run_dir") else None
+        kept = run.checkpoint_folders() if run else []
+        saves = len(t.intermediate_values) - (t.state == optuna.trial.TrialState.PRUNED)
+        size = max((sum(p.stat().st_size for p in f.iterdir() if p.is_file()) for f in kept), default=0)
+        trials.append({"trial": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+                       "epochs": round(_epochs(str(run.path) if run else None), 3),
+                       "evaluations": len(t.intermediate_values), "checkpoint_saves": saves,
+                       "bytes_per_checkpoint": size, "reason": t.user_attrs.get("reason"),
+                       "seconds": (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete
+                       else None})
+    finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+    best = max((t for t in finished if t["state"] == "COMPLETE"), key=lambda t: t["value"], default=None)
+    record["interrupted"] = {
+        "study": folder.name, "trials_finished": len(finished), "trials": trials,
+        "epochs_trained": round(sum(t["epochs"] for t in finished), 2),
+        "seconds": round(sum(t["seconds"] for t in finished), 1),
+        "checkpoint_saves": sum(t["checkpoint_saves"] for t in finished),
+        "checkpoint_bytes": sum(t["checkpoint_saves"] * t["bytes_per_checkpoint"] for t in finished),
+        "best": best and {"trial": best["trial"], "value": best["value"], "params": best["params"]}}
+    print(json.dumps({k: v for k, v in record["interrupted"].items() if k != "trials"}, indent=1), flush=True)
+
+
 def _write(path: str, record: dict) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=2, default=str))
@@ -204,17 +310,21 @@ def _write(path: str, record: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["pruning", "workers", "tracking", "recount"])
+    parser.add_argument("part", choices=["pruning", "workers", "tracking", "checkpoints", "interrupted", "recount"])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="trec")
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2, help="tracking: pairs of runs (2 = ABBA)")
+    parser.add_argument("--pruners", nargs="+", choices=["median", "none"], default=["median", "none"],
+                        help="pruning: the studies to run (the comparison and retraining need both)")
+    parser.add_argument("--seeds", type=int, default=3, help="pruning: seeds to retrain on (0 = no retraining)")
+    parser.add_argument("--repeats", type=int, default=2, help="tracking, checkpoints: pairs of runs (2 = ABBA)")
     parser.add_argument("--train-subset", type=int, help="tracking: SST-2 training sentences (default 20000)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     record = {"command": " ".join(["python", "bench/tuning.py", *sys.argv[1:]]), "machine": machine_info(),
               "dataset": args.dataset, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    {"pruning": pruning, "workers": workers, "tracking": tracking, "recount": recount}[args.part](args, record)
+    parts = {"pruning": pruning, "workers": workers, "tracking": tracking, "checkpoints": checkpoints,
+             "interrupted": interrupted, "recount": recount}
+    parts[args.part](args, record)
     record.setdefault("finished", time.strftime("%Y-%m-%d %H:%M:%S"))
     _write(args.out, record)
 

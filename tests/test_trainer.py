@@ -123,6 +123,33 @@ def test_resume_without_checkpoint_is_an_error(tiny_bert, sentiment_files):
         Trainer(run_name="never").fit(*make(tiny_bert, sentiment_files), resume=True)
 
 
+def test_save_only_model_drops_optimizer_state_but_not_the_best_model(tiny_bert, sentiment_files):
+    """train.save_only_model: whole checkpoints without optimizer, scheduler or RNG state, training and the best
+    model unchanged; resuming such a run is refused in one line rather than resumed with a fresh optimizer."""
+    from safetensors.torch import load_file
+
+    from workbench.errors import ModelLoadError
+    from workbench.runs import RunDir, checkpoint_problem
+
+    options = dict(max_epochs=2, lr=2e-3, eval_every=4, keep_top_k=10)
+    full = Trainer(run_name="full", **options).fit(*make(tiny_bert, sentiment_files))
+    only = Trainer(run_name="only", save_only_model=True, **options).fit(*make(tiny_bert, sentiment_files))
+    state = {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    for result, kept in ((full, state), (only, set())):
+        folders = RunDir(result.run_dir).checkpoint_folders()
+        assert [f.name for f in folders] == ["checkpoint-16", "checkpoint-12", "checkpoint-8", "checkpoint-4"]
+        for folder in folders:
+            names = {p.name for p in folder.iterdir()}
+            assert names & state == kept and "model.safetensors" in names and checkpoint_problem(folder) is None
+    assert only.metrics["validation"] == full.metrics["validation"]  # the same training, fewer bytes
+    assert Path(only.metrics["best_checkpoint"]).name == Path(full.metrics["best_checkpoint"]).name
+    best_only, best_full = (load_file(str(r.run_dir / "best" / "model.safetensors")) for r in (only, full))
+    assert all(torch.equal(best_only[name], best_full[name]) for name in best_full)
+    with pytest.raises(ModelLoadError, match=r"checkpoint-16: it holds the model only \(train.save_only_model") as err:
+        Trainer(run_name="only", **options).fit(*make(tiny_bert, sentiment_files), resume=True)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("optimizer, schedule", [("adafactor", "cosine"), ("lamb", "one_cycle"), ("adamw", "constant")])
 def test_optimizers_and_schedules(tiny_bert, sentiment_files, optimizer, schedule):
     model, dm = make(tiny_bert, sentiment_files)

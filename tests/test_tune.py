@@ -19,7 +19,7 @@ import pytest
 from workbench import load_config
 from workbench.cli import main
 from workbench.errors import ConfigError
-from workbench.runs import load_run
+from workbench.runs import RunDir, load_run
 from workbench.tune import _alive, open_study, storage_of, tune
 
 from conftest import missing_prerequisite
@@ -100,6 +100,31 @@ def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_bert, 
                                                       "tune.space": {"data.max_length": {"choice": [10000]}}})
     table = tune(bad).trials_table()  # max_length above max_tokens fails every trial, one by one
     assert list(table["state"]) == ["FAIL", "FAIL"] and table["reason"].str.contains("data.max_tokens").all()
+
+
+@pytest.mark.parametrize("warmup_epochs, pruned_at", [(0.0, 1), (0.5, 4)])  # 8 steps an epoch, evaluated each step
+def test_the_pruner_waits_for_its_warm_up_and_trials_save_the_model_only(tiny_bert, sentiment_files, monkeypatch,
+                                                                         warmup_epochs, pruned_at):
+    with monkeypatch.context() as patch:  # prunes at every evaluation it is asked about
+        patch.setattr("workbench.tune._pruner", lambda name: optuna.pruners.ThresholdPruner(lower=1.1))
+        result = tune(study_config(tiny_bert, sentiment_files, **{
+            "tune.trials": 1, "tune.space": {"train.lr": {"log_uniform": [1e-4, 3e-3]}}, "data.batch_size": 8,
+            "train.eval_every": 1, "tune.pruner_warmup_epochs": warmup_epochs}))
+    trial = result.study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["reason"].startswith(f"pruned at step {pruned_at}:")
+    assert sorted(trial.intermediate_values) == list(range(1, pruned_at + 1))  # the warm-up's evaluations count
+    run = RunDir(trial.user_attrs["run_dir"])
+    assert load_config(run / RunDir.CONFIG).train.save_only_model  # trials never resume: no optimizer state on disk
+    saved = {p.name for folder in run.checkpoint_folders() for p in folder.iterdir()}
+    assert len(run.checkpoint_folders()) == min(pruned_at - 1, 2)  # the steps before the pruned one, the last two
+    assert not saved & {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    assert saved == set() or {"model.safetensors", RunDir.COMPLETE} <= saved
+
+
+def test_the_pruner_warm_up_cannot_be_negative():
+    with pytest.raises(ConfigError, match=r"tune.pruner_warmup_epochs=-0.5 must not be negative \(0 = no warm-up\)"):
+        load_config(overrides={"tune.pruner_warmup_epochs": -0.5})
 
 
 def test_workbench_tune_command(tiny_bert, sentiment_files, capsys, tmp_path):

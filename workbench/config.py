@@ -214,6 +214,8 @@ class TrainConfig:
                                 "None: accuracy for single-label data, micro_f1 for multi-label.", None)
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement (0 = off).", 0)
     keep_top_k: int = _help("Checkpoints kept on disk besides the last one.", 1)
+    save_only_model: bool = _help("Checkpoints hold the model only, no optimizer, scheduler or RNG state (about half "
+                                  "the bytes), but such a run cannot be resumed; tuning trials turn it on.", False)
     num_workers: int = _help("DataLoader worker processes.", 0)
     device: str = _help("auto, cpu or cuda.", "auto")
 
@@ -265,11 +267,15 @@ class TuneConfig:
     trials: int = _help("Trials to run (a resumed study counts those it already has).", 20)
     timeout: float | None = _help("Stop starting new trials after this many seconds (None: no limit).", None)
     pruner: str = _help("Stop bad trials at an evaluation: median, hyperband or none.", "median")
+    pruner_warmup_epochs: float = _help("Epochs a trial trains before the pruner may stop it (its evaluations "
+                                        "before then still count towards the other trials' medians).", 0.5)
 
     def __post_init__(self):
         _require(self.trials >= 1, f"tune.trials={self.trials} must be at least 1.")
         _require(self.timeout is None or self.timeout > 0, f"tune.timeout={self.timeout} must be positive.")
         _require_choice("tune", "pruner", self.pruner, PRUNERS)
+        _require(self.pruner_warmup_epochs >= 0,
+                 f"tune.pruner_warmup_epochs={self.pruner_warmup_epochs} must not be negative (0 = no warm-up).")
 
 
 @dataclass

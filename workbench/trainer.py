@@ -32,6 +32,7 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from torch.utils.data import DataLoader
 from transformers import EarlyStoppingCallback, EvalPrediction, TrainerCallback, TrainingArguments
+from transformers.trainer import OPTIMIZER_NAME
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import EvalLoopOutput, rotate_checkpoints
 
@@ -339,7 +340,7 @@ class Trainer:
             seed=cfg.seed, data_seed=cfg.seed,
             fp16=self.precision == "16", bf16=self.precision == "bf16", use_cpu=self.device == "cpu",
             dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",
-            label_names=["labels"], disable_tqdm=False, save_only_model=False,
+            label_names=["labels"], disable_tqdm=False, save_only_model=cfg.save_only_model,
         )
 
     def _compute_metrics(self, dm: TextDataModule, model: TextClassificationModel):
@@ -493,7 +494,12 @@ class Trainer:
 def check_checkpoint_files(checkpoint: Path) -> None:
     """Open each torch file of a checkpoint (optimizer, scheduler, RNG states) as transformers will, with
     ``weights_only=True``, before training starts: a file holding anything but tensors and plain values (which
-    unpickling could run as code) or a truncated one is a ModelLoadError naming it, not a traceback mid-resume."""
+    unpickling could run as code) or a truncated one is a ModelLoadError naming it, not a traceback mid-resume.
+    A whole checkpoint without optimizer state was saved with ``train.save_only_model``: transformers would resume
+    it with a fresh optimizer and schedule, so it is refused."""
+    if not (checkpoint / OPTIMIZER_NAME).is_file():
+        raise ModelLoadError(f"Cannot resume from {checkpoint}: it holds the model only (train.save_only_model was "
+                             "on), no optimizer, scheduler or RNG state. Start a new run.")
     for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
         try:
             with safe_globals():

@@ -13,10 +13,11 @@ The experiment YAML holds the search space in its ``tune`` section (keys are dot
 Optuna's TPE sampler (seeded with ``train.seed``) proposes values; each trial trains a normal run into
 ``<run.root>/<run.name>/trial_<n>/version_0`` (so the leaderboard, ``workbench evaluate`` and the notebooks
 work on trials unchanged); the objective is the monitored validation metric at the trial's *best*
-evaluation. A pruner sees every evaluation and stops trials that trail the others. Failed and pruned trials
-are recorded with their reason and never stop the study. The study lives in ``study.db`` (SQLite) in the
-study's folder unless ``storage`` names another Optuna storage (e.g. a PostgreSQL URL); running the same
-study name again continues it. Several worker processes on one machine (``workers=2``) share Optuna's
+evaluation. A pruner sees every evaluation and, after ``tune.pruner_warmup_epochs``, stops trials that trail
+the others. Failed and pruned trials are recorded with their reason and never stop the study. Trials never
+resume, so their checkpoints hold the model only (``train.save_only_model``). The study lives in ``study.db``
+(SQLite) in the study's folder unless ``storage`` names another Optuna storage (e.g. a PostgreSQL URL); running
+the same study name again continues it. Several worker processes on one machine (``workers=2``) share Optuna's
 journal file ``study.journal`` instead, since SQLite must not be shared; several machines share a PostgreSQL
 URL. The best trial is marked by ``best_trial.json`` and a ``best_trial`` link::
 
@@ -75,10 +76,15 @@ def suggest(trial: optuna.Trial, space: dict) -> dict:
 
 
 class PruningCallback(TrainerCallback):
-    """Reports each evaluation's monitored metric to the Optuna trial and stops the trial when the pruner says so."""
+    """Reports each evaluation's monitored metric to the Optuna trial and stops the trial when the pruner says so,
+    from ``warmup_epochs`` on.
 
-    def __init__(self, trial: optuna.Trial, metric: str):
-        self.trial, self.key = trial, f"eval_{metric}"
+    Reports are numbered by optimizer step, so trials of different batch sizes reach an epoch at different steps;
+    the warm-up is therefore counted here in epochs (``state.epoch``), not as the pruner's ``n_warmup_steps``.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, warmup_epochs: float = 0.0):
+        self.trial, self.key, self.warmup_epochs = trial, f"eval_{metric}", warmup_epochs
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.trial.set_user_attr("run_dir", str(RunDir.of_checkpoints(args.output_dir).path.resolve()))
@@ -87,7 +93,7 @@ class PruningCallback(TrainerCallback):
         if not metrics or self.key not in metrics:
             return
         self.trial.report(float(metrics[self.key]), step=state.global_step)
-        if self.trial.should_prune():
+        if (state.epoch or 0.0) >= self.warmup_epochs and self.trial.should_prune():
             message = f"pruned at step {state.global_step}: {self.key} = {metrics[self.key]:.4f}"
             self.trial.set_user_attr("reason", message)
             raise optuna.TrialPruned(message)
@@ -102,8 +108,10 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
 
 
 def trial_config(config: Config, values: dict, folder: Path, number: int) -> Config:
-    """The config of trial ``number``: ``config`` with the suggested ``values``, its run in ``folder``."""
-    return config.updated({**values, "run.root": str(folder), "run.name": f"{TRIAL_PREFIX}{number}"})
+    """The config of trial ``number``: ``config`` with the suggested ``values``, its run in ``folder``; its
+    checkpoints hold the model only, since a trial is never resumed (a failed one is tried afresh)."""
+    return config.updated({**values, "run.root": str(folder), "run.name": f"{TRIAL_PREFIX}{number}",
+                           "train.save_only_model": True})
 
 
 @dataclass
@@ -253,7 +261,7 @@ def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int, 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             trial_cfg = trial_config(config, suggest(trial, space), folder, trial.number)
-            result = train(trial_cfg, callbacks=[PruningCallback(trial, metric)], study=study_run)
+            result = train(trial_cfg, callbacks=[PruningCallback(trial, metric, config.tune.pruner_warmup_epochs)], study=study_run)
         except WorkbenchError as exc:
             trial.set_user_attr("reason", str(exc))
             raise
