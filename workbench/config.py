@@ -314,6 +314,29 @@ class AugmentConfig:
 
 
 @dataclass
+class ParityConfig:
+    """What an export must show against PyTorch, checked right after it is written (``workbench export``).
+
+    Quantization moves probabilities a little (int8: a few hundredths), so it may flip a prediction whose top two
+    classes are nearly tied, which says nothing about the engine: agreement is judged only where PyTorch decides
+    with a clear margin, and the accuracy may not fall by more than a bound. fp32 exports must also match PyTorch's
+    logits within ``workbench.export.FP32_TOLERANCE``.
+    """
+
+    margin: float = _help("An example counts as clearly decided when PyTorch's two highest class probabilities differ "
+                          "by at least this (multi-label: every class at least this far from its threshold); only "
+                          "those examples are held to min_agreement.", 0.1)
+    min_agreement: float = _help("Least share of the clearly decided examples on which the export predicts what "
+                                 "PyTorch predicts.", 0.98)
+    max_accuracy_drop: float = _help("Most the export's accuracy on the labelled examples may fall below PyTorch "
+                                     "fp32's, as a share (0.03 = 3 points).", 0.03)
+
+    def __post_init__(self):
+        for name in ("margin", "min_agreement", "max_accuracy_drop"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"parity.{name}={getattr(self, name)} must be in [0, 1].")
+
+
+@dataclass
 class ServeConfig:
     """The prediction service (``workbench serve``): where it listens, how it batches and what it accepts."""
 
