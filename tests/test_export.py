@@ -10,9 +10,9 @@ import pytest
 
 from workbench import TextClassificationModel, export
 from workbench.cli import main
-from workbench.config import ENGINE_EXPORTS, ENGINES
+from workbench.config import ENGINE_EXPORTS
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.export import compare_engines, engine_predictor, export_model, exports_table
+from workbench.export import engine_predictor, export_model, exports_table
 from workbench.runs import RunDir
 from workbench.runtime import EXPORT_FORMAT, load_export
 
@@ -127,18 +127,3 @@ def test_the_cli_exports_into_the_run_and_speed_compares_engines(tiny_run, capsy
     assert "speedup_b1" in printed and "onnx-int8" in printed
     summary = printed[printed.index("size_mb") - 60:]
     assert "accuracy" in summary and "agreement_with_torch" in summary  # the file's labels give each engine's accuracy
-
-
-def test_compare_engines_measures_every_engine_on_the_same_texts(tiny_run, tmp_path):
-    val = pd.read_csv(Path(tiny_run).parent.parent.parent / "val.csv")
-    labels = (val["label"] == "pos").astype(int).tolist()
-    engines = ["torch", "onnx", "onnx-int8", "pt2"]
-    summary, latency = compare_engines(tiny_run, engines, val["text"].tolist(), labels, batch_sizes=(1, 4),
-                                       repeats=2, batches=3, echo=None)
-    assert list(summary["engine"]) == engines and sorted(set(latency["engine"])) == sorted(engines)
-    assert summary["speedup_b1"].iloc[0] == 1.0 and (summary["speedup_b4"] > 0).all()
-    assert (summary["agreement_with_torch"] == 1.0).all() and summary["accuracy"].nunique() == 1
-    assert summary.set_index("engine").loc["onnx-int8", "size_mb"] < summary.set_index("engine").loc["torch", "size_mb"]
-    assert (summary["peak_rss_added_mb"] >= 0).all() and set(ENGINES) >= set(summary["engine"])
-    table = exports_table(tiny_run)
-    assert {"onnx", "onnx-int8", "pt2"} <= set(table["engine"]) and (table["agreement"] == 1.0).all()

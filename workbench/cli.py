@@ -32,6 +32,7 @@ import itertools
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 from workbench.config import ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, ServeConfig
@@ -259,7 +260,8 @@ def _register(args) -> int:
 def _speed(args) -> int:
     from workbench.data import TextDataModule
     from workbench.datafiles import read_table, require_columns
-    from workbench.export import compare_engines
+    from workbench.export import engine_predictor
+    from workbench.inference import compare_engines
     from workbench.plots import latency_figure
 
     _require_one_source(args)
@@ -278,8 +280,9 @@ def _speed(args) -> int:
     if any(x != "natural" and not x.isdigit() for x in args.seq_lengths):
         raise WorkbenchError(f"--seq-lengths {' '.join(args.seq_lengths)}: give token counts or 'natural'.")
     lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]
-    summary, table = compare_engines(args.model, args.engine, texts, labels, batch_sizes=args.batch_sizes,
-                                     seq_lengths=lengths, repeats=args.repeats, threads=args.threads)
+    summary, table = compare_engines(partial(engine_predictor, args.model), args.engine, texts, labels,
+                                     batch_sizes=args.batch_sizes, seq_lengths=lengths, repeats=args.repeats,
+                                     threads=args.threads)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print()
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

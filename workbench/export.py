@@ -10,7 +10,7 @@ on real examples). An export that breaks parity is refused and nothing is left b
     meta = export_model("runs/sst2/version_0", engine="onnx-int8")
     meta["parity"]        # max |logit difference|, prediction agreement, accuracy before and after
     engine_predictor("runs/sst2/version_0", "onnx-int8").predict(["a gripping film"])
-    summary, latency = compare_engines("runs/sst2/version_0", ["torch", "onnx", "onnx-int8"], texts, labels)
+    inference.compare_engines(partial(engine_predictor, "runs/sst2/version_0"), ["torch", "onnx-int8"], texts)
 
 What the recipes rest on (torch 2.13, transformers 5, onnxruntime 1.32; bench/README.md "Export" has the numbers):
 
@@ -28,9 +28,7 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -52,10 +50,10 @@ from workbench.config import ENGINE_EXPORTS, ENGINES, DataConfig, engine_of
 from workbench.data import EncodedDataset, TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import run_datamodule
-from workbench.inference import benchmark_inference, torch_predictor
+from workbench.inference import torch_predictor
 from workbench.metrics import predict_from_proba
 from workbench.models import META_FILE, MODEL_FILE, TextClassificationModel
-from workbench.runs import RunDir, load_run, machine_info, model_folder
+from workbench.runs import RunDir, load_run, model_folder
 from workbench.runtime import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor, load_export
 
 ONNX_OPSET = 17
@@ -331,6 +329,7 @@ def engine_predictor(source: TextClassificationModel | str | Path, engine: str, 
         predictor = torch_predictor(model, batch_size)
         if path is not None:
             predictor.meta["model_sha256"] = _sha256(model_folder(path) / MODEL_FILE)
+            predictor.meta["size_bytes"] = (model_folder(path) / MODEL_FILE).stat().st_size  # as an export's
             predictor.meta["source"] = str(path)
         return predictor
     folder = Path(workdir) / engine if workdir is not None else None
@@ -365,102 +364,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-class _PeakMemory:
-    """Samples this process's resident memory every 5 ms while active: the peak over the baseline, in MB."""
-
-    def __enter__(self):
-        self.base = self.peak = _rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_mb())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mb())
-        self.added_mb = self.peak - self.base
-
-
-def compare_engines(source: str | Path, engines: Sequence[str], texts: Sequence[str],
-                    labels: Sequence | None = None, *, batch_sizes: Sequence[int] = (1, 8, 32),
-                    seq_lengths: Sequence[int | None] = (None,), repeats: int = 5, batches: int = 10,
-                    threads: int | None = None, workdir: str | Path | None = None,
-                    echo: Callable[[str], None] | None = print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every engine of ``engines`` on the same texts, one after another in this process.
-
-    Args:
-        source: a run directory (engines are exported into ``RUN_DIR/exports/`` as needed) or a model folder
-            with ``workdir``.
-        engines: names from :data:`workbench.config.ENGINES`.
-        texts: real texts: batches are cut from them, and accuracy is measured on all of them.
-        labels: class ids ``(N,)`` (multi-hot ``(N, K)`` for multi-label) of ``texts``, for accuracy.
-        batch_sizes, seq_lengths, repeats, batches, threads: as :func:`~workbench.inference.benchmark_inference`.
-
-    Returns:
-        ``(summary, latency)``: one summary row per engine (``size_mb`` of the model file, ``load_s``,
-        ``peak_rss_added_mb`` while loading and running it, ``accuracy``, ``agreement`` with torch and the
-        speed-up over the first engine at each batch size) and the latency table of every (engine, length,
-        batch size).
-
-    Example:
-        >>> summary, latency = compare_engines("runs/sst2/version_0", ["torch", "onnx-int8"], texts, labels)  # doctest: +SKIP
-    """
-    unknown = [e for e in engines if e not in ENGINES]
-    if unknown or not engines:
-        raise ConfigError(f"engine {', '.join(unknown) or '(none)'}: choose from {', '.join(ENGINES)}.")
-    if threads:
-        torch.set_num_threads(threads)
-    rows, tables, predictions = [], [], {}
-    for engine in engines:
-        with _PeakMemory() as memory:
-            started = time.perf_counter()
-            predictor = engine_predictor(source, engine, threads=threads, workdir=workdir, echo=echo)
-            load_s = time.perf_counter() - started
-            proba = predictor.predict_proba(list(texts))
-            table = benchmark_inference(predictor, texts, batch_sizes, seq_lengths, repeats=repeats,
-                                        batches=batches, threads=threads, echo=echo)
-        predicted = predict_from_proba(proba, predictor.thresholds if predictor.multi_label else None)
-        predictions[engine] = predicted
-        row = {"engine": engine, "size_mb": _model_bytes(source, engine, workdir) / 1e6, "load_s": load_s,
-               "peak_rss_added_mb": memory.added_mb}
-        if labels is not None:
-            truth = np.asarray(labels)
-            row["accuracy"] = float((predicted == truth).reshape(len(truth), -1).all(axis=1).mean())
-        first = predictions[engines[0]]
-        row["agreement_with_" + engines[0]] = float((predicted == first).reshape(len(first), -1).all(axis=1).mean())
-        rows.append(row)
-        tables.append(table)
-        del predictor
-    latency = pd.concat(tables, ignore_index=True)
-    summary = pd.DataFrame(rows)
-    natural = latency[latency["seq_length"] == latency["seq_length"].iloc[0]]
-    for batch_size in batch_sizes:
-        cell = natural[natural["batch_size"] == batch_size].set_index("engine")["examples_per_s"]
-        summary[f"speedup_b{batch_size}"] = summary["engine"].map(cell / cell[engines[0]])
-    summary.attrs["machine"] = latency.attrs["machine"] = {**machine_info(), "torch": torch.__version__,
-                                                            "onnxruntime": onnxruntime.__version__,
-                                                            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}
-    return summary, latency
-
-
-def _model_bytes(source, engine: str, workdir) -> int:
-    path = Path(source)
-    if (path / EXPORT_FILE).exists():
-        meta = json.loads((path / EXPORT_FILE).read_text())
-        return (path / meta["file"]).stat().st_size
-    if engine == "torch":
-        return (model_folder(path) / MODEL_FILE).stat().st_size
-    folder = Path(workdir) / engine if workdir is not None else RunDir(path).export_folder(engine)
-    return (folder / MODEL_FILES[ENGINE_EXPORTS[engine][0]]).stat().st_size
