@@ -195,6 +195,8 @@ def test_bad_export_requests(tiny_run, tmp_path, capsys):
     assert err.startswith("workbench export: error:") and len(err.strip().splitlines()) == 1
     assert main(["export", str(tiny_run), "--format", "pt2", "--quantize", "int8"]) == 2
     assert "not pt2" in capsys.readouterr().err
+    assert main(["export", str(tiny_run), "--engine", "onnx-int8", "--max-accuracy-drop", "2"]) == 2
+    assert "parity.max_accuracy_drop=2.0 must be in [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown format with its usage line
         main(["export", str(tiny_run), "--format", "tflite"])
     assert exit_info.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err

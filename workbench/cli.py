@@ -35,7 +35,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from workbench.config import ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, ServeConfig
+from workbench.config import ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, ParityConfig, ServeConfig
 from workbench.errors import WorkbenchError
 
 
@@ -296,8 +296,10 @@ def _speed(args) -> int:
 def _export(args) -> int:
     from workbench.export import export_model
 
+    parity = ParityConfig(margin=args.margin, min_agreement=args.min_agreement,
+                          max_accuracy_drop=args.max_accuracy_drop)
     export_model(args.run, args.out, engine=args.engine, model_format=args.format, optimize=args.optimize,
-                 quantize=args.quantize, examples=args.file, max_examples=args.max_examples)
+                 quantize=args.quantize, examples=args.file, max_examples=args.max_examples, parity=parity)
     return 0
 
 
@@ -440,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="export folder (default: RUN_DIR/exports/<engine>)")
     export.add_argument("--file", help="labelled table to check parity on (default: the run's validation split)")
     export.add_argument("--max-examples", type=int, default=1000, help="examples in the parity report")
+    for name in ("margin", "min_agreement", "max_accuracy_drop"):  # what the parity report must show
+        export.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(ParityConfig, name),
+                            help=ParityConfig.__dataclass_fields__[name].metadata["help"])
     export.set_defaults(func=_export)
 
     serve_defaults = ServeConfig()
