@@ -111,6 +111,6 @@ def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tm
     assert not failed
     exports = records["trec_tiny_inspect", "11_export"]["results"]["exports"]
     assert [e["status"] for e in exports] == ["exported"] * 6, exports  # int8 included: near ties are not a fault
-    assert all(e["agreement_clear"] is None or e["agreement_clear"] >= 0.98 for e in exports)
+    assert all(e["agreement_clear"] is None or e["agreement_clear"] >= 0.9 for e in exports)
     engines = records["trec_tiny_inspect", "11_export"]["results"]["engines"]
     assert [e["status"] for e in engines] == ["ok"] * 3 and engines[0]["accuracy"] > 0.2  # 6 classes

@@ -322,7 +322,9 @@ class ParityConfig:
     the accuracy may not fall by more than a bound. fp32 exports must also match PyTorch's logits within
     ``workbench.export.FP32_TOLERANCE``. On the 1-epoch TREC model of ``experiments/tiny.yaml`` (41% accurate,
     half its validation questions decided by less than 0.15), int8 moved probabilities by up to 0.03 (ONNX
-    Runtime) and 0.13 (torch), flipping 5 and 12 of 100 predictions, none of those decided by 0.2 or more.
+    Runtime) and 0.13 (torch), flipping 5 and 12 of 100 predictions, none of those decided by 0.2 or more; on the
+    89%-accurate model notebook 11 trains, torch's int8 flipped 3.4% of the 522 decided by 0.2 or more (accuracy
+    -0.9 points), so the floor stays the 90% that used to apply to all predictions.
     """
 
     margin: float = _help("An example counts as clearly decided when PyTorch's two highest class probabilities differ "
@@ -330,7 +332,7 @@ class ParityConfig:
                           "those examples are held to min_agreement (int8 moved the probabilities of "
                           "experiments/tiny.yaml's TREC model by up to 0.13, and flipped no decision this clear).", 0.2)
     min_agreement: float = _help("Least share of the clearly decided examples on which the export predicts what "
-                                 "PyTorch predicts.", 0.98)
+                                 "PyTorch predicts.", 0.9)
     max_accuracy_drop: float = _help("Most the export's accuracy on the labelled examples may fall below PyTorch "
                                      "fp32's, as a share (0.05 = 5 points; on 100 examples each flipped near tie "
                                      "moves it by 1 point).", 0.05)
