@@ -8,7 +8,7 @@ Three parts, each written into its ``--out`` JSON; the first two on a run direct
   ``reduce_range``, on the plain and on the fused (``--optimize``) graph: SST-2 dev accuracy (872 sentences)
   and latency at batch 1 and 32 (natural lengths), next to PyTorch eager and fp32 ONNX measured in the same
   process. ``workbench.export.ONNX_INT8`` and ``config.ENGINE_EXPORTS`` hold the recipe this picked.
-- ``engines``: :func:`workbench.export.compare_engines` on SST-2 dev with every engine (torch, pt2,
+- ``engines``: :func:`workbench.inference.compare_engines` on SST-2 dev with every engine (torch, pt2,
   torchscript, torch-int8, onnx, onnx-optimized, onnx-int8): p50/p95/p99 latency per batch size, throughput,
   model size, peak memory added, dev accuracy, speed-up over torch. With ``--trec RUN_DIR`` it also reports
   each engine's accuracy on the TREC test questions (500).
@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,8 @@ from tokenizers import Tokenizer  # noqa: E402
 
 from workbench.config import ENGINES, PER_EXAMPLE_ENGINES  # noqa: E402
 from workbench.evaluation import evaluate_run, run_datamodule  # noqa: E402
-from workbench.export import compare_engines, engine_predictor  # noqa: E402
-from workbench.inference import benchmark_inference  # noqa: E402
+from workbench.export import engine_predictor  # noqa: E402
+from workbench.inference import benchmark_inference, compare_engines  # noqa: E402
 from workbench.models import TextClassificationModel  # noqa: E402
 from workbench.runs import load_run, machine_info  # noqa: E402
 from workbench.runtime import (EXPORT_FILE, TOKENIZER_FILE, Predictor, load_export, onnx_engine,  # noqa: E402
@@ -108,8 +109,8 @@ def int8(args) -> dict:
 
 def engines(args) -> dict:
     texts, labels, _ = _split(args.run, "validation")
-    summary, latency = compare_engines(args.run, args.engines, texts, labels, batch_sizes=(1, 8, 32),
-                                       repeats=5, batches=20, threads=args.threads)
+    summary, latency = compare_engines(partial(engine_predictor, args.run), args.engines, texts, labels,
+                                       batch_sizes=(1, 8, 32), repeats=5, batches=20, threads=args.threads)
     results = {"machine": summary.attrs["machine"], "command": " ".join(["python", *sys.argv]), "run": args.run,
                "threads": args.threads,
                "examples": len(texts), "summary": summary.to_dict(orient="records"),

@@ -14,7 +14,7 @@ from transformers import BertConfig, BertForMaskedLM, MarianConfig, MarianMTMode
 
 from conftest import Interrupt
 from workbench import TextClassificationModel, TextDataModule, Trainer
-from workbench.augment import (Augmenter, Protection, example_rng, punctuation_insertion, random_deletion,
+from workbench.augment import (Augmenter, Protection, punctuation_insertion, random_deletion,
                                random_insertion, random_swap, synonym_replacement, synonyms, wordnet)
 from workbench.config import AugmentConfig, load_config
 from workbench.errors import ConfigError, ModelLoadError

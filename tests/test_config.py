@@ -8,6 +8,7 @@ import yaml
 from workbench.config import (
     NOTEBOOK_PARAMETERS,
     Config,
+    ParityConfig,
     config_from_dict,
     config_from_parameters,
     load_config,
@@ -135,3 +136,12 @@ def test_updated_is_a_validated_copy():
         base.updated({"train.lrr": 1})
     with pytest.raises(ConfigError, match="data.max_tokens=8192 must be at least data.max_length=10000"):
         base.updated(["data.max_length=10000"])
+
+
+@pytest.mark.parametrize("field", ["margin", "min_agreement", "max_accuracy_drop"])
+def test_parity_limits_are_shares(field):
+    assert ParityConfig.__dataclass_fields__[field].metadata["help"]  # each says what it bounds
+    assert getattr(ParityConfig(**{field: 0.0}), field) == 0.0 and getattr(ParityConfig(**{field: 1.0}), field) == 1.0
+    for bad in (-0.01, 1.5):
+        with pytest.raises(ConfigError, match=rf"parity.{field}={bad} must be in \[0, 1\]"):
+            ParityConfig(**{field: bad})

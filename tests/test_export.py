@@ -10,9 +10,10 @@ import pytest
 
 from workbench import TextClassificationModel, export
 from workbench.cli import main
-from workbench.config import ENGINE_EXPORTS, ENGINES, PER_EXAMPLE_ENGINES
-from workbench.errors import ConfigError, WorkbenchError
-from workbench.export import compare_engines, engine_predictor, export_model, exports_table
+from workbench.config import ENGINE_EXPORTS, ENGINES, PER_EXAMPLE_ENGINES, ParityConfig
+from workbench.errors import ConfigError, ParityError, WorkbenchError
+from workbench.export import engine_predictor, export_engines, export_model
+from workbench.metrics import decision_margin
 from workbench.runs import RunDir
 from workbench.runtime import EXPORT_FORMAT, load_export
 
@@ -25,7 +26,9 @@ def test_every_engine_exports_with_parity(tiny_run, tmp_path, engine):
     meta = export_model(tiny_run, tmp_path / engine, engine=engine, echo=None)
     parity = meta["parity"]
     assert parity["examples"] == 16 and parity["tokenization_matches"] == 1.0 and parity["agreement"] == 1.0
-    assert parity["accuracy_export"] == parity["accuracy_torch"]
+    assert parity["accuracy_export"] == parity["accuracy_torch"] and parity["accuracy_change"] == 0.0
+    assert parity["margin"] == ParityConfig.margin and parity["agreement_clear"] in (1.0, None)
+    assert 0 <= parity["clear_examples"] <= 16 and meta["parity_limits"]["min_agreement"] == ParityConfig.min_agreement
     if meta["quantized"]:
         assert 0 < parity["max_abs_logit_diff"] < 0.5  # int8 moves the logits a little, never a lot
     else:
@@ -104,11 +107,92 @@ def test_broken_parity_is_refused_and_leaves_nothing(tiny_run, tmp_path, monkeyp
     with pytest.raises(WorkbenchError, match="mine exists and is not an export folder; nothing in it is replaced"):
         export_model(tiny_run, mine, engine="onnx", echo=None)
     assert (mine / "notes.txt").read_text() == "keep me"
-    with pytest.raises(WorkbenchError, match="agrees with PyTorch on 100.0% of predictions \\(minimum 101%\\)"):
-        export_model(tiny_run, tmp_path / "int8", engine="onnx-int8", min_agreement=1.01, echo=None)
-    assert not (tmp_path / "int8").exists()
+    _plant(monkeypatch, _flip(slice(None)))  # an engine that swaps the classes
+    # the tiny model decides none of its examples by a margin of 0.1: the accuracy change refuses it
+    with pytest.raises(ParityError, match=r"onnx-int8 export of .* is refused: its accuracy falls from 1.0000 to "
+                                          r"0.0000 \(at most 5 points allowed\)\. .*Nothing was written") as refused:
+        export_model(tiny_run, tmp_path / "int8", engine="onnx-int8", echo=None)
+    assert refused.value.engine == "onnx-int8" and refused.value.parity["agreement"] == 0.0
+    assert refused.value.parity["clear_examples"] == 0 and not (tmp_path / "int8").exists()
     with pytest.raises(ConfigError, match="max_examples=0 must be at least 1"):
         export_model(tiny_run, tmp_path / "none", engine="onnx", max_examples=0)
+
+
+def _plant(monkeypatch, change, model=None, engine=None):
+    """Make the exports (or only ``engine``'s) answer PyTorch's own logits ``(N, K)``, passed through ``change``."""
+    real = export.load_export
+
+    def planted(folder, *args, **kwargs):
+        predictor = real(folder, *args, **kwargs)
+        if engine in (None, predictor.engine):
+            reference = model or TextClassificationModel.from_pretrained(predictor.meta["source"])
+            predictor.logits = lambda features: change(reference.logits_of(features).numpy())
+        return predictor
+
+    monkeypatch.setattr(export, "load_export", planted)
+
+
+def _flip(rows):
+    def change(logits):
+        logits[rows] = logits[rows][:, ::-1].copy()  # the other of the two classes
+        return logits
+    return change
+
+
+def test_parity_judges_agreement_where_pytorch_decides_clearly_and_the_accuracy_change(tiny_run, tmp_path,
+                                                                                        monkeypatch):
+    model = TextClassificationModel.from_pretrained(tiny_run)
+    texts = ["a good and great film", "wonderful acting, loved it", "great fun, a fine movie", "a bad and awful film",
+             "terrible acting, hated it", "awful mess, a poor movie", "a good and awful film", "great acting, hated it",
+             "a fine mess", "bad story and great cast", "a dull but wonderful film", "a poor and fine movie"]
+    proba = model.predict_proba(texts)
+    margins = decision_margin(proba)
+    margin = float(np.median(margins))  # half the texts are near ties, the other half clearly decided
+    near = np.flatnonzero(margins < margin)
+    predicted = proba.argmax(1)
+    truth = predicted.copy()
+    truth[near[0]] = 1 - truth[near[0]]  # PyTorch gets one near tie wrong: accuracy 11/12
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"text": texts, "label": np.array(["neg", "pos"])[truth]}).to_csv(rows, index=False)
+    limits = ParityConfig(margin=margin)
+
+    # quantization noise flipping two near ties, one to right and one to wrong: the old 90% floor refused this
+    _plant(monkeypatch, _flip(near[:2]), model)
+    meta = export_model(model, tmp_path / "ties", engine="onnx-int8", examples=rows, parity=limits, echo=None)
+    parity = meta["parity"]
+    assert parity["agreement"] == pytest.approx(10 / 12) and parity["agreement_clear"] == 1.0
+    assert parity["clear_examples"] == 12 - len(near) == 6 and parity["margin"] == margin
+    assert parity["accuracy_torch"] == pytest.approx(11 / 12) and parity["accuracy_change"] == 0.0
+
+    # flipping only a near tie PyTorch got right costs 1/12 of accuracy: refused beyond the allowed drop, not at it
+    _plant(monkeypatch, _flip(near[1:2]), model)
+    with pytest.raises(ParityError, match=r"its accuracy falls from 0.9167 to 0.8333 \(at most 5 points allowed\)"):
+        export_model(model, tmp_path / "worse", engine="onnx-int8", examples=rows, parity=limits, echo=None)
+    at_bound = ParityConfig(margin=margin, max_accuracy_drop=1 / 12)
+    meta = export_model(model, tmp_path / "worse", engine="onnx-int8", examples=rows, parity=at_bound, echo=None)
+    assert meta["parity"]["accuracy_change"] == -1 / 12 and meta["parity"]["agreement_clear"] == 1.0
+
+    # a broken engine disagrees where PyTorch is sure, whatever the margin
+    _plant(monkeypatch, _flip(np.arange(12)), model)
+    with pytest.raises(ParityError, match=r"on the 6 examples PyTorch decides with a margin of at least .*, it agrees "
+                                          r"with PyTorch on 0.0% of predictions"):
+        export_model(model, tmp_path / "broken", engine="onnx-int8", examples=rows, parity=limits, echo=None)
+    # fp32 engines keep their tight check: the same near-tie flips are refused there
+    _plant(monkeypatch, _flip(near[:2]), model)
+    with pytest.raises(ParityError, match=r"its logits differ from PyTorch's by up to .* \(tolerance 0.0001\)"):
+        export_model(model, tmp_path / "fp32", engine="onnx", examples=rows, parity=limits, echo=None)
+
+
+def test_export_engines_shows_a_refused_export_as_a_row(tiny_run, tmp_path, monkeypatch):
+    _plant(monkeypatch, _flip(slice(None)), engine="torch-int8")
+    table = export_engines(tiny_run, ["onnx", "torch-int8"], workdir=tmp_path, echo=None)
+    rows = table.set_index("engine")
+    assert list(table["engine"]) == ["onnx", "torch-int8"] and list(table["status"]) == ["exported", "refused"]
+    assert rows.loc["onnx", "reason"] == "" and rows.loc["onnx", "agreement"] == 1.0 and rows.loc["onnx", "size_mb"] > 0
+    assert rows.loc["torch-int8", "reason"] == "its accuracy falls from 1.0000 to 0.0000 (at most 5 points allowed)"
+    assert rows.loc["torch-int8", "agreement"] == 0.0 and pd.isna(rows.loc["torch-int8", "size_mb"])
+    assert rows.loc["torch-int8", "quantized"] == "int8" and rows.loc["torch-int8", "format"] == "torchscript"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # the refused export left nothing
 
 
 def test_bad_export_requests(tiny_run, tmp_path, capsys):
@@ -129,6 +213,8 @@ def test_bad_export_requests(tiny_run, tmp_path, capsys):
     assert err.startswith("workbench export: error:") and len(err.strip().splitlines()) == 1
     assert main(["export", str(tiny_run), "--format", "pt2", "--quantize", "int8"]) == 2
     assert "not pt2" in capsys.readouterr().err
+    assert main(["export", str(tiny_run), "--engine", "onnx-int8", "--max-accuracy-drop", "2"]) == 2
+    assert "parity.max_accuracy_drop=2.0 must be in [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses an unknown format with its usage line
         main(["export", str(tiny_run), "--format", "tflite"])
     assert exit_info.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
@@ -145,18 +231,3 @@ def test_the_cli_exports_into_the_run_and_speed_compares_engines(tiny_run, capsy
     assert "speedup_b1" in printed and "onnx-int8" in printed
     summary = printed[printed.index("size_mb") - 60:]
     assert "accuracy" in summary and "agreement_with_torch" in summary  # the file's labels give each engine's accuracy
-
-
-def test_compare_engines_measures_every_engine_on_the_same_texts(tiny_run, tmp_path):
-    val = pd.read_csv(Path(tiny_run).parent.parent.parent / "val.csv")
-    labels = (val["label"] == "pos").astype(int).tolist()
-    engines = ["torch", "onnx", "onnx-int8", "pt2"]
-    summary, latency = compare_engines(tiny_run, engines, val["text"].tolist(), labels, batch_sizes=(1, 4),
-                                       repeats=2, batches=3, echo=None)
-    assert list(summary["engine"]) == engines and sorted(set(latency["engine"])) == sorted(engines)
-    assert summary["speedup_b1"].iloc[0] == 1.0 and (summary["speedup_b4"] > 0).all()
-    assert (summary["agreement_with_torch"] == 1.0).all() and summary["accuracy"].nunique() == 1
-    assert summary.set_index("engine").loc["onnx-int8", "size_mb"] < summary.set_index("engine").loc["torch", "size_mb"]
-    assert (summary["peak_rss_added_mb"] >= 0).all() and set(ENGINES) >= set(summary["engine"])
-    table = exports_table(tiny_run)
-    assert {"onnx", "onnx-int8", "pt2"} <= set(table["engine"]) and (table["agreement"] == 1.0).all()

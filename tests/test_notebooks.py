@@ -1,13 +1,16 @@
 """Every notebook runs under papermill on tiny parameters, and its own final checks pass."""
 
 import json
+import os
 import re
 from pathlib import Path
 
 import papermill
 import pytest
 
-from workbench.reports import declared_parameters
+from workbench.catalog import data_root
+from workbench.errors import DataError
+from workbench.reports import declared_parameters, run_experiments
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -30,7 +33,8 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     assert inspect["04_error_analysis"]["results"]["examples"] == 100
     assert inspect["05_explain"]["results"]["explained"] == 4  # two chosen texts, two mistakes
     exported = inspect["11_export"]["results"]
-    assert len(exported["exports"]) == 6 and all(e["agreement"] >= 0.9 for e in exported["exports"])
+    assert len(exported["exports"]) == 6 and all(e["status"] == "exported" or e["reason"] for e in exported["exports"])
+    assert all(e["status"] == "exported" for e in exported["exports"] if not e["quantized"])  # fp32: never refused
     assert [e["engine"] for e in exported["engines"]] == ["torch", "onnx", "onnx-int8"]
     assert exported["service"]["engine"] == "onnx-int8" and len(exported["service"]["model_version"]) == 16
     assert state["experiments"]["trec_tiny_cv"]["notebooks"]["06_cross_validation"]["results"]["examples"] == 300
@@ -87,3 +91,26 @@ def test_a_missing_run_directory_fails_with_the_cell_named(tmp_path):
     error = state["experiments"]["ghost"]["notebooks"]["03_evaluate"]["error"]
     assert error.startswith("experiment 'ghost', notebook 03_evaluate, cell In [")
     assert "RunNotFoundError: Run directory runs/nope does not exist" in error
+
+
+@pytest.mark.slow
+def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tmp_path):
+    """The batch command as its file documents it: all-MiniLM-L6-v2, one epoch on 200 TREC questions (a ~40%-accurate
+    model with many near ties), every notebook succeeding and every export accepted (issue 20)."""
+    try:
+        data_root()
+    except DataError:
+        if os.environ.get("CI"):
+            pytest.fail("no shared data folder: set WORKBENCH_DATA (the TREC files are needed)")
+        pytest.skip("no shared data folder on this machine")
+    state = run_experiments(REPO / "experiments" / "tiny.yaml", progress=False)  # in tmp_path (conftest)
+    records = {(name, notebook): record for name, experiment in state["experiments"].items()
+               for notebook, record in experiment["notebooks"].items()}
+    assert len(records) == 15 and {nb for _, nb in records} == {p.stem for p in NOTEBOOKS}
+    failed = {key: record.get("error") for key, record in records.items() if record["status"] != "ok"}
+    assert not failed
+    exports = records["trec_tiny_inspect", "11_export"]["results"]["exports"]
+    assert [e["status"] for e in exports] == ["exported"] * 6, exports  # int8 included: near ties are not a fault
+    assert all(e["agreement_clear"] is None or e["agreement_clear"] >= 0.9 for e in exports)
+    engines = records["trec_tiny_inspect", "11_export"]["results"]["engines"]
+    assert [e["status"] for e in engines] == ["ok"] * 3 and engines[0]["accuracy"] > 0.2  # 6 classes

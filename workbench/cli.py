@@ -32,9 +32,11 @@ import itertools
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
-from workbench.config import ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, DataConfig, ServeConfig
+from workbench.config import (ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, DataConfig, ParityConfig,
+                              ServeConfig)
 from workbench.errors import WorkbenchError
 
 
@@ -261,7 +263,8 @@ def _register(args) -> int:
 def _speed(args) -> int:
     from workbench.data import TextDataModule
     from workbench.datafiles import read_table, require_columns
-    from workbench.export import compare_engines
+    from workbench.export import engine_predictor
+    from workbench.inference import compare_engines
     from workbench.plots import latency_figure
 
     _require_one_source(args)
@@ -280,8 +283,9 @@ def _speed(args) -> int:
     if any(x != "natural" and not x.isdigit() for x in args.seq_lengths):
         raise WorkbenchError(f"--seq-lengths {' '.join(args.seq_lengths)}: give token counts or 'natural'.")
     lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]
-    summary, table = compare_engines(args.model, args.engine, texts, labels, batch_sizes=args.batch_sizes,
-                                     seq_lengths=lengths, repeats=args.repeats, threads=args.threads)
+    summary, table = compare_engines(partial(engine_predictor, args.model), args.engine, texts, labels,
+                                     batch_sizes=args.batch_sizes, seq_lengths=lengths, repeats=args.repeats,
+                                     threads=args.threads)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print()
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -295,8 +299,10 @@ def _speed(args) -> int:
 def _export(args) -> int:
     from workbench.export import export_model
 
+    parity = ParityConfig(margin=args.margin, min_agreement=args.min_agreement,
+                          max_accuracy_drop=args.max_accuracy_drop)
     export_model(args.run, args.out, engine=args.engine, model_format=args.format, optimize=args.optimize,
-                 quantize=args.quantize, examples=args.file, max_examples=args.max_examples)
+                 quantize=args.quantize, examples=args.file, max_examples=args.max_examples, parity=parity)
     return 0
 
 
@@ -455,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="export folder (default: RUN_DIR/exports/<engine>)")
     export.add_argument("--file", help="labelled table to check parity on (default: the run's validation split)")
     export.add_argument("--max-examples", type=int, default=1000, help="examples in the parity report")
+    for name in ("margin", "min_agreement", "max_accuracy_drop"):  # what the parity report must show
+        export.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(ParityConfig, name),
+                            help=ParityConfig.__dataclass_fields__[name].metadata["help"])
     export.set_defaults(func=_export)
 
     serve_defaults = ServeConfig()

@@ -19,3 +19,11 @@ class DataError(WorkbenchError, ValueError):
 
 class ModelLoadError(WorkbenchError, OSError):
     """A backbone, checkpoint or tokenizer cannot be loaded."""
+
+
+class ParityError(WorkbenchError):
+    """An export was refused: its outputs break parity with PyTorch (``reason``; the measured ``parity`` report)."""
+
+    def __init__(self, message: str, *, engine: str, reason: str, parity: dict):
+        super().__init__(message)
+        self.engine, self.reason, self.parity = engine, reason, parity

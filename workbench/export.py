@@ -4,13 +4,15 @@ Formats: ONNX (optionally with ONNX Runtime's transformer fusions and int8 dynam
 (optionally with torch's dynamic int8 Linear layers) and ``torch.export`` (an ExportedProgram in a ``.pt2``
 file). Each export is a self-contained folder: the model file, the tokenizer and ``export.json`` (labels,
 thresholds, temperature, text processing, the run's metrics and a parity report measured right after export
-on real examples). An export that breaks parity is refused and nothing is left behind::
+on real examples). An export that breaks parity (:class:`~workbench.config.ParityConfig`: agreement where PyTorch
+decides clearly, the accuracy change, and for fp32 the logits themselves) is refused and nothing is left behind::
 
     workbench export runs/sst2/version_0 --format onnx --optimize --quantize int8   # -> .../exports/onnx-int8
     meta = export_model("runs/sst2/version_0", engine="onnx-int8")
-    meta["parity"]        # max |logit difference|, prediction agreement, accuracy before and after
+    meta["parity"]        # max |logit difference|, agreement (all, clearly decided), accuracy before and after
+    export_engines("runs/sst2/version_0", ["onnx", "onnx-int8", "torch-int8"])   # a table; a refusal is a row
     engine_predictor("runs/sst2/version_0", "onnx-int8").predict(["a gripping film"])
-    summary, latency = compare_engines("runs/sst2/version_0", ["torch", "onnx", "onnx-int8"], texts, labels)
+    inference.compare_engines(partial(engine_predictor, "runs/sst2/version_0"), ["torch", "onnx-int8"], texts)
 
 What the recipes rest on (torch 2.13, transformers 5, onnxruntime 1.32; bench/README.md "Export" has the numbers):
 
@@ -24,13 +26,12 @@ What the recipes rest on (torch 2.13, transformers 5, onnxruntime 1.32; bench/RE
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,14 +49,14 @@ from onnxruntime.transformers import optimizer as ort_optimizer
 from torch import nn
 
 from workbench import __version__
-from workbench.config import ENGINE_EXPORTS, ENGINES, engine_of
+from workbench.config import ENGINE_EXPORTS, ENGINES, ParityConfig, engine_of
 from workbench.data import EncodedDataset, TextDataModule
-from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
+from workbench.errors import ConfigError, ModelLoadError, ParityError, WorkbenchError
 from workbench.evaluation import run_datamodule
-from workbench.inference import benchmark_inference, torch_predictor
-from workbench.metrics import predict_from_proba
+from workbench.inference import torch_predictor
+from workbench.metrics import decision_margin, predict_from_proba
 from workbench.models import META_FILE, MODEL_FILE, TextClassificationModel
-from workbench.runs import RunDir, load_run, machine_info, model_folder
+from workbench.runs import RunDir, load_run, model_folder
 from workbench.runtime import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor, load_export
 
 ONNX_OPSET = 17
@@ -102,32 +103,49 @@ def _parity_examples(model: TextClassificationModel, run, file: str | Path | Non
 
 
 def parity_report(model: TextClassificationModel, predictor: Predictor, dataset: EncodedDataset,
-                  max_examples: int = 1000) -> dict:
+                  max_examples: int = 1000, *, margin: float = ParityConfig.margin) -> dict:
     """How an engine's outputs compare with PyTorch eager on the first ``max_examples`` examples of ``dataset``.
 
+    Args:
+        margin: an example is clearly decided when PyTorch's :func:`~workbench.metrics.decision_margin` is at least
+            this (:attr:`ParityConfig.margin <workbench.config.ParityConfig>`).
+
     Returns:
-        ``examples``, ``max_abs_logit_diff``, ``agreement`` (share of identical predictions; identical label sets
-        for multi-label), ``tokenization_matches`` (share of texts the engine's tokenizer encodes to the same ids,
-        for single-text models) and, when the examples carry labels, ``accuracy_torch`` and ``accuracy_export``
-        (exact match of label sets for multi-label).
+        ``examples``, ``max_abs_logit_diff``, ``max_abs_proba_diff`` (how far the engine moves a probability),
+        ``agreement`` (share of identical predictions; identical label sets for multi-label), ``margin``,
+        ``clear_examples`` (how many PyTorch decides with at least that margin) and ``agreement_clear`` (the
+        agreement on those; None when there are none), ``tokenization_matches`` (share of texts the engine's
+        tokenizer encodes to the same ids, for single-text models) and, when the examples carry labels,
+        ``accuracy_torch``, ``accuracy_export`` (exact match of label sets for multi-label) and ``accuracy_change``
+        (export minus torch).
+
+    Example:
+        >>> parity_report(model, load_export("runs/trec/version_0/exports/onnx-int8"), dataset)  # doctest: +SKIP
+        {'examples': 500, 'max_abs_logit_diff': 0.21, 'max_abs_proba_diff': 0.03, 'agreement': 0.994, ...}
     """
     features = dataset.features[:max_examples]
     reference = model.logits_of(features).numpy()  # (N, K)
     logits = predictor.logits(features)
     thresholds = model.thresholds if model.multi_label else None
-    before = predict_from_proba(model.proba_from_logits(reference), thresholds)
-    after = predict_from_proba(predictor.proba_from_logits(logits), thresholds)
+    proba, engine_proba = model.proba_from_logits(reference), predictor.proba_from_logits(logits)
+    before = predict_from_proba(proba, thresholds)
+    after = predict_from_proba(engine_proba, thresholds)
     same = (before == after).reshape(len(features), -1).all(axis=1)
+    clear = decision_margin(proba, thresholds) >= margin
     report = {"examples": len(features), "max_abs_logit_diff": float(np.abs(reference - logits).max()),
-              "agreement": float(same.mean())}
+              "max_abs_proba_diff": float(np.abs(proba - engine_proba).max()),
+              "agreement": float(same.mean()), "margin": margin, "clear_examples": int(clear.sum()),
+              "agreement_clear": float(same[clear].mean()) if clear.any() else None}
     if not model.processing.text_pair_column:
         encoded = predictor.encode(dataset.texts[:max_examples])
         report["tokenization_matches"] = float(np.mean([list(e["input_ids"]) == list(f["input_ids"])
                                                         for e, f in zip(encoded, features)]))
     if features and "labels" in features[0]:
         truth = np.asarray([f["labels"] for f in features])
-        for name, predicted in (("accuracy_torch", before), ("accuracy_export", after)):
-            report[name] = float((predicted == truth).reshape(len(features), -1).all(axis=1).mean())
+        right = [(predicted == truth).reshape(len(features), -1).all(axis=1) for predicted in (before, after)]
+        report["accuracy_torch"], report["accuracy_export"] = (float(correct.mean()) for correct in right)
+        # from counts, so that a change of exactly the allowed drop is not refused by a rounding error
+        report["accuracy_change"] = (int(right[1].sum()) - int(right[0].sum())) / len(features)
     return report
 
 
@@ -191,22 +209,27 @@ def _write_torch(wrapper: _Logits, names: list[str], example: tuple, path: Path,
     return {"exporter": "torch.jit.trace"} | ({"int8": "torch.ao dynamic, Linear layers, qint8"} if quantize else {})
 
 
-def _check_parity(parity: dict, quantized: bool, min_agreement: float) -> str | None:
+def _check_parity(parity: dict, quantized: bool, limits: ParityConfig) -> str | None:
     """Why the export is refused, or None."""
     if parity.get("tokenization_matches", 1.0) < 1.0:
         return (f"its tokenizer encodes {100 * (1 - parity['tokenization_matches']):.1f}% of the texts differently "
                 "from the model's")
     if not quantized and parity["max_abs_logit_diff"] > FP32_TOLERANCE:
         return f"its logits differ from PyTorch's by up to {parity['max_abs_logit_diff']:.2e} (tolerance {FP32_TOLERANCE})"
-    if parity["agreement"] < min_agreement:
-        return f"it agrees with PyTorch on {100 * parity['agreement']:.1f}% of predictions (minimum {100 * min_agreement:.0f}%)"
+    if parity["agreement_clear"] is not None and parity["agreement_clear"] < limits.min_agreement:
+        return (f"on the {parity['clear_examples']} examples PyTorch decides with a margin of at least "
+                f"{parity['margin']}, it agrees with PyTorch on {100 * parity['agreement_clear']:.1f}% of predictions "
+                f"(minimum {100 * limits.min_agreement:g}%)")
+    if parity.get("accuracy_change", 0.0) < -limits.max_accuracy_drop:
+        return (f"its accuracy falls from {parity['accuracy_torch']:.4f} to {parity['accuracy_export']:.4f} "
+                f"(at most {100 * limits.max_accuracy_drop:g} points allowed)")
     return None
 
 
 def export_model(source: TextClassificationModel | str | Path, out: str | Path | None = None, *,
                  engine: str | None = None, model_format: str = "onnx", optimize: bool = False,
                  quantize: str | None = None, examples: str | Path | None = None, max_examples: int = 1000,
-                 min_agreement: float = 0.9, echo: Callable[[str], None] | None = print) -> dict:
+                 parity: ParityConfig | None = None, echo: Callable[[str], None] | None = print) -> dict:
     """Export a trained model into a self-contained folder, then check it against PyTorch on real examples.
 
     Args:
@@ -219,14 +242,16 @@ def export_model(source: TextClassificationModel | str | Path, out: str | Path |
         quantize: ``"int8"``: dynamic int8 weights (ONNX Runtime for ONNX, torch.ao for TorchScript).
         examples: a labelled table to measure parity on, instead of the run's validation split.
         max_examples: examples the parity report uses.
-        min_agreement: least share of predictions an export must share with PyTorch. fp32 exports must also
-            match its logits within ``FP32_TOLERANCE``.
+        parity: what the export must show against PyTorch (default :class:`~workbench.config.ParityConfig`):
+            agreement where PyTorch decides clearly, the accuracy change. fp32 exports must also match its logits
+            within ``FP32_TOLERANCE``.
 
     Returns:
         The export's ``export.json`` as a dict, with its ``parity`` report.
 
     Raises:
-        WorkbenchError: unknown engine or format, a folder without a model, or broken parity (nothing is written).
+        WorkbenchError: unknown engine or format, a folder without a model; ParityError: broken parity (nothing
+            is written either way).
 
     Example:
         >>> meta = export_model("runs/trec/version_0", engine="onnx-int8")  # doctest: +SKIP
@@ -279,22 +304,30 @@ def export_model(source: TextClassificationModel | str | Path, out: str | Path |
                 "versions": {"workbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
                              "onnxruntime": onnxruntime.__version__}}
         (staging / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
-        meta["parity"] = parity_report(model, load_export(staging), dataset, max_examples)
-        problem = _check_parity(meta["parity"], bool(quantize), min_agreement)
+        limits = parity or ParityConfig()
+        meta["parity"] = parity_report(model, load_export(staging), dataset, max_examples, margin=limits.margin)
+        meta["parity_limits"] = dataclasses.asdict(limits) | {"fp32_tolerance": FP32_TOLERANCE}
+        problem = _check_parity(meta["parity"], bool(quantize), limits)
         if problem:
-            raise WorkbenchError(f"The {engine} export of {source_path or 'the model'} is refused: {problem}. "
-                                 f"Parity: {json.dumps(meta['parity'])}. Nothing was written.")
+            raise ParityError(f"The {engine} export of {source_path or 'the model'} is refused: {problem}. "
+                              f"Parity: {json.dumps(meta['parity'])}. Nothing was written.",
+                              engine=engine, reason=problem, parity=meta["parity"])
         (staging / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
         _replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if echo:
-        p = meta["parity"]
-        accuracy = (f", accuracy {p['accuracy_torch']:.4f} -> {p['accuracy_export']:.4f}"
-                    if "accuracy_torch" in p else "")
-        echo(f"{engine}: {out} ({meta['size_bytes'] / 1e6:.1f} MB); on {p['examples']} examples max |logit diff| "
-             f"{p['max_abs_logit_diff']:.2e}, agreement {p['agreement']:.4f}{accuracy}")
+        echo(_parity_line(meta, out))
     return meta
+
+
+def _parity_line(meta: dict, out: Path) -> str:
+    p = meta["parity"]
+    accuracy = f", accuracy {p['accuracy_torch']:.4f} -> {p['accuracy_export']:.4f}" if "accuracy_torch" in p else ""
+    clear = f"{p['agreement_clear']:.4f}" if p["agreement_clear"] is not None else "-"
+    return (f"{meta['engine']}: {out} ({meta['size_bytes'] / 1e6:.1f} MB); on {p['examples']} examples max |logit "
+            f"diff| {p['max_abs_logit_diff']:.2e}, agreement {p['agreement']:.4f} ({clear} on the "
+            f"{p['clear_examples']} decided by a margin of {p['margin']}){accuracy}")
 
 
 def _replace_folder(new: Path, out: Path) -> None:
@@ -331,6 +364,7 @@ def engine_predictor(source: TextClassificationModel | str | Path, engine: str, 
         predictor = torch_predictor(model, batch_size)
         if path is not None:
             predictor.meta["model_sha256"] = _sha256(model_folder(path) / MODEL_FILE)
+            predictor.meta["size_bytes"] = (model_folder(path) / MODEL_FILE).stat().st_size  # as an export's
             predictor.meta["source"] = str(path)
         return predictor
     folder = Path(workdir) / engine if workdir is not None else None
@@ -348,15 +382,50 @@ def engine_predictor(source: TextClassificationModel | str | Path, engine: str, 
     return load_export(folder, engine, threads=threads, batch_size=batch_size, spin_wait=spin_wait)
 
 
+def export_engines(source: TextClassificationModel | str | Path, engines: Sequence[str], *,
+                   workdir: str | Path | None = None, examples: str | Path | None = None, max_examples: int = 1000,
+                   parity: ParityConfig | None = None, echo: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """Export ``source`` for each of ``engines`` (:func:`export_model`); a refused export is a row, not an error.
+
+    Args:
+        source: as :func:`export_model`; exports go to ``RUN_DIR/exports/<engine>``, or ``workdir/<engine>``.
+        engines: names from :data:`workbench.config.ENGINE_EXPORTS`.
+        examples, max_examples, parity: as :func:`export_model`.
+
+    Returns:
+        One row per engine, in order: ``status`` (``exported`` or ``refused``), ``reason`` (why it was refused),
+        the columns of :func:`exports_table` and the parity report (a refused export's too).
+
+    Example:
+        >>> table = export_engines("runs/trec/version_0", ["onnx", "onnx-int8", "torch-int8"])  # doctest: +SKIP
+        >>> table[["engine", "status", "agreement_clear", "accuracy_change", "reason"]]  # doctest: +SKIP
+    """
+    rows = []
+    for engine in engines:
+        out = Path(workdir) / engine if workdir is not None else None
+        try:
+            meta = export_model(source, out, engine=engine, examples=examples, max_examples=max_examples,
+                                parity=parity, echo=echo)
+            status, reason = "exported", ""
+        except ParityError as refused:
+            model_format, optimize, quantize = ENGINE_EXPORTS[engine]
+            meta = {"engine": engine, "model_format": model_format, "optimized": optimize, "quantized": quantize,
+                    "parity": refused.parity}
+            status, reason = "refused", refused.reason
+        rows.append({"engine": engine, "status": status, "reason": reason, **_export_row(meta)})
+    return pd.DataFrame(rows)
+
+
 def exports_table(run_dir: str | Path) -> pd.DataFrame:
     """One row per export of a run (``RUN_DIR/exports/*``): engine, size, export time and its parity report."""
-    rows = []
-    for meta_file in sorted((Path(run_dir) / RunDir.EXPORTS).glob(f"*/{EXPORT_FILE}")):
-        meta = json.loads(meta_file.read_text())
-        rows.append({"engine": meta["engine"], "format": meta["model_format"], "optimized": meta["optimized"],
-                     "quantized": meta["quantized"] or "", "size_mb": meta["size_bytes"] / 1e6,
-                     "export_s": meta["export_seconds"], **meta.get("parity", {})})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_export_row(json.loads(meta_file.read_text()))
+                         for meta_file in sorted((Path(run_dir) / RunDir.EXPORTS).glob(f"*/{EXPORT_FILE}"))])
+
+
+def _export_row(meta: dict) -> dict:
+    return {"engine": meta["engine"], "format": meta["model_format"], "optimized": meta["optimized"],
+            "quantized": meta["quantized"] or "", "size_mb": meta["size_bytes"] / 1e6 if "size_bytes" in meta else None,
+            "export_s": meta.get("export_seconds"), **meta.get("parity", {})}
 
 
 def _sha256(path: Path) -> str:
@@ -365,102 +434,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-class _PeakMemory:
-    """Samples this process's resident memory every 5 ms while active: the peak over the baseline, in MB."""
-
-    def __enter__(self):
-        self.base = self.peak = _rss_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_mb())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mb())
-        self.added_mb = self.peak - self.base
-
-
-def compare_engines(source: str | Path, engines: Sequence[str], texts: Sequence[str],
-                    labels: Sequence | None = None, *, batch_sizes: Sequence[int] = (1, 8, 32),
-                    seq_lengths: Sequence[int | None] = (None,), repeats: int = 5, batches: int = 10,
-                    threads: int | None = None, workdir: str | Path | None = None,
-                    echo: Callable[[str], None] | None = print) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every engine of ``engines`` on the same texts, one after another in this process.
-
-    Args:
-        source: a run directory (engines are exported into ``RUN_DIR/exports/`` as needed) or a model folder
-            with ``workdir``.
-        engines: names from :data:`workbench.config.ENGINES`.
-        texts: real texts: batches are cut from them, and accuracy is measured on all of them.
-        labels: class ids ``(N,)`` (multi-hot ``(N, K)`` for multi-label) of ``texts``, for accuracy.
-        batch_sizes, seq_lengths, repeats, batches, threads: as :func:`~workbench.inference.benchmark_inference`.
-
-    Returns:
-        ``(summary, latency)``: one summary row per engine (``size_mb`` of the model file, ``load_s``,
-        ``peak_rss_added_mb`` while loading and running it, ``accuracy``, ``agreement`` with torch and the
-        speed-up over the first engine at each batch size) and the latency table of every (engine, length,
-        batch size).
-
-    Example:
-        >>> summary, latency = compare_engines("runs/sst2/version_0", ["torch", "onnx-int8"], texts, labels)  # doctest: +SKIP
-    """
-    unknown = [e for e in engines if e not in ENGINES]
-    if unknown or not engines:
-        raise ConfigError(f"engine {', '.join(unknown) or '(none)'}: choose from {', '.join(ENGINES)}.")
-    if threads:
-        torch.set_num_threads(threads)
-    rows, tables, predictions = [], [], {}
-    for engine in engines:
-        with _PeakMemory() as memory:
-            started = time.perf_counter()
-            predictor = engine_predictor(source, engine, threads=threads, workdir=workdir, echo=echo)
-            load_s = time.perf_counter() - started
-            proba = predictor.predict_proba(list(texts))
-            table = benchmark_inference(predictor, texts, batch_sizes, seq_lengths, repeats=repeats,
-                                        batches=batches, threads=threads, echo=echo)
-        predicted = predict_from_proba(proba, predictor.thresholds if predictor.multi_label else None)
-        predictions[engine] = predicted
-        row = {"engine": engine, "size_mb": _model_bytes(source, engine, workdir) / 1e6, "load_s": load_s,
-               "peak_rss_added_mb": memory.added_mb}
-        if labels is not None:
-            truth = np.asarray(labels)
-            row["accuracy"] = float((predicted == truth).reshape(len(truth), -1).all(axis=1).mean())
-        first = predictions[engines[0]]
-        row["agreement_with_" + engines[0]] = float((predicted == first).reshape(len(first), -1).all(axis=1).mean())
-        rows.append(row)
-        tables.append(table)
-        del predictor
-    latency = pd.concat(tables, ignore_index=True)
-    summary = pd.DataFrame(rows)
-    natural = latency[latency["seq_length"] == latency["seq_length"].iloc[0]]
-    for batch_size in batch_sizes:
-        cell = natural[natural["batch_size"] == batch_size].set_index("engine")["examples_per_s"]
-        summary[f"speedup_b{batch_size}"] = summary["engine"].map(cell / cell[engines[0]])
-    summary.attrs["machine"] = latency.attrs["machine"] = {**machine_info(), "torch": torch.__version__,
-                                                            "onnxruntime": onnxruntime.__version__,
-                                                            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}
-    return summary, latency
-
-
-def _model_bytes(source, engine: str, workdir) -> int:
-    path = Path(source)
-    if (path / EXPORT_FILE).exists():
-        meta = json.loads((path / EXPORT_FILE).read_text())
-        return (path / meta["file"]).stat().st_size
-    if engine == "torch":
-        return (model_folder(path) / MODEL_FILE).stat().st_size
-    folder = Path(workdir) / engine if workdir is not None else RunDir(path).export_folder(engine)
-    return (folder / MODEL_FILES[ENGINE_EXPORTS[engine][0]]).stat().st_size

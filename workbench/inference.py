@@ -6,27 +6,34 @@ the same interface as the exported engines (ONNX, int8, TorchScript, ``torch.exp
 :func:`workbench.export.engine_predictor` builds by name, so every engine is measured by the same code on the
 same batches. Each (sequence length, batch size) cell runs ``warmup`` untimed batches, then ``repeats`` timed
 passes over ``batches`` batches; the latency percentiles are over all timed batch calls and the throughput is
-the median over repeats.
+the median over repeats. :func:`compare_engines` puts several engines side by side (size, memory, accuracy,
+speed-up); it is handed a function that builds each engine's predictor, so this module needs nothing of the
+exporter above it.
 
 Example::
 
     table = benchmark_inference(model, texts, batch_sizes=(1, 8, 32, 64), seq_lengths=(None, 128))
     plots.latency_figure(table)
+    summary, latency = compare_engines(partial(export.engine_predictor, run_dir), ["torch", "onnx-int8"], texts)
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import onnxruntime
 import pandas as pd
 import torch
 from tokenizers import Tokenizer
 
-from workbench.config import ENGINE_EXPORTS
-from workbench.errors import WorkbenchError
+from workbench.config import ENGINE_EXPORTS, ENGINES
+from workbench.errors import ConfigError, ParityError, WorkbenchError
+from workbench.metrics import predict_from_proba
 from workbench.models import TextClassificationModel
 from workbench.runs import machine_info
 from workbench.runtime import Predictor
@@ -124,3 +131,102 @@ def benchmark_inference(model: TextClassificationModel | Predictor, texts: Seque
     table = pd.DataFrame(rows)
     table.attrs["machine"] = {**machine_info(), "torch": torch.__version__}
     return table
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+class _PeakMemory:
+    """Samples this process's resident memory every 5 ms while active: the peak over the baseline, in MB."""
+
+    def __enter__(self):
+        self.base = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+        self.added_mb = self.peak - self.base
+
+
+def compare_engines(predictor_of: Callable[..., Predictor], engines: Sequence[str], texts: Sequence[str],
+                    labels: Sequence | None = None, *, batch_sizes: Sequence[int] = (1, 8, 32),
+                    seq_lengths: Sequence[int | None] = (None,), repeats: int = 5, batches: int = 10,
+                    threads: int | None = None, echo: Callable[[str], None] | None = print
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every engine of ``engines`` on the same texts, one after another in this process.
+
+    Args:
+        predictor_of: builds an engine's predictor, called as ``predictor_of(engine, threads=threads)``, e.g.
+            ``functools.partial(export.engine_predictor, run_dir)`` (which exports a run as needed). An engine
+            whose export is refused (:class:`~workbench.errors.ParityError`) becomes a row with ``status``
+            ``refused`` and its ``reason``, and is not timed.
+        engines: names from :data:`workbench.config.ENGINES`.
+        texts: real texts: batches are cut from them, and accuracy is measured on all of them.
+        labels: class ids ``(N,)`` (multi-hot ``(N, K)`` for multi-label) of ``texts``, for accuracy.
+        batch_sizes, seq_lengths, repeats, batches, threads: as :func:`benchmark_inference`.
+
+    Returns:
+        ``(summary, latency)``: one summary row per engine (``status``, ``reason``, ``size_mb`` of the model file
+        when its predictor knows it, ``load_s``, ``peak_rss_added_mb`` while loading and running it, ``accuracy``,
+        ``agreement`` with the first engine and the speed-up over it at each batch size) and the latency table
+        of every (engine, length, batch size) that ran.
+
+    Example:
+        >>> summary, latency = compare_engines(partial(engine_predictor, "runs/sst2/version_0"), ["torch", "onnx-int8"],
+        ...                                    texts, labels)  # doctest: +SKIP
+    """
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise ConfigError(f"engine {', '.join(unknown) or '(none)'}: choose from {', '.join(ENGINES)}.")
+    if threads:
+        torch.set_num_threads(threads)
+    rows, tables, predictions = [], [], {}
+    baseline = engines[0]
+    for engine in engines:
+        with _PeakMemory() as memory:
+            started = time.perf_counter()
+            try:
+                predictor = predictor_of(engine, threads=threads)
+            except ParityError as refused:
+                rows.append({"engine": engine, "status": "refused", "reason": refused.reason})
+                continue
+            load_s = time.perf_counter() - started
+            proba = predictor.predict_proba(list(texts))
+            table = benchmark_inference(predictor, texts, batch_sizes, seq_lengths, repeats=repeats,
+                                        batches=batches, threads=threads, echo=echo)
+        predicted = predict_from_proba(proba, predictor.thresholds if predictor.multi_label else None)
+        predictions[engine] = predicted
+        size = predictor.meta.get("size_bytes")
+        row = {"engine": engine, "status": "ok", "reason": "", "size_mb": size / 1e6 if size else None,
+               "load_s": load_s, "peak_rss_added_mb": memory.added_mb}
+        if labels is not None:
+            truth = np.asarray(labels)
+            row["accuracy"] = float((predicted == truth).reshape(len(truth), -1).all(axis=1).mean())
+        if baseline in predictions:
+            first = predictions[baseline]
+            row["agreement_with_" + baseline] = float((predicted == first).reshape(len(first), -1).all(axis=1).mean())
+        rows.append(row)
+        tables.append(table)
+        del predictor
+    latency = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    summary = pd.DataFrame(rows)
+    if tables:
+        natural = latency[latency["seq_length"] == latency["seq_length"].iloc[0]]
+        for batch_size in batch_sizes:
+            cell = natural[natural["batch_size"] == batch_size].set_index("engine")["examples_per_s"]
+            summary[f"speedup_b{batch_size}"] = summary["engine"].map(cell / cell.get(baseline, np.nan))
+    summary.attrs["machine"] = latency.attrs["machine"] = {**machine_info(), "torch": torch.__version__,
+                                                            "onnxruntime": onnxruntime.__version__,
+                                                            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}
+    return summary, latency

@@ -73,6 +73,21 @@ def predict_from_proba(proba: np.ndarray, thresholds: np.ndarray | None = None) 
     return (proba >= np.asarray(thresholds)).astype(int)
 
 
+def decision_margin(proba: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+    """How clearly :func:`predict_from_proba` decides each example, ``(N,)``: the gap between the two highest
+    probabilities, or, given multi-label ``thresholds``, the distance of the class nearest to its threshold.
+
+    Example:
+        >>> decision_margin(np.array([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])).round(2).tolist()
+        [0.1, 0.85]
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    if thresholds is not None:
+        return np.abs(proba - np.asarray(thresholds)).min(axis=1)
+    top_two = np.sort(proba, axis=1)[:, -2:]  # (N, 2): second highest, highest
+    return top_two[:, 1] - top_two[:, 0]
+
+
 def labels_from_proba(proba: np.ndarray, label_names: Sequence[str], *, multi_label: bool = False,
                       thresholds: np.ndarray | None = None) -> list:
     """Label names by :func:`predict_from_proba`: one per row, or a list per row for multi-label data.
