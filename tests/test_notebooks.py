@@ -1,15 +1,12 @@
 """Every notebook runs under papermill on tiny parameters, and its own final checks pass."""
 
 import json
-import os
 import re
 from pathlib import Path
 
 import papermill
 import pytest
 
-from workbench.catalog import data_root
-from workbench.errors import DataError
 from workbench.reports import declared_parameters, run_experiments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,15 +91,9 @@ def test_a_missing_run_directory_fails_with_the_cell_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tmp_path):
+def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tmp_path, data_folder):
     """The batch command as its file documents it: all-MiniLM-L6-v2, one epoch on 200 TREC questions (a ~40%-accurate
     model with many near ties), every notebook succeeding and every export accepted (issue 20)."""
-    try:
-        data_root()
-    except DataError:
-        if os.environ.get("CI"):
-            pytest.fail("no shared data folder: set WORKBENCH_DATA (the TREC files are needed)")
-        pytest.skip("no shared data folder on this machine")
     state = run_experiments(REPO / "experiments" / "tiny.yaml", progress=False)  # in tmp_path (conftest)
     records = {(name, notebook): record for name, experiment in state["experiments"].items()
                for notebook, record in experiment["notebooks"].items()}
