@@ -1,6 +1,7 @@
 # Two commands a new user needs (see README.md):
 #   make sst2   set everything up, then fine-tune the default backbone on SST-2 (10 minutes on an Intel Xeon, 23 on an AMD EPYC; README.md)
 #   make test   set everything up, then run the test suite
+#   make lint   ruff check and ruff format --check, as CI runs them before the tests
 # and, once set up:
 #   make lab    JupyterLab on the notebooks, with this environment's kernel
 #   make reports-trec / make reports-sst2   run an experiments file into reports/ (see experiments/)
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install sst2 test test-fast lab reports-trec reports-sst2 browser postgres wordnet js clean
+.PHONY: install sst2 test test-fast lint lab reports-trec reports-sst2 browser postgres wordnet js clean
 
 install: $(VENV)/.installed wordnet js
 
@@ -27,6 +28,11 @@ sst2: install
 
 test: install browser postgres
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
+
+# ruff (pinned in pyproject's test extra): the same lint and format checks .ci/run makes before the tests
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -m "not slow"
