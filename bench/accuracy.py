@@ -48,9 +48,11 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "config": cfg.to_dict(),
         "run_dir": str(result.run_dir),
-        "train_examples": len(dm.train_dataset), "validation_examples": len(dm.val_dataset),
+        "train_examples": len(dm.train_dataset),
+        "validation_examples": len(dm.val_dataset),
         "test_examples": len(dm.test_dataset) if dm.test_dataset is not None else None,
-        "setup_seconds": setup_seconds, "wall_seconds": wall,
+        "setup_seconds": setup_seconds,
+        "wall_seconds": wall,
         "train": result.metrics["train"],
         "validation": {k: v for k, v in result.metrics["validation"].items() if not isinstance(v, (dict, list))},
         "test": {k: v for k, v in result.metrics.get("test", {}).items() if not isinstance(v, (dict, list))} or None,
@@ -61,8 +63,10 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     scores = out["test"] or out["validation"]
-    print(json.dumps({k: scores[k] for k in ("accuracy", "macro_f1", "micro_f1") if k in scores}),
-          f"wall {wall:.0f} s, {result.metrics['train']['samples_per_s']:.1f} train samples/s")
+    print(
+        json.dumps({k: scores[k] for k in ("accuracy", "macro_f1", "micro_f1") if k in scores}),
+        f"wall {wall:.0f} s, {result.metrics['train']['samples_per_s']:.1f} train samples/s",
+    )
 
 
 if __name__ == "__main__":

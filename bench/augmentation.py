@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from workbench.augment import Augmenter  # noqa: E402
 from workbench.catalog import load_split  # noqa: E402
-from workbench.config import AugmentConfig, WORD_AUGMENT_OPS, load_config  # noqa: E402
+from workbench.config import WORD_AUGMENT_OPS, AugmentConfig, load_config  # noqa: E402
 from workbench.runs import machine_info  # noqa: E402
 from workbench.text import TextProcessor  # noqa: E402
 from workbench.trainer import train  # noqa: E402
@@ -55,13 +55,24 @@ from workbench.trainer import train  # noqa: E402
 BENCH_ROOT = ROOT / "runs" / "bench_augment"
 DATASETS = {
     # validation: 500 held out of the training rows not in the subset; score: a split never trained on
-    "sst2": {"data.dataset": "sst2", "data.val_split": None, "data.val_fraction": 0.05, "data.val_subset": 500,
-             "data.test_split": "validation", "data.max_length": 72},
+    "sst2": {
+        "data.dataset": "sst2",
+        "data.val_split": None,
+        "data.val_fraction": 0.05,
+        "data.val_subset": 500,
+        "data.test_split": "validation",
+        "data.max_length": 72,
+    },
     "trec": {"data.dataset": "trec", "data.val_subset": 500, "data.test_split": "test", "data.max_length": 48},
 }
 SAMPLES = {100: 2000, 500: 4000, 2000: 8000}  # training items each run sees, by subset size
-METHODS = {"none": [], "eda": ["eda"], "aeda": ["aeda"], "back_translation": ["back_translation"],
-           "contextual": ["contextual"]}
+METHODS = {
+    "none": [],
+    "eda": ["eda"],
+    "aeda": ["aeda"],
+    "back_translation": ["back_translation"],
+    "contextual": ["contextual"],
+}
 
 
 def _write(path: Path, result: dict) -> None:
@@ -91,17 +102,34 @@ def accuracy(args) -> dict:
                     augmented = bool(METHODS[method])
                     epochs = SAMPLES[size] / size / (2 if augmented else 1)
                     steps = math.ceil(SAMPLES[size] / 32)
-                    overrides = {**DATASETS[dataset], "data.train_subset": size, "train.seed": seed,
-                                 "train.epochs": epochs, "train.lr": 1e-4, "train.eval_every": max(1, steps // 4),
-                                 "train.keep_top_k": 1, "augment.ops": METHODS[method], "augment.variants": 1,
-                                 "augment.alpha": 0.1, "run.root": str(BENCH_ROOT), "run.name": "accuracy"}
+                    overrides = {
+                        **DATASETS[dataset],
+                        "data.train_subset": size,
+                        "train.seed": seed,
+                        "train.epochs": epochs,
+                        "train.lr": 1e-4,
+                        "train.eval_every": max(1, steps // 4),
+                        "train.keep_top_k": 1,
+                        "augment.ops": METHODS[method],
+                        "augment.variants": 1,
+                        "augment.alpha": 0.1,
+                        "run.root": str(BENCH_ROOT),
+                        "run.name": "accuracy",
+                    }
                     started = time.time()
                     fit = train(load_config(None, overrides))
-                    record = {"dataset": dataset, "size": size, "method": method, "seed": seed, "epochs": epochs,
-                              "items": fit.metrics["train"]["examples"] * epochs,
-                              "score": fit.metrics["test"]["accuracy"],
-                              "validation": fit.metrics["validation"]["accuracy"],
-                              "macro_f1": fit.metrics["test"]["macro_f1"], "wall_s": time.time() - started}
+                    record = {
+                        "dataset": dataset,
+                        "size": size,
+                        "method": method,
+                        "seed": seed,
+                        "epochs": epochs,
+                        "items": fit.metrics["train"]["examples"] * epochs,
+                        "score": fit.metrics["test"]["accuracy"],
+                        "validation": fit.metrics["validation"]["accuracy"],
+                        "macro_f1": fit.metrics["test"]["macro_f1"],
+                        "wall_s": time.time() - started,
+                    }
                     runs.append(record)
                     shutil.rmtree(fit.run_dir, ignore_errors=True)  # checkpoints: 270 MB a run
                     print(json.dumps(record), flush=True)
@@ -117,14 +145,22 @@ def _accuracy_summary(runs: list[dict]) -> list[dict]:
     rows = []
     for (dataset, size, method), scores in sorted(groups.items()):
         base = groups.get((dataset, size, "none"), [])
-        rows.append({"dataset": dataset, "size": size, "method": method, "seeds": len(scores),
-                     "mean": statistics.mean(scores), "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                     "gain_vs_none": statistics.mean(scores) - statistics.mean(base) if base else None})
+        rows.append(
+            {
+                "dataset": dataset,
+                "size": size,
+                "method": method,
+                "seeds": len(scores),
+                "mean": statistics.mean(scores),
+                "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "gain_vs_none": statistics.mean(scores) - statistics.mean(base) if base else None,
+            }
+        )
     return rows
 
 
 def throughput(args) -> dict:
-    texts = load_split("sst2", "train")["text"].tolist()[:args.sentences]
+    texts = load_split("sst2", "train")["text"].tolist()[: args.sentences]
     processor = TextProcessor("minilm")
     result = _load(Path(args.out), "throughput")
     result["sentences"] = len(texts)
@@ -138,14 +174,20 @@ def throughput(args) -> dict:
         processor.encode([t for _, t in variants])
         encode_s = time.perf_counter() - started - augment_s
         changed = sum(v != t for (_, v), t in zip(variants, texts)) / len(texts)
-        rows.append({"op": op, "sentences_per_s": len(texts) / augment_s,
-                     "with_encoding_per_s": len(texts) / (augment_s + encode_s), "changed_fraction": changed})
+        rows.append(
+            {
+                "op": op,
+                "sentences_per_s": len(texts) / augment_s,
+                "with_encoding_per_s": len(texts) / (augment_s + encode_s),
+                "changed_fraction": changed,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     started = time.perf_counter()
     processor.encode(texts)
     result["encode_only_per_s"] = len(texts) / (time.perf_counter() - started)
     result["ops"] = rows
-    result["model_ops"] = _model_throughput(texts[:args.model_sentences])
+    result["model_ops"] = _model_throughput(texts[: args.model_sentences])
     result["padding"] = _padding()
     _write(Path(args.out), result)
     return result
@@ -167,23 +209,41 @@ def _model_throughput(texts: list[str]) -> list[dict]:
     tokenizer = load_tokenizer("minilm")
     folder = Path(tempfile.mkdtemp(prefix="bench_augment_models_"))
     torch.manual_seed(0)
-    marian = MarianConfig(vocab_size=tokenizer.vocab_size, d_model=512, encoder_layers=6, decoder_layers=6,
-                          encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048,
-                          decoder_ffn_dim=2048, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.sep_token_id, decoder_start_token_id=tokenizer.cls_token_id,
-                          forced_eos_token_id=None)
+    marian = MarianConfig(
+        vocab_size=tokenizer.vocab_size,
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.cls_token_id,
+        forced_eos_token_id=None,
+    )
     MarianMTModel(marian).save_pretrained(folder / "marian")
     BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size)).save_pretrained(folder / "mlm")
     for name in ("marian", "mlm"):
         tokenizer.save_pretrained(folder / name)
     rows = []
-    for op, options in [("back_translation", {"translation_models": [str(folder / "marian")] * 2}),
-                        ("contextual", {"fill_mask_model": str(folder / "mlm")})]:
+    for op, options in [
+        ("back_translation", {"translation_models": [str(folder / "marian")] * 2}),
+        ("contextual", {"fill_mask_model": str(folder / "mlm")}),
+    ]:
         config = AugmentConfig(ops=[op], cache_dir=str(folder / "cache"), **options)
         started = time.perf_counter()
         Augmenter(config, seed=0).model_variants(texts)
-        rows.append({"op": op, "sentences": len(texts), "sentences_per_s": len(texts) / (time.perf_counter() - started),
-                     "note": "random weights of the real architecture, model loading included"})
+        rows.append(
+            {
+                "op": op,
+                "sentences": len(texts),
+                "sentences_per_s": len(texts) / (time.perf_counter() - started),
+                "note": "random weights of the real architecture, model loading included",
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     shutil.rmtree(folder, ignore_errors=True)
     return rows
@@ -198,8 +258,9 @@ def _padding() -> dict:
 
     config = load_config(None, {"data.dataset": "sst2", "data.max_length": 72})
     plain = TextDataModule(config=config.data, model_name="minilm").setup()
-    augmented = TextDataModule(config=config.data, model_name="minilm",
-                               augment=AugmentConfig(ops=["eda"], variants=1)).setup()
+    augmented = TextDataModule(
+        config=config.data, model_name="minilm", augment=AugmentConfig(ops=["eda"], variants=1)
+    ).setup()
     out = {"none": plain.train_batch_sampler().padding_ratio()}
     for epoch in (0, 1):
         sampler = augmented.train_batch_sampler()
@@ -238,8 +299,19 @@ def overhead(args) -> dict:
     result["augment_epoch_s_each"] = timings
     result["variants_per_epoch"] = len(dm.train_dataset) - n
     _write(Path(args.out), result)
-    fit = train(load_config(None, {**base, "train.lr": 1e-4, "train.epochs": args.fraction, "train.eval_every": 0,
-                                   "run.root": str(BENCH_ROOT), "run.name": "overhead"}))
+    fit = train(
+        load_config(
+            None,
+            {
+                **base,
+                "train.lr": 1e-4,
+                "train.epochs": args.fraction,
+                "train.eval_every": 0,
+                "run.root": str(BENCH_ROOT),
+                "run.name": "overhead",
+            },
+        )
+    )
     items_per_s = fit.metrics["train"]["samples_per_s"]
     shutil.rmtree(fit.run_dir, ignore_errors=True)
     result["training_items_per_s"] = items_per_s
@@ -289,12 +361,16 @@ def main() -> None:
     parser.add_argument("--model-sentences", type=int, default=256)
     parser.add_argument("--fraction", type=float, default=0.1, help="overhead: share of an SST-2 epoch to train")
     args = parser.parse_args()
-    result = {"accuracy": accuracy, "throughput": throughput, "overhead": overhead, "markdown": markdown}[args.part](args)
+    result = {"accuracy": accuracy, "throughput": throughput, "overhead": overhead, "markdown": markdown}[args.part](
+        args
+    )
     if args.part == "accuracy":
         for row in result["summary"]:
             gain = "" if row["gain_vs_none"] is None else f"  {100 * row['gain_vs_none']:+.1f} points"
-            print(f"{row['dataset']:5s} {row['size']:5d} {row['method']:17s} {100 * row['mean']:.1f} ± "
-                  f"{100 * row['std']:.1f} ({row['seeds']} seeds){gain}")
+            print(
+                f"{row['dataset']:5s} {row['size']:5d} {row['method']:17s} {100 * row['mean']:.1f} ± "
+                f"{100 * row['std']:.1f} ({row['seeds']} seeds){gain}"
+            )
 
 
 if __name__ == "__main__":

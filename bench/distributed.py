@@ -27,19 +27,37 @@ from workbench.runs import RunDir, machine_info  # noqa: E402
 
 
 def _train(launcher: list[str], name: str, batch_size: int, args) -> dict:
-    overrides = ["data.dataset=sst2", f"data.train_subset={args.train_subset}", "data.max_length=72",
-                 f"data.batch_size={batch_size}", "train.epochs=1", "train.lr=1e-4", f"run.name={name}",
-                 "run.root=runs/bench_distributed"]
+    overrides = [
+        "data.dataset=sst2",
+        f"data.train_subset={args.train_subset}",
+        "data.max_length=72",
+        f"data.batch_size={batch_size}",
+        "train.epochs=1",
+        "train.lr=1e-4",
+        f"run.name={name}",
+        "run.root=runs/bench_distributed",
+    ]
     started = time.perf_counter()
-    subprocess.run([*launcher, "-m", "workbench", "train", *overrides], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*launcher, "-m", "workbench", "train", *overrides],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - started
     run = RunDir.latest(ROOT / "runs" / "bench_distributed", name)
     metrics = run.read_json(RunDir.METRICS)
-    return {"processes": metrics["processes"], "per_process_batch": batch_size, "wall_s": wall,
-            "train_runtime_s": metrics["train"]["runtime_s"], "samples_per_s": metrics["train"]["samples_per_s"],
-            "optimizer_steps": metrics["train"]["optimizer_steps"],
-            "dev_accuracy": metrics["validation"]["accuracy"], "run_dir": str(run.path)}
+    return {
+        "processes": metrics["processes"],
+        "per_process_batch": batch_size,
+        "wall_s": wall,
+        "train_runtime_s": metrics["train"]["runtime_s"],
+        "samples_per_s": metrics["train"]["samples_per_s"],
+        "optimizer_steps": metrics["train"]["optimizer_steps"],
+        "dev_accuracy": metrics["validation"]["accuracy"],
+        "run_dir": str(run.path),
+    }
 
 
 def main() -> None:
@@ -50,12 +68,22 @@ def main() -> None:
     args = parser.parse_args()
     one = _train([sys.executable], "one_process", args.batch_size, args)
     print("1 process:", one, flush=True)
-    two = _train([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], "two_processes",
-                 args.batch_size // 2, args)
+    two = _train(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"],
+        "two_processes",
+        args.batch_size // 2,
+        args,
+    )
     print("2 processes:", two, flush=True)
-    result = {"machine": machine_info(), "command": " ".join(["python", *sys.argv]), "train_subset": args.train_subset,
-              "global_batch": args.batch_size, "one": one, "two": two,
-              "speed_ratio_two_over_one": two["samples_per_s"] / one["samples_per_s"]}
+    result = {
+        "machine": machine_info(),
+        "command": " ".join(["python", *sys.argv]),
+        "train_subset": args.train_subset,
+        "global_batch": args.batch_size,
+        "one": one,
+        "two": two,
+        "speed_ratio_two_over_one": two["samples_per_s"] / one["samples_per_s"],
+    }
     print(f"2 processes / 1: {result['speed_ratio_two_over_one']:.2f}x samples/s")
     Path(args.out).write_text(json.dumps(result, indent=2))
 

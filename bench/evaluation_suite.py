@@ -46,8 +46,10 @@ def _rss_mib() -> float:
 
 
 def cv_benchmark(work: Path, folds: int, epochs: float) -> dict:
-    config = workbench.load_config("configs/trec.yaml", {"train.epochs": epochs, "run.root": str(work), "run.name": "trec_cv",
-                                                         "data.test_split": "test"})
+    config = workbench.load_config(
+        "configs/trec.yaml",
+        {"train.epochs": epochs, "run.root": str(work), "run.name": "trec_cv", "data.test_split": "test"},
+    )
     start = time.perf_counter()
     result = cross_validate(config, n_folds=folds)
     seconds = time.perf_counter() - start
@@ -63,18 +65,30 @@ def cv_benchmark(work: Path, folds: int, epochs: float) -> dict:
         before = model.proba_from_logits(logits)
         temperature = calibrate_model(model, dm.encode_file(Path(run.config.data.val_file)))["temperature"]
         after = model.proba_from_logits(logits)
-        test_ece.append({"fold": fold["fold"], "temperature": temperature, "accuracy": float((logits.argmax(1) == y).mean()),
-                         "mean_confidence_before": float(before.max(1).mean()),
-                         "mean_confidence_after": float(after.max(1).mean()),
-                         "before": calibration_metrics(y, before), "after": calibration_metrics(y, after)})
+        test_ece.append(
+            {
+                "fold": fold["fold"],
+                "temperature": temperature,
+                "accuracy": float((logits.argmax(1) == y).mean()),
+                "mean_confidence_before": float(before.max(1).mean()),
+                "mean_confidence_after": float(after.max(1).mean()),
+                "before": calibration_metrics(y, before),
+                "after": calibration_metrics(y, after),
+            }
+        )
     mean, std = result.summary["mean"], result.summary["std"]
-    return {"folds": folds, "epochs": epochs, "seconds": seconds, "examples": result.summary["examples"],
-            "held_out": {k: {"mean": mean[k], "std": std[k]} for k in ("accuracy", "macro_f1")},
-            "test": {k: {"mean": mean[f"test_{k}"], "std": std[f"test_{k}"]} for k in ("accuracy", "macro_f1")},
-            "held_out_calibration": held_out,
-            "test_calibration": test_ece,
-            "test_ece_before": float(np.mean([r["before"]["ece"] for r in test_ece])),
-            "test_ece_after": float(np.mean([r["after"]["ece"] for r in test_ece]))}
+    return {
+        "folds": folds,
+        "epochs": epochs,
+        "seconds": seconds,
+        "examples": result.summary["examples"],
+        "held_out": {k: {"mean": mean[k], "std": std[k]} for k in ("accuracy", "macro_f1")},
+        "test": {k: {"mean": mean[f"test_{k}"], "std": std[f"test_{k}"]} for k in ("accuracy", "macro_f1")},
+        "held_out_calibration": held_out,
+        "test_calibration": test_ece,
+        "test_ece_before": float(np.mean([r["before"]["ece"] for r in test_ece])),
+        "test_ece_after": float(np.mean([r["after"]["ece"] for r in test_ece])),
+    }
 
 
 def _cross_fitted_calibration(result, seed: int = 0) -> dict:
@@ -97,9 +111,15 @@ def _cross_fitted_calibration(result, seed: int = 0) -> dict:
             temperature = fit_temperature(np.log(np.clip(proba[fit], 1e-12, 1.0)), y[fit])
             after[score] = rescale(proba[score], temperature)
             temperatures.append(temperature)
-    return {"examples": len(y), "accuracy": float((proba.argmax(1) == y).mean()),
-            "mean_confidence_before": float(proba.max(1).mean()), "mean_confidence_after": float(after.max(1).mean()),
-            "temperatures": temperatures, "before": calibration_metrics(y, proba), "after": calibration_metrics(y, after)}
+    return {
+        "examples": len(y),
+        "accuracy": float((proba.argmax(1) == y).mean()),
+        "mean_confidence_before": float(proba.max(1).mean()),
+        "mean_confidence_after": float(after.max(1).mean()),
+        "temperatures": temperatures,
+        "before": calibration_metrics(y, proba),
+        "after": calibration_metrics(y, after),
+    }
 
 
 def noise_benchmark(work: Path, subset: int, folds: int, rate: float, epochs: float) -> dict:
@@ -109,26 +129,44 @@ def noise_benchmark(work: Path, subset: int, folds: int, rate: float, epochs: fl
     rng = np.random.default_rng(1)
     flipped = rng.choice(len(train), round(rate * len(train)), replace=False)
     noisy = train.copy()
-    noisy.loc[flipped, "label"] = noisy.loc[flipped, "label"].map({"positive": "negative", "negative": "positive",
-                                                                   "0": "1", "1": "0"})
+    noisy.loc[flipped, "label"] = noisy.loc[flipped, "label"].map(
+        {"positive": "negative", "negative": "positive", "0": "1", "1": "0"}
+    )
     assert noisy["label"].notna().all(), noisy["label"].unique()
     path = work / "sst2_noisy.parquet"
     noisy[["text", "label"]].to_parquet(path)
-    config = workbench.load_config("configs/sst2.yaml", {"data.dataset": None, "data.train_file": str(path),
-                                                         "train.eval_every": 0, "train.epochs": epochs,
-                                                         "run.root": str(work), "run.name": f"sst2_noise_{epochs:g}ep"})
+    config = workbench.load_config(
+        "configs/sst2.yaml",
+        {
+            "data.dataset": None,
+            "data.train_file": str(path),
+            "train.eval_every": 0,
+            "train.epochs": epochs,
+            "run.root": str(work),
+            "run.name": f"sst2_noise_{epochs:g}ep",
+        },
+    )
     start = time.perf_counter()
     result = cross_validate(config, n_folds=folds)
     issues = label_issues(result.given_labels, result.proba, result.label_names, thresholds=result.thresholds)
     ranked = issues["example"].tolist()  # most suspect first
     found, truth = set(ranked), {int(i) for i in flipped}
     hits = len(found & truth)
-    first = set(ranked[:len(truth)])  # the suspects a person would read first
-    return {"subset": subset, "noise_rate": rate, "flipped": len(truth), "folds": folds, "epochs": epochs,
-            "seconds": time.perf_counter() - start, "flagged": len(found), "caught": hits,
-            "precision": hits / len(found) if found else 0.0, "recall": hits / len(truth),
-            "precision_at_flipped": len(first & truth) / len(truth),  # among the first len(truth) suspects
-            "oof_accuracy_vs_noisy_labels": float((result.oof["predicted"] == result.oof["label"]).mean())}
+    first = set(ranked[: len(truth)])  # the suspects a person would read first
+    return {
+        "subset": subset,
+        "noise_rate": rate,
+        "flipped": len(truth),
+        "folds": folds,
+        "epochs": epochs,
+        "seconds": time.perf_counter() - start,
+        "flagged": len(found),
+        "caught": hits,
+        "precision": hits / len(found) if found else 0.0,
+        "recall": hits / len(truth),
+        "precision_at_flipped": len(first & truth) / len(truth),  # among the first len(truth) suspects
+        "oof_accuracy_vs_noisy_labels": float((result.oof["predicted"] == result.oof["label"]).mean()),
+    }
 
 
 def attribution_benchmark(model: TextClassificationModel, sentences: int, reviews: int) -> dict:
@@ -146,22 +184,39 @@ def attribution_benchmark(model: TextClassificationModel, sentences: int, review
         results = token_attributions(model, texts, n_steps=50, internal_batch_size=10)
         seconds = time.perf_counter() - start
         model.use_data(processing=trained)
-        out[name] = {"examples": len(texts), "mean_tokens": float(np.mean(token_counts)), "n_steps": 50,
-                     "internal_batch_size": 10, "seconds_per_example": seconds / len(texts),
-                     "peak_rss_mib": _rss_mib(), "peak_rss_growth_mib": _rss_mib() - rss_before,
-                     "mean_delta": float(np.mean([r.delta for r in results]))}
+        out[name] = {
+            "examples": len(texts),
+            "mean_tokens": float(np.mean(token_counts)),
+            "n_steps": 50,
+            "internal_batch_size": 10,
+            "seconds_per_example": seconds / len(texts),
+            "peak_rss_mib": _rss_mib(),
+            "peak_rss_growth_mib": _rss_mib() - rss_before,
+            "mean_delta": float(np.mean([r.delta for r in results])),
+        }
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, choices=["cv", "noise", "attribution", "inference"])
-    parser.add_argument("--model", default=None, help="a trained SST-2 run/model for attribution and inference "
-                                                      "(default: train 1 epoch on 8,000 sentences first)")
-    parser.add_argument("--out", default="bench/results/evaluation_suite.json",
-                        help="JSON result; the sections run now replace those of an earlier run, the rest stay")
-    parser.add_argument("--work", default=None, help="working folder (default: a new temporary one); an earlier "
-                                                     "run's folder lets the cross-validation reuse finished folds")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a trained SST-2 run/model for attribution and inference "
+        "(default: train 1 epoch on 8,000 sentences first)",
+    )
+    parser.add_argument(
+        "--out",
+        default="bench/results/evaluation_suite.json",
+        help="JSON result; the sections run now replace those of an earlier run, the rest stay",
+    )
+    parser.add_argument(
+        "--work",
+        default=None,
+        help="working folder (default: a new temporary one); an earlier "
+        "run's folder lets the cross-validation reuse finished folds",
+    )
     parser.add_argument("--noise-epochs", type=float, default=1.0, help="epochs of each out-of-fold model")
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="workbench_evaluation_"))
@@ -170,15 +225,24 @@ def main() -> None:
     out: dict = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     earlier = out.pop("command", None)  # older results named one command for the whole file
     commands = out.setdefault("commands", {})
-    commands.update({section: earlier for section in ("cv", "noise", "attribution", "inference")
-                     if section in out and earlier and section not in commands})
-    commands.update({section: command for section in wanted})
+    commands.update(
+        {
+            section: earlier
+            for section in ("cv", "noise", "attribution", "inference")
+            if section in out and earlier and section not in commands
+        }
+    )
+    commands.update(dict.fromkeys(wanted, command))
     out["machine"] = machine_info()
     if args.work:  # folds finished by an earlier run are read back, so "seconds" below covers only this rerun
-        out["reused_folds_from"] = {section: args.work for section in wanted & {"cv", "noise"}}
+        out["reused_folds_from"] = dict.fromkeys(wanted & {"cv", "noise"}, args.work)
     if "cv" in wanted:
         out["cv"] = cv_benchmark(work, folds=5, epochs=2)
-        print("cv", json.dumps({k: out["cv"][k] for k in ("held_out", "test", "test_ece_before", "test_ece_after")}), flush=True)
+        print(
+            "cv",
+            json.dumps({k: out["cv"][k] for k in ("held_out", "test", "test_ece_before", "test_ece_after")}),
+            flush=True,
+        )
         print("held-out calibration", json.dumps(out["cv"]["held_out_calibration"]), flush=True)
     if "noise" in wanted:
         out["noise"] = noise_benchmark(work, subset=8000, folds=4, rate=0.02, epochs=args.noise_epochs)
@@ -187,16 +251,19 @@ def main() -> None:
         if args.model:
             model = TextClassificationModel.from_pretrained(args.model)
         else:
-            config = workbench.load_config("configs/sst2.yaml", {"data.train_subset": 8000, "train.eval_every": 0,
-                                                                 "run.root": str(work), "run.name": "sst2_small"})
+            config = workbench.load_config(
+                "configs/sst2.yaml",
+                {"data.train_subset": 8000, "train.eval_every": 0, "run.root": str(work), "run.name": "sst2_small"},
+            )
             model = workbench.train(config).model
         model.eval()
         if "inference" in wanted:
             from workbench.catalog import load_split
 
             texts = load_split("sst2", "validation")["text"].tolist()
-            table = benchmark_inference(model, texts, batch_sizes=(1, 2, 4, 8, 16, 32, 64), seq_lengths=(None,),
-                                        repeats=5, batches=10)
+            table = benchmark_inference(
+                model, texts, batch_sizes=(1, 2, 4, 8, 16, 32, 64), seq_lengths=(None,), repeats=5, batches=10
+            )
             out["inference"] = table.to_dict("records")
             print(table.to_string(index=False), flush=True)
         if "attribution" in wanted:

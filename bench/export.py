@@ -42,8 +42,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,  # noqa: E402
-                                      quantize_static)
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
 from tokenizers import Tokenizer  # noqa: E402
 
 from workbench.config import ENGINES, PER_EXAMPLE_ENGINES  # noqa: E402
@@ -52,8 +57,14 @@ from workbench.export import engine_predictor  # noqa: E402
 from workbench.inference import benchmark_inference, compare_engines  # noqa: E402
 from workbench.models import TextClassificationModel  # noqa: E402
 from workbench.runs import load_run, machine_info  # noqa: E402
-from workbench.runtime import (EXPORT_FILE, TOKENIZER_FILE, Predictor, load_export, onnx_engine,  # noqa: E402
-                               torch_file_engine)
+from workbench.runtime import (
+    EXPORT_FILE,
+    TOKENIZER_FILE,
+    Predictor,
+    load_export,
+    onnx_engine,
+    torch_file_engine,
+)
 
 
 def _split(run_dir: str, split: str):
@@ -64,34 +75,52 @@ def _split(run_dir: str, split: str):
 def _measure(predictor, texts, labels, threads) -> dict:
     proba = predictor.predict_proba(texts)
     accuracy = float((proba.argmax(1) == labels).mean())
-    table = benchmark_inference(predictor, texts, batch_sizes=(1, 32), repeats=5, batches=20, threads=threads, echo=None)
+    table = benchmark_inference(
+        predictor, texts, batch_sizes=(1, 32), repeats=5, batches=20, threads=threads, echo=None
+    )
     cells = table.set_index("batch_size")
-    return {"accuracy": accuracy, **{f"b{b}_p50_ms": float(cells.loc[b, "p50_ms"]) for b in (1, 32)},
-            **{f"b{b}_examples_per_s": float(cells.loc[b, "examples_per_s"]) for b in (1, 32)}}
+    return {
+        "accuracy": accuracy,
+        **{f"b{b}_p50_ms": float(cells.loc[b, "p50_ms"]) for b in (1, 32)},
+        **{f"b{b}_examples_per_s": float(cells.loc[b, "examples_per_s"]) for b in (1, 32)},
+    }
 
 
 def int8(args) -> dict:
     texts, labels, _ = _split(args.run, "validation")
-    results = {"machine": machine_info(), "command": " ".join(["python", *sys.argv]), "run": args.run,
-               "threads": args.threads, "examples": len(texts), "recipes": {}}
+    results = {
+        "machine": machine_info(),
+        "command": " ".join(["python", *sys.argv]),
+        "run": args.run,
+        "threads": args.threads,
+        "examples": len(texts),
+        "recipes": {},
+    }
     for engine in ("torch", "onnx", "onnx-optimized"):
-        results["recipes"][engine] = _measure(engine_predictor(args.run, engine, threads=args.threads), texts, labels,
-                                              args.threads)
+        results["recipes"][engine] = _measure(
+            engine_predictor(args.run, engine, threads=args.threads), texts, labels, args.threads
+        )
         print(engine, results["recipes"][engine], flush=True)
     exports = Path(args.run) / "exports"
     with tempfile.TemporaryDirectory() as scratch:
         for graph in ("onnx", "onnx-optimized"):
             for per_channel in (False, True):
                 for reduce_range in (False, True):
-                    name = f"{graph}+int8 {'per-channel' if per_channel else 'per-tensor'}" + \
-                           (" reduce_range" if reduce_range else "")
+                    name = f"{graph}+int8 {'per-channel' if per_channel else 'per-tensor'}" + (
+                        " reduce_range" if reduce_range else ""
+                    )
                     folder = Path(scratch) / name.replace(" ", "_")
                     shutil.copytree(exports / graph, folder)
                     meta = json.loads((folder / EXPORT_FILE).read_text())
                     started = time.perf_counter()
-                    quantize_dynamic(str(exports / graph / meta["file"]), str(folder / meta["file"]),
-                                     weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
-                                     extra_options={"DefaultTensorType": 1})  # 1 = FLOAT
+                    quantize_dynamic(
+                        str(exports / graph / meta["file"]),
+                        str(folder / meta["file"]),
+                        weight_type=QuantType.QInt8,
+                        per_channel=per_channel,
+                        reduce_range=reduce_range,
+                        extra_options={"DefaultTensorType": 1},
+                    )  # 1 = FLOAT
                     seconds = time.perf_counter() - started
                     row = _measure(load_export(folder, threads=args.threads), texts, labels, args.threads)
                     row.update(quantize_s=seconds, size_mb=(folder / meta["file"]).stat().st_size / 1e6)
@@ -109,12 +138,25 @@ def int8(args) -> dict:
 
 def engines(args) -> dict:
     texts, labels, _ = _split(args.run, "validation")
-    summary, latency = compare_engines(partial(engine_predictor, args.run), args.engines, texts, labels,
-                                       batch_sizes=(1, 8, 32), repeats=5, batches=20, threads=args.threads)
-    results = {"machine": summary.attrs["machine"], "command": " ".join(["python", *sys.argv]), "run": args.run,
-               "threads": args.threads,
-               "examples": len(texts), "summary": summary.to_dict(orient="records"),
-               "latency": latency.to_dict(orient="records")}
+    summary, latency = compare_engines(
+        partial(engine_predictor, args.run),
+        args.engines,
+        texts,
+        labels,
+        batch_sizes=(1, 8, 32),
+        repeats=5,
+        batches=20,
+        threads=args.threads,
+    )
+    results = {
+        "machine": summary.attrs["machine"],
+        "command": " ".join(["python", *sys.argv]),
+        "run": args.run,
+        "threads": args.threads,
+        "examples": len(texts),
+        "summary": summary.to_dict(orient="records"),
+        "latency": latency.to_dict(orient="records"),
+    }
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.trec:
         trec_texts, trec_labels, _ = _split(args.trec, "test")
@@ -134,17 +176,22 @@ def _batch_dependence(predictor, texts, group: int, seed: int = 0) -> dict:
     order = np.random.default_rng(seed).permutation(len(texts))
     batched = np.empty_like(alone)
     for start in range(0, len(texts), group):
-        chosen = order[start:start + group]
+        chosen = order[start : start + group]
         batched[chosen] = predictor.predict_proba([texts[i] for i in chosen])
-    return {"max_abs_proba_diff": float(np.abs(alone - batched).max()),
-            "predictions_changed": int((alone.argmax(1) != batched.argmax(1)).sum())}
+    return {
+        "max_abs_proba_diff": float(np.abs(alone - batched).max()),
+        "predictions_changed": int((alone.argmax(1) != batched.argmax(1)).sum()),
+    }
 
 
 def _batched(folder: Path, threads) -> Predictor:
     """An int8 export as run before issue 20: the whole padded batch in one call (per-call activation scales)."""
     meta = json.loads((folder / EXPORT_FILE).read_text())
-    run = (onnx_engine(folder / meta["file"], threads) if meta["model_format"] == "onnx"
-           else torch_file_engine(folder / meta["file"], meta["model_format"], threads))
+    run = (
+        onnx_engine(folder / meta["file"], threads)
+        if meta["model_format"] == "onnx"
+        else torch_file_engine(folder / meta["file"], meta["model_format"], threads)
+    )
     return Predictor(meta, Tokenizer.from_file(str(folder / TOKENIZER_FILE)), run, meta["engine"])
 
 
@@ -166,20 +213,35 @@ def _static_int8(run_dir: str, onnx_folder: Path, out: Path, calibration: int, w
     model = TextClassificationModel.from_pretrained(run_dir)
     features = run_datamodule(load_run(run_dir), model).train_dataset.features[:calibration]
     started = time.perf_counter()
-    quantize_static(str(onnx_folder / meta["file"]), str(out / meta["file"]),
-                    _Calibration(load_export(onnx_folder), features), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": weights_only})
+    quantize_static(
+        str(onnx_folder / meta["file"]),
+        str(out / meta["file"]),
+        _Calibration(load_export(onnx_folder), features),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": weights_only},
+    )
     return time.perf_counter() - started
 
 
 def batching(args) -> dict:
     """Every engine's batch dependence, then int8 recipes side by side: TREC test accuracy, speed, dependence."""
     texts, labels, _ = _split(args.run, "test")
-    probe = texts[:args.texts]
-    results = {"machine": machine_info(), "command": " ".join(["python", *sys.argv]), "run": args.run,
-               "threads": args.threads, "examples": len(texts), "probe_texts": len(probe), "group": args.group,
-               "engines": {}, "recipes": {}}
+    probe = texts[: args.texts]
+    results = {
+        "machine": machine_info(),
+        "command": " ".join(["python", *sys.argv]),
+        "run": args.run,
+        "threads": args.threads,
+        "examples": len(texts),
+        "probe_texts": len(probe),
+        "group": args.group,
+        "engines": {},
+        "recipes": {},
+    }
 
     def save():
         Path(args.out).write_text(json.dumps(results, indent=2))
@@ -190,8 +252,9 @@ def batching(args) -> dict:
         results["engines"][engine] = _batch_dependence(predictors[engine], probe, args.group)
         if engine in PER_EXAMPLE_ENGINES:
             folder = Path(args.run) / "exports" / engine
-            results["engines"][engine + " (batched, before)"] = _batch_dependence(_batched(folder, args.threads),
-                                                                               probe, args.group)
+            results["engines"][engine + " (batched, before)"] = _batch_dependence(
+                _batched(folder, args.threads), probe, args.group
+            )
         print(engine, results["engines"], flush=True)
         save()
     recipes = {"torch": predictors.get("torch") or engine_predictor(args.run, "torch", threads=args.threads)}
@@ -230,8 +293,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--texts", type=int, default=300, help="batching: texts compared alone and in a batch")
     parser.add_argument("--group", type=int, default=32, help="batching: texts per call, as a micro-batch")
-    parser.add_argument("--calibration", type=int, default=256, help="batching: training examples calibrating "
-                        "static int8")
+    parser.add_argument(
+        "--calibration", type=int, default=256, help="batching: training examples calibrating static int8"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     {"int8": int8, "engines": engines, "batching": batching}[args.part](args)

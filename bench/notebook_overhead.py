@@ -40,10 +40,24 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/notebook_overhead.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="workbench_overhead_"))
-    parameters = {"dataset": "sst2", "train_subset": args.train_subset, "epochs": 1, "max_length": 72, "lr": 1e-4,
-                  "eval_every": 0, "run_root": str(work / "runs")}
-    overrides = {"data.dataset": "sst2", "data.train_subset": args.train_subset, "train.epochs": 1,
-                 "data.max_length": 72, "train.lr": 1e-4, "train.eval_every": 0, "run.root": str(work / "runs")}
+    parameters = {
+        "dataset": "sst2",
+        "train_subset": args.train_subset,
+        "epochs": 1,
+        "max_length": 72,
+        "lr": 1e-4,
+        "eval_every": 0,
+        "run_root": str(work / "runs"),
+    }
+    overrides = {
+        "data.dataset": "sst2",
+        "data.train_subset": args.train_subset,
+        "train.epochs": 1,
+        "data.max_length": 72,
+        "train.lr": 1e-4,
+        "train.eval_every": 0,
+        "run.root": str(work / "runs"),
+    }
 
     start = time.perf_counter()
     direct = workbench.train(workbench.load_config(overrides=overrides | {"run.name": "direct"}))
@@ -51,8 +65,20 @@ def main() -> None:
     print(f"direct: {direct_s:.1f} s, val accuracy {direct.metrics['validation']['accuracy']:.4f}", flush=True)
 
     experiments = work / "overhead.yaml"
-    experiments.write_text(yaml.safe_dump({"notebooks_dir": str(ROOT / "notebooks"), "experiments": [
-        {"name": "overhead", "notebooks": ["02_train"], "parameters": {**parameters, "run_name": "notebook"}}]}))
+    experiments.write_text(
+        yaml.safe_dump(
+            {
+                "notebooks_dir": str(ROOT / "notebooks"),
+                "experiments": [
+                    {
+                        "name": "overhead",
+                        "notebooks": ["02_train"],
+                        "parameters": {**parameters, "run_name": "notebook"},
+                    }
+                ],
+            }
+        )
+    )
     start = time.perf_counter()
     state = run_experiments(experiments, reports_dir=work / "reports", progress=False)
     notebook_s = time.perf_counter() - start
@@ -63,10 +89,17 @@ def main() -> None:
     out = {
         "command": "python " + " ".join(sys.argv),
         "training": {"train_subset": args.train_subset, **{k: v for k, v in parameters.items() if k != "run_root"}},
-        "direct": {"wall_s": direct_s, "train_s": direct.metrics["train"]["runtime_s"],
-                   "val_accuracy": direct.metrics["validation"]["accuracy"]},
-        "notebook": {"wall_s": notebook_s, "notebook_s": record["duration_s"], "val_accuracy": notebook_val,
-                     "train_s": record["results"]["train_s"]},
+        "direct": {
+            "wall_s": direct_s,
+            "train_s": direct.metrics["train"]["runtime_s"],
+            "val_accuracy": direct.metrics["validation"]["accuracy"],
+        },
+        "notebook": {
+            "wall_s": notebook_s,
+            "notebook_s": record["duration_s"],
+            "val_accuracy": notebook_val,
+            "train_s": record["results"]["train_s"],
+        },
         "overhead_ratio": notebook_s / direct_s,
         "overhead_s": notebook_s - direct_s,
         "machine": machine_info(),
@@ -78,10 +111,15 @@ def main() -> None:
         state = run_experiments(args.experiments, reports_dir=work / "reports_file", progress=False)
         file_s = time.perf_counter() - start
         out["experiments_file"] = {
-            "file": args.experiments, "wall_s": file_s, "failed": state["failed"],
-            "notebooks": {f"{name}/{nb}": {"status": r["status"], "duration_s": r.get("duration_s"),
-                                           "results": r.get("results")}
-                          for name, e in state["experiments"].items() for nb, r in e["notebooks"].items()}}
+            "file": args.experiments,
+            "wall_s": file_s,
+            "failed": state["failed"],
+            "notebooks": {
+                f"{name}/{nb}": {"status": r["status"], "duration_s": r.get("duration_s"), "results": r.get("results")}
+                for name, e in state["experiments"].items()
+                for nb, r in e["notebooks"].items()
+            },
+        }
         print(f"{args.experiments}: {file_s:.0f} s, {state['failed']} failed; reports in {work / 'reports_file'}")
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
 

@@ -79,8 +79,14 @@ print(result.metrics["train"]["optimizer_steps"], time.perf_counter() - started,
 def _child(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MB) and standard output of one child process."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -98,10 +104,22 @@ def _tiny_model() -> Path:
         from workbench.text import TextProcessing
 
         tokenizer = load_tokenizer("minilm")
-        backbone = backbone_from_config(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                                   num_attention_heads=2, intermediate_size=64).to_dict())
-        model = TextClassificationModel("minilm", labels=["negative", "positive"], backbone=backbone,
-                                        tokenizer=tokenizer, processing=TextProcessing(max_length=72))
+        backbone = backbone_from_config(
+            BertConfig(
+                vocab_size=tokenizer.vocab_size,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=64,
+            ).to_dict()
+        )
+        model = TextClassificationModel(
+            "minilm",
+            labels=["negative", "positive"],
+            backbone=backbone,
+            tokenizer=tokenizer,
+            processing=TextProcessing(max_length=72),
+        )
         model.save_pretrained(folder)
     return folder
 
@@ -112,19 +130,38 @@ def _train(corpus: Path, validation: Path, cache: Path, size: int, steps: int) -
 
     epochs = steps * 32 / size  # batches hold up to 32 of these short sentences
     measured = {}
-    for mode, stream_from_mb, states in (("whole", 1e9, ("cold", "warm")), ("pieces", 0.0, ("cold", "warm")),
-                                         ("pieces_fixed_mmap_threshold", 0.0, ("warm",))):
+    for mode, stream_from_mb, states in (
+        ("whole", 1e9, ("cold", "warm")),
+        ("pieces", 0.0, ("cold", "warm")),
+        ("pieces_fixed_mmap_threshold", 0.0, ("warm",)),
+    ):
         if "cold" in states:
             shutil.rmtree(cache, ignore_errors=True)
         # glibc raises its mmap threshold to the largest block freed (up to 32 MB), after which freed blocks below it
         # stay in the heap: the last mode pins the threshold at its 128 KB default to show what that retains
         env = {"MALLOC_MMAP_THRESHOLD_": "131072"} if mode.endswith("threshold") else {}
         for state in states:
-            wall, rss, out = _child([sys.executable, "-c", TRAIN, str(corpus), str(validation), str(stream_from_mb),
-                                     str(epochs), str(WORK / "runs")], env)
+            wall, rss, out = _child(
+                [
+                    sys.executable,
+                    "-c",
+                    TRAIN,
+                    str(corpus),
+                    str(validation),
+                    str(stream_from_mb),
+                    str(epochs),
+                    str(WORK / "runs"),
+                ],
+                env,
+            )
             done, seconds, anon, file_backed = out.split()[-4:]
-            measured[f"{mode}_{state}"] = {"optimizer_steps": int(done), "seconds": float(seconds), "peak_rss_mb": rss,
-                                           "end_rss_anon_mb": float(anon), "end_rss_file_mb": float(file_backed)}
+            measured[f"{mode}_{state}"] = {
+                "optimizer_steps": int(done),
+                "seconds": float(seconds),
+                "peak_rss_mb": rss,
+                "end_rss_anon_mb": float(anon),
+                "end_rss_file_mb": float(file_backed),
+            }
     return measured
 
 
@@ -153,11 +190,17 @@ def main() -> None:
     for size in args.sizes:
         corpus = WORK / f"corpus_{size}.csv"
         if not corpus.exists():
-            pd.DataFrame({"text": [sentences[i % len(sentences)] for i in range(size)],
-                          "label": [labels[i % len(labels)] for i in range(size)]}).to_csv(corpus, index=False)
+            pd.DataFrame(
+                {
+                    "text": [sentences[i % len(sentences)] for i in range(size)],
+                    "label": [labels[i % len(labels)] for i in range(size)],
+                }
+            ).to_csv(corpus, index=False)
         if "train" in args.parts:
-            results["sizes"][str(size)] = {"corpus_mb": corpus.stat().st_size / 1e6, "train": _train(
-                corpus, validation, cache, size, args.steps)}
+            results["sizes"][str(size)] = {
+                "corpus_mb": corpus.stat().st_size / 1e6,
+                "train": _train(corpus, validation, cache, size, args.steps),
+            }
             print(size, results["sizes"][str(size)], flush=True)
             Path(args.out).write_text(json.dumps(results, indent=2))
         if "data" not in args.parts:
@@ -165,8 +208,21 @@ def main() -> None:
         wall, rss, out = _child([sys.executable, "-c", TOKENIZE, str(corpus)])
         rows, seconds = out.split()
         tokenize = {"rows_per_s": int(rows) / float(seconds), "seconds": float(seconds), "peak_rss_mb": rss}
-        wall, rss, _ = _child([sys.executable, "-m", "workbench", "predict", str(model), "--file", str(corpus),
-                               "--chunk-rows", "10000", "--out", os.devnull])
+        wall, rss, _ = _child(
+            [
+                sys.executable,
+                "-m",
+                "workbench",
+                "predict",
+                str(model),
+                "--file",
+                str(corpus),
+                "--chunk-rows",
+                "10000",
+                "--out",
+                os.devnull,
+            ]
+        )
         predict = {"rows_per_s": size / wall, "seconds": wall, "peak_rss_mb": rss}
         shutil.rmtree(cache, ignore_errors=True)
         setup = {}
@@ -174,8 +230,12 @@ def main() -> None:
             wall, rss, out = _child([sys.executable, "-c", SETUP, str(corpus), str(validation)])
             setup[state] = {"seconds": float(out.split()[1]), "wall_s": wall, "peak_rss_mb": rss}
         setup["cache_mb"] = sum(f.stat().st_size for f in (cache / "encoded").glob("*.arrow")) / 1e6
-        results["sizes"][str(size)] = {"corpus_mb": corpus.stat().st_size / 1e6, "tokenize": tokenize, "predict": predict,
-                                       "setup": setup}
+        results["sizes"][str(size)] = {
+            "corpus_mb": corpus.stat().st_size / 1e6,
+            "tokenize": tokenize,
+            "predict": predict,
+            "setup": setup,
+        }
         print(size, results["sizes"][str(size)], flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -59,7 +59,7 @@ async def _client(session: aiohttp.ClientSession, texts: list[str], seed: int, s
             async with session.post("/v1/predict", json={"texts": [text]}) as response:
                 await response.read()
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             status = type(exc).__name__
         record.append((time.perf_counter() - started, status))
 
@@ -110,11 +110,18 @@ def run_mode(export: str, batching: bool, texts: list[str], args) -> dict:
     errors = [status for _, status in record if status != 200]
     calls = _metric(after, "workbench_batch_texts_count") - _metric(before, "workbench_batch_texts_count")
     batched = _metric(after, "workbench_batch_texts_sum") - _metric(before, "workbench_batch_texts_sum")
-    result = {"batching": batching, "clients": args.clients, "seconds": elapsed, "requests": len(record),
-              "ok": int(len(latencies)), "errors": len(errors), "error_kinds": sorted({str(e) for e in errors}),
-              "requests_per_s": len(latencies) / elapsed,
-              **{f"p{q}_ms": float(np.percentile(latencies, q)) if len(latencies) else None for q in (50, 90, 99)},
-              "texts_per_model_call": batched / calls if batching and calls else 1.0}
+    result = {
+        "batching": batching,
+        "clients": args.clients,
+        "seconds": elapsed,
+        "requests": len(record),
+        "ok": len(latencies),
+        "errors": len(errors),
+        "error_kinds": sorted({str(e) for e in errors}),
+        "requests_per_s": len(latencies) / elapsed,
+        **{f"p{q}_ms": float(np.percentile(latencies, q)) if len(latencies) else None for q in (50, 90, 99)},
+        "texts_per_model_call": batched / calls if batching and calls else 1.0,
+    }
     print(json.dumps(result), flush=True)
     return result
 
@@ -131,11 +138,19 @@ def main() -> None:
     args = parser.parse_args()
     texts = _texts(args)
     modes = {"on": run_mode(args.export, True, texts, args), "off": run_mode(args.export, False, texts, args)}
-    results = {"machine": machine_info(), "export": args.export, "clients": args.clients, "duration_s": args.duration,
-               "modes": modes, "throughput_ratio_on_over_off": modes["on"]["requests_per_s"] / modes["off"]["requests_per_s"],
-               "command": " ".join(sys.argv)}
-    print(f"micro-batching on: {modes['on']['requests_per_s']:.1f} requests/s, off: {modes['off']['requests_per_s']:.1f}"
-          f" -> {results['throughput_ratio_on_over_off']:.2f}x; errors {modes['on']['errors']} / {modes['off']['errors']}")
+    results = {
+        "machine": machine_info(),
+        "export": args.export,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "modes": modes,
+        "throughput_ratio_on_over_off": modes["on"]["requests_per_s"] / modes["off"]["requests_per_s"],
+        "command": " ".join(sys.argv),
+    }
+    print(
+        f"micro-batching on: {modes['on']['requests_per_s']:.1f} requests/s, off: {modes['off']['requests_per_s']:.1f}"
+        f" -> {results['throughput_ratio_on_over_off']:.2f}x; errors {modes['on']['errors']} / {modes['off']['errors']}"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

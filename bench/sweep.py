@@ -62,17 +62,35 @@ def main() -> None:
 
     def write() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "jobs_file": str(args.jobs),
-                                        "parallel": args.parallel, "elapsed_s": time.monotonic() - start,
-                                        "results": results}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "command": "python " + " ".join(sys.argv),
+                    "jobs_file": str(args.jobs),
+                    "parallel": args.parallel,
+                    "elapsed_s": time.monotonic() - start,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
 
     while pending or running:
         while pending and len(running) < args.parallel:
             job = pending.pop(0)
             out = workdir / f"{job['name']}.json"
             log = open(workdir / f"{job['name']}.log", "w")
-            cmd = [sys.executable, str(ROOT / "bench" / "accuracy.py"), "--config", job["config"], "--out", str(out),
-                   *job.get("overrides", []), f"run.root={workdir / 'runs'}", f"run.name={job['name']}"]
+            cmd = [
+                sys.executable,
+                str(ROOT / "bench" / "accuracy.py"),
+                "--config",
+                job["config"],
+                "--out",
+                str(out),
+                *job.get("overrides", []),
+                f"run.root={workdir / 'runs'}",
+                f"run.name={job['name']}",
+            ]
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             running[job["name"]] = (proc, job, out, log, time.monotonic())
             print(f"[{time.monotonic() - start:6.0f} s] start {job['name']}", flush=True)
@@ -85,8 +103,12 @@ def main() -> None:
                 proc.kill()
                 proc.wait()
             log.close()
-            row = {"config": job["config"], "overrides": job.get("overrides", []),
-                   "seconds": time.monotonic() - began, "returncode": proc.returncode}
+            row = {
+                "config": job["config"],
+                "overrides": job.get("overrides", []),
+                "seconds": time.monotonic() - began,
+                "returncode": proc.returncode,
+            }
             if out.exists():
                 full = json.loads(out.read_text())
                 row.update({k: full[k] for k in ("validation", "test", "train", "wall_seconds") if k in full})

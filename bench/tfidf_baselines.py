@@ -40,7 +40,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 # Lets the script run from a plain checkout, without installing workbench first.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench.catalog import list_datasets, load_split  # noqa: E402
+from workbench.catalog import list_datasets, load_split
 
 C = 10.0
 VECTORIZER = {"ngram_range": (1, 2), "sublinear_tf": True}
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
         The results that were written.
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/results/tfidf_baselines.json"), help="JSON file to write")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results/tfidf_baselines.json"), help="JSON file to write"
+    )
     args = parser.parse_args(argv)
 
     multi_label = {entry.name: entry.multi_label for entry in list_datasets()}

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +42,37 @@ def hf_run(dm: TextDataModule, strategy: str, workdir: Path, device: str = "cpu"
     path = resolve_backbone("minilm")
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=dm.num_labels)
     args = TrainingArguments(
-        output_dir=str(workdir / f"hf_{strategy}"), num_train_epochs=1, learning_rate=LR, weight_decay=DECAY,
-        warmup_steps=WARMUP, per_device_train_batch_size=BATCH, per_device_eval_batch_size=128,
-        train_sampling_strategy=strategy, eval_strategy="epoch", save_strategy="no", logging_steps=50,
-        report_to="none", seed=SEED, use_cpu=device == "cpu", disable_tqdm=True, remove_unused_columns=False,
-        fp16=precision == "16", bf16=precision == "bf16",
+        output_dir=str(workdir / f"hf_{strategy}"),
+        num_train_epochs=1,
+        learning_rate=LR,
+        weight_decay=DECAY,
+        warmup_steps=WARMUP,
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=128,
+        train_sampling_strategy=strategy,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_steps=50,
+        report_to="none",
+        seed=SEED,
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        fp16=precision == "16",
+        bf16=precision == "bf16",
     )
 
     def accuracy(prediction):
         return {"accuracy": float((prediction.predictions.argmax(1) == prediction.label_ids).mean())}
 
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=dm.train_dataset, eval_dataset=dm.val_dataset,
-                                   data_collator=DataCollatorWithPadding(dm.tokenizer), compute_metrics=accuracy)
+    trainer = transformers.Trainer(
+        model=model,
+        args=args,
+        train_dataset=dm.train_dataset,
+        eval_dataset=dm.val_dataset,
+        data_collator=DataCollatorWithPadding(dm.tokenizer),
+        compute_metrics=accuracy,
+    )
     seconds = trainer.train().metrics["train_runtime"]  # wall time of train(), its one evaluation included
     accuracy_value = trainer.evaluate()["eval_accuracy"]
     return {"train_seconds": seconds, "dev_accuracy": accuracy_value, "optimizer_steps": trainer.state.global_step}
@@ -61,17 +80,30 @@ def hf_run(dm: TextDataModule, strategy: str, workdir: Path, device: str = "cpu"
 
 def workbench_run(dm: TextDataModule, freeze: bool, workdir: Path, device: str = "cpu", precision: str = "32") -> dict:
     model = TextClassificationModel("minilm", num_classes=dm.num_labels, freeze_embeddings=freeze)
-    trainer = Trainer(max_epochs=1, lr=LR, warmup=WARMUP, weight_decay=DECAY, seed=SEED, log_every=50,
-                      device=device, precision=precision,
-                      run_root=str(workdir), run_name=f"wb_freeze_{freeze}", checkpoint_dir=None)
+    trainer = Trainer(
+        max_epochs=1,
+        lr=LR,
+        warmup=WARMUP,
+        weight_decay=DECAY,
+        seed=SEED,
+        log_every=50,
+        device=device,
+        precision=precision,
+        run_root=str(workdir),
+        run_name=f"wb_freeze_{freeze}",
+        checkpoint_dir=None,
+    )
     start = time.perf_counter()
     result = trainer.fit(model, dm)
     fit_seconds = time.perf_counter() - start
     # train_seconds is the same quantity as for the HF variants: the wall time of transformers.Trainer.train()
-    return {"train_seconds": result.metrics["train"]["runtime_s"],
-            "fit_seconds": fit_seconds, "fit_seconds_includes": "train() plus final evaluation and saving the run",
-            "dev_accuracy": result.metrics["validation"]["accuracy"],
-            "optimizer_steps": result.metrics["train"]["optimizer_steps"]}
+    return {
+        "train_seconds": result.metrics["train"]["runtime_s"],
+        "fit_seconds": fit_seconds,
+        "fit_seconds_includes": "train() plus final evaluation and saving the run",
+        "dev_accuracy": result.metrics["validation"]["accuracy"],
+        "optimizer_steps": result.metrics["train"]["optimizer_steps"],
+    }
 
 
 def padded_tokens(lengths: np.ndarray, batches: list[list[int]]) -> int:
@@ -89,8 +121,14 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(args.workdir)
     torch.manual_seed(SEED)
-    dm = TextDataModule(dataset="sst2", model_name="minilm", train_subset=args.samples, max_length=MAX_LENGTH,
-                        batch_size=BATCH, seed=SEED).setup()
+    dm = TextDataModule(
+        dataset="sst2",
+        model_name="minilm",
+        train_subset=args.samples,
+        max_length=MAX_LENGTH,
+        batch_size=BATCH,
+        seed=SEED,
+    ).setup()
     lengths = dm.train_dataset.lengths
     rng = np.random.default_rng(0)
     random_batches = np.array_split(rng.permutation(len(lengths)), int(np.ceil(len(lengths) / BATCH)))
@@ -115,18 +153,37 @@ def main() -> None:
         print(name, results[name], flush=True)
     table = []
     for name, row in results.items():
-        ratios = {f"speedup_vs_{base}": row["samples_per_s"] / results[base]["samples_per_s"]
-                  for base in ("hf_random", "hf_group_by_length") if base in results}
+        ratios = {
+            f"speedup_vs_{base}": row["samples_per_s"] / results[base]["samples_per_s"]
+            for base in ("hf_random", "hf_group_by_length")
+            if base in results
+        }
         row.update(ratios)
-        table.append(f"{name:32s} {row['samples_per_s']:8.1f} samples/s  dev acc {row['dev_accuracy']:.4f}  "
-                     + "  ".join(f"{k[11:]} x{v:.2f}" for k, v in ratios.items()))
+        table.append(
+            f"{name:32s} {row['samples_per_s']:8.1f} samples/s  dev acc {row['dev_accuracy']:.4f}  "
+            + "  ".join(f"{k[11:]} x{v:.2f}" for k, v in ratios.items())
+        )
     print("\n".join(table))
-    out = {"command": "python " + " ".join(sys.argv), "samples": len(lengths), "dev_examples": len(dm.val_dataset),
-           "hyperparameters": {"lr": LR, "batch_size": BATCH, "warmup_ratio": WARMUP, "weight_decay": DECAY,
-                               "max_length": MAX_LENGTH, "epochs": 1, "seed": SEED,
-                               "device": args.device, "precision": args.precision},
-           "padding": padding, "results": results, "machine": machine_info(),
-           "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+    out = {
+        "command": "python " + " ".join(sys.argv),
+        "samples": len(lengths),
+        "dev_examples": len(dm.val_dataset),
+        "hyperparameters": {
+            "lr": LR,
+            "batch_size": BATCH,
+            "warmup_ratio": WARMUP,
+            "weight_decay": DECAY,
+            "max_length": MAX_LENGTH,
+            "epochs": 1,
+            "seed": SEED,
+            "device": args.device,
+            "precision": args.precision,
+        },
+        "padding": padding,
+        "results": results,
+        "machine": machine_info(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 

@@ -41,12 +41,11 @@ import sys
 import time
 from pathlib import Path
 
-
 from transformers import TrainerCallback
 
 import workbench.tune
-from workbench.config import load_config
 from workbench.config import TRACKERS as ALL_TRACKERS
+from workbench.config import load_config
 from workbench.runs import CHECKPOINT_PREFIX, RunDir, machine_info
 from workbench.trainer import train
 from workbench.tune import retrain_best, tune
@@ -66,8 +65,10 @@ DATASETS = {
     # every trial and every retrained run alike, validation as each config holds it out, evaluated every 20 steps.
     # TREC-6: 2,000 of the 4,906 training questions left after the 10% validation hold-out (545 questions);
     # the retrained runs are scored on the 500 test questions.
-    "trec": {"config": "configs/trec.yaml",
-             "overrides": {"data.train_subset": 2000, "data.max_length": 48, "train.eval_every": 20}},
+    "trec": {
+        "config": "configs/trec.yaml",
+        "overrides": {"data.train_subset": 2000, "data.max_length": 48, "train.eval_every": 20},
+    },
     # SST-2: 2,000 training sentences; the 872-sentence GLUE dev set is validation (GLUE's test has no labels).
     "sst2": {"config": "configs/sst2.yaml", "overrides": {"data.train_subset": 2000, "train.eval_every": 20}},
 }
@@ -75,8 +76,13 @@ DATASETS = {
 
 def _config(dataset: str, name: str, extra: dict | None = None):
     spec = DATASETS[dataset]
-    overrides = {**spec["overrides"], "run.root": str(BENCH_ROOT), "run.name": name, "tune.space": SPACE,
-                 **(extra or {})}
+    overrides = {
+        **spec["overrides"],
+        "run.root": str(BENCH_ROOT),
+        "run.name": name,
+        "tune.space": SPACE,
+        **(extra or {}),
+    }
     return load_config(ROOT / spec["config"], overrides)
 
 
@@ -96,11 +102,15 @@ def _epochs(run_dir: str | None) -> float:
 def _study_summary(result, seconds: float) -> dict:
     table = result.trials_table()
     epochs = [round(_epochs(d), 3) for d in table["run_dir"]]
-    return {"seconds": round(seconds, 1), "epochs_trained": round(sum(epochs), 2), "trial_epochs": epochs,
-            "best_value": result.best["value"] if result.best else None,
-            "best_params": result.best["params"] if result.best else None,
-            "states": table["state"].value_counts().to_dict(),
-            "trial_seconds": table["seconds"].round(1).tolist()}
+    return {
+        "seconds": round(seconds, 1),
+        "epochs_trained": round(sum(epochs), 2),
+        "trial_epochs": epochs,
+        "best_value": result.best["value"] if result.best else None,
+        "best_params": result.best["params"] if result.best else None,
+        "states": table["state"].value_counts().to_dict(),
+        "trial_seconds": table["seconds"].round(1).tolist(),
+    }
 
 
 class CheckpointMeter(TrainerCallback):
@@ -122,8 +132,11 @@ class CheckpointMeter(TrainerCallback):
         self.bytes += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
     def summary(self) -> dict:
-        return {"checkpoint_saves": self.saves, "checkpoint_bytes": self.bytes,
-                "seconds_per_save": round(self.seconds / self.timed, 3) if self.timed else None}
+        return {
+            "checkpoint_saves": self.saves,
+            "checkpoint_bytes": self.bytes,
+            "seconds_per_save": round(self.seconds / self.timed, 3) if self.timed else None,
+        }
 
 
 def _metered_tune(config) -> tuple:
@@ -148,10 +161,16 @@ def pruning(args, record: dict) -> None:
         config = _config(args.dataset, name, {"tune.trials": args.trials, "tune.pruner": pruner})
         start = time.perf_counter()
         result, meter = _metered_tune(config)
-        studies[pruner] = {**_study_summary(result, time.perf_counter() - start), **meter.summary(),
-                           "pruner_warmup_epochs": config.tune.pruner_warmup_epochs}
-        print(f"{name}: {studies[pruner]['seconds']:.0f} s, best {studies[pruner]['best_value']:.4f}, "
-              f"{studies[pruner]['states']}, {meter.saves} checkpoints, {meter.bytes / 1e9:.2f} GB", flush=True)
+        studies[pruner] = {
+            **_study_summary(result, time.perf_counter() - start),
+            **meter.summary(),
+            "pruner_warmup_epochs": config.tune.pruner_warmup_epochs,
+        }
+        print(
+            f"{name}: {studies[pruner]['seconds']:.0f} s, best {studies[pruner]['best_value']:.4f}, "
+            f"{studies[pruner]['states']}, {meter.saves} checkpoints, {meter.bytes / 1e9:.2f} GB",
+            flush=True,
+        )
         record["pruning"] = {"trials": args.trials, "space": SPACE, "studies": studies}
         _write(args.out, record)
     if len(studies) == 2:
@@ -165,16 +184,28 @@ def pruning(args, record: dict) -> None:
     # the best of the pruned study against the committed default, on the same seeds
     best = json.loads((BENCH_ROOT / f"{args.dataset}_pruner_median" / "best_trial.json").read_text())
     spec = DATASETS[args.dataset]
-    default = load_config(ROOT / spec["config"], {"data.train_subset": spec["overrides"]["data.train_subset"],
-                                                   "run.root": str(BENCH_ROOT), "run.name": f"{args.dataset}_pruner_median"})
+    default = load_config(
+        ROOT / spec["config"],
+        {
+            "data.train_subset": spec["overrides"]["data.train_subset"],
+            "run.root": str(BENCH_ROOT),
+            "run.name": f"{args.dataset}_pruner_median",
+        },
+    )
     shutil.rmtree(BENCH_ROOT / f"{args.dataset}_pruner_median" / "retrain", ignore_errors=True)
     start = time.perf_counter()
-    record["retrain"] = {**retrain_best(default, best, seeds=args.seeds), "seconds": round(time.perf_counter() - start, 1),
-                         "default_config": spec["config"]}
+    record["retrain"] = {
+        **retrain_best(default, best, seeds=args.seeds),
+        "seconds": round(time.perf_counter() - start, 1),
+        "default_config": spec["config"],
+    }
     _write(args.out, record)
     for name in ("tuned", "untuned"):
-        print(f"{name}: {record['retrain'][name]['mean']:.4f} ± {record['retrain'][name]['std']:.4f} "
-              f"({record['retrain']['metric']} on {record['retrain']['split']}, {args.seeds} seeds)", flush=True)
+        print(
+            f"{name}: {record['retrain'][name]['mean']:.4f} ± {record['retrain'][name]['std']:.4f} "
+            f"({record['retrain']['metric']} on {record['retrain']['split']}, {args.seeds} seeds)",
+            flush=True,
+        )
 
 
 def workers(args, record: dict) -> None:
@@ -185,17 +216,26 @@ def workers(args, record: dict) -> None:
     for count in (1, 2):
         name = f"{args.dataset}_workers_{count}"
         _fresh(name)
-        config = _config(args.dataset, name, {"tune.trials": args.trials, "tune.pruner": "none", "tune.space": space,
-                                              "train.epochs": 1})
+        config = _config(
+            args.dataset,
+            name,
+            {"tune.trials": args.trials, "tune.pruner": "none", "tune.space": space, "train.epochs": 1},
+        )
         start = time.perf_counter()
         result = tune(config, workers=count)
         seconds = time.perf_counter() - start
         table = result.trials_table()
         finished = int(table["state"].isin(["COMPLETE", "PRUNED"]).sum())
-        runs[count] = {"seconds": round(seconds, 1), "trials": finished, "best_value": result.best["value"],
-                       "trials_per_hour": round(finished * 3600 / seconds, 1)}
-        print(f"{count} worker(s): {finished} trials in {seconds:.0f} s = {runs[count]['trials_per_hour']:.0f} trials/hour",
-              flush=True)
+        runs[count] = {
+            "seconds": round(seconds, 1),
+            "trials": finished,
+            "best_value": result.best["value"],
+            "trials_per_hour": round(finished * 3600 / seconds, 1),
+        }
+        print(
+            f"{count} worker(s): {finished} trials in {seconds:.0f} s = {runs[count]['trials_per_hour']:.0f} trials/hour",
+            flush=True,
+        )
         record["workers"] = {"space": space, "runs": runs}
         _write(args.out, record)
     record["workers"]["speedup"] = round(runs[2]["trials_per_hour"] / runs[1]["trials_per_hour"], 3)
@@ -212,14 +252,28 @@ def tracking(args, record: dict) -> None:
     for index, track in enumerate(([], list(ALL_TRACKERS), list(ALL_TRACKERS), [])[: 2 * args.repeats]):
         name = f"tracking_{'all' if track else 'none'}_{index}"
         _fresh(name)
-        config = load_config(ROOT / "configs/sst2.yaml", {"data.train_subset": subset, "train.log_every": 10,
-                                                           "train.eval_every": 200, "run.track": track,
-                                                           "run.root": str(BENCH_ROOT), "run.name": name})
+        config = load_config(
+            ROOT / "configs/sst2.yaml",
+            {
+                "data.train_subset": subset,
+                "train.log_every": 10,
+                "train.eval_every": 200,
+                "run.track": track,
+                "run.root": str(BENCH_ROOT),
+                "run.name": name,
+            },
+        )
         start = time.perf_counter()
         fit = train(config)
         seconds = time.perf_counter() - start
-        results.append({"track": track, "seconds": round(seconds, 1), "train_runtime_s": round(fit.metrics["train"]["runtime_s"], 1),
-                        "validation_accuracy": fit.metrics["validation"]["accuracy"]})
+        results.append(
+            {
+                "track": track,
+                "seconds": round(seconds, 1),
+                "train_runtime_s": round(fit.metrics["train"]["runtime_s"], 1),
+                "validation_accuracy": fit.metrics["validation"]["accuracy"],
+            }
+        )
         print(f"{name}: {seconds:.1f} s", flush=True)
         record["tracking"] = {"train_subset": subset, "runs": results}
         _write(args.out, record)
@@ -241,7 +295,9 @@ def recount(args, record: dict) -> None:
         epochs = [round(_epochs(t.user_attrs.get("run_dir")), 3) for t in trials]
         study.update(epochs_trained=round(sum(epochs), 2), trial_epochs=epochs)
     studies = saved["pruning"]["studies"]
-    saved["pruning"]["training_saved"] = round(1 - studies["median"]["epochs_trained"] / studies["none"]["epochs_trained"], 3)
+    saved["pruning"]["training_saved"] = round(
+        1 - studies["median"]["epochs_trained"] / studies["none"]["epochs_trained"], 3
+    )
     saved.setdefault("recounted", record["command"])
     record.clear()
     record.update(saved)
@@ -256,17 +312,35 @@ def checkpoints(args, record: dict) -> None:
     for index, only_model in enumerate((False, True, True, False)[: 2 * args.repeats]):
         name = f"checkpoints_{'model' if only_model else 'full'}_{index}"
         _fresh(name)
-        config = load_config(ROOT / spec["config"], {**spec["overrides"], "data.train_subset": 320, "train.epochs": 1,
-                                                    "data.batch_size": 16, "train.eval_every": 5,
-                                                    "train.save_only_model": only_model,
-                                                    "run.root": str(BENCH_ROOT), "run.name": name})
+        config = load_config(
+            ROOT / spec["config"],
+            {
+                **spec["overrides"],
+                "data.train_subset": 320,
+                "train.epochs": 1,
+                "data.batch_size": 16,
+                "train.eval_every": 5,
+                "train.save_only_model": only_model,
+                "run.root": str(BENCH_ROOT),
+                "run.name": name,
+            },
+        )
         meter = CheckpointMeter()
         fit = train(config, callbacks=[meter])
         files = sorted(p.name for p in RunDir(fit.run_dir).checkpoints.glob(f"{CHECKPOINT_PREFIX}*/*"))
-        runs.append({"save_only_model": only_model, **meter.summary(),
-                     "bytes_per_checkpoint": meter.bytes // meter.saves, "files": sorted(set(files))})
-        print(f"{name}: {meter.saves} checkpoints, {meter.bytes / meter.saves / 1e6:.1f} MB and "
-              f"{runs[-1]['seconds_per_save']:.2f} s each", flush=True)
+        runs.append(
+            {
+                "save_only_model": only_model,
+                **meter.summary(),
+                "bytes_per_checkpoint": meter.bytes // meter.saves,
+                "files": sorted(set(files)),
+            }
+        )
+        print(
+            f"{name}: {meter.saves} checkpoints, {meter.bytes / meter.saves / 1e6:.1f} MB and "
+            f"{runs[-1]['seconds_per_save']:.2f} s each",
+            flush=True,
+        )
         record["checkpoints"] = {"runs": runs}
         _write(args.out, record)
 
@@ -285,21 +359,32 @@ def interrupted(args, record: dict) -> None:
         kept = run.checkpoint_folders() if run else []
         saves = len(t.intermediate_values) - (t.state == optuna.trial.TrialState.PRUNED)
         size = max((sum(p.stat().st_size for p in f.iterdir() if p.is_file()) for f in kept), default=0)
-        trials.append({"trial": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                       "epochs": round(_epochs(str(run.path) if run else None), 3),
-                       "evaluations": len(t.intermediate_values), "checkpoint_saves": saves,
-                       "bytes_per_checkpoint": size, "reason": t.user_attrs.get("reason"),
-                       "seconds": (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete
-                       else None})
+        trials.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": t.params,
+                "epochs": round(_epochs(str(run.path) if run else None), 3),
+                "evaluations": len(t.intermediate_values),
+                "checkpoint_saves": saves,
+                "bytes_per_checkpoint": size,
+                "reason": t.user_attrs.get("reason"),
+                "seconds": (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None,
+            }
+        )
     finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
     best = max((t for t in finished if t["state"] == "COMPLETE"), key=lambda t: t["value"], default=None)
     record["interrupted"] = {
-        "study": folder.name, "trials_finished": len(finished), "trials": trials,
+        "study": folder.name,
+        "trials_finished": len(finished),
+        "trials": trials,
         "epochs_trained": round(sum(t["epochs"] for t in finished), 2),
         "seconds": round(sum(t["seconds"] for t in finished), 1),
         "checkpoint_saves": sum(t["checkpoint_saves"] for t in finished),
         "checkpoint_bytes": sum(t["checkpoint_saves"] * t["bytes_per_checkpoint"] for t in finished),
-        "best": best and {"trial": best["trial"], "value": best["value"], "params": best["params"]}}
+        "best": best and {"trial": best["trial"], "value": best["value"], "params": best["params"]},
+    }
     print(json.dumps({k: v for k, v in record["interrupted"].items() if k != "trials"}, indent=1), flush=True)
 
 
@@ -313,17 +398,32 @@ def main() -> None:
     parser.add_argument("part", choices=["pruning", "workers", "tracking", "checkpoints", "interrupted", "recount"])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="trec")
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--pruners", nargs="+", choices=["median", "none"], default=["median", "none"],
-                        help="pruning: the studies to run (the comparison and retraining need both)")
+    parser.add_argument(
+        "--pruners",
+        nargs="+",
+        choices=["median", "none"],
+        default=["median", "none"],
+        help="pruning: the studies to run (the comparison and retraining need both)",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="pruning: seeds to retrain on (0 = no retraining)")
     parser.add_argument("--repeats", type=int, default=2, help="tracking, checkpoints: pairs of runs (2 = ABBA)")
     parser.add_argument("--train-subset", type=int, help="tracking: SST-2 training sentences (default 20000)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    record = {"command": " ".join(["python", "bench/tuning.py", *sys.argv[1:]]), "machine": machine_info(),
-              "dataset": args.dataset, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    parts = {"pruning": pruning, "workers": workers, "tracking": tracking, "checkpoints": checkpoints,
-             "interrupted": interrupted, "recount": recount}
+    record = {
+        "command": " ".join(["python", "bench/tuning.py", *sys.argv[1:]]),
+        "machine": machine_info(),
+        "dataset": args.dataset,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    parts = {
+        "pruning": pruning,
+        "workers": workers,
+        "tracking": tracking,
+        "checkpoints": checkpoints,
+        "interrupted": interrupted,
+        "recount": recount,
+    }
     parts[args.part](args, record)
     record.setdefault("finished", time.strftime("%Y-%m-%d %H:%M:%S"))
     _write(args.out, record)

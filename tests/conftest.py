@@ -22,14 +22,23 @@ from typing import NoReturn
 import pandas as pd
 import pytest
 import torch
-from transformers import (BertConfig, DebertaV2Config, DistilBertConfig, MPNetConfig, RobertaConfig, AutoModel,
-                          TrainerCallback)
+from transformers import (
+    AutoModel,
+    BertConfig,
+    DebertaV2Config,
+    DistilBertConfig,
+    MPNetConfig,
+    RobertaConfig,
+    TrainerCallback,
+)
 
 from workbench.backbones import load_tokenizer
 from workbench.catalog import data_root
 from workbench.errors import DataError
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130)
+TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130
+)
 
 
 def _tiny_config(kind: str, vocab_size: int):
@@ -39,7 +48,9 @@ def _tiny_config(kind: str, vocab_size: int):
         # RoBERTa offsets positions by padding_idx + 1, so it needs two extra position slots
         return RobertaConfig(vocab_size=vocab_size, pad_token_id=0, **{**TINY, "max_position_embeddings": 132})
     if kind == "distilbert":
-        return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=130)
+        return DistilBertConfig(
+            vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=130
+        )
     if kind == "deberta":
         return DebertaV2Config(vocab_size=vocab_size, **TINY)
     if kind == "mpnet":
@@ -92,7 +103,12 @@ def tiny_bert(tiny_backbones) -> str:
     return tiny_backbones["bert"]
 
 
-POSITIVE = ["a good and great film", "wonderful acting, loved it", "great fun, a fine movie", "good story and great cast"]
+POSITIVE = [
+    "a good and great film",
+    "wonderful acting, loved it",
+    "great fun, a fine movie",
+    "good story and great cast",
+]
 NEGATIVE = ["a bad and awful film", "terrible acting, hated it", "awful mess, a poor movie", "bad story and dull cast"]
 
 
@@ -118,9 +134,19 @@ def tiny_run(tmp_path_factory, tiny_bert) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny_run")
     files = write_sentiment_files(folder)
-    config = load_config(None, {"data.train_file": str(files["train"]), "data.val_file": str(files["val"]),
-                                "model.backbone": tiny_bert, "model.freeze_embeddings": False, "train.epochs": 4,
-                                "train.lr": 3e-3, "run.name": "tiny", "run.root": str(folder / "runs")})
+    config = load_config(
+        None,
+        {
+            "data.train_file": str(files["train"]),
+            "data.val_file": str(files["val"]),
+            "model.backbone": tiny_bert,
+            "model.freeze_embeddings": False,
+            "train.epochs": 4,
+            "train.lr": 3e-3,
+            "run.name": "tiny",
+            "run.root": str(folder / "runs"),
+        },
+    )
     return train(config).run_dir
 
 
@@ -131,11 +157,14 @@ def multilabel_file(tmp_path) -> Path:
         labels = []
         text = []
         if i % 2 == 0:
-            labels.append("sports"); text.append("the team won the match")
+            labels.append("sports")
+            text.append("the team won the match")
         if i % 3 == 0:
-            labels.append("money"); text.append("stocks and profit rose")
+            labels.append("money")
+            text.append("stocks and profit rose")
         if not labels:
-            labels.append("other"); text.append("the weather was mild")
+            labels.append("other")
+            text.append("the weather was mild")
         rows.append((" and ".join(text), "|".join(labels)))
     path = tmp_path / "ml.csv"
     pd.DataFrame(rows, columns=["text", "labels"]).to_csv(path, index=False)

@@ -26,12 +26,14 @@ def test_error_table_orders_by_loss_and_marks_mistakes():
 
 def test_multi_label_error_table_decides_at_the_model_thresholds():
     proba = np.array([[0.9, 0.8], [0.9, 0.1]])
-    table = error_table(["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True,
-                        thresholds=np.array([0.5, 0.5]))
+    table = error_table(
+        ["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True, thresholds=np.array([0.5, 0.5])
+    )
     assert table.set_index("text").loc["a", "correct"] and not table.set_index("text").loc["b", "correct"]
     assert table.set_index("text").loc["b", "predicted"] == "x"
-    tuned = error_table(["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True,
-                        thresholds=np.array([0.95, 0.05])).set_index("text")  # the same rule as model.predict
+    tuned = error_table(
+        ["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True, thresholds=np.array([0.95, 0.05])
+    ).set_index("text")  # the same rule as model.predict
     assert tuned.loc["b", "predicted"] == "y" and tuned.loc["b", "correct"] and tuned.loc["a", "predicted"] == "y"
     with pytest.raises(WorkbenchError, match="thresholds=model.thresholds"):
         error_table(["a", "b"], np.array([[1, 1], [0, 1]]), proba, ["x", "y"], multi_label=True)
@@ -70,7 +72,9 @@ def test_multi_label_label_issues_find_planted_errors():
     # cleanlab's per-class thresholds miss errors the model is only mildly sure of (23 of 30 found here)
     assert len(found & set(wrong)) >= 20 and len(found - set(wrong)) <= 3
     first = issues.iloc[0]
-    assert first["example"] in wrong and first["suggested"] == "|".join(names[j] for j in np.flatnonzero(truth[first["example"]]))
+    assert first["example"] in wrong and first["suggested"] == "|".join(
+        names[j] for j in np.flatnonzero(truth[first["example"]])
+    )
     assert set(label_issues(given, proba, names, multi_label=True, thresholds=np.full(4, 0.5))["example"]) == found
     # the suggestion follows the decision rule it is given: per class, or per example as from CV folds
     strict = label_issues(given, proba, names, multi_label=True, thresholds=np.ones((1500, 4)))

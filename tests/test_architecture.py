@@ -36,7 +36,10 @@ def test_every_module_imports_only_lower_layers():
     table = layers()
     modules = sorted(p for p in (REPO / "workbench").glob("*.py") if p.stem != "__init__")
     assert {p.stem for p in modules} <= set(table), "a module of workbench/ has no row in ARCHITECTURE.md"
-    upward = [f"{p.stem} (layer {table[p.stem]}) imports {name} (layer {table[name]})"
-              for p in modules for name in sorted(imported_modules(p))
-              if table.get(name, 99) >= table[p.stem]]
+    upward = [
+        f"{p.stem} (layer {table[p.stem]}) imports {name} (layer {table[name]})"
+        for p in modules
+        for name in sorted(imported_modules(p))
+        if table.get(name, 99) >= table[p.stem]
+    ]
     assert not upward, upward

@@ -10,15 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import Interrupt
 from transformers import BertConfig, BertForMaskedLM, MarianConfig, MarianMTModel
 
-from conftest import Interrupt
-from workbench import TextClassificationModel, TextDataModule, Trainer
-from workbench.augment import (Augmenter, Protection, punctuation_insertion, random_deletion,
-                               random_insertion, random_swap, synonym_replacement, synonyms, wordnet)
+from workbench import TextClassificationModel, TextDataModule, Trainer, plots
+from workbench.augment import (
+    Augmenter,
+    Protection,
+    punctuation_insertion,
+    random_deletion,
+    random_insertion,
+    random_swap,
+    synonym_replacement,
+    synonyms,
+    wordnet,
+)
 from workbench.config import AugmentConfig, load_config
 from workbench.errors import ConfigError, ModelLoadError
-from workbench import plots
 from workbench.explore import augmentation_summary, augmented_examples, augmented_examples_html, changes_html
 
 SENTENCE = "The director shot a wonderful film in 1999 , see http://films.example/123 for the happy ending"
@@ -72,8 +80,11 @@ def test_insertion_swap_deletion_and_aeda():
 
 def test_variants_are_reproducible_per_example_epoch_and_copy():
     config = AugmentConfig(ops=["eda", "aeda"], alpha=0.2, variants=2)
-    texts = ["a gripping and wonderful story about a brave young girl", "the worst film i have seen this year",
-             "an honest , funny and moving portrait of a family"]
+    texts = [
+        "a gripping and wonderful story about a brave young girl",
+        "the worst film i have seen this year",
+        "an honest , funny and moving portrait of a family",
+    ]
     a, b = Augmenter(config, seed=7), Augmenter(config, seed=7)
     epoch0 = a.epoch_variants(texts, 0)
     assert len(epoch0) == 2 * len(texts) and epoch0 == b.epoch_variants(texts, 0)
@@ -101,8 +112,9 @@ def test_bad_settings_are_one_line_config_errors():
 
 def _module(tiny_bert, files, **augment):
     config = AugmentConfig(**{"ops": ["eda", "aeda"], "alpha": 0.2, **augment})
-    return TextDataModule(train_file=str(files["train"]), val_file=str(files["val"]), model_name=tiny_bert,
-                          batch_size=8, augment=config)
+    return TextDataModule(
+        train_file=str(files["train"]), val_file=str(files["val"]), model_name=tiny_bert, batch_size=8, augment=config
+    )
 
 
 def test_only_the_training_split_is_augmented_with_fresh_variants_each_epoch(tiny_bert, sentiment_files):
@@ -125,11 +137,19 @@ def test_only_the_training_split_is_augmented_with_fresh_variants_each_epoch(tin
 
 
 def test_sentence_pairs_keep_their_second_text(tiny_bert, tmp_path):
-    rows = [("a man is playing a guitar", "someone plays music", "yes"), ("a dog runs in the park", "a cat sleeps", "no")] * 8
+    rows = [
+        ("a man is playing a guitar", "someone plays music", "yes"),
+        ("a dog runs in the park", "a cat sleeps", "no"),
+    ] * 8
     path = tmp_path / "pairs.csv"
     pd.DataFrame(rows, columns=["text", "hypothesis", "label"]).to_csv(path, index=False)
-    dm = TextDataModule(train_file=str(path), val_file=str(path), model_name=tiny_bert, text_pair_column="hypothesis",
-                        augment=AugmentConfig(ops=["swap"], alpha=0.5)).setup()
+    dm = TextDataModule(
+        train_file=str(path),
+        val_file=str(path),
+        model_name=tiny_bert,
+        text_pair_column="hypothesis",
+        augment=AugmentConfig(ops=["swap"], alpha=0.5),
+    ).setup()
     train, n = dm.train_dataset, len(dm.train_dataset.base)
     sep = dm.tokenizer.sep_token_id
     for i in range(n):
@@ -147,12 +167,21 @@ def test_masks_of_urls_and_emails_are_protected():
 
 
 def test_multi_label_variants_keep_all_their_labels(tiny_bert, tmp_path):
-    rows = [("stocks rise as the bank buys a rival", "earn|acq"), ("the bank reports quarterly profit", "earn"),
-            ("a company agrees to acquire its supplier", "acq"), ("grain exports fall after a dry season", "grain")] * 4
+    rows = [
+        ("stocks rise as the bank buys a rival", "earn|acq"),
+        ("the bank reports quarterly profit", "earn"),
+        ("a company agrees to acquire its supplier", "acq"),
+        ("grain exports fall after a dry season", "grain"),
+    ] * 4
     path = tmp_path / "ml.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
-    dm = TextDataModule(train_file=str(path), val_file=str(path), model_name=tiny_bert, multi_label=True,
-                        augment=AugmentConfig(ops=["eda"], alpha=0.3)).setup()
+    dm = TextDataModule(
+        train_file=str(path),
+        val_file=str(path),
+        model_name=tiny_bert,
+        multi_label=True,
+        augment=AugmentConfig(ops=["eda"], alpha=0.3),
+    ).setup()
     train, n = dm.train_dataset, len(dm.train_dataset.base)
     for i in range(n):
         assert train.features[n + i]["labels"] == train.features[i]["labels"]
@@ -168,8 +197,9 @@ def test_training_with_augmentation_resumes_the_same_stream(tiny_bert, sentiment
 
     def fit(name, callbacks=(), resume=False):
         model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
-        return Trainer(run_name=name, callbacks=list(callbacks), **options).fit(model, _module(tiny_bert, sentiment_files),
-                                                                                 resume=resume)
+        return Trainer(run_name=name, callbacks=list(callbacks), **options).fit(
+            model, _module(tiny_bert, sentiment_files), resume=resume
+        )
 
     straight = fit("aug_straight")
     assert straight.metrics["train"]["examples"] == 2 * straight.metrics["train"]["original_examples"] == 128
@@ -220,11 +250,21 @@ def tiny_marian(tmp_path_factory, tokenizer):
     """A tiny random MarianMT model with the MiniLM WordPiece tokenizer: a real seq2seq checkpoint on disk."""
     folder = tmp_path_factory.mktemp("marian") / "opus-mt-tiny"
     torch.manual_seed(0)
-    config = MarianConfig(vocab_size=tokenizer.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                          max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.sep_token_id, decoder_start_token_id=tokenizer.cls_token_id,
-                          forced_eos_token_id=None)
+    config = MarianConfig(
+        vocab_size=tokenizer.vocab_size,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.cls_token_id,
+        forced_eos_token_id=None,
+    )
     MarianMTModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -234,19 +274,36 @@ def tiny_marian(tmp_path_factory, tokenizer):
 def tiny_mlm(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("mlm") / "tiny-masked-lm"  # nlpaug alone would guess the type from this name
     torch.manual_seed(0)
-    BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    BertForMaskedLM(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
 
-TEXTS = ["the film is a wonderful ride from start to finish", "it cost 12 dollars and two hours of my life",
-         "a dull , lifeless remake", "see www.example.com for the trailer of this great movie"]
+TEXTS = [
+    "the film is a wonderful ride from start to finish",
+    "it cost 12 dollars and two hours of my life",
+    "a dull , lifeless remake",
+    "see www.example.com for the trailer of this great movie",
+]
 
 
 def test_back_translation_generates_cached_variants(tiny_marian, tmp_path, monkeypatch):
-    config = AugmentConfig(ops=["back_translation"], translation_models=[tiny_marian, tiny_marian], variants=2,
-                           translation_temperature=1.0, model_batch_size=3, cache_dir=str(tmp_path))
+    config = AugmentConfig(
+        ops=["back_translation"],
+        translation_models=[tiny_marian, tiny_marian],
+        variants=2,
+        translation_temperature=1.0,
+        model_batch_size=3,
+        cache_dir=str(tmp_path),
+    )
     augmenter = Augmenter(config, seed=3)
     made = augmenter.model_variants(TEXTS)["back_translation"]
     assert len(made) == len(TEXTS) and all(len(copies) == 2 for copies in made)
@@ -262,8 +319,12 @@ def test_back_translation_generates_cached_variants(tiny_marian, tmp_path, monke
 
 
 def test_beam_search_back_translation_without_sampling(tiny_marian, tmp_path):
-    config = AugmentConfig(ops=["back_translation"], translation_models=[tiny_marian, tiny_marian],
-                           translation_temperature=0.0, cache_dir=str(tmp_path))
+    config = AugmentConfig(
+        ops=["back_translation"],
+        translation_models=[tiny_marian, tiny_marian],
+        translation_temperature=0.0,
+        cache_dir=str(tmp_path),
+    )
     first = Augmenter(config, seed=0).model_variants(TEXTS[:1])["back_translation"]
     assert Augmenter(config, seed=1).model_variants(TEXTS[:1])["back_translation"] == first  # no sampling, no seed
     assert len(list(tmp_path.glob("*.json"))) == 2  # the seed is part of the key all the same
@@ -271,8 +332,9 @@ def test_beam_search_back_translation_without_sampling(tiny_marian, tmp_path):
 
 def test_back_translation_leaves_texts_longer_than_the_model_alone(tiny_marian, tmp_path):
     long = " ".join(["word"] * 300)  # 300 tokens; the tiny model has 128 positions
-    config = AugmentConfig(ops=["back_translation"], translation_models=[tiny_marian, tiny_marian],
-                           cache_dir=str(tmp_path))
+    config = AugmentConfig(
+        ops=["back_translation"], translation_models=[tiny_marian, tiny_marian], cache_dir=str(tmp_path)
+    )
     made = Augmenter(config, seed=0).model_variants([TEXTS[0], long])["back_translation"]
     assert made[1] == [long] and made[0][0] != TEXTS[0]
 
@@ -297,8 +359,11 @@ def test_contextual_substitution_with_a_masked_language_model(tiny_mlm, tmp_path
 @pytest.mark.parametrize("key", ["translation_models", "fill_mask_model"])
 def test_a_model_that_does_not_load_is_a_one_line_error(tmp_path, key):
     missing = str(tmp_path / "no-such-model")
-    options = ({"ops": ["back_translation"], "translation_models": [missing, missing]} if key == "translation_models"
-               else {"ops": ["contextual"], "fill_mask_model": missing})
+    options = (
+        {"ops": ["back_translation"], "translation_models": [missing, missing]}
+        if key == "translation_models"
+        else {"ops": ["contextual"], "fill_mask_model": missing}
+    )
     with pytest.raises(ModelLoadError) as caught:
         Augmenter(AugmentConfig(cache_dir=str(tmp_path), **options)).model_variants(["a text"])
     message = str(caught.value)
@@ -319,28 +384,52 @@ def test_missing_wordnet_says_how_to_install_it(tmp_path, monkeypatch):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def test_cli_writes_the_augmented_training_set(tiny_bert, sentiment_files, tmp_path):
     out = tmp_path / "aug.jsonl"
-    done = _cli("augment", f"data.train_file={sentiment_files['train']}", f"data.val_file={sentiment_files['val']}",
-                f"model.backbone={tiny_bert}", "augment.ops=[swap,aeda]", "augment.variants=3", "--out", str(out),
-                "--epoch", "2")
+    done = _cli(
+        "augment",
+        f"data.train_file={sentiment_files['train']}",
+        f"data.val_file={sentiment_files['val']}",
+        f"model.backbone={tiny_bert}",
+        "augment.ops=[swap,aeda]",
+        "augment.variants=3",
+        "--out",
+        str(out),
+        "--epoch",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     table = pd.read_json(out, lines=True)
     assert len(table) == 3 * 64 and set(table["op"]) == {"swap", "aeda"} and set(table["copy"]) == {0, 1, 2}
     assert "192 variants of 64 training examples (epoch 2" in done.stdout
-    for args, message in [(["augment.ops=[blur]"], "augment.ops='blur' is not one of"),
-                          (["augment.ops=[eda]", "augment.alpha=2"], "augment.alpha=2.0 must be in [0, 1]"),
-                          (["augment.ops=[eda]", "augment.variants=0"], "augment.variants=0 must be at least 1"),
-                          ([], "Nothing to augment: augment.ops is empty"),
-                          (["augment.ops=[eda]", "--epoch", "-1"], "--epoch -1: epochs count from 0"),
-                          (["augment.ops=[contextual]", f"augment.fill_mask_model={tmp_path / 'nope'}",
-                            f"augment.cache_dir={tmp_path}"], "augment.fill_mask_model: cannot load")]:
-        failed = _cli("augment", f"data.train_file={sentiment_files['train']}", f"model.backbone={tiny_bert}", *args,
-                      "--out", str(tmp_path / "x.csv"))
+    for args, message in [
+        (["augment.ops=[blur]"], "augment.ops='blur' is not one of"),
+        (["augment.ops=[eda]", "augment.alpha=2"], "augment.alpha=2.0 must be in [0, 1]"),
+        (["augment.ops=[eda]", "augment.variants=0"], "augment.variants=0 must be at least 1"),
+        ([], "Nothing to augment: augment.ops is empty"),
+        (["augment.ops=[eda]", "--epoch", "-1"], "--epoch -1: epochs count from 0"),
+        (
+            [
+                "augment.ops=[contextual]",
+                f"augment.fill_mask_model={tmp_path / 'nope'}",
+                f"augment.cache_dir={tmp_path}",
+            ],
+            "augment.fill_mask_model: cannot load",
+        ),
+    ]:
+        failed = _cli(
+            "augment",
+            f"data.train_file={sentiment_files['train']}",
+            f"model.backbone={tiny_bert}",
+            *args,
+            "--out",
+            str(tmp_path / "x.csv"),
+        )
         assert failed.returncode == 2, (args, failed.stderr)
         assert message in failed.stderr and "Traceback" not in failed.stderr
 

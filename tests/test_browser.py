@@ -17,9 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
-
 from conftest import missing_prerequisite
+from playwright.sync_api import expect
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -93,8 +92,9 @@ def test_every_report_page_works_offline(browser, tiny_reports, tmp_path):
     no failed request and no console error, and the attention views (bertviz, its libraries inlined) draw."""
     problems: list[str] = []
     page = watched_page(browser, problems)
-    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
-               else route.abort())
+    page.route(
+        "**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:")) else route.abort()
+    )
     pages = sorted((tiny_reports / "reports").rglob("*.html"))
     assert len(pages) >= 16  # the index, 15 notebook reports, and the pages they wrote (attention views)
     views = 0
@@ -117,13 +117,30 @@ def _free_port() -> int:
 
 def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
     port, token = _free_port(), "workbench-test"
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO}",
-         *(["--allow-root"] if os.geteuid() == 0 else [])],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={REPO}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "lab.log", "w"),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -143,8 +160,10 @@ def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
         # JupyterLab renders cells and editor lines lazily: let these checks retry while it does
         expect(notebook.locator(".jp-CodeCell").first).to_contain_text("run_name", timeout=30_000)
         expect(notebook.locator(".jp-Cell").nth(3)).to_be_attached(timeout=30_000)
-        extensions = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent)"
-                                   ".federated_extensions.map(e => e.name)")
+        extensions = page.evaluate(
+            "JSON.parse(document.getElementById('jupyter-config-data').textContent)"
+            ".federated_extensions.map(e => e.name)"
+        )
         assert "@jupyter-widgets/jupyterlab-manager" in extensions  # ipywidgets render in JupyterLab 4
         page.screenshot(path=str(tmp_path / "jupyterlab_02_train.png"))
         print(f"screenshot: {tmp_path / 'jupyterlab_02_train.png'}")
@@ -163,14 +182,27 @@ def test_optuna_dashboard_shows_a_study(browser, tiny_bert, sentiment_files, tmp
     from workbench.tune import tune
 
     space = {"train.lr": {"log_uniform": [1e-4, 3e-3]}}
-    tune(load_config(overrides={"data.train_file": str(sentiment_files["train"]),
-                                "data.val_file": str(sentiment_files["val"]), "model.backbone": tiny_bert,
-                                "train.epochs": 1, "run.name": "board", "tune.space": space, "tune.trials": 2,
-                                "tune.pruner": "none"}))
+    tune(
+        load_config(
+            overrides={
+                "data.train_file": str(sentiment_files["train"]),
+                "data.val_file": str(sentiment_files["val"]),
+                "model.backbone": tiny_bert,
+                "train.epochs": 1,
+                "run.name": "board",
+                "tune.space": space,
+                "tune.trials": 2,
+                "tune.pruner": "none",
+            }
+        )
+    )
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "workbench.cli", "dashboard", "runs/board", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "dashboard.log", "w"),
-                              start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "dashboard", "runs/board", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "dashboard.log", "w"),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from workbench import TextClassificationModel, TextDataModule, Trainer
-from workbench import calibration
+from workbench import TextClassificationModel, TextDataModule, Trainer, calibration
 from workbench.calibration import (
     brier_score,
     calibrate_model,
@@ -46,8 +45,10 @@ def test_calibrate_model_keeps_accuracy_lowers_nll_and_is_saved(tiny_bert, senti
     dm = TextDataModule(str(sentiment_files["train"]), str(sentiment_files["val"]), model_name=tiny_bert, batch_size=8)
     model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
     Trainer(max_epochs=6, lr=3e-3, checkpoint_dir=None).fit(model, dm)  # overfits: confident on everything
-    accuracy = (model.predict_proba_features(dm.val_dataset).argmax(1) ==
-                np.array([f["labels"] for f in dm.val_dataset.features])).mean()
+    accuracy = (
+        model.predict_proba_features(dm.val_dataset).argmax(1)
+        == np.array([f["labels"] for f in dm.val_dataset.features])
+    ).mean()
     report = calibrate_model(model, dm.val_dataset)
     assert report["after"]["nll"] <= report["before"]["nll"] + 1e-9
     after = model.predict_proba_features(dm.val_dataset)
@@ -106,8 +107,17 @@ def test_compare_starts_from_temperature_one_for_an_already_calibrated_model():
 def test_options_are_keyword_only():
     import inspect
 
-    for name in ("reliability_table", "expected_calibration_error", "brier_score", "negative_log_likelihood",
-                 "fit_temperature", "calibration_metrics", "calibrate_model", "rescale", "compare"):
+    for name in (
+        "reliability_table",
+        "expected_calibration_error",
+        "brier_score",
+        "negative_log_likelihood",
+        "fit_temperature",
+        "calibration_metrics",
+        "calibrate_model",
+        "rescale",
+        "compare",
+    ):
         parameters = inspect.signature(getattr(calibration, name)).parameters.values()
         options = [p.name for p in parameters if p.name in ("n_bins", "multi_label", "max_iter", "current_temperature")]
         assert options and all(p.kind is p.KEYWORD_ONLY for p in parameters if p.name in options), name

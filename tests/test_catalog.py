@@ -6,10 +6,9 @@ WORKBENCH_DATA tests build a tiny fake folder.
 """
 
 import pytest
+from conftest import missing_prerequisite
 
 from workbench.catalog import CatalogEntry, DataError, data_root, list_datasets, load_split, split_sizes
-
-from conftest import missing_prerequisite
 
 
 @pytest.mark.parametrize(
@@ -62,7 +61,12 @@ def test_reuters_has_90_categories_and_modapte_counts(data_folder):
 
 def test_ag_news_has_four_balanced_classes_and_no_escapes(data_folder):
     frame = load_split("ag_news", "test", data_folder)
-    assert frame["label"].value_counts().to_dict() == {"World": 1_900, "Sports": 1_900, "Business": 1_900, "Sci/Tech": 1_900}
+    assert frame["label"].value_counts().to_dict() == {
+        "World": 1_900,
+        "Sports": 1_900,
+        "Business": 1_900,
+        "Sci/Tech": 1_900,
+    }
     for leftover in ("#39;", "#36;", "\\n", "\\"):
         assert not frame["text"].str.contains(leftover, regex=False).any(), leftover
     assert "A second team of rocketeers competing for the $10 million" in frame["text"].iloc[1]
@@ -90,7 +94,7 @@ def test_unknown_split_names_the_valid_ones(data_folder):
 
 def _fake_trec(folder):
     (folder / "trec").mkdir(parents=True)
-    rows = "text\tlabel\tlabel_fine\nWho wrote \"Hamlet\" ?\tHUM\tHUM:ind\nWhat is NA ?\tDESC\tDESC:def\n"
+    rows = 'text\tlabel\tlabel_fine\nWho wrote "Hamlet" ?\tHUM\tHUM:ind\nWhat is NA ?\tDESC\tDESC:def\n'
     (folder / "trec" / "train.tsv").write_text(rows, encoding="utf-8")
 
 
@@ -113,8 +117,15 @@ def test_explicit_root_beats_env_and_missing_folders_raise(monkeypatch, tmp_path
         load_split("trec", "test", root=tmp_path / "explicit")
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [("1", pytest.fail.Exception), ("true", pytest.fail.Exception),
-                                             (None, pytest.skip.Exception), ("", pytest.skip.Exception)])
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [
+        ("1", pytest.fail.Exception),
+        ("true", pytest.fail.Exception),
+        (None, pytest.skip.Exception),
+        ("", pytest.skip.Exception),
+    ],
+)
 def test_a_missing_prerequisite_fails_under_ci_and_skips_elsewhere(monkeypatch, ci, outcome):
     """conftest's one rule for the data folder (`data_folder`), Chromium and PostgreSQL: CI installs all three."""
     if ci is None:
@@ -133,26 +144,61 @@ def _hub_like(tmp_path) -> dict:
     from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
     built = {
-        "nyu-mll/glue": {"train": Dataset.from_dict(
-            {"sentence": ["a gripping film ", "dull "], "label": [1, 0], "idx": [0, 1]},
-            Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"]),
-                      "idx": Value("int32")}))},
-        "fancyzhx/ag_news": {"train": Dataset.from_dict(
-            {"text": ["Stocks rise #39;s gains", "Team wins\\final"], "label": [2, 1]},
-            Features({"text": Value("string"), "label": ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"])}))},
-        "CogComp/trec": {"test": Dataset.from_dict(
-            {"text": ["Who wrote Hamlet ?"], "coarse_label": [3], "fine_label": [1]},
-            Features({"text": Value("string"),
-                      "coarse_label": ClassLabel(names=["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]),
-                      "fine_label": ClassLabel(names=["HUM:gr", "HUM:ind", "HUM:title", "HUM:desc"])}))},
-        "ucirvine/reuters21578": {split: Dataset.from_dict(
-            {"title": titles, "text": bodies, "topics": topics, "new_id": ids},
-            Features({"title": Value("string"), "text": Value("string"), "topics": Sequence(Value("string")),
-                      "new_id": Value("string")}))
+        "nyu-mll/glue": {
+            "train": Dataset.from_dict(
+                {"sentence": ["a gripping film ", "dull "], "label": [1, 0], "idx": [0, 1]},
+                Features(
+                    {
+                        "sentence": Value("string"),
+                        "label": ClassLabel(names=["negative", "positive"]),
+                        "idx": Value("int32"),
+                    }
+                ),
+            )
+        },
+        "fancyzhx/ag_news": {
+            "train": Dataset.from_dict(
+                {"text": ["Stocks rise #39;s gains", "Team wins\\final"], "label": [2, 1]},
+                Features(
+                    {"text": Value("string"), "label": ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"])}
+                ),
+            )
+        },
+        "CogComp/trec": {
+            "test": Dataset.from_dict(
+                {"text": ["Who wrote Hamlet ?"], "coarse_label": [3], "fine_label": [1]},
+                Features(
+                    {
+                        "text": Value("string"),
+                        "coarse_label": ClassLabel(names=["ABBR", "ENTY", "DESC", "HUM", "LOC", "NUM"]),
+                        "fine_label": ClassLabel(names=["HUM:gr", "HUM:ind", "HUM:title", "HUM:desc"]),
+                    }
+                ),
+            )
+        },
+        "ucirvine/reuters21578": {
+            split: Dataset.from_dict(
+                {"title": titles, "text": bodies, "topics": topics, "new_id": ids},
+                Features(
+                    {
+                        "title": Value("string"),
+                        "text": Value("string"),
+                        "topics": Sequence(Value("string")),
+                        "new_id": Value("string"),
+                    }
+                ),
+            )
             for split, titles, bodies, topics, ids in (
-                ("train", ["GRAIN", "TRADE BRIEF", "RARE"], ["wheat up", "a brief", "only in train"],
-                 [["grain", "wheat"], ["trade"], ["rare"]], ["1", "1199", "3"]),
-                ("test", ["WHEAT", "NONE"], ["wheat down", "no topic"], [["wheat", "wheat"], []], ["5", "6"]))},
+                (
+                    "train",
+                    ["GRAIN", "TRADE BRIEF", "RARE"],
+                    ["wheat up", "a brief", "only in train"],
+                    [["grain", "wheat"], ["trade"], ["rare"]],
+                    ["1", "1199", "3"],
+                ),
+                ("test", ["WHEAT", "NONE"], ["wheat down", "no topic"], [["wheat", "wheat"], []], ["5", "6"]),
+            )
+        },
     }
     saved = {}
     for path, splits in built.items():
@@ -179,7 +225,9 @@ def test_hub_versions_map_to_the_catalog_frames(tmp_path):
     train = hub_frame("reuters", "train", reuters)
     # R90: topics with a train and a test document (wheat only); NEWID 1199 is not in ApteMod (see the local loader)
     assert train.to_dict("list") == {"text": ["GRAIN\nwheat up"], "label": [["wheat"]], "id": [1]}
-    assert hub_frame("reuters", "test", reuters)["label"].tolist() == [["wheat"]]  # duplicates dropped, no-topic dropped
+    assert hub_frame("reuters", "test", reuters)["label"].tolist() == [
+        ["wheat"]
+    ]  # duplicates dropped, no-topic dropped
 
 
 def test_a_dataset_missing_from_the_data_folder_comes_from_the_hub(tmp_path, monkeypatch):
@@ -218,12 +266,22 @@ def test_reuters_hub_ids_keep_their_quotes_and_ag_news_train_is_offered(tmp_path
     from workbench.catalog import available_splits, hub_frame
 
     def split(titles, bodies, topics, ids):
-        return Dataset.from_dict({"title": titles, "text": bodies, "topics": topics, "new_id": ids},
-                                 Features({"title": Value("string"), "text": Value("string"),
-                                           "topics": Sequence(Value("string")), "new_id": Value("string")}))
+        return Dataset.from_dict(
+            {"title": titles, "text": bodies, "topics": topics, "new_id": ids},
+            Features(
+                {
+                    "title": Value("string"),
+                    "text": Value("string"),
+                    "topics": Sequence(Value("string")),
+                    "new_id": Value("string"),
+                }
+            ),
+        )
 
-    loaded = {"train": split(["A &lt;B&gt;"], ["up"], [["grain"]], ['"7001"']),
-              "test": split(["C"], ["down"], [["grain"]], ['"7002"'])}
+    loaded = {
+        "train": split(["A &lt;B&gt;"], ["up"], [["grain"]], ['"7001"']),
+        "test": split(["C"], ["down"], [["grain"]], ['"7002"']),
+    }
     frame = hub_frame("reuters", "train", loaded)
     assert frame.to_dict("list") == {"text": ["A <B>\nup"], "label": [["grain"]], "id": [7001]}
     assert available_splits("ag_news") == ("test", "train")  # the data folder's test, the Hub's 120k train

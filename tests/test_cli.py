@@ -17,9 +17,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def train(tiny_bert, files, *extra):
-    overrides = [f"model.backbone={tiny_bert}", f"data.train_file={files['train']}", f"data.val_file={files['val']}",
-                 "data.batch_size=8", "train.epochs=3", "train.lr=2e-3", "model.freeze_embeddings=false",
-                 "run.name=cli", *extra]
+    overrides = [
+        f"model.backbone={tiny_bert}",
+        f"data.train_file={files['train']}",
+        f"data.val_file={files['val']}",
+        "data.batch_size=8",
+        "train.epochs=3",
+        "train.lr=2e-3",
+        "model.freeze_embeddings=false",
+        "run.name=cli",
+        *extra,
+    ]
     return main(["train", *overrides])
 
 
@@ -85,16 +93,38 @@ def test_config_command_prints_resolved_values(capsys):
 def test_console_script_runs_as_a_process(tiny_bert, sentiment_files):
     """The README's `workbench train --config ...` form, as a real subprocess with the installed entry point."""
     exe = Path(sys.executable).with_name("workbench")
-    proc = subprocess.run([str(exe), "train", "--config", str(REPO / "configs" / "tiny.yaml"),
-                           f"model.backbone={tiny_bert}", "data.train_subset=64", "data.val_subset=32",
-                           "run.name=proc"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(exe),
+            "train",
+            "--config",
+            str(REPO / "configs" / "tiny.yaml"),
+            f"model.backbone={tiny_bert}",
+            "data.train_subset=64",
+            "data.val_subset=32",
+            "run.name=proc",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path("runs/proc/version_0/best/model.safetensors").exists()
 
 
 def test_cv_prints_mean_and_std_writes_its_files_and_resumes(tiny_bert, sentiment_files, capsys):
-    command = ["cv", f"model.backbone={tiny_bert}", f"data.train_file={sentiment_files['train']}", "data.batch_size=8",
-               "train.epochs=1", "train.lr=2e-3", "model.freeze_embeddings=false", "run.name=cli_cv", "--folds", "2"]
+    command = [
+        "cv",
+        f"model.backbone={tiny_bert}",
+        f"data.train_file={sentiment_files['train']}",
+        "data.batch_size=8",
+        "train.epochs=1",
+        "train.lr=2e-3",
+        "model.freeze_embeddings=false",
+        "run.name=cli_cv",
+        "--folds",
+        "2",
+    ]
     assert main(command) == 0
     out = capsys.readouterr().out
     folder = Path("runs/cli_cv/cv")
@@ -115,7 +145,9 @@ def test_cv_prints_mean_and_std_writes_its_files_and_resumes(tiny_bert, sentimen
     again = capsys.readouterr().out
     assert again.count("finished before") == 2 and "training on" not in again
     assert sorted(p.relative_to(folder).as_posix() for p in folder.glob("fold_*/version_*")) == [
-        "fold_0/version_0", "fold_1/version_0"]
+        "fold_0/version_0",
+        "fold_1/version_0",
+    ]
     assert [line for line in again.splitlines() if "±" in line] == [line for line in out.splitlines() if "±" in line]
 
     assert main([*command, "--restart"]) == 0  # --restart trains every fold again, as new versions
@@ -127,12 +159,37 @@ def test_cv_prints_mean_and_std_writes_its_files_and_resumes(tiny_bert, sentimen
 def test_speed_times_a_saved_model(tiny_bert, sentiment_files, capsys):
     model = TextClassificationModel(tiny_bert, labels=["neg", "pos"])
     model.save_pretrained("model")
-    assert main(["speed", "model", "--file", str(sentiment_files["val"]), "--batch-sizes", "1", "4",
-                 "--seq-lengths", "natural", "16", "--repeats", "2", "--out", "speed.csv", "--plot", "speed.png"]) == 0
+    assert (
+        main(
+            [
+                "speed",
+                "model",
+                "--file",
+                str(sentiment_files["val"]),
+                "--batch-sizes",
+                "1",
+                "4",
+                "--seq-lengths",
+                "natural",
+                "16",
+                "--repeats",
+                "2",
+                "--out",
+                "speed.csv",
+                "--plot",
+                "speed.png",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     table = pd.read_csv("speed.csv")
     assert list(zip(table["seq_length"].astype(str), table["batch_size"])) == [
-        ("natural", 1), ("natural", 4), ("16", 1), ("16", 4)]
+        ("natural", 1),
+        ("natural", 4),
+        ("16", 1),
+        ("16", 4),
+    ]
     assert (table["timed_calls"] == 2 * 10).all()  # --repeats passes over 10 batches each
     # the validation file holds two texts of one length each: natural batches are exactly that long
     natural = {len(model.tokenizer(text)["input_ids"]) for text in pd.read_csv(sentiment_files["val"])["text"]}
@@ -142,9 +199,13 @@ def test_speed_times_a_saved_model(tiny_bert, sentiment_files, capsys):
     assert (table["examples_per_s"] > 0).all()
     printed = out.splitlines()
     header = next(i for i, line in enumerate(printed) if line.split()[:3] == ["engine", "seq_length", "batch_size"])
-    assert [line.split()[1:3] for line in printed[header + 1:header + 5]] == [
-        ["natural", "1"], ["natural", "4"], ["16", "1"], ["16", "4"]]
-    assert all(f"{v:.2f}" in line for v, line in zip(table["p50_ms"], printed[header + 1:header + 5]))
+    assert [line.split()[1:3] for line in printed[header + 1 : header + 5]] == [
+        ["natural", "1"],
+        ["natural", "4"],
+        ["16", "1"],
+        ["16", "4"],
+    ]
+    assert all(f"{v:.2f}" in line for v, line in zip(table["p50_ms"], printed[header + 1 : header + 5]))
     assert Path("speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert main(["speed", "model"]) == 2
@@ -155,16 +216,30 @@ def test_speed_times_a_saved_model(tiny_bert, sentiment_files, capsys):
 
 def test_predict_and_evaluate_stream_a_file_in_pieces(tiny_bert, sentiment_files, capsys, tmp_path):
     """Pieces of 3 rows give the same lines and metrics as the whole file at once; errors name the file's row."""
-    from workbench.evaluation import evaluate_model
     from workbench.data import TextDataModule
+    from workbench.evaluation import evaluate_model
     from workbench.models import TextClassificationModel
 
     assert train(tiny_bert, sentiment_files) == 0
     run = Path(capsys.readouterr().out.strip().splitlines()[-1].split(": ")[1])
     outputs = {}
     for rows in (3, 10_000):
-        assert main(["predict", str(run), "--file", str(sentiment_files["val"]), "--proba", "--chunk-rows",
-                     str(rows), "--out", f"p{rows}.jsonl"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(run),
+                    "--file",
+                    str(sentiment_files["val"]),
+                    "--proba",
+                    "--chunk-rows",
+                    str(rows),
+                    "--out",
+                    f"p{rows}.jsonl",
+                ]
+            )
+            == 0
+        )
         outputs[rows] = Path(f"p{rows}.jsonl").read_text()
     assert outputs[3] == outputs[10_000] and len(outputs[3].splitlines()) == 16
     assert main(["evaluate", str(run), "--file", str(sentiment_files["val"]), "--out", "streamed.json"]) == 0
@@ -176,5 +251,7 @@ def test_predict_and_evaluate_stream_a_file_in_pieces(tiny_bert, sentiment_files
     frame.loc[11, "text"] = " "
     frame.to_csv(tmp_path / "blank.csv", index=False)
     capsys.readouterr()
-    assert main(["predict", str(run), "--file", str(tmp_path / "blank.csv"), "--chunk-rows", "3", "--out", "x.jsonl"]) == 2
+    assert (
+        main(["predict", str(run), "--file", str(tmp_path / "blank.csv"), "--chunk-rows", "3", "--out", "x.jsonl"]) == 2
+    )
     assert "1 row(s) have empty or missing text in column 'text' (rows 13)" in capsys.readouterr().err

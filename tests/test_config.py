@@ -27,8 +27,9 @@ def test_defaults_are_valid_and_typed():
 def test_experiment_file_then_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("data:\n  dataset: trec\ntrain:\n  lr: 1.0e-4\n  epochs: 2\n")
-    cfg = load_config(path, ["train.lr=3e-5", "model.hidden_layers=[64,32]", "data.train_subset=100",
-                             "model.freeze_embeddings=false"])
+    cfg = load_config(
+        path, ["train.lr=3e-5", "model.hidden_layers=[64,32]", "data.train_subset=100", "model.freeze_embeddings=false"]
+    )
     assert cfg.data.dataset == "trec"
     assert cfg.train.epochs == 2.0
     assert cfg.train.lr == 3e-5  # the override wins over the file
@@ -37,21 +38,24 @@ def test_experiment_file_then_overrides(tmp_path):
     assert cfg.model.freeze_embeddings is False
 
 
-@pytest.mark.parametrize("override, message", [
-    (["train.lrr=1e-4"], "Unknown config key 'train.lrr'"),
-    (["trian.lr=1e-4"], "Unknown config key 'trian'"),
-    (["data.max_length=long"], "data.max_length='long' must be a number"),
-    (["train.optimizer=sgd"], "train.optimizer='sgd' is not one of adamw, adafactor, lamb"),
-    (["data.val_fraction=1.5"], "data.val_fraction=1.5 must be between 0 and 1"),
-    (["data.max_tokens=16"], "data.max_tokens=16 must be at least data.max_length"),
-    (["train.lr"], "needs the form section.key=value"),
-    (["train=3"], "'train' is a section"),
-    (["model.hidden_layers=[256,128"], "is not valid YAML"),
-    (["data.label_delimiter=''"], "data.label_delimiter must not be empty"),
-    (["train.lr="], "train.lr needs a value"),
-    (["train.log_every=0"], "train.log_every=0 must be at least 1"),
-    (["train.device=gpu"], "train.device='gpu' is not one of auto, cpu, cuda"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["train.lrr=1e-4"], "Unknown config key 'train.lrr'"),
+        (["trian.lr=1e-4"], "Unknown config key 'trian'"),
+        (["data.max_length=long"], "data.max_length='long' must be a number"),
+        (["train.optimizer=sgd"], "train.optimizer='sgd' is not one of adamw, adafactor, lamb"),
+        (["data.val_fraction=1.5"], "data.val_fraction=1.5 must be between 0 and 1"),
+        (["data.max_tokens=16"], "data.max_tokens=16 must be at least data.max_length"),
+        (["train.lr"], "needs the form section.key=value"),
+        (["train=3"], "'train' is a section"),
+        (["model.hidden_layers=[256,128"], "is not valid YAML"),
+        (["data.label_delimiter=''"], "data.label_delimiter must not be empty"),
+        (["train.lr="], "train.lr needs a value"),
+        (["train.log_every=0"], "train.log_every=0 must be at least 1"),
+        (["train.device=gpu"], "train.device='gpu' is not one of auto, cpu, cuda"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         load_config(overrides=override)
@@ -89,8 +93,9 @@ def _dotted(sections: dict) -> dict:
     return {f"{section}.{key}": value for section, values in sections.items() for key, value in values.items()}
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_repository_configs_differ_from_the_defaults_exactly_as_written(path):
     written = _dotted(yaml.safe_load(path.read_text()))
     cfg = load_config(path)
@@ -102,12 +107,32 @@ def test_repository_configs_differ_from_the_defaults_exactly_as_written(path):
 def test_config_from_parameters_matches_the_dotted_overrides(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("data:\n  dataset: trec\n  test_split: test\n  max_length: 96\ntrain:\n  lr: 1.0e-4\n")
-    parameters = {"dataset": None, "train_file": "train.csv", "test_split": None, "model": "tiny", "pooling": "cls",
-                  "epochs": 2, "train_subset": None, "run_name": "nb", "run_root": "out"}
+    parameters = {
+        "dataset": None,
+        "train_file": "train.csv",
+        "test_split": None,
+        "model": "tiny",
+        "pooling": "cls",
+        "epochs": 2,
+        "train_subset": None,
+        "run_name": "nb",
+        "run_root": "out",
+    }
     cfg = config_from_parameters(path, **parameters)
-    assert cfg == load_config(path, {"data.dataset": None, "data.train_file": "train.csv", "data.test_split": None,
-                                     "model.backbone": "tiny", "model.pooling": "cls", "train.epochs": 2,
-                                     "data.train_subset": None, "run.name": "nb", "run.root": "out"})
+    assert cfg == load_config(
+        path,
+        {
+            "data.dataset": None,
+            "data.train_file": "train.csv",
+            "data.test_split": None,
+            "model.backbone": "tiny",
+            "model.pooling": "cls",
+            "train.epochs": 2,
+            "data.train_subset": None,
+            "run.name": "nb",
+            "run.root": "out",
+        },
+    )
     assert cfg.data.test_split is None and cfg.data.dataset is None  # None clears what the file set, as before
     assert cfg.data.max_length == 96 and cfg.train.lr == 1e-4  # keys not given keep the file's values
     assert config_from_parameters() == Config()

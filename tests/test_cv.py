@@ -28,9 +28,17 @@ def test_folds_are_stratified_and_rare_classes_are_named():
 
 
 def test_cross_validation_trains_each_fold_and_resumes(tiny_bert, sentiment_files):
-    config = load_config(overrides={"data.train_file": str(sentiment_files["train"]), "model.backbone": tiny_bert,
-                                    "model.freeze_embeddings": False, "data.batch_size": 8, "train.epochs": 2,
-                                    "train.lr": 2e-3, "run.name": "cv"})
+    config = load_config(
+        overrides={
+            "data.train_file": str(sentiment_files["train"]),
+            "model.backbone": tiny_bert,
+            "model.freeze_embeddings": False,
+            "data.batch_size": 8,
+            "train.epochs": 2,
+            "train.lr": 2e-3,
+            "run.name": "cv",
+        }
+    )
     lines = []
     result = cross_validate(config, n_folds=3, echo=lines.append)
     assert result.summary["n_folds"] == 3 and len(result.summary["folds"]) == 3
@@ -57,11 +65,19 @@ def test_each_fold_model_is_scored_on_the_test_file(tiny_bert, sentiment_files, 
     # on the first two: validation scores passed off as test scores would not give 0.5 everywhere.
     texts = sorted(set(pd.read_csv(sentiment_files["train"])["text"]))
     pd.DataFrame({"text": texts * 2, "label": ["pos"] * len(texts) + ["neg"] * len(texts)}).to_csv(
-        tmp_path / "test.csv", index=False)
-    config = load_config(overrides={"data.train_file": str(sentiment_files["train"]),
-                                    "data.test_file": str(tmp_path / "test.csv"), "model.backbone": tiny_bert,
-                                    "data.batch_size": 8, "train.epochs": 1, "run.name": "cv_test",
-                                    "data.stream_from_mb": 0})  # every file read in pieces: the same folds and scores
+        tmp_path / "test.csv", index=False
+    )
+    config = load_config(
+        overrides={
+            "data.train_file": str(sentiment_files["train"]),
+            "data.test_file": str(tmp_path / "test.csv"),
+            "model.backbone": tiny_bert,
+            "data.batch_size": 8,
+            "train.epochs": 1,
+            "run.name": "cv_test",
+            "data.stream_from_mb": 0,
+        }
+    )  # every file read in pieces: the same folds and scores
     result = cross_validate(config, n_folds=3, echo=None)
     folds = result.summary["folds"]
     assert [row["test_accuracy"] for row in folds] == [0.5, 0.5, 0.5]
@@ -82,10 +98,19 @@ def test_cross_validation_on_text_pairs(tiny_bert, sentiment_files, tmp_path):
     reviews.insert(0, "question", question)
     reviews.to_csv(tmp_path / "pairs.csv", index=False)
     label_of = dict(zip(reviews["review"], reviews["label"]))
-    config = load_config(overrides={"data.train_file": str(tmp_path / "pairs.csv"), "data.text_column": "question",
-                                    "data.text_pair_column": "review", "model.backbone": tiny_bert,
-                                    "model.freeze_embeddings": False, "data.batch_size": 8, "train.epochs": 6,
-                                    "train.lr": 3e-3, "run.name": "cv_pairs"})
+    config = load_config(
+        overrides={
+            "data.train_file": str(tmp_path / "pairs.csv"),
+            "data.text_column": "question",
+            "data.text_pair_column": "review",
+            "model.backbone": tiny_bert,
+            "model.freeze_embeddings": False,
+            "data.batch_size": 8,
+            "train.epochs": 6,
+            "train.lr": 3e-3,
+            "run.name": "cv_pairs",
+        }
+    )
     result = cross_validate(config, n_folds=2, echo=None)
 
     folds = pd.read_parquet(result.folder / "folds.parquet")
@@ -102,9 +127,18 @@ def test_cross_validation_on_text_pairs(tiny_bert, sentiment_files, tmp_path):
 @pytest.mark.usefixtures("data_folder")
 def test_multi_label_cv_labels_each_example_with_its_fold_models_thresholds(tiny_bert):
     """Reuters (a 240-document subset): out-of-fold predictions use each fold model's tuned thresholds, not 0.5."""
-    config = load_config(overrides={"data.dataset": "reuters", "data.train_subset": 240, "data.max_length": 48,
-                                    "model.backbone": tiny_bert, "model.freeze_embeddings": False,
-                                    "train.epochs": 1, "train.lr": 3e-3, "run.name": "reuters_cv"})
+    config = load_config(
+        overrides={
+            "data.dataset": "reuters",
+            "data.train_subset": 240,
+            "data.max_length": 48,
+            "model.backbone": tiny_bert,
+            "model.freeze_embeddings": False,
+            "train.epochs": 1,
+            "train.lr": 3e-3,
+            "run.name": "reuters_cv",
+        }
+    )
     result = cross_validate(config, n_folds=3, echo=lambda line: None)
     names, proba, thresholds = result.label_names, result.proba, result.thresholds
     assert result.multi_label and thresholds.shape == proba.shape == (240, len(names))

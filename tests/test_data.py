@@ -8,9 +8,9 @@ import pytest
 
 from workbench.data import TextDataModule
 from workbench.datafiles import read_table
+from workbench.errors import ConfigError, DataError
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.text import TextProcessor
-from workbench.errors import ConfigError, DataError
 
 
 def write(path, text, mode="w"):
@@ -19,6 +19,7 @@ def write(path, text, mode="w"):
 
 
 # -- formats --------------------------------------------------------------------------------------
+
 
 def test_reads_every_format_with_row_numbers(tmp_path):
     frame = pd.DataFrame({"text": ["a b", "c d"], "label": ["x", "y"]})
@@ -34,10 +35,19 @@ def test_reads_every_format_with_row_numbers(tmp_path):
 
 
 def test_text_pairs_get_segment_ids(tmp_path, tiny_bert):
-    pd.DataFrame({"premise": ["a man sleeps", "a dog runs"] * 10, "hypothesis": ["he rests", "it sits"] * 10,
-                  "label": ["yes", "no"] * 10}).to_csv(tmp_path / "pairs.csv", index=False)
-    dm = TextDataModule(train_file=str(tmp_path / "pairs.csv"), model_name=tiny_bert, text_column="premise",
-                        text_pair_column="hypothesis").setup()
+    pd.DataFrame(
+        {
+            "premise": ["a man sleeps", "a dog runs"] * 10,
+            "hypothesis": ["he rests", "it sits"] * 10,
+            "label": ["yes", "no"] * 10,
+        }
+    ).to_csv(tmp_path / "pairs.csv", index=False)
+    dm = TextDataModule(
+        train_file=str(tmp_path / "pairs.csv"),
+        model_name=tiny_bert,
+        text_column="premise",
+        text_pair_column="hypothesis",
+    ).setup()
     feature = dm.train_dataset[0]
     assert set(feature["token_type_ids"]) == {0, 1}
     assert feature["input_ids"].count(dm.tokenizer.sep_token_id) == 2
@@ -49,13 +59,16 @@ def test_multi_label_cells(tmp_path, tiny_bert, cell_column):
     frame = pd.DataFrame({"text": [f"story {i}" for i in range(20)]})
     if cell_column == "delimited":
         frame["label"] = ["|".join(l) for l in labels]
-        path = tmp_path / "ml.csv"; frame.to_csv(path, index=False)
+        path = tmp_path / "ml.csv"
+        frame.to_csv(path, index=False)
     elif cell_column == "json":
         frame["label"] = [json.dumps(l) for l in labels]
-        path = tmp_path / "ml.csv"; frame.to_csv(path, index=False)
+        path = tmp_path / "ml.csv"
+        frame.to_csv(path, index=False)
     else:
         frame["label"] = labels
-        path = tmp_path / "ml.jsonl"; frame.to_json(path, orient="records", lines=True)
+        path = tmp_path / "ml.jsonl"
+        frame.to_json(path, orient="records", lines=True)
     dm = TextDataModule(train_file=str(path), model_name=tiny_bert, multi_label=True).setup()
     assert dm.label_names == ["acq", "crude", "earn"]
     assert all(sum(f["labels"]) >= 1 for f in dm.train_dataset.features)
@@ -65,16 +78,32 @@ def test_multi_label_cells(tmp_path, tiny_bert, cell_column):
 
 # (case id, the training file t.csv (bytes are written as they are), TextDataModule options, what the error says)
 BAD_TRAINING_FILES = [
-    ("missing column", "review,label\ngood,1\nbad,0\n", {},
-     r"t.csv has no column 'text'. Its columns are: review, label.*data.text_column"),
+    (
+        "missing column",
+        "review,label\ngood,1\nbad,0\n",
+        {},
+        r"t.csv has no column 'text'. Its columns are: review, label.*data.text_column",
+    ),
     ("wrong delimiter", "text\tlabel\ngood film\t1\nbad film\t0\n", {}, "delimiter looks wrong"),
-    ("empty and NaN text", "text,label\ngood,1\n,0\n   ,1\nfine,0\n", {},
-     r"2 row\(s\) have empty or missing text in column 'text' \(rows 3, 4\)"),
+    (
+        "empty and NaN text",
+        "text,label\ngood,1\n,0\n   ,1\nfine,0\n",
+        {},
+        r"2 row\(s\) have empty or missing text in column 'text' \(rows 3, 4\)",
+    ),
     ("missing label", "text,label\ngood,1\nbad,\nok,1\nmeh,0\n", {}, r"have no label in column 'label' \(rows 3\)"),
-    ("unparseable multi-label cell", 'text,label\ngood,"[""a"", ""b"""\nbad,a\n', {"multi_label": True},
-     r"t.csv row 2: the labels .* look like a JSON list but do not parse"),
-    ("not UTF-8", "text,label\ngood,1\ncaf\xe9 bad,0\n".encode("latin-1"), {},
-     r"t.csv is not UTF-8: byte 0xe9 on line 3.*iconv"),
+    (
+        "unparseable multi-label cell",
+        'text,label\ngood,"[""a"", ""b"""\nbad,a\n',
+        {"multi_label": True},
+        r"t.csv row 2: the labels .* look like a JSON list but do not parse",
+    ),
+    (
+        "not UTF-8",
+        "text,label\ngood,1\ncaf\xe9 bad,0\n".encode("latin-1"),
+        {},
+        r"t.csv is not UTF-8: byte 0xe9 on line 3.*iconv",
+    ),
 ]
 
 
@@ -98,8 +127,12 @@ UNREADABLE_TABLES = [
     ("header only", "h.csv", "text,label\n", "has a header but no rows"),
     ("missing", "missing.csv", None, "does not exist"),
     ("unknown format", "x.xlsx", "a", "unknown format '.xlsx'"),
-    ("malformed CSV", "t.csv", 'text,label\ngood,1\n"unclosed,0\nbad,1,extra,fields\n',
-     r"t.csv could not be parsed as CSV"),
+    (
+        "malformed CSV",
+        "t.csv",
+        'text,label\ngood,1\n"unclosed,0\nbad,1,extra,fields\n',
+        r"t.csv could not be parsed as CSV",
+    ),
 ]
 
 
@@ -117,6 +150,7 @@ def test_unknown_option_is_a_config_error_listing_the_valid_ones(tiny_bert):
 
 # -- splits ---------------------------------------------------------------------------------------
 
+
 def test_a_single_class_is_an_error(tmp_path, tiny_bert):
     path = write(tmp_path / "t.csv", "text,label\ngood,pos\nfine,pos\nnice,pos\n")
     with pytest.raises(DataError, match=r"has only the label\(s\) \['pos'\]"):
@@ -132,7 +166,9 @@ def test_misspelled_catalog_split_is_an_error(tiny_bert):
 def test_subsets_too_small_to_stratify_still_split(tmp_path, tiny_bert):
     rows = [(f"text {i}", f"c{i % 5}") for i in range(12)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
-    dm = TextDataModule(train_file=str(tmp_path / "t.csv"), model_name=tiny_bert, val_fraction=0.2, train_subset=8).setup()
+    dm = TextDataModule(
+        train_file=str(tmp_path / "t.csv"), model_name=tiny_bert, val_fraction=0.2, train_subset=8
+    ).setup()
     assert len(dm.train_dataset) == 8
 
 
@@ -147,6 +183,7 @@ def test_stratified_validation_split(tmp_path, tiny_bert):
 
 
 # -- cleaning and truncation ----------------------------------------------------------------------
+
 
 def test_cleaning(tokenizer):
     p = TextProcessor(tokenizer=tokenizer, mask_urls=True, mask_emails=True)
@@ -163,7 +200,7 @@ def test_truncation_strategies(tokenizer):
         ids[strategy] = p.encode([words])[0]["input_ids"]
         assert len(ids[strategy]) == 32
         assert ids[strategy][0] == tokenizer.cls_token_id and ids[strategy][-1] == tokenizer.sep_token_id
-    decode = lambda x: tokenizer.decode(x, skip_special_tokens=True)  # noqa: E731
+    decode = lambda x: tokenizer.decode(x, skip_special_tokens=True)
     assert decode(ids["head"]).startswith("w0")
     assert decode(ids["tail"]).endswith("w299")
     assert decode(ids["head+tail"]).startswith("w0") and decode(ids["head+tail"]).endswith("w299")
@@ -183,6 +220,7 @@ def test_process_text_rejects_empty(tokenizer):
 
 
 # -- batching -------------------------------------------------------------------------------------
+
 
 def test_length_bucketed_batches_respect_budget_and_cover_everything():
     rng = np.random.default_rng(0)
@@ -233,8 +271,9 @@ def test_reading_in_pieces_matches_reading_whole_and_numbers_rows(tmp_path):
         pieces = list(read_table_chunks(path, rows=5))
         assert [len(p) for p in pieces] == [5, 5, 5, 5, 3], name
         whole = pd.concat(pieces, ignore_index=True)
-        pd.testing.assert_frame_equal(whole[["text", "label", "_row"]], read_table(path)[["text", "label", "_row"]],
-                                      check_dtype=False)
+        pd.testing.assert_frame_equal(
+            whole[["text", "label", "_row"]], read_table(path)[["text", "label", "_row"]], check_dtype=False
+        )
 
 
 def test_a_file_read_in_pieces_names_bad_bytes_and_rows(tmp_path):
@@ -243,7 +282,7 @@ def test_a_file_read_in_pieces_names_bad_bytes_and_rows(tmp_path):
     path = tmp_path / "big.csv"
     lines = ["text,label"] + [f"row {i} is fine,a" for i in range(100_000)]  # 1.7 MB: the bad byte is past 1 MB
     lines[90_000] = "caf\xe9 latin-1,a"
-    path.write_bytes("\n".join(lines).encode("utf-8").replace("caf\xe9".encode("utf-8"), b"caf\xe9"))
+    path.write_bytes("\n".join(lines).encode("utf-8").replace("caf\xe9".encode(), b"caf\xe9"))
     with pytest.raises(DataError, match=r"big.csv is not UTF-8: byte 0xe9 on line 90001 cannot be decoded"):
         next(read_table_chunks(path))
     (tmp_path / "header.csv").write_text("text,label\n")
@@ -259,8 +298,9 @@ def test_sharded_batches_differ_between_ranks_and_change_every_epoch():
     plans = {}
     for rank in (0, 1):
         sampler = LengthBucketedBatchSampler(lengths, max_tokens=200, max_batch_size=8, seed=3, shards=2)
-        loader = DataLoaderShard(list(range(101)), batch_sampler=BatchSamplerShard(sampler, 2, rank),
-                                 collate_fn=lambda rows: rows)
+        loader = DataLoaderShard(
+            list(range(101)), batch_sampler=BatchSamplerShard(sampler, 2, rank), collate_fn=lambda rows: rows
+        )
         epochs = []
         for epoch in (0, 1):
             loader.set_epoch(epoch)

@@ -6,10 +6,24 @@ from workbench import TextDataModule, explore
 
 
 def test_tables_find_duplicates_leaks_and_conflicts(tmp_path, tiny_bert):
-    train = pd.DataFrame({"text": ["good film", "Good film!", "bad film", "dull plot", "great cast", "awful mess",
-                                   "fine acting", "poor script"],
-                          "label": ["pos", "pos", "neg", "neg", "pos", "neg", "pos", "neg"]})
-    val = pd.DataFrame({"text": ["good film", "bad film", "nice one", "weak end"], "label": ["pos", "pos", "pos", "neg"]})
+    train = pd.DataFrame(
+        {
+            "text": [
+                "good film",
+                "Good film!",
+                "bad film",
+                "dull plot",
+                "great cast",
+                "awful mess",
+                "fine acting",
+                "poor script",
+            ],
+            "label": ["pos", "pos", "neg", "neg", "pos", "neg", "pos", "neg"],
+        }
+    )
+    val = pd.DataFrame(
+        {"text": ["good film", "bad film", "nice one", "weak end"], "label": ["pos", "pos", "pos", "neg"]}
+    )
     train.to_csv(tmp_path / "train.csv", index=False)
     val.to_csv(tmp_path / "val.csv", index=False)
     dm = TextDataModule(str(tmp_path / "train.csv"), str(tmp_path / "val.csv"), model_name=tiny_bert).setup()
@@ -25,7 +39,11 @@ def test_tables_find_duplicates_leaks_and_conflicts(tmp_path, tiny_bert):
 
     summary = explore.dataset_summary(dm)
     assert summary["examples"] == {"train": 8, "validation": 4}
-    assert (summary["duplicated_texts"], summary["duplicated_across_splits"], summary["conflicting_labels"]) == (2, 2, 1)
+    assert (summary["duplicated_texts"], summary["duplicated_across_splits"], summary["conflicting_labels"]) == (
+        2,
+        2,
+        1,
+    )
 
     lengths = explore.token_lengths(dm)
     assert len(lengths) == 8 and lengths["tokens"].min() >= 3  # [CLS] word word [SEP]

@@ -17,8 +17,12 @@ from workbench.metrics import decision_margin
 from workbench.runs import RunDir
 from workbench.runtime import EXPORT_FORMAT, load_export
 
-TEXTS = ["a good and great film", "terrible acting, hated it", "<b>Wonderful</b> acting https://x.org/y",
-         "a bad " * 200 + "but a great ending"]  # HTML, a URL, and a text far over max_length
+TEXTS = [
+    "a good and great film",
+    "terrible acting, hated it",
+    "<b>Wonderful</b> acting https://x.org/y",
+    "a bad " * 200 + "but a great ending",
+]  # HTML, a URL, and a text far over max_length
 
 
 @pytest.mark.parametrize("engine", list(ENGINE_EXPORTS))
@@ -66,19 +70,33 @@ def test_fusions_fire_for_each_architecture(tiny_backbones, tiny_bert, tmp_path,
     model = TextClassificationModel(tiny_backbones[kind], labels=["neg", "pos"])
     model.save_pretrained(tmp_path / "model")
     pd.DataFrame({"text": TEXTS * 2, "label": ["pos", "neg"] * 4}).to_csv(tmp_path / "rows.csv", index=False)
-    meta = export_model(tmp_path / "model", tmp_path / "export", engine="onnx-optimized",
-                        examples=tmp_path / "rows.csv", echo=None)
+    meta = export_model(
+        tmp_path / "model", tmp_path / "export", engine="onnx-optimized", examples=tmp_path / "rows.csv", echo=None
+    )
     assert meta["fused_operators"]["Attention"] == 2 and meta["fused_operators"]["SkipLayerNormalization"] == 4
     assert meta["parity"]["max_abs_logit_diff"] <= export.FP32_TOLERANCE and meta["inputs"] == [
-        "input_ids", "attention_mask"]  # these backbones take no token types
+        "input_ids",
+        "attention_mask",
+    ]  # these backbones take no token types
 
 
 def test_temperature_thresholds_and_multi_label_travel_with_the_export(tiny_bert, multilabel_file, tmp_path):
     from workbench import load_config, train
 
-    config = load_config(None, {"data.train_file": str(multilabel_file), "data.text_column": "text",
-                                "data.label_column": "labels", "data.multi_label": True, "data.val_fraction": 0.25,
-                                "model.backbone": tiny_bert, "train.epochs": 2, "train.lr": 3e-3, "run.name": "ml"})
+    config = load_config(
+        None,
+        {
+            "data.train_file": str(multilabel_file),
+            "data.text_column": "text",
+            "data.label_column": "labels",
+            "data.multi_label": True,
+            "data.val_fraction": 0.25,
+            "model.backbone": tiny_bert,
+            "train.epochs": 2,
+            "train.lr": 3e-3,
+            "run.name": "ml",
+        },
+    )
     run = train(config).run_dir
     model = TextClassificationModel.from_pretrained(run)
     model.temperature, model.thresholds = 1.7, np.array([0.3, 0.5, 0.6], dtype=np.float32)
@@ -96,8 +114,11 @@ def test_broken_parity_is_refused_and_leaves_nothing(tiny_run, tmp_path, monkeyp
     export_model(tiny_run, out, engine="onnx", echo=None)
     before = json.loads((out / "export.json").read_text())
     monkeypatch.setattr(export, "FP32_TOLERANCE", 0.0)  # ONNX's fused kernels round differently: never exactly 0
-    with pytest.raises(WorkbenchError, match=r"onnx export of .* is refused: its logits differ from PyTorch's by up "
-                                             r"to .* \(tolerance 0.0\)\. .*Nothing was written"):
+    with pytest.raises(
+        WorkbenchError,
+        match=r"onnx export of .* is refused: its logits differ from PyTorch's by up "
+        r"to .* \(tolerance 0.0\)\. .*Nothing was written",
+    ):
         export_model(tiny_run, out, engine="onnx", echo=None)
     assert json.loads((out / "export.json").read_text()) == before  # the previous export is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]  # no staging folder left behind
@@ -109,8 +130,11 @@ def test_broken_parity_is_refused_and_leaves_nothing(tiny_run, tmp_path, monkeyp
     assert (mine / "notes.txt").read_text() == "keep me"
     _plant(monkeypatch, _flip(slice(None)))  # an engine that swaps the classes
     # the tiny model decides none of its examples by a margin of 0.1: the accuracy change refuses it
-    with pytest.raises(ParityError, match=r"onnx-int8 export of .* is refused: its accuracy falls from 1.0000 to "
-                                          r"0.0000 \(at most 5 points allowed\)\. .*Nothing was written") as refused:
+    with pytest.raises(
+        ParityError,
+        match=r"onnx-int8 export of .* is refused: its accuracy falls from 1.0000 to "
+        r"0.0000 \(at most 5 points allowed\)\. .*Nothing was written",
+    ) as refused:
         export_model(tiny_run, tmp_path / "int8", engine="onnx-int8", echo=None)
     assert refused.value.engine == "onnx-int8" and refused.value.parity["agreement"] == 0.0
     assert refused.value.parity["clear_examples"] == 0 and not (tmp_path / "int8").exists()
@@ -136,15 +160,26 @@ def _flip(rows):
     def change(logits):
         logits[rows] = logits[rows][:, ::-1].copy()  # the other of the two classes
         return logits
+
     return change
 
 
-def test_parity_judges_agreement_where_pytorch_decides_clearly_and_the_accuracy_change(tiny_run, tmp_path,
-                                                                                        monkeypatch):
+def test_parity_judges_agreement_where_pytorch_decides_clearly_and_the_accuracy_change(tiny_run, tmp_path, monkeypatch):
     model = TextClassificationModel.from_pretrained(tiny_run)
-    texts = ["a good and great film", "wonderful acting, loved it", "great fun, a fine movie", "a bad and awful film",
-             "terrible acting, hated it", "awful mess, a poor movie", "a good and awful film", "great acting, hated it",
-             "a fine mess", "bad story and great cast", "a dull but wonderful film", "a poor and fine movie"]
+    texts = [
+        "a good and great film",
+        "wonderful acting, loved it",
+        "great fun, a fine movie",
+        "a bad and awful film",
+        "terrible acting, hated it",
+        "awful mess, a poor movie",
+        "a good and awful film",
+        "great acting, hated it",
+        "a fine mess",
+        "bad story and great cast",
+        "a dull but wonderful film",
+        "a poor and fine movie",
+    ]
     proba = model.predict_proba(texts)
     margins = decision_margin(proba)
     margin = float(np.median(margins))  # half the texts are near ties, the other half clearly decided
@@ -174,8 +209,11 @@ def test_parity_judges_agreement_where_pytorch_decides_clearly_and_the_accuracy_
 
     # a broken engine disagrees where PyTorch is sure, whatever the margin
     _plant(monkeypatch, _flip(np.arange(12)), model)
-    with pytest.raises(ParityError, match=r"on the 6 examples PyTorch decides with a margin of at least .*, it agrees "
-                                          r"with PyTorch on 0.0% of predictions"):
+    with pytest.raises(
+        ParityError,
+        match=r"on the 6 examples PyTorch decides with a margin of at least .*, it agrees "
+        r"with PyTorch on 0.0% of predictions",
+    ):
         export_model(model, tmp_path / "broken", engine="onnx-int8", examples=rows, parity=limits, echo=None)
     # fp32 engines keep their tight check: the same near-tie flips are refused there
     _plant(monkeypatch, _flip(near[:2]), model)
@@ -225,9 +263,26 @@ def test_the_cli_exports_into_the_run_and_speed_compares_engines(tiny_run, capsy
     assert "onnx-int8: " in capsys.readouterr().out
     assert (RunDir(tiny_run).export_folder("onnx-int8") / "model.onnx").is_file()
     val = Path(tiny_run).parent.parent.parent / "val.csv"
-    assert main(["speed", str(tiny_run), "--file", str(val), "--engine", "torch", "onnx-int8", "--batch-sizes", "1",
-                 "4", "--repeats", "2"]) == 0
+    assert (
+        main(
+            [
+                "speed",
+                str(tiny_run),
+                "--file",
+                str(val),
+                "--engine",
+                "torch",
+                "onnx-int8",
+                "--batch-sizes",
+                "1",
+                "4",
+                "--repeats",
+                "2",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "speedup_b1" in printed and "onnx-int8" in printed
-    summary = printed[printed.index("size_mb") - 60:]
+    summary = printed[printed.index("size_mb") - 60 :]
     assert "accuracy" in summary and "agreement_with_torch" in summary  # the file's labels give each engine's accuracy

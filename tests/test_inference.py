@@ -17,8 +17,9 @@ from workbench.inference import benchmark_inference, compare_engines
 def test_table_covers_every_cell_and_fixed_lengths_are_exact(tiny_bert):
     model = TextClassificationModel(tiny_bert, labels=["neg", "pos"])
     texts = ["a good film", "bad", "the plot was thin but the acting was fine"]
-    table = benchmark_inference(model, texts, batch_sizes=(1, 4), seq_lengths=(None, 16), warmup=1, repeats=2,
-                                batches=3, echo=None)
+    table = benchmark_inference(
+        model, texts, batch_sizes=(1, 4), seq_lengths=(None, 16), warmup=1, repeats=2, batches=3, echo=None
+    )
     assert list(zip(table["seq_length"], table["batch_size"])) == [("natural", 1), ("natural", 4), (16, 1), (16, 4)]
     assert (table["p50_ms"] <= table["p95_ms"]).all() and (table["p95_ms"] <= table["p99_ms"]).all()
     assert (table["examples_per_s"] > 0).all() and (table["timed_calls"] == 6).all()
@@ -41,8 +42,9 @@ def _val(tiny_run) -> tuple[list[str], list[int]]:
 def test_compare_engines_measures_every_engine_on_the_same_texts(tiny_run):
     texts, labels = _val(tiny_run)
     engines = ["torch", "onnx", "onnx-int8", "pt2"]
-    summary, latency = compare_engines(partial(engine_predictor, tiny_run), engines, texts, labels,
-                                       batch_sizes=(1, 4), repeats=2, batches=3, echo=None)
+    summary, latency = compare_engines(
+        partial(engine_predictor, tiny_run), engines, texts, labels, batch_sizes=(1, 4), repeats=2, batches=3, echo=None
+    )
     assert list(summary["engine"]) == engines and sorted(set(latency["engine"])) == sorted(engines)
     assert (summary["status"] == "ok").all() and (summary["reason"] == "").all()
     assert summary["speedup_b1"].iloc[0] == 1.0 and (summary["speedup_b4"] > 0).all()
@@ -60,8 +62,9 @@ def test_a_refused_engine_is_a_row_with_its_reason_and_is_not_timed(tiny_run):
         return engine_predictor(tiny_run, engine, threads=threads, echo=None)
 
     texts, labels = _val(tiny_run)
-    summary, latency = compare_engines(predictor_of, ["torch", "torch-int8", "onnx"], texts, labels,
-                                       batch_sizes=(1,), repeats=1, batches=2, echo=None)
+    summary, latency = compare_engines(
+        predictor_of, ["torch", "torch-int8", "onnx"], texts, labels, batch_sizes=(1,), repeats=1, batches=2, echo=None
+    )
     rows = summary.set_index("engine")
     assert list(summary["status"]) == ["ok", "refused", "ok"] and sorted(set(latency["engine"])) == ["onnx", "torch"]
     assert rows.loc["torch-int8", "reason"] == "it agrees on 50.0% of predictions"

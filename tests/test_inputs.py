@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import NEGATIVE, POSITIVE
 
 from workbench.cli import main
-
-from conftest import NEGATIVE, POSITIVE
 
 GOOD_ROWS = [(t, "pos") for t in POSITIVE] * 4 + [(t, "neg") for t in NEGATIVE] * 4
 
@@ -21,6 +20,7 @@ def _csv(text: str, name: str = "bad.csv"):
     def write(folder: Path) -> Path:
         (folder / name).write_text(text)
         return folder / name
+
     return write
 
 
@@ -28,6 +28,7 @@ def _bytes(data: bytes, name: str):
     def write(folder: Path) -> Path:
         (folder / name).write_bytes(data)
         return folder / name
+
     return write
 
 
@@ -46,24 +47,43 @@ TRAIN_CASES = [
     ("header only", _csv("text,label\n"), [], "has a header but no rows"),
     ("binary", _bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, "bad.csv"), [], "bad.csv"),
     ("latin-1", _bytes(GOOD_CSV.replace("good", "g\xf6od").encode("latin-1"), "bad.csv"), [], "UTF-8"),
-    ("broken JSONL line", _csv("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in GOOD_ROWS[:6])
-                               + '{"text": "cut off\n', "bad.jsonl"), [], "bad.jsonl"),
-    ("JSONL line not an object", _csv(json.dumps({"text": "a", "label": "pos"}) + "\n[1, 2]\n", "bad.jsonl"), [],
-     "bad.jsonl"),
+    (
+        "broken JSONL line",
+        _csv(
+            "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in GOOD_ROWS[:6]) + '{"text": "cut off\n',
+            "bad.jsonl",
+        ),
+        [],
+        "bad.jsonl",
+    ),
+    (
+        "JSONL line not an object",
+        _csv(json.dumps({"text": "a", "label": "pos"}) + "\n[1, 2]\n", "bad.jsonl"),
+        [],
+        "bad.jsonl",
+    ),
     ("ragged rows", _csv(GOOD_CSV + "one,two,three,four\n"), [], "line 34"),
     ("semicolons in a .csv", _csv(GOOD_CSV.replace(",", ";")), [], "delimiter"),
     ("missing label column", _csv(GOOD_CSV.replace("text,label", "text,target")), [], "no column 'label'"),
     ("empty labels", _csv(GOOD_CSV + "a film,\n"), [], "no label"),
-    ("a single class", _csv(pd.DataFrame({"text": POSITIVE * 4, "label": "pos"}).to_csv(index=False)), [],
-     "only the label"),
+    (
+        "a single class",
+        _csv(pd.DataFrame({"text": POSITIVE * 4, "label": "pos"}).to_csv(index=False)),
+        [],
+        "only the label",
+    ),
     ("blank texts", _csv(GOOD_CSV + '"   ",pos\n'), [], "empty or missing text"),
     ("unknown text column", _good, ["data.text_column=review"], "no column 'review'"),
     ("unknown dataset", None, ["data.dataset=sst5"], "Unknown dataset 'sst5'"),
     ("unknown backbone", _good, ["model.backbone=no-such-org/no-such-model"], "no-such-org/no-such-model"),
     ("wrong value type", _good, ["train.lr=fast"], "train.lr"),
     ("out of range", _good, ["data.val_fraction=1.5"], "data.val_fraction"),
-    ("max_length beyond the backbone", _good, ["data.max_length=4096", "data.max_tokens=8192"],
-     "longer than the 130 positions"),
+    (
+        "max_length beyond the backbone",
+        _good,
+        ["data.max_length=4096", "data.max_tokens=8192"],
+        "longer than the 130 positions",
+    ),
     ("unknown key", _good, ["train.learning_rate=0.1"], "train.learning_rate"),
     ("unknown choice", _good, ["model.pooling=max"], "model.pooling"),
     ("multi-label cell that is not a list", _csv('text,label\na,"[""x"", "\nb,y\n'), ["data.multi_label=true"], "row"),
@@ -80,8 +100,9 @@ def _one_line_error(capsys, command: str, expected: str) -> str:
 
 
 @pytest.mark.parametrize("case, make_file, overrides, expected", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
-def test_bad_training_input_is_one_line_and_loses_nothing(case, make_file, overrides, expected, tiny_bert, tmp_path,
-                                                         capsys):
+def test_bad_training_input_is_one_line_and_loses_nothing(
+    case, make_file, overrides, expected, tiny_bert, tmp_path, capsys
+):
     data = tmp_path / "data"
     data.mkdir()
     earlier = Path("runs/bad/version_0")  # an earlier run of the same name that must survive untouched
@@ -169,8 +190,10 @@ def test_bad_input_through_the_python_api(tiny_bert, tmp_path):
         from workbench import Trainer
 
         model = TextClassificationModel(tiny_bert, num_classes=2)
-        Trainer(max_epochs=1).fit(model, TextDataModule(train_file=str(_good(tmp_path)), model_name=tiny_bert,
-                                                        max_length=500, max_tokens=8192))
+        Trainer(max_epochs=1).fit(
+            model,
+            TextDataModule(train_file=str(_good(tmp_path)), model_name=tiny_bert, max_length=500, max_tokens=8192),
+        )
 
 
 VALID_BUT_UNUSUAL = [
@@ -179,16 +202,24 @@ VALID_BUT_UNUSUAL = [
     ("quoted newlines", lambda f: _csv(GOOD_CSV + '"a good\nand great film",pos\n', "quoted.csv")(f)),
     ("gzip", lambda f: _bytes(gzip.compress(GOOD_CSV.encode()), "rows.csv.gz")(f)),
     ("a 1 MB text", lambda f: _csv(GOOD_CSV + f'"{"great fun " * 100_000}",pos\n', "long.csv")(f)),
-    ("TSV with BOM", lambda f: _bytes(b"\xef\xbb\xbf" + pd.DataFrame(GOOD_ROWS, columns=["text", "label"]).to_csv(
-        index=False, sep="\t").encode(), "rows.tsv")(f)),
+    (
+        "TSV with BOM",
+        lambda f: _bytes(
+            b"\xef\xbb\xbf" + pd.DataFrame(GOOD_ROWS, columns=["text", "label"]).to_csv(index=False, sep="\t").encode(),
+            "rows.tsv",
+        )(f),
+    ),
 ]
 
 
 @pytest.mark.parametrize("case, make_file", VALID_BUT_UNUSUAL, ids=[c[0] for c in VALID_BUT_UNUSUAL])
 def test_valid_but_unusual_files_just_work(case, make_file, tiny_bert, tmp_path, capsys):
     path = make_file(tmp_path)
-    assert main(["train", f"model.backbone={tiny_bert}", f"data.train_file={path}", "train.epochs=1",
-                 "run.name=unusual"]) == 0, capsys.readouterr().err[-2000:]
+    assert (
+        main(["train", f"model.backbone={tiny_bert}", f"data.train_file={path}", "train.epochs=1", "run.name=unusual"])
+        == 0
+    ), capsys.readouterr().err[-2000:]
     metrics = json.loads(Path("runs/unusual/version_0/metrics.json").read_text())
-    assert metrics["train"]["examples"] + metrics["validation"]["n"] == len(GOOD_ROWS) + (case in (
-        "quoted newlines", "a 1 MB text"))
+    assert metrics["train"]["examples"] + metrics["validation"]["n"] == len(GOOD_ROWS) + (
+        case in ("quoted newlines", "a 1 MB text")
+    )

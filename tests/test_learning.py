@@ -17,8 +17,15 @@ def test_minilm_learns_sst2_from_400_sentences():
 
 @pytest.mark.slow
 def test_minilm_learns_trec_with_head_tail_truncation_and_attention_pooling():
-    dm = TextDataModule(dataset="trec", model_name="minilm", train_subset=500, val_subset=200, test_split="test",
-                        truncation="head+tail", max_length=32)
+    dm = TextDataModule(
+        dataset="trec",
+        model_name="minilm",
+        train_subset=500,
+        val_subset=200,
+        test_split="test",
+        truncation="head+tail",
+        max_length=32,
+    )
     model = TextClassificationModel("minilm", num_classes=6, pooling="attention")
     result = Trainer(max_epochs=4, lr=2e-4, monitor="macro_f1", checkpoint_dir=None).fit(model, dm)
     assert result.metrics["test"]["accuracy"] >= 0.6  # 6 classes, the largest is 28% of test

@@ -25,7 +25,9 @@ def test_focal_down_weights_easy_examples():
 
 
 def test_label_smoothing_and_class_weights_reach_cross_entropy():
-    loss = build_loss("cross_entropy", multi_label=False, num_labels=3, label_smoothing=0.1, class_weights=[1.0, 2.0, 3.0])
+    loss = build_loss(
+        "cross_entropy", multi_label=False, num_labels=3, label_smoothing=0.1, class_weights=[1.0, 2.0, 3.0]
+    )
     expected = F.cross_entropy(LOGITS, TARGET, weight=torch.tensor([1.0, 2.0, 3.0]), label_smoothing=0.1)
     assert torch.allclose(loss(LOGITS, TARGET), expected)
 

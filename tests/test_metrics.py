@@ -9,7 +9,9 @@ from workbench.metrics import classification_metrics, multilabel_metrics, tune_t
 
 def test_single_label_metrics():
     y = np.array([0, 0, 1, 1, 2, 2])
-    proba = np.array([[.8, .1, .1], [.3, .6, .1], [.1, .8, .1], [.2, .7, .1], [.1, .1, .8], [.5, .2, .3]])
+    proba = np.array(
+        [[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.5, 0.2, 0.3]]
+    )
     m = classification_metrics(y, proba, ["a", "b", "c"])
     pred = proba.argmax(1)
     assert m["accuracy"] == pytest.approx(4 / 6)
@@ -21,14 +23,14 @@ def test_single_label_metrics():
 
 
 def test_binary_auc_and_missing_class():
-    m = classification_metrics([0, 1, 1, 0], np.array([[.9, .1], [.2, .8], [.4, .6], [.6, .4]]), ["n", "p"])
+    m = classification_metrics([0, 1, 1, 0], np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]]), ["n", "p"])
     assert m["roc_auc"] == 1.0
-    assert classification_metrics([0, 0], np.array([[.9, .1], [.2, .8]]), ["n", "p"])["roc_auc"] is None
+    assert classification_metrics([0, 0], np.array([[0.9, 0.1], [0.2, 0.8]]), ["n", "p"])["roc_auc"] is None
 
 
 def test_multilabel_metrics():
     y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
-    proba = np.array([[.9, .2, .7], [.1, .8, .4], [.6, .3, .2], [.2, .1, .9]])
+    proba = np.array([[0.9, 0.2, 0.7], [0.1, 0.8, 0.4], [0.6, 0.3, 0.2], [0.2, 0.1, 0.9]])
     m = multilabel_metrics(y, proba, 0.5, ["x", "y", "z"])
     pred = (proba >= 0.5).astype(int)
     assert m["micro_f1"] == pytest.approx(skm.f1_score(y, pred, average="micro"))

@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import Payload
 
+from workbench.backbones import resolve_backbone
 from workbench.config import ModelConfig
 from workbench.errors import ConfigError, DataError, ModelLoadError
-from workbench.backbones import resolve_backbone
 from workbench.models import TextClassificationModel
 from workbench.text import TextProcessing
-
-from conftest import Payload
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "deberta", "mpnet"])
@@ -55,9 +54,15 @@ def test_multi_label_uses_per_class_thresholds(tiny_bert):
 
 
 def test_save_and_load_round_trip(tiny_backbones, tmp_path):
-    model = TextClassificationModel(tiny_backbones["roberta"], labels=["x", "y", "z"], pooling="attention",
-                                    hidden_layers=[8], activation="relu", multi_label_threshold=0.3,
-                                    processing=TextProcessing(max_length=64, truncation="tail")).eval()
+    model = TextClassificationModel(
+        tiny_backbones["roberta"],
+        labels=["x", "y", "z"],
+        pooling="attention",
+        hidden_layers=[8],
+        activation="relu",
+        multi_label_threshold=0.3,
+        processing=TextProcessing(max_length=64, truncation="tail"),
+    ).eval()
     model.save_pretrained(tmp_path / "m")
     loaded = TextClassificationModel.load_from_checkpoint(tmp_path / "m")
     texts = ["first text", "second, longer text"]
@@ -69,24 +74,60 @@ def test_save_and_load_round_trip(tiny_backbones, tmp_path):
 # workbench_model.json as the code before ModelConfig and TextProcessing were kept whole wrote it (format 1): a
 # trained model's (every processing field) and an untrained one's (no processing, default thresholds)
 OLD_METADATA = [
-    {"format": "workbench-text-classifier/1", "model_name": None, "labels": ["neg", "pos"], "multi_label": False,
-     "pooling": "attention", "freeze_embeddings": False, "thresholds": [0.5, 0.5], "temperature": 1.5,
-     "processing": {"text_pair_column": None, "max_length": 40, "truncation": "head+tail", "head_fraction": 0.25,
-                    "clean_html": True, "mask_urls": False, "mask_emails": False, "lowercase": False},
-     "dropout": 0.1, "hidden_layers": [8], "activation": "relu"},
-    {"format": "workbench-text-classifier/1", "model_name": None, "labels": ["a", "b", "c"], "multi_label": True,
-     "pooling": "cls", "freeze_embeddings": True, "thresholds": [0.3, 0.4, 0.6], "temperature": 1.0,
-     "processing": {}, "dropout": 0.2, "hidden_layers": [], "activation": "gelu"},
+    {
+        "format": "workbench-text-classifier/1",
+        "model_name": None,
+        "labels": ["neg", "pos"],
+        "multi_label": False,
+        "pooling": "attention",
+        "freeze_embeddings": False,
+        "thresholds": [0.5, 0.5],
+        "temperature": 1.5,
+        "processing": {
+            "text_pair_column": None,
+            "max_length": 40,
+            "truncation": "head+tail",
+            "head_fraction": 0.25,
+            "clean_html": True,
+            "mask_urls": False,
+            "mask_emails": False,
+            "lowercase": False,
+        },
+        "dropout": 0.1,
+        "hidden_layers": [8],
+        "activation": "relu",
+    },
+    {
+        "format": "workbench-text-classifier/1",
+        "model_name": None,
+        "labels": ["a", "b", "c"],
+        "multi_label": True,
+        "pooling": "cls",
+        "freeze_embeddings": True,
+        "thresholds": [0.3, 0.4, 0.6],
+        "temperature": 1.0,
+        "processing": {},
+        "dropout": 0.2,
+        "hidden_layers": [],
+        "activation": "gelu",
+    },
 ]
 
 
 @pytest.mark.parametrize("old", OLD_METADATA, ids=["trained", "untrained"])
 def test_folders_saved_in_the_earlier_layout_still_load(tiny_bert, tmp_path, old):
     old = {**old, "model_name": tiny_bert}
-    model = TextClassificationModel(tiny_bert, labels=old["labels"], multi_label=old["multi_label"],
-                                    pooling=old["pooling"], freeze_embeddings=old["freeze_embeddings"],
-                                    dropout=old["dropout"], hidden_layers=old["hidden_layers"],
-                                    activation=old["activation"], processing=TextProcessing(**old["processing"]))
+    model = TextClassificationModel(
+        tiny_bert,
+        labels=old["labels"],
+        multi_label=old["multi_label"],
+        pooling=old["pooling"],
+        freeze_embeddings=old["freeze_embeddings"],
+        dropout=old["dropout"],
+        hidden_layers=old["hidden_layers"],
+        activation=old["activation"],
+        processing=TextProcessing(**old["processing"]),
+    )
     model.thresholds, model.temperature = np.asarray(old["thresholds"], dtype=np.float32), old["temperature"]
     folder = model.save_pretrained(tmp_path / "m")
     assert set(json.loads((folder / "workbench_model.json").read_text())) >= set(old)  # the layout only grew
@@ -109,8 +150,9 @@ def test_the_model_keeps_its_config_and_takes_the_data_through_use_data(tiny_ber
     assert model.model_config == ModelConfig(backbone=tiny_bert, pooling="cls", hidden_layers=[8], dropout=0.2)
     assert given.dropout == 0.1  # the keywords change the model's own copy, not the config it was given
     assert model.head[0].p == 0.2 and model.processing == TextProcessing()
-    assert TextClassificationModel(tiny_bert, num_classes=2, pooling="cls").model_config == \
-        ModelConfig(backbone=tiny_bert, pooling="cls")
+    assert TextClassificationModel(tiny_bert, num_classes=2, pooling="cls").model_config == ModelConfig(
+        backbone=tiny_bert, pooling="cls"
+    )
     with pytest.raises(TypeError, match="poolng"):
         TextClassificationModel(tiny_bert, num_classes=2, poolng="cls")
 
@@ -152,8 +194,11 @@ def test_weights_from_another_architecture_are_rejected(tiny_bert, tmp_path):
     a.save_pretrained(tmp_path / "a")
     b.save_pretrained(tmp_path / "b")
     # b's own folder loads: a head with hidden_layers=[8] is not what gets rejected below
-    np.testing.assert_allclose(TextClassificationModel.from_pretrained(tmp_path / "b").predict_proba(["some text"]),
-                               b.predict_proba(["some text"]), atol=1e-6)
+    np.testing.assert_allclose(
+        TextClassificationModel.from_pretrained(tmp_path / "b").predict_proba(["some text"]),
+        b.predict_proba(["some text"]),
+        atol=1e-6,
+    )
     # b's metadata beside a's weights: the folder describes one architecture and holds another's weights
     (tmp_path / "a" / "workbench_model.json").write_text((tmp_path / "b" / "workbench_model.json").read_text())
     with pytest.raises(ModelLoadError, match="does not match the saved architecture"):
@@ -223,7 +268,7 @@ def test_pickle_weights_are_refused_and_never_unpickled(tiny_bert, tmp_path):
     assert not marker.exists()
 
 
-CUSTOM_CODE = '''
+CUSTOM_CODE = """
 from pathlib import Path
 from transformers import BertConfig, BertModel
 
@@ -236,7 +281,7 @@ class CustomConfig(BertConfig):
 
 class CustomModel(BertModel):
     config_class = CustomConfig
-'''
+"""
 
 
 def test_code_shipped_with_a_backbone_runs_only_when_named(tiny_bert, tmp_path):
@@ -248,8 +293,13 @@ def test_code_shipped_with_a_backbone_runs_only_when_named(tiny_bert, tmp_path):
     shutil.copytree(tiny_bert, folder)
     (folder / "custom.py").write_text(CUSTOM_CODE.replace("MARKER", repr(str(marker))))
     config = json.loads((folder / "config.json").read_text())
-    config.update({"model_type": "custom-bert", "architectures": ["CustomModel"],
-                   "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"}})
+    config.update(
+        {
+            "model_type": "custom-bert",
+            "architectures": ["CustomModel"],
+            "auto_map": {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"},
+        }
+    )
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=r"runs its own Python code.*model.trust_remote_code"):
         load_backbone(str(folder))

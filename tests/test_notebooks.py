@@ -58,21 +58,39 @@ def test_notebooks_follow_the_house_style(path):
 
 
 def test_evaluate_trains_a_small_run_when_given_none(tiny_bert, sentiment_files, tmp_path):
-    small = {"data.train_file": str(sentiment_files["train"]), "data.val_file": str(sentiment_files["val"]),
-             "model.backbone": tiny_bert, "train.epochs": 1, "run.name": "small", "run.root": str(tmp_path / "runs")}
-    papermill.execute_notebook(str(REPO / "notebooks" / "03_evaluate.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters={"small_run": small, "output_dir": str(tmp_path / "out")},
-                               cwd=str(tmp_path), progress_bar=False)
+    small = {
+        "data.train_file": str(sentiment_files["train"]),
+        "data.val_file": str(sentiment_files["val"]),
+        "model.backbone": tiny_bert,
+        "train.epochs": 1,
+        "run.name": "small",
+        "run.root": str(tmp_path / "runs"),
+    }
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "03_evaluate.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={"small_run": small, "output_dir": str(tmp_path / "out")},
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
     results = json.loads((tmp_path / "out" / "03_evaluate.json").read_text())
     assert results["run_dir"].endswith("runs/small/version_0") and results["examples"] == 16
 
 
 def test_data_notebook_reads_files_and_finds_duplicates(tiny_bert, sentiment_files, tmp_path):
-    papermill.execute_notebook(str(REPO / "notebooks" / "01_data.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters={"dataset": None, "train_file": str(sentiment_files["train"]),
-                                           "val_file": str(sentiment_files["val"]), "model": tiny_bert,
-                                           "output_dir": str(tmp_path / "out")},
-                               cwd=str(tmp_path), progress_bar=False)
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "01_data.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={
+            "dataset": None,
+            "train_file": str(sentiment_files["train"]),
+            "val_file": str(sentiment_files["val"]),
+            "model": tiny_bert,
+            "output_dir": str(tmp_path / "out"),
+        },
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
     results = json.loads((tmp_path / "out" / "01_data.json").read_text())
     assert results["train_examples"] == 64 and results["duplicated_texts"] == 8  # 8 sentences, repeated
     assert results["conflicting_labels"] == 0
@@ -82,8 +100,10 @@ def test_a_missing_run_directory_fails_with_the_cell_named(tmp_path):
     from workbench.reports import run_experiments
 
     path = tmp_path / "e.yaml"
-    path.write_text(f"notebooks_dir: {REPO / 'notebooks'}\n"
-                    "experiments:\n  - name: ghost\n    notebooks: [{notebook: 03_evaluate, parameters: {run_dir: runs/nope}}]\n")
+    path.write_text(
+        f"notebooks_dir: {REPO / 'notebooks'}\n"
+        "experiments:\n  - name: ghost\n    notebooks: [{notebook: 03_evaluate, parameters: {run_dir: runs/nope}}]\n"
+    )
     state = run_experiments(path, progress=False)
     error = state["experiments"]["ghost"]["notebooks"]["03_evaluate"]["error"]
     assert error.startswith("experiment 'ghost', notebook 03_evaluate, cell In [")
@@ -95,8 +115,11 @@ def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tm
     """The batch command as its file documents it: all-MiniLM-L6-v2, one epoch on 200 TREC questions (a ~40%-accurate
     model with many near ties), every notebook succeeding and every export accepted (issue 20)."""
     state = run_experiments(REPO / "experiments" / "tiny.yaml", progress=False)  # in tmp_path (conftest)
-    records = {(name, notebook): record for name, experiment in state["experiments"].items()
-               for notebook, record in experiment["notebooks"].items()}
+    records = {
+        (name, notebook): record
+        for name, experiment in state["experiments"].items()
+        for notebook, record in experiment["notebooks"].items()
+    }
     assert len(records) == 15 and {nb for _, nb in records} == {p.stem for p in NOTEBOOKS}
     failed = {key: record.get("error") for key, record in records.items() if record["status"] != "ok"}
     assert not failed

@@ -36,8 +36,15 @@ def test_confusion_matrix_rejects_mismatched_input():
 
 
 def test_learning_curves_from_a_step_log():
-    log = pd.DataFrame([{"step": 1, "loss": 0.9}, {"step": 10, "loss": 0.5}, {"step": 10, "eval_loss": 0.6, "eval_accuracy": 0.7},
-                        {"step": 20, "loss": 0.3}, {"step": 20, "eval_loss": 0.4, "eval_accuracy": 0.8}])
+    log = pd.DataFrame(
+        [
+            {"step": 1, "loss": 0.9},
+            {"step": 10, "loss": 0.5},
+            {"step": 10, "eval_loss": 0.6, "eval_accuracy": 0.7},
+            {"step": 20, "loss": 0.3},
+            {"step": 20, "eval_loss": 0.4, "eval_accuracy": 0.8},
+        ]
+    )
     fig = plots.learning_curves_figure(log, metric="accuracy")
     loss_ax, metric_ax = fig.axes
     assert [line.get_label() for line in loss_ax.get_lines()] == ["train loss", "validation loss"]
@@ -66,7 +73,9 @@ def test_roc_pr_curves_single_and_multi_label():
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any(t.startswith("micro avg") for t in legend) and any(t.startswith("macro avg") for t in legend)
     multi = (rng.random((200, 4)) < 0.3).astype(int)
-    fig = plots.roc_pr_figure(multi, np.clip(multi * 0.5 + rng.random((200, 4)) * 0.5, 0, 1), list("wxyz"), multi_label=True)
+    fig = plots.roc_pr_figure(
+        multi, np.clip(multi * 0.5 + rng.random((200, 4)) * 0.5, 0, 1), list("wxyz"), multi_label=True
+    )
     assert len(fig.axes[0].get_lines()) == 4 + 3  # four classes, micro, macro, chance line
     with pytest.raises(WorkbenchError, match="y_true has shape"):
         plots.roc_pr_figure(y[:10], proba, ["a", "b", "c"])

@@ -13,7 +13,9 @@ from workbench.reports import ExperimentsError, expand_grid, load_experiments, r
 
 
 def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nb.cells.append(nbformat.v4.new_code_cell(textwrap.dedent(parameters).strip(), metadata={"tags": ["parameters"]}))
     nb.cells += [nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in cells]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,10 +29,13 @@ def mini_notebooks(tmp_path) -> Path:
     folder = tmp_path / "nbs"
     save = "from workbench.reports import save_results\nsave_results(output_dir, '{name}', {{'value': x * 10, 'run_dir': 'runs/x{{}}'.format(x)}})"
     write_notebook(folder / "10_report.ipynb", "x = 1\noutput_dir = None", save.format(name="10_report"))
-    write_notebook(folder / "20_maybe_fail.ipynb", "x = 1\nrun_dir = None\noutput_dir = None",
-                   "print('got', run_dir)",
-                   "if x == 2:\n    raise ValueError(f'x={x} is not allowed here')",
-                   save.format(name="20_maybe_fail"))
+    write_notebook(
+        folder / "20_maybe_fail.ipynb",
+        "x = 1\nrun_dir = None\noutput_dir = None",
+        "print('got', run_dir)",
+        "if x == 2:\n    raise ValueError(f'x={x} is not allowed here')",
+        save.format(name="20_maybe_fail"),
+    )
     write_notebook(folder / "30_after.ipynb", "output_dir = None", "print('after')")
     write_notebook(folder / "40_die.ipynb", "output_dir = None", "print('about to die')", "import os\nos._exit(1)")
     return folder
@@ -45,26 +50,46 @@ def experiments_file(tmp_path, body: dict) -> Path:
 def test_grid_expands_to_every_combination():
     expanded = expand_grid("sst2", {"epochs": 1}, {"lr": [2e-5, 5e-5], "pooling": ["cls", "mean"]})
     assert [name for name, _, _ in expanded] == [
-        "sst2__lr-2e-05__pooling-cls", "sst2__lr-2e-05__pooling-mean",
-        "sst2__lr-5e-05__pooling-cls", "sst2__lr-5e-05__pooling-mean"]
+        "sst2__lr-2e-05__pooling-cls",
+        "sst2__lr-2e-05__pooling-mean",
+        "sst2__lr-5e-05__pooling-cls",
+        "sst2__lr-5e-05__pooling-mean",
+    ]
     assert expanded[1][1] == {"epochs": 1, "lr": 2e-5, "pooling": "mean"}
     assert expand_grid("plain", {"a": 1}, None) == [("plain", {"a": 1}, {})]
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"experiments": [{"name": "e", "notebooks": ["10_report"]}], "colour": 1}, "unknown key(s) colour"),
-    ({"experiments": [{"name": "e", "notebooks": ["10_report"], "paramters": {}}]}, "experiment 'e': unknown key(s) paramters"),
-    ({"experiments": [{"name": "e", "notebooks": ["99_missing"]}]}, "experiment 'e': notebook '99_missing' not found"),
-    ({"experiments": [{"name": "e", "notebooks": ["10_report"], "parameters": {"y": 1}}]},
-     "experiment 'e': parameter 'y' is declared by none of its notebooks (10_report)"),
-    ({"experiments": [{"name": "e", "notebooks": [{"notebook": "30_after", "parameters": {"x": 1}}]}]},
-     "experiment 'e', notebook 30_after: parameter 'x' is not declared"),
-    ({"experiments": [{"name": "e", "notebooks": ["10_report"], "grid": {"x": []}}]},
-     "grid key 'x' has no values, so the grid expands to nothing"),
-    ({"experiments": [{"name": "e", "notebooks": ["10_report"]}, {"name": "e", "notebooks": ["10_report"]}]},
-     "appear more than once"),
-    ({"experiments": []}, "needs a top-level 'experiments:' list"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"experiments": [{"name": "e", "notebooks": ["10_report"]}], "colour": 1}, "unknown key(s) colour"),
+        (
+            {"experiments": [{"name": "e", "notebooks": ["10_report"], "paramters": {}}]},
+            "experiment 'e': unknown key(s) paramters",
+        ),
+        (
+            {"experiments": [{"name": "e", "notebooks": ["99_missing"]}]},
+            "experiment 'e': notebook '99_missing' not found",
+        ),
+        (
+            {"experiments": [{"name": "e", "notebooks": ["10_report"], "parameters": {"y": 1}}]},
+            "experiment 'e': parameter 'y' is declared by none of its notebooks (10_report)",
+        ),
+        (
+            {"experiments": [{"name": "e", "notebooks": [{"notebook": "30_after", "parameters": {"x": 1}}]}]},
+            "experiment 'e', notebook 30_after: parameter 'x' is not declared",
+        ),
+        (
+            {"experiments": [{"name": "e", "notebooks": ["10_report"], "grid": {"x": []}}]},
+            "grid key 'x' has no values, so the grid expands to nothing",
+        ),
+        (
+            {"experiments": [{"name": "e", "notebooks": ["10_report"]}, {"name": "e", "notebooks": ["10_report"]}]},
+            "appear more than once",
+        ),
+        ({"experiments": []}, "needs a top-level 'experiments:' list"),
+    ],
+)
 def test_bad_experiments_files_are_explained(tmp_path, mini_notebooks, body, message):
     path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks), **body})
     with pytest.raises(ExperimentsError) as error:
@@ -73,9 +98,15 @@ def test_bad_experiments_files_are_explained(tmp_path, mini_notebooks, body, mes
 
 
 def test_a_failure_is_reported_the_rest_go_on_and_resume_skips_what_succeeded(tmp_path, mini_notebooks, capsys):
-    path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks), "experiments": [
-        {"name": "grid", "notebooks": ["10_report", "20_maybe_fail", "30_after"], "grid": {"x": [1, 2, 3]}},
-    ]})
+    path = experiments_file(
+        tmp_path,
+        {
+            "notebooks_dir": str(mini_notebooks),
+            "experiments": [
+                {"name": "grid", "notebooks": ["10_report", "20_maybe_fail", "30_after"], "grid": {"x": [1, 2, 3]}},
+            ],
+        },
+    )
     assert cli.main(["run", str(path), "--no-progress"]) == 1  # non-zero: a notebook failed
     state = json.loads((tmp_path / "reports" / "index.json").read_text())["experiments"]
     statuses = {name: {nb: r["status"] for nb, r in e["notebooks"].items()} for name, e in state.items()}
@@ -85,7 +116,9 @@ def test_a_failure_is_reported_the_rest_go_on_and_resume_skips_what_succeeded(tm
         "grid__x-3": {"10_report": "ok", "20_maybe_fail": "ok", "30_after": "ok"},  # went on after the failure
     }
     failure = state["grid__x-2"]["notebooks"]["20_maybe_fail"]["error"]
-    assert failure.startswith("experiment 'grid__x-2', notebook 20_maybe_fail, cell In [4]: ValueError: x=2 is not allowed")
+    assert failure.startswith(
+        "experiment 'grid__x-2', notebook 20_maybe_fail, cell In [4]: ValueError: x=2 is not allowed"
+    )
     assert state["grid__x-1"]["notebooks"]["10_report"]["results"]["value"] == 10
     # the run_dir a notebook saved is handed to the next one that declares run_dir
     assert state["grid__x-3"]["notebooks"]["20_maybe_fail"]["parameters"]["run_dir"] == "runs/x3"
@@ -107,8 +140,10 @@ def test_a_failure_is_reported_the_rest_go_on_and_resume_skips_what_succeeded(tm
 
 
 def test_resume_reruns_a_notebook_whose_parameters_changed(tmp_path, mini_notebooks):
-    body = {"notebooks_dir": str(mini_notebooks), "experiments": [{"name": "one", "notebooks": ["10_report"],
-                                                                      "parameters": {"x": 1}}]}
+    body = {
+        "notebooks_dir": str(mini_notebooks),
+        "experiments": [{"name": "one", "notebooks": ["10_report"], "parameters": {"x": 1}}],
+    }
     path = experiments_file(tmp_path, body)
     run_experiments(path, progress=False)
     state = run_experiments(path, resume=True, progress=False, overrides={"x": 4})
@@ -117,8 +152,13 @@ def test_resume_reruns_a_notebook_whose_parameters_changed(tmp_path, mini_notebo
 
 
 def test_run_set_reaches_the_notebooks_that_declare_it(tmp_path, mini_notebooks):
-    path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks), "experiments": [
-        {"name": "one", "notebooks": ["10_report", "30_after"], "parameters": {"x": 1}}]})
+    path = experiments_file(
+        tmp_path,
+        {
+            "notebooks_dir": str(mini_notebooks),
+            "experiments": [{"name": "one", "notebooks": ["10_report", "30_after"], "parameters": {"x": 1}}],
+        },
+    )
     assert cli.main(["run", str(path), "--no-progress", "--set", "x=3"]) == 0
     notebooks = json.loads((tmp_path / "reports" / "index.json").read_text())["experiments"]["one"]["notebooks"]
     assert notebooks["10_report"]["parameters"]["x"] == 3  # replaces the file's x=1
@@ -127,16 +167,25 @@ def test_run_set_reaches_the_notebooks_that_declare_it(tmp_path, mini_notebooks)
 
 
 def test_run_set_of_a_parameter_no_notebook_declares_is_an_error(tmp_path, mini_notebooks, capsys):
-    path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks),
-                                       "experiments": [{"name": "one", "notebooks": ["10_report"]}]})
+    path = experiments_file(
+        tmp_path, {"notebooks_dir": str(mini_notebooks), "experiments": [{"name": "one", "notebooks": ["10_report"]}]}
+    )
     assert cli.main(["run", str(path), "--no-progress", "--set", "epochz=3"]) == 2
     assert "'epochz'" in capsys.readouterr().err
     assert not (tmp_path / "reports" / "one" / "10_report.ipynb").exists()  # refused before anything ran
 
 
 def test_a_dead_kernel_is_reported_with_its_cell(tmp_path, mini_notebooks):
-    path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks), "experiments": [
-        {"name": "dies", "notebooks": ["40_die", "30_after"]}, {"name": "lives", "notebooks": ["30_after"]}]})
+    path = experiments_file(
+        tmp_path,
+        {
+            "notebooks_dir": str(mini_notebooks),
+            "experiments": [
+                {"name": "dies", "notebooks": ["40_die", "30_after"]},
+                {"name": "lives", "notebooks": ["30_after"]},
+            ],
+        },
+    )
     state = run_experiments(path, progress=False)
     record = state["experiments"]["dies"]["notebooks"]["40_die"]
     assert record["status"] == "failed"
@@ -148,8 +197,9 @@ def test_a_dead_kernel_is_reported_with_its_cell(tmp_path, mini_notebooks):
 
 
 def test_html_pages_fetch_nothing_from_the_network(tmp_path, mini_notebooks):
-    path = experiments_file(tmp_path, {"notebooks_dir": str(mini_notebooks),
-                                       "experiments": [{"name": "one", "notebooks": ["10_report"]}]})
+    path = experiments_file(
+        tmp_path, {"notebooks_dir": str(mini_notebooks), "experiments": [{"name": "one", "notebooks": ["10_report"]}]}
+    )
     run_experiments(path, progress=False)
     page = to_html(tmp_path / "reports" / "one" / "10_report.ipynb").read_text()
     assert "<script src=" not in page and "cdnjs" not in page and "unpkg" not in page

@@ -7,8 +7,19 @@ import pytest
 from workbench import TextClassificationModel, TextDataModule, Trainer
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_run
-from workbench.runs import (RunDir, RunNotFoundError, environment_info, leaderboard, load_run, machine_info,
-                            mark_complete, metrics_table, model_folder, resume_point, save_best)
+from workbench.runs import (
+    RunDir,
+    RunNotFoundError,
+    environment_info,
+    leaderboard,
+    load_run,
+    machine_info,
+    mark_complete,
+    metrics_table,
+    model_folder,
+    resume_point,
+    save_best,
+)
 from workbench.trainer import ensure_run
 
 

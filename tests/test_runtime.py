@@ -17,9 +17,17 @@ from workbench.runs import RunDir
 from workbench.runtime import EXPORT_FILE, load_export, one_example_per_call
 from workbench.text import TextProcessing
 
-ODD_TEXTS = ["Café naïve résumé — ünïcödé", "<p>Great<br/>film!</p> &amp; more", "visit https://example.com/a?b=c now",
-             "write to me@example.org", "🙂 emoji 🙃", "   spaced    out   ", "a " * 400 + "tail words here",
-             "ALL CAPS AND lower", "tab\tand\nnewline"]
+ODD_TEXTS = [
+    "Café naïve résumé — ünïcödé",
+    "<p>Great<br/>film!</p> &amp; more",
+    "visit https://example.com/a?b=c now",
+    "write to me@example.org",
+    "🙂 emoji 🙃",
+    "   spaced    out   ",
+    "a " * 400 + "tail words here",
+    "ALL CAPS AND lower",
+    "tab\tand\nnewline",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,23 +36,28 @@ def onnx_export(tiny_run) -> Path:
     return RunDir(tiny_run).export_folder("onnx")
 
 
-@pytest.mark.parametrize("processing", [
-    {"max_length": 32, "truncation": "head"},
-    {"max_length": 24, "truncation": "head+tail", "head_fraction": 0.5, "mask_urls": True, "mask_emails": True},
-    {"max_length": 16, "truncation": "tail", "lowercase": True, "clean_html": False},
-])
+@pytest.mark.parametrize(
+    "processing",
+    [
+        {"max_length": 32, "truncation": "head"},
+        {"max_length": 24, "truncation": "head+tail", "head_fraction": 0.5, "mask_urls": True, "mask_emails": True},
+        {"max_length": 16, "truncation": "tail", "lowercase": True, "clean_html": False},
+    ],
+)
 def test_the_tokenizers_path_encodes_exactly_as_the_model(tiny_backbones, processing):
     for kind in ("bert", "roberta", "distilbert"):
-        model = TextClassificationModel(tiny_backbones[kind], labels=["a", "b"],
-                                        processing=TextProcessing(**processing))
+        model = TextClassificationModel(
+            tiny_backbones[kind], labels=["a", "b"], processing=TextProcessing(**processing)
+        )
         expected = model.processor().encode(ODD_TEXTS)
         got = torch_predictor(model).encode(ODD_TEXTS)
         assert [e["input_ids"] for e in got] == [e["input_ids"] for e in expected], kind
 
 
 def test_sentence_pairs_encode_as_the_model_does(tiny_bert):
-    model = TextClassificationModel(tiny_bert, labels=["a", "b"],
-                                    processing=TextProcessing(max_length=20, text_pair_column="hypothesis"))
+    model = TextClassificationModel(
+        tiny_bert, labels=["a", "b"], processing=TextProcessing(max_length=20, text_pair_column="hypothesis")
+    )
     firsts, seconds = ODD_TEXTS[:4], ODD_TEXTS[4:8]
     expected = model.processor().encode(firsts, seconds)
     predictor = torch_predictor(model)
@@ -58,11 +71,13 @@ def test_sentence_pairs_encode_as_the_model_does(tiny_bert):
 
 
 def test_an_onnx_export_predicts_without_torch_or_transformers(onnx_export, tiny_run):
-    code = ("import sys, json; from workbench.runtime import load_export; "
-            f"p = load_export({str(onnx_export)!r}); "
-            "print(json.dumps({'labels': p.predict(['a good and great film', 'a bad and awful film']), "
-            "'proba': p.predict_proba(['a good and great film']).tolist(), "
-            "'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))")
+    code = (
+        "import sys, json; from workbench.runtime import load_export; "
+        f"p = load_export({str(onnx_export)!r}); "
+        "print(json.dumps({'labels': p.predict(['a good and great film', 'a bad and awful film']), "
+        "'proba': p.predict_proba(['a good and great film']).tolist(), "
+        "'heavy': sorted(m for m in ('torch', 'transformers') if m in sys.modules)}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []  # onnxruntime, tokenizers and numpy only
@@ -107,8 +122,10 @@ def test_loading_errors_name_the_file_and_the_fix(onnx_export, tmp_path):
         load_export(folder)
     meta = json.loads((folder / EXPORT_FILE).read_text())
     (folder / EXPORT_FILE).write_text(json.dumps({**meta, "format": "workbench-export/0"}))
-    with pytest.raises(ModelLoadError, match="is of format 'workbench-export/0'; this workbench reads "
-                                             "'workbench-export/1'. Export the run again"):
+    with pytest.raises(
+        ModelLoadError,
+        match="is of format 'workbench-export/0'; this workbench reads 'workbench-export/1'. Export the run again",
+    ):
         load_export(folder)
     (folder / EXPORT_FILE).write_text("{not json")
     with pytest.raises(ModelLoadError, match="export.json is corrupt"):

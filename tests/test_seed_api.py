@@ -30,9 +30,16 @@ def test_design_document_api(ag_news_files):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # ---- the design document's code, model name and epochs replaced ----
-        from workbench import Trainer, TextClassificationModel, TextDataModule, TextProcessor
-        data_module = TextDataModule(train_file="data/train.csv", val_file="data/val.csv", text_column="text",
-                                     label_column="label", model_name="minilm", batch_size=16)
+        from workbench import TextClassificationModel, TextDataModule, TextProcessor, Trainer
+
+        data_module = TextDataModule(
+            train_file="data/train.csv",
+            val_file="data/val.csv",
+            text_column="text",
+            label_column="label",
+            model_name="minilm",
+            batch_size=16,
+        )
         model = TextClassificationModel(model_name="minilm", num_classes=4, dropout=0.1)
         trainer = Trainer(max_epochs=3, gpus=1, precision=16, log_every_n_steps=50)
         trainer.fit(model, data_module)

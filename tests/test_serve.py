@@ -54,17 +54,20 @@ def test_predict_and_the_read_endpoints(int8_export):
         assert client.get("/docs").status_code == 200 and "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"texts": []}, 422, "at least 1 item"),
-    ({"texts": [1, "a"]}, 422, "body.texts.0: Input should be a valid string"),
-    ({"texts": "a good film"}, 422, "valid list"),
-    ({"text": ["a"]}, 422, "Field required"),
-    ({"texts": ["fine", "   "]}, 422, "Text #1 is empty"),
-    ({"texts": ["a"], "pairs": ["b"]}, 422, "reads single texts: leave the second texts ('pairs') out"),
-    (b'{"texts": ["fine", "bad \\ud800 half"]}', 422, "Text #1 is not valid Unicode (it holds a lone surrogate)"),
-    ({"texts": ["a"] * 5}, 413, "5 texts in one request; the limit is 4"),
-    ({"texts": ["ok", "x" * 101]}, 413, "Text #1 has 101 characters; the limit is 100"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"texts": []}, 422, "at least 1 item"),
+        ({"texts": [1, "a"]}, 422, "body.texts.0: Input should be a valid string"),
+        ({"texts": "a good film"}, 422, "valid list"),
+        ({"text": ["a"]}, 422, "Field required"),
+        ({"texts": ["fine", "   "]}, 422, "Text #1 is empty"),
+        ({"texts": ["a"], "pairs": ["b"]}, 422, "reads single texts: leave the second texts ('pairs') out"),
+        (b'{"texts": ["fine", "bad \\ud800 half"]}', 422, "Text #1 is not valid Unicode (it holds a lone surrogate)"),
+        ({"texts": ["a"] * 5}, 413, "5 texts in one request; the limit is 4"),
+        ({"texts": ["ok", "x" * 101]}, 413, "Text #1 has 101 characters; the limit is 100"),
+    ],
+)
 def test_bad_requests_get_a_json_4xx(int8_export, body, status, words):
     config = ServeConfig(max_texts=4, max_chars=100)
     with TestClient(create_app(load_export(int8_export), config)) as client:
@@ -93,12 +96,16 @@ def test_the_api_key_guards_everything_but_health(int8_export, monkeypatch):
         assert "API key" in refused.json()["error"]
         assert client.get("/health").status_code == 200
         ok = client.post("/v1/predict", json={"texts": ["a"]}, headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200 and client.get("/metadata", headers={"Authorization": "Bearer s3cret"}).json()[
-            "service"]["api_key_set"] is True
+        assert (
+            ok.status_code == 200
+            and client.get("/metadata", headers={"Authorization": "Bearer s3cret"}).json()["service"]["api_key_set"]
+            is True
+        )
 
 
 def _slowed(predictor: Predictor, seconds: float) -> Predictor:
     """The same engine, made to take ``seconds`` longer per call (so requests pile up deterministically)."""
+
     def run(batch):
         time.sleep(seconds)
         return predictor.run(batch)
@@ -126,8 +133,10 @@ def test_micro_batching_gathers_requests_and_keeps_each_answer_its_own(tiny_run,
     # answer; fp32 runs the padded batch, equal up to float rounding
     export_model(tiny_run, engine=engine, echo=None)
     predictor = load_export(RunDir(tiny_run).export_folder(engine))
-    bodies = [{"texts": [f"{'a good and great' if i % 2 else 'a bad and awful'} film number {i}"] * (1 + i % 3)}
-              for i in range(24)]
+    bodies = [
+        {"texts": [f"{'a good and great' if i % 2 else 'a bad and awful'} film number {i}"] * (1 + i % 3)}
+        for i in range(24)
+    ]
     config = ServeConfig(max_batch_size=64, max_wait_ms=20)
     with TestClient(create_app(_slowed(predictor, 0.05), config)) as client:
         answers = _concurrently(client, bodies)
@@ -137,8 +146,12 @@ def test_micro_batching_gathers_requests_and_keeps_each_answer_its_own(tiny_run,
         got = np.array([[p["probabilities"]["neg"], p["probabilities"]["pos"]] for p in answer.json()["predictions"]])
         alone = predictor.predict_proba(body["texts"])
         assert np.array_equal(got, alone) if engine == "onnx-int8" else np.allclose(got, alone, rtol=0, atol=1e-5)
-    calls = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("workbench_batch_texts_count")))
-    texts = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("workbench_batch_texts_sum")))
+    calls = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("workbench_batch_texts_count"))
+    )
+    texts = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("workbench_batch_texts_sum"))
+    )
     assert texts == sum(len(b["texts"]) for b in bodies) and calls < len(bodies) / 2  # gathered, not one call each
 
 
@@ -176,8 +189,12 @@ def live_service(int8_export):
     import httpx
 
     port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "serve", str(int8_export), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "serve", str(int8_export), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -204,12 +221,28 @@ def test_a_real_serve_process_answers_without_torch(live_service):
 
 def test_schemathesis_finds_no_server_error(live_service, tmp_path):
     st = Path(sys.executable).parent / "st"
-    result = subprocess.run([str(st), "run", live_service + "/openapi.json", "--checks",
-                             "not_a_server_error,status_code_conformance,content_type_conformance,"
-                             "response_schema_conformance", "--max-examples", "100", "--seed", "1", "--workers", "1",
-                             "--phases", "examples,coverage,fuzzing"],
-                            capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                            env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+    result = subprocess.run(
+        [
+            str(st),
+            "run",
+            live_service + "/openapi.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--max-examples",
+            "100",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--phases",
+            "examples,coverage,fuzzing",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "No issues found" in result.stdout
     generated = int(re.search(r"(\d+) generated", result.stdout).group(1))
@@ -223,7 +256,7 @@ def _dockerfile_command(port: int, model: Path) -> tuple[list[str], list[str]]:
     for line in text.splitlines():
         for key in ("ENTRYPOINT", "CMD", "HEALTHCHECK"):
             if line.startswith(key + " "):
-                found[key] = json.loads(line[line.index("["):])
+                found[key] = json.loads(line[line.index("[") :])
     local = {"/model": str(model), "0.0.0.0": "127.0.0.1", "8000": str(port)}
     serve = [local.get(part, part) for part in found["ENTRYPOINT"] + found["CMD"]]
     health = [part.replace(":8000/", f":{port}/") for part in found["HEALTHCHECK"]]
@@ -236,7 +269,11 @@ def test_the_dockerfile_lints_clean_and_its_command_serves(int8_export):
     lint = subprocess.run([str(hadolint), str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert lint.returncode == 0 and lint.stdout == "", lint.stdout
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) == 2 and "USER 10001" in dockerfile and "torch==2.13.0" in dockerfile
+    assert (
+        len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) == 2
+        and "USER 10001" in dockerfile
+        and "torch==2.13.0" in dockerfile
+    )
     assert (REPO / ".dockerignore").read_text().startswith("#")
     port = _free_port()
     serve, health = _dockerfile_command(port, int8_export)
@@ -257,9 +294,24 @@ def test_the_dockerfile_lints_clean_and_its_command_serves(int8_export):
 def test_the_load_test_script_runs_bounded_with_zero_errors(int8_export, tmp_path):
     (tmp_path / "texts.csv").write_text('text\na good and great film\n"terrible acting, hated it"\nwonderful acting\n')
     out = tmp_path / "load.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "serve_load.py"), str(int8_export), "--clients", "8",
-                    "--duration", "2", "--file", str(tmp_path / "texts.csv"), "--out", str(out)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "serve_load.py"),
+            str(int8_export),
+            "--clients",
+            "8",
+            "--duration",
+            "2",
+            "--file",
+            str(tmp_path / "texts.csv"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     result = json.loads(out.read_text())
     for mode in ("on", "off"):
         assert result["modes"][mode]["errors"] == 0 and result["modes"][mode]["requests_per_s"] > 0
@@ -274,10 +326,12 @@ def test_serve_refuses_what_it_cannot_load_in_one_line(int8_export, tmp_path, ca
     (old / "export.json").write_text(json.dumps({"format": "workbench-export/0", "engine": "onnx"}))
     empty_run = tmp_path / "runs" / "x" / "version_0"
     empty_run.mkdir(parents=True)
-    for argv, words in (([str(old)], "is of format 'workbench-export/0'; this workbench reads 'workbench-export/1'"),
-                        ([str(int8_export), "--engine", "onnx"], "holds the onnx-int8 engine, not onnx"),
-                        ([str(empty_run)], "is neither an export folder (export.json), a run directory"),
-                        ([str(int8_export), "--max-texts", "0"], "serve.max_texts=0 must be at least 1")):
+    for argv, words in (
+        ([str(old)], "is of format 'workbench-export/0'; this workbench reads 'workbench-export/1'"),
+        ([str(int8_export), "--engine", "onnx"], "holds the onnx-int8 engine, not onnx"),
+        ([str(empty_run)], "is neither an export folder (export.json), a run directory"),
+        ([str(int8_export), "--max-texts", "0"], "serve.max_texts=0 must be at least 1"),
+    ):
         assert main(["serve", *argv]) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1, err

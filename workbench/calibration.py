@@ -32,12 +32,15 @@ def _validate_inputs(y_true: np.ndarray, proba: np.ndarray, *, multi_label: bool
         raise WorkbenchError(f"proba must be (N, K); got shape {proba.shape}.")
     expected = (len(proba),) if not multi_label else proba.shape
     if y_true.shape != expected:
-        raise WorkbenchError(f"y_true has shape {y_true.shape} but proba is {proba.shape}: expected y_true "
-                             f"{'(N, K) multi-hot' if multi_label else '(N,) class ids'} for the same N examples.")
+        raise WorkbenchError(
+            f"y_true has shape {y_true.shape} but proba is {proba.shape}: expected y_true "
+            f"{'(N, K) multi-hot' if multi_label else '(N,) class ids'} for the same N examples."
+        )
 
 
-def _confidence_and_correct(y_true: np.ndarray, proba: np.ndarray, *,
-                            multi_label: bool) -> tuple[np.ndarray, np.ndarray]:
+def _confidence_and_correct(
+    y_true: np.ndarray, proba: np.ndarray, *, multi_label: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Multi-label: each (example, class) is a binary prediction; single-label: the top class."""
     if multi_label:
         return proba.ravel(), y_true.ravel().astype(float)
@@ -71,9 +74,15 @@ def reliability_table(y_true, proba, *, n_bins: int = 15, multi_label: bool = Fa
     rows = []
     for b in range(n_bins):
         mask = index == b
-        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "count": int(mask.sum()),
-                     "confidence": float(confidence[mask].mean()) if mask.any() else np.nan,
-                     "accuracy": float(correct[mask].mean()) if mask.any() else np.nan})
+        rows.append(
+            {
+                "bin_low": edges[b],
+                "bin_high": edges[b + 1],
+                "count": int(mask.sum()),
+                "confidence": float(confidence[mask].mean()) if mask.any() else np.nan,
+                "accuracy": float(correct[mask].mean()) if mask.any() else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -130,9 +139,11 @@ def fit_temperature(logits, y_true, *, multi_label: bool = False, max_iter: int 
 
 def calibration_metrics(y_true, proba, *, n_bins: int = 15, multi_label: bool = False) -> dict:
     """``{"ece", "brier", "nll"}`` of these probabilities (see the three functions above)."""
-    return {"ece": expected_calibration_error(y_true, proba, n_bins=n_bins, multi_label=multi_label),
-            "brier": brier_score(y_true, proba, multi_label=multi_label),
-            "nll": negative_log_likelihood(y_true, proba, multi_label=multi_label)}
+    return {
+        "ece": expected_calibration_error(y_true, proba, n_bins=n_bins, multi_label=multi_label),
+        "brier": brier_score(y_true, proba, multi_label=multi_label),
+        "nll": negative_log_likelihood(y_true, proba, multi_label=multi_label),
+    }
 
 
 def calibrate_model(model, dataset: EncodedExamples, *, n_bins: int = 15) -> dict:
@@ -155,8 +166,13 @@ def calibrate_model(model, dataset: EncodedExamples, *, n_bins: int = 15) -> dic
     before = calibration_metrics(y_true, model.proba_from_logits(logits), n_bins=n_bins, multi_label=model.multi_label)
     model.temperature = fit_temperature(logits, y_true, multi_label=model.multi_label)
     after = calibration_metrics(y_true, model.proba_from_logits(logits), n_bins=n_bins, multi_label=model.multi_label)
-    return {"temperature": model.temperature, "previous_temperature": previous, "examples": len(y_true),
-            "before": before, "after": after}
+    return {
+        "temperature": model.temperature,
+        "previous_temperature": previous,
+        "examples": len(y_true),
+        "before": before,
+        "after": after,
+    }
 
 
 def rescale(proba, temperature: float, *, multi_label: bool = False) -> np.ndarray:
@@ -185,8 +201,9 @@ class Comparison:
         return pd.DataFrame({"before": self.before, "after": self.after})
 
 
-def compare(y_true, proba, temperature: float, *, current_temperature: float = 1.0, n_bins: int = 15,
-            multi_label: bool = False) -> Comparison:
+def compare(
+    y_true, proba, temperature: float, *, current_temperature: float = 1.0, n_bins: int = 15, multi_label: bool = False
+) -> Comparison:
     """Score a split's probabilities before and after temperature scaling, with the reliability bins of both.
 
     Args:
@@ -208,12 +225,17 @@ def compare(y_true, proba, temperature: float, *, current_temperature: float = 1
         c.before["ece"], c.after["ece"]
     """
     if temperature <= 0 or current_temperature <= 0:
-        raise WorkbenchError(f"Temperatures must be positive; got temperature={temperature}, "
-                             f"current_temperature={current_temperature}.")
+        raise WorkbenchError(
+            f"Temperatures must be positive; got temperature={temperature}, current_temperature={current_temperature}."
+        )
     proba = np.asarray(proba, dtype=float)
     before = proba if current_temperature == 1.0 else rescale(proba, 1.0 / current_temperature, multi_label=multi_label)
     after = rescale(before, temperature, multi_label=multi_label)
     options = {"n_bins": n_bins, "multi_label": multi_label}
-    return Comparison(float(temperature),
-                      calibration_metrics(y_true, before, **options), calibration_metrics(y_true, after, **options),
-                      reliability_table(y_true, before, **options), reliability_table(y_true, after, **options))
+    return Comparison(
+        float(temperature),
+        calibration_metrics(y_true, before, **options),
+        calibration_metrics(y_true, after, **options),
+        reliability_table(y_true, before, **options),
+        reliability_table(y_true, after, **options),
+    )

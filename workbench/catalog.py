@@ -36,8 +36,18 @@ import pandas as pd
 
 from workbench.errors import DataError
 
-__all__ = ["CatalogEntry", "DataError", "HUB_SOURCES", "HubSource", "available_splits", "data_root", "hub_frame",
-           "list_datasets", "load_split", "split_sizes"]
+__all__ = [
+    "HUB_SOURCES",
+    "CatalogEntry",
+    "DataError",
+    "HubSource",
+    "available_splits",
+    "data_root",
+    "hub_frame",
+    "list_datasets",
+    "load_split",
+    "split_sizes",
+]
 
 DATA_ENV_VAR = "WORKBENCH_DATA"
 
@@ -94,7 +104,9 @@ def data_root(explicit: str | Path | None = None) -> Path:
     if from_env:
         path = Path(from_env).expanduser()
         if not path.is_dir():
-            raise DataError(f"{DATA_ENV_VAR}={from_env} does not exist; set it to the folder that holds sst2/, trec/, ...")
+            raise DataError(
+                f"{DATA_ENV_VAR}={from_env} does not exist; set it to the folder that holds sst2/, trec/, ..."
+            )
         return path.resolve()
     candidates = [
         Path(__file__).resolve().parents[1].parent / "shared" / "data",
@@ -191,19 +203,24 @@ def _from_hub(name: str, split: str, folder: Path | None) -> pd.DataFrame:
         import datasets  # deferred: only machines without the data folder need it, and it takes seconds to import
 
         splits = ("train", "test") if name == "reuters" else (split,)  # Reuters' R90 topics need both splits
-        loaded = {s: datasets.load_dataset(source.path, source.config, split=s, revision=source.revision)
-                  for s in splits}
+        loaded = {
+            s: datasets.load_dataset(source.path, source.config, split=s, revision=source.revision) for s in splits
+        }
     except Exception as exc:  # offline, HF_HUB_OFFLINE=1, a proxy, or the Hub refused: one line, the two ways out
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"dataset {name!r} ({split}) is not in {where}, and the Hugging Face Hub copy "
-                        f"{source.path}{'/' + source.config if source.config else ''} could not be loaded ({reason}). "
-                        f"Either put the files in a data folder and set {DATA_ENV_VAR} to it (its README lists them), "
-                        "or connect to the internet once so that `datasets` can cache it.") from None
+        raise DataError(
+            f"dataset {name!r} ({split}) is not in {where}, and the Hugging Face Hub copy "
+            f"{source.path}{'/' + source.config if source.config else ''} could not be loaded ({reason}). "
+            f"Either put the files in a data folder and set {DATA_ENV_VAR} to it (its README lists them), "
+            "or connect to the internet once so that `datasets` can cache it."
+        ) from None
     try:
         return hub_frame(name, split, loaded)
     except (KeyError, ValueError, TypeError) as exc:  # the Hub copy's columns are not what this version expects
-        raise DataError(f"dataset {name!r}: the Hugging Face Hub copy {source.path} is laid out differently than "
-                        f"expected ({type(exc).__name__}: {exc}). Use a data folder ({DATA_ENV_VAR}).") from None
+        raise DataError(
+            f"dataset {name!r}: the Hugging Face Hub copy {source.path} is laid out differently than "
+            f"expected ({type(exc).__name__}: {exc}). Use a data folder ({DATA_ENV_VAR})."
+        ) from None
 
 
 def available_splits(name: str) -> tuple[str, ...]:
@@ -224,8 +241,9 @@ def hub_frame(name: str, split: str, loaded: dict) -> pd.DataFrame:
         return data.features[column].int2str
 
     if name == "sst2":
-        return pd.DataFrame({"text": [t.strip() for t in data["sentence"]],
-                             "label": [_SENTIMENT_NAMES[i] for i in data["label"]]})
+        return pd.DataFrame(
+            {"text": [t.strip() for t in data["sentence"]], "label": [_SENTIMENT_NAMES[i] for i in data["label"]]}
+        )
     if name == "imdb":
         return pd.DataFrame({"text": data["text"], "label": [_SENTIMENT_NAMES[i] for i in data["label"]]})
     if name == "ag_news":
@@ -282,7 +300,9 @@ def _require(path: Path) -> Path:
 def _read_tsv(path: Path) -> pd.DataFrame:
     # QUOTE_NONE: sentences contain bare quote characters; keep_default_na=False: a text such as
     # "null" or "NA" must stay a string, not become NaN.
-    return pd.read_csv(_require(path), sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False, encoding="utf-8")
+    return pd.read_csv(
+        _require(path), sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False, encoding="utf-8"
+    )
 
 
 # --- SST-2 -------------------------------------------------------------------------------------
@@ -301,7 +321,9 @@ def _load_sst2(root: Path, split: str) -> pd.DataFrame:
 
 
 def _load_imdb(root: Path, split: str) -> pd.DataFrame:
-    raw = pd.read_csv(_require(root / "imdb" / f"{split}.csv.gz"), dtype={"text": str, "id": str}, keep_default_na=False)
+    raw = pd.read_csv(
+        _require(root / "imdb" / f"{split}.csv.gz"), dtype={"text": str, "id": str}, keep_default_na=False
+    )
     return pd.DataFrame(
         {"text": raw["text"], "label": raw["label"].map(_SENTIMENT_NAMES), "id": raw["id"], "rating": raw["rating"]}
     )
@@ -329,8 +351,11 @@ def _load_ag_news(root: Path, split: str) -> pd.DataFrame:
     classes = _require(folder / "classes.txt").read_text(encoding="utf-8").split("\n")
     names = {index: name.strip() for index, name in enumerate(classes, start=1) if name.strip()}
     raw = pd.read_csv(
-        _require(folder / f"{split}.csv"), header=None, names=["class_index", "title", "description"],
-        dtype={"title": str, "description": str}, keep_default_na=False,
+        _require(folder / f"{split}.csv"),
+        header=None,
+        names=["class_index", "title", "description"],
+        dtype={"title": str, "description": str},
+        keep_default_na=False,
     )
     text = [_clean_ag_news(f"{title}. {description}") for title, description in zip(raw["title"], raw["description"])]
     return pd.DataFrame({"text": text, "label": raw["class_index"].astype(int).map(names)})
@@ -377,7 +402,9 @@ def _reuters_modapte(root: str) -> tuple[tuple[dict, ...], tuple[str, ...]]:
             else:
                 text = f"{(title or '').strip()}\n{(body or '').strip()}"
             # html.unescape turns &lt; into < and drops the control-character references (&#2; &#3; ...).
-            docs.append({"split": split, "id": int(attrs["NEWID"]), "text": html.unescape(text).strip(), "topics": topics})
+            docs.append(
+                {"split": split, "id": int(attrs["NEWID"]), "text": html.unescape(text).strip(), "topics": topics}
+            )
     in_train = {t for doc in docs if doc["split"] == "train" for t in doc["topics"]}
     in_test = {t for doc in docs if doc["split"] == "test" for t in doc["topics"]}
     categories = tuple(sorted(in_train & in_test))  # R90: at least one train and one test document
@@ -416,21 +443,33 @@ _CATALOG: dict[str, tuple[CatalogEntry, Callable[[Path, str], pd.DataFrame]]] = 
     for entry, loader in [
         (
             CatalogEntry(
-                "sst2", "GLUE SST-2: movie review sentences, negative/positive", False, ("train", "validation"), ("label",),
+                "sst2",
+                "GLUE SST-2: movie review sentences, negative/positive",
+                False,
+                ("train", "validation"),
+                ("label",),
                 "the GLUE test split (1,821 sentences, sst2/test.tsv) has no labels and is not offered",
             ),
             _load_sst2,
         ),
         (
             CatalogEntry(
-                "imdb", "IMDB Large Movie Review: full reviews, negative/positive", False, ("train", "test"), ("label",),
+                "imdb",
+                "IMDB Large Movie Review: full reviews, negative/positive",
+                False,
+                ("train", "test"),
+                ("label",),
                 "texts are raw and keep the <br /> line breaks",
             ),
             _load_imdb,
         ),
         (
             CatalogEntry(
-                "ag_news", "AG News: news title + description, 4 topics", False, ("test",), ("label",),
+                "ag_news",
+                "AG News: news title + description, 4 topics",
+                False,
+                ("test",),
+                ("label",),
                 "the 120,000-row train split is absent from the data folder; only the 7,600-row test split exists, "
                 "so carve train/validation out of test for small experiments",
             ),
@@ -438,7 +477,10 @@ _CATALOG: dict[str, tuple[CatalogEntry, Callable[[Path, str], pd.DataFrame]]] = 
         ),
         (
             CatalogEntry(
-                "reuters", "Reuters-21578 ModApte, the 90 topics with train and test documents", True, ("train", "test"),
+                "reuters",
+                "Reuters-21578 ModApte, the 90 topics with train and test documents",
+                True,
+                ("train", "test"),
                 ("label",),
                 "R90 ApteMod as in NLTK: documents with no R90 topic are dropped (7,769 train / 3,019 test)",
             ),
@@ -446,14 +488,22 @@ _CATALOG: dict[str, tuple[CatalogEntry, Callable[[Path, str], pd.DataFrame]]] = 
         ),
         (
             CatalogEntry(
-                "trec", "TREC question classification, 6 coarse classes", False, ("train", "test"), ("label", "label_fine"),
+                "trec",
+                "TREC question classification, 6 coarse classes",
+                False,
+                ("train", "test"),
+                ("label", "label_fine"),
             ),
             _load_trec,
         ),
         (
             CatalogEntry(
-                "trec_fine", "TREC question classification, 50 fine classes such as 'HUM:ind'", False, ("train", "test"),
-                ("label", "label_coarse"), "the test split has only 42 of the 50 fine classes",
+                "trec_fine",
+                "TREC question classification, 50 fine classes such as 'HUM:ind'",
+                False,
+                ("train", "test"),
+                ("label", "label_coarse"),
+                "the test split has only 42 of the 50 fine classes",
             ),
             _load_trec_fine,
         ),

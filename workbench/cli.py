@@ -35,8 +35,15 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from workbench.config import (ENGINE_EXPORTS, ENGINES, EXPORT_FORMATS, QUANTIZATIONS, DataConfig, ParityConfig,
-                              ServeConfig)
+from workbench.config import (
+    ENGINE_EXPORTS,
+    ENGINES,
+    EXPORT_FORMATS,
+    QUANTIZATIONS,
+    DataConfig,
+    ParityConfig,
+    ServeConfig,
+)
 from workbench.errors import WorkbenchError
 
 
@@ -88,6 +95,7 @@ def _predict(args) -> int:
 
     model = _load_model(args.model)
     if args.file:
+
         def pieces():  # a piece at a time, written as it is predicted: memory does not grow with the file
             for frame in read_table_chunks(args.file, args.chunk_rows):
                 require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
@@ -100,6 +108,7 @@ def _predict(args) -> int:
 
         def pieces():
             yield texts
+
     stream = pieces()
     first = next(stream)  # the input's errors come before --out is opened (and emptied)
     handle = open(args.out, "w") if args.out else sys.stdout
@@ -163,14 +172,20 @@ def _augment(args) -> int:
     if args.epoch < 0:
         raise WorkbenchError(f"--epoch {args.epoch}: epochs count from 0.")
     if not config.augment.enabled:
-        raise WorkbenchError("Nothing to augment: augment.ops is empty. Set it in the config or on the command line, "
-                             "e.g. augment.ops=[eda].")
+        raise WorkbenchError(
+            "Nothing to augment: augment.ops is empty. Set it in the config or on the command line, "
+            "e.g. augment.ops=[eda]."
+        )
     out = Path(args.out)
     if out.suffix not in (".csv", ".tsv", ".jsonl"):
         raise WorkbenchError(f"--out {out}: write .csv, .tsv or .jsonl.")
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone,
-                        trust_remote_code=config.model.trust_remote_code, seed=config.train.seed,
-                        augment=config.augment).setup()
+    dm = TextDataModule(
+        config=config.data,
+        model_name=config.model.backbone,
+        trust_remote_code=config.model.trust_remote_code,
+        seed=config.train.seed,
+        augment=config.augment,
+    ).setup()
     table = augmented_examples(dm, epoch=args.epoch)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".jsonl":
@@ -178,8 +193,10 @@ def _augment(args) -> int:
     else:
         table.to_csv(out, sep="\t" if out.suffix == ".tsv" else ",", index=False)
     counts = ", ".join(f"{op} {n}" for op, n in table["op"].value_counts().sort_index().items())
-    print(f"{len(table)} variants of {len(dm.train_dataset.base)} training examples (epoch {args.epoch}: {counts}) "
-          f"written to {out}")
+    print(
+        f"{len(table)} variants of {len(dm.train_dataset.base)} training examples (epoch {args.epoch}: {counts}) "
+        f"written to {out}"
+    )
     return 0
 
 
@@ -193,8 +210,10 @@ def _tune(args) -> int:
             overrides.append(f"{key}={value}")
     config = load_config(args.config, overrides)
     if args.resume and not study_exists(config, args.storage):
-        raise WorkbenchError(f"--resume: no study '{config.run.name}' in {Path(config.run.root) / config.run.name} "
-                             "to continue. Leave --resume out to start it, or give the study's --study NAME.")
+        raise WorkbenchError(
+            f"--resume: no study '{config.run.name}' in {Path(config.run.root) / config.run.name} "
+            "to continue. Leave --resume out to start it, or give the study's --study NAME."
+        )
     result = tune(config, storage=args.storage, workers=args.workers)
     print(result.trials_table().to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if result.best is None:
@@ -206,8 +225,10 @@ def _tune(args) -> int:
     if args.retrain_best:
         summary = retrain_best(config, best, seeds=args.seeds)
         for name in ("tuned", "untuned"):
-            print(f"{name:8s} {summary['metric']} on {summary['split']}: {summary[name]['mean']:.4f} ± "
-                  f"{summary[name]['std']:.4f} over {args.seeds} seeds")
+            print(
+                f"{name:8s} {summary['metric']} on {summary['split']}: {summary[name]['mean']:.4f} ± "
+                f"{summary[name]['std']:.4f} over {args.seeds} seeds"
+            )
     return 0
 
 
@@ -230,21 +251,46 @@ def _ui(args) -> int:
     check_installed([args.tool])
     root = Path(args.root)
     if not root.is_dir():
-        raise WorkbenchError(f"{root} is not a folder of runs. Give the run.root your runs were written to (default: runs).")
+        raise WorkbenchError(
+            f"{root} is not a folder of runs. Give the run.root your runs were written to (default: runs)."
+        )
     if args.tool == "mlflow":
         store = mlflow_uri(root)  # $MLFLOW_TRACKING_URI, else <root>/mlflow.db
         if store.startswith(("http://", "https://")):
             raise WorkbenchError(f"MLFLOW_TRACKING_URI is the server {store}: open it in a browser instead.")
-        if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
-            raise WorkbenchError(f"{store[len('sqlite:///'):]} does not exist: no run under {root} was tracked with "
-                                 "MLflow. Train with run.track=[mlflow], or set MLFLOW_TRACKING_URI to its store.")
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-                   "--host", "127.0.0.1", "--port", str(args.port or 5000)]
+        if store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
+            raise WorkbenchError(
+                f"{store[len('sqlite:///') :]} does not exist: no run under {root} was tracked with "
+                "MLflow. Train with run.track=[mlflow], or set MLFLOW_TRACKING_URI to its store."
+            )
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port or 5000),
+        ]
     else:
-        command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root), "--host", "127.0.0.1",
-                   "--port", str(args.port or 6006)]
-    print(f"{args.tool} on http://127.0.0.1:{args.port or (5000 if args.tool == 'mlflow' else 6006)}/ "
-          "(Ctrl-C stops it)", flush=True)
+        command = [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(root),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.port or 6006),
+        ]
+    print(
+        f"{args.tool} on http://127.0.0.1:{args.port or (5000 if args.tool == 'mlflow' else 6006)}/ (Ctrl-C stops it)",
+        flush=True,
+    )
     os.execv(sys.executable, command)  # the tool's own server replaces this process
 
 
@@ -255,8 +301,10 @@ def _register(args) -> int:
     from workbench.registry import register_run
 
     record = register_run(args.run_dir, args.name, alias=args.alias)
-    print(f"registered {record['model_uri']} (version {record['version']}) in {record['tracking_uri']}, "
-          f"MLflow run {record['run_id']}")
+    print(
+        f"registered {record['model_uri']} (version {record['version']}) in {record['tracking_uri']}, "
+        f"MLflow run {record['run_id']}"
+    )
     return 0
 
 
@@ -283,9 +331,16 @@ def _speed(args) -> int:
     if any(x != "natural" and not x.isdigit() for x in args.seq_lengths):
         raise WorkbenchError(f"--seq-lengths {' '.join(args.seq_lengths)}: give token counts or 'natural'.")
     lengths = [None if x == "natural" else int(x) for x in args.seq_lengths]
-    summary, table = compare_engines(partial(engine_predictor, args.model), args.engine, texts, labels,
-                                     batch_sizes=args.batch_sizes, seq_lengths=lengths, repeats=args.repeats,
-                                     threads=args.threads)
+    summary, table = compare_engines(
+        partial(engine_predictor, args.model),
+        args.engine,
+        texts,
+        labels,
+        batch_sizes=args.batch_sizes,
+        seq_lengths=lengths,
+        repeats=args.repeats,
+        threads=args.threads,
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print()
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -299,10 +354,20 @@ def _speed(args) -> int:
 def _export(args) -> int:
     from workbench.export import export_model
 
-    parity = ParityConfig(margin=args.margin, min_agreement=args.min_agreement,
-                          max_accuracy_drop=args.max_accuracy_drop)
-    export_model(args.run, args.out, engine=args.engine, model_format=args.format, optimize=args.optimize,
-                 quantize=args.quantize, examples=args.file, max_examples=args.max_examples, parity=parity)
+    parity = ParityConfig(
+        margin=args.margin, min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop
+    )
+    export_model(
+        args.run,
+        args.out,
+        engine=args.engine,
+        model_format=args.format,
+        optimize=args.optimize,
+        quantize=args.quantize,
+        examples=args.file,
+        max_examples=args.max_examples,
+        parity=parity,
+    )
     return 0
 
 
@@ -311,18 +376,26 @@ def _serve(args) -> int:
     from workbench.runtime import EXPORT_FILE, load_export
     from workbench.serve import serve
 
-    config = ServeConfig(host=args.host, port=args.port, batching=not args.no_batching,
-                         max_batch_size=args.max_batch_size, engine_batch_size=args.engine_batch_size,
-                         max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                         max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
-                         api_key_env=args.api_key_env, threads=args.threads)
+    config = ServeConfig(
+        host=args.host,
+        port=args.port,
+        batching=not args.no_batching,
+        max_batch_size=args.max_batch_size,
+        engine_batch_size=args.engine_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        max_body_bytes=args.max_body_bytes,
+        api_key_env=args.api_key_env,
+        threads=args.threads,
+    )
     if (Path(args.model) / EXPORT_FILE).exists():  # an export folder: torch never loads
         predictor = load_export(args.model, args.engine, threads=config.threads, spin_wait=False)
     else:
         from workbench.export import engine_predictor
 
-        predictor = engine_predictor(args.model, args.engine or "onnx-int8", threads=config.threads,
-                                     spin_wait=False)
+        predictor = engine_predictor(args.model, args.engine or "onnx-int8", threads=config.threads, spin_wait=False)
     serve(predictor, config)
     return 0
 
@@ -333,16 +406,23 @@ def _run(args) -> int:
 
     logging.getLogger("papermill").setLevel(logging.WARNING)  # our own progress lines say what runs where
     overrides = parse_overrides(args.set) if args.set else {}
-    state = run_experiments(args.experiments, resume=args.resume, reports_dir=args.reports, overrides=overrides,
-                            cell_timeout=args.cell_timeout, progress=not args.no_progress)
+    state = run_experiments(
+        args.experiments,
+        resume=args.resume,
+        reports_dir=args.reports,
+        overrides=overrides,
+        cell_timeout=args.cell_timeout,
+        progress=not args.no_progress,
+    )
     return 1 if state["failed"] else 0
 
 
 _SAVED_MODEL = "saved model folder, run directory, checkpoints/best-model.ckpt or models:/NAME@alias"
 
 
-def _add_input_options(parser: argparse.ArgumentParser, *, model: str, file: str, dataset: bool = False,
-                       label_column: bool = False) -> None:
+def _add_input_options(
+    parser: argparse.ArgumentParser, *, model: str, file: str, dataset: bool = False, label_column: bool = False
+) -> None:
     """The model and where its texts come from (``--file``, or ``--dataset`` and ``--split``), with the columns to
     read; defaults and help are :class:`~workbench.config.DataConfig`'s, so they are written once."""
     fields = DataConfig.__dataclass_fields__
@@ -354,8 +434,11 @@ def _add_input_options(parser: argparse.ArgumentParser, *, model: str, file: str
         parser.add_argument("--split", default=split, help=f"catalog split (default: {split})")
     columns = ["text_column"] + (["label_column"] if label_column else [])
     for name in columns:
-        parser.add_argument("--" + name.replace("_", "-"), default=fields[name].default,
-                            help=f"{fields[name].metadata['help'].rstrip('.')} (default: {fields[name].default})")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            default=fields[name].default,
+            help=f"{fields[name].metadata['help'].rstrip('.')} (default: {fields[name].default})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,13 +456,19 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     train = with_config(sub.add_parser("train", help="fine-tune a model"))
-    train.add_argument("--resume", nargs="?", const="latest", default=None,
-                       help="resume the newest version of this run name, or the given run directory/checkpoint")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="resume the newest version of this run name, or the given run directory/checkpoint",
+    )
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data")
-    _add_input_options(evaluate, model=_SAVED_MODEL, file="labelled .csv/.tsv/.jsonl/.parquet file", dataset=True,
-                       label_column=True)
+    _add_input_options(
+        evaluate, model=_SAVED_MODEL, file="labelled .csv/.tsv/.jsonl/.parquet file", dataset=True, label_column=True
+    )
     evaluate.add_argument("--out", help="write the full metrics JSON here")
     evaluate.set_defaults(func=_evaluate)
 
@@ -387,15 +476,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(predict, model=_SAVED_MODEL, file="file with a text column; without it, one text per stdin line")
     predict.add_argument("--proba", action="store_true", help="include class probabilities")
     predict.add_argument("--out", help="write JSON lines here instead of standard output")
-    predict.add_argument("--chunk-rows", type=int, default=10_000,
-                         help="rows read, predicted and written at a time (memory does not grow with the file)")
+    predict.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=10_000,
+        help="rows read, predicted and written at a time (memory does not grow with the file)",
+    )
     predict.set_defaults(func=_predict)
 
     datasets = sub.add_parser("datasets", help="list the catalog datasets and their split sizes")
     datasets.add_argument("--data-root", help="data folder (default: $WORKBENCH_DATA or ../shared/data)")
     datasets.set_defaults(func=_datasets)
 
-    cv = with_config(sub.add_parser("cv", help="k-fold cross-validation: one run per fold, mean ± std, out-of-fold probabilities"))
+    cv = with_config(
+        sub.add_parser("cv", help="k-fold cross-validation: one run per fold, mean ± std, out-of-fold probabilities")
+    )
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
     cv.set_defaults(func=_cv)
@@ -409,14 +504,26 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, help="trials in the study (default: tune.trials)")
     tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     tune.add_argument("--study", help="study name (default: run.name); the same name continues a study")
-    tune.add_argument("--storage", help="Optuna storage URL (default: SQLite in the study's folder), e.g. "
-                                        "postgresql://user@127.0.0.1:5432/db")
-    tune.add_argument("--workers", type=int, default=1,
-                      help="worker processes on this machine sharing the study (a journal file unless --storage)")
-    tune.add_argument("--resume", action="store_true",
-                      help="continue an existing study (the same --study name continues it anyway; this checks it exists)")
-    tune.add_argument("--retrain-best", action="store_true",
-                      help="retrain the best trial and the untuned config on --seeds seeds; report mean ± std")
+    tune.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: SQLite in the study's folder), e.g. postgresql://user@127.0.0.1:5432/db",
+    )
+    tune.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on this machine sharing the study (a journal file unless --storage)",
+    )
+    tune.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an existing study (the same --study name continues it anyway; this checks it exists)",
+    )
+    tune.add_argument(
+        "--retrain-best",
+        action="store_true",
+        help="retrain the best trial and the untuned config on --seeds seeds; report mean ± std",
+    )
     tune.add_argument("--seeds", type=int, default=3, help="seeds for --retrain-best (default 3)")
     tune.set_defaults(func=_tune)
 
@@ -438,57 +545,99 @@ def build_parser() -> argparse.ArgumentParser:
     register.set_defaults(func=_register)
 
     speed = sub.add_parser("speed", help="inference latency (p50/p95/p99) and throughput by batch size and length")
-    _add_input_options(speed, model="saved model folder or run directory",
-                       file="texts to time (a table with a text column)", dataset=True)
+    _add_input_options(
+        speed,
+        model="saved model folder or run directory",
+        file="texts to time (a table with a text column)",
+        dataset=True,
+    )
     speed.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     speed.add_argument("--seq-lengths", nargs="+", default=["natural"], help="token lengths, or 'natural'")
     speed.add_argument("--repeats", type=int, default=5)
-    speed.add_argument("--engine", nargs="+", default=["torch"], choices=ENGINES, metavar="ENGINE",
-                       help=f"engines to compare in one run ({', '.join(ENGINES)}); a run directory's exports are made "
-                            "as needed under RUN_DIR/exports/")
+    speed.add_argument(
+        "--engine",
+        nargs="+",
+        default=["torch"],
+        choices=ENGINES,
+        metavar="ENGINE",
+        help=f"engines to compare in one run ({', '.join(ENGINES)}); a run directory's exports are made "
+        "as needed under RUN_DIR/exports/",
+    )
     speed.add_argument("--threads", type=int, default=None, help="engine threads (default: one per core)")
     speed.add_argument("--out", help="write the table as CSV")
     speed.add_argument("--plot", help="write the throughput/latency figure (PNG)")
     speed.set_defaults(func=_speed)
 
-    export = sub.add_parser("export", help="export a run's model (ONNX, TorchScript, torch.export; int8) with a parity report")
+    export = sub.add_parser(
+        "export", help="export a run's model (ONNX, TorchScript, torch.export; int8) with a parity report"
+    )
     export.add_argument("run", help="run directory (or saved model folder, with --file)")
     export.add_argument("--format", default="onnx", choices=EXPORT_FORMATS)
     export.add_argument("--optimize", action="store_true", help="ONNX Runtime's transformer fusions (onnx only)")
     export.add_argument("--quantize", choices=QUANTIZATIONS, default=None, help="dynamic int8 weights")
-    export.add_argument("--engine", choices=list(ENGINE_EXPORTS), default=None,
-                        help="shorthand for a format + optimize + quantize recipe, e.g. onnx-int8")
+    export.add_argument(
+        "--engine",
+        choices=list(ENGINE_EXPORTS),
+        default=None,
+        help="shorthand for a format + optimize + quantize recipe, e.g. onnx-int8",
+    )
     export.add_argument("--out", help="export folder (default: RUN_DIR/exports/<engine>)")
     export.add_argument("--file", help="labelled table to check parity on (default: the run's validation split)")
     export.add_argument("--max-examples", type=int, default=1000, help="examples in the parity report")
     for name in ("margin", "min_agreement", "max_accuracy_drop"):  # what the parity report must show
-        export.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(ParityConfig, name),
-                            help=ParityConfig.__dataclass_fields__[name].metadata["help"])
+        export.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=getattr(ParityConfig, name),
+            help=ParityConfig.__dataclass_fields__[name].metadata["help"],
+        )
     export.set_defaults(func=_export)
 
     serve_defaults = ServeConfig()
     serve = sub.add_parser("serve", help="the prediction service (FastAPI + uvicorn) on an export or a run")
     serve.add_argument("model", help="export folder, or run directory (exported for --engine first if needed)")
-    serve.add_argument("--engine", choices=ENGINES, default=None,
-                       help="default: the export folder's engine, or onnx-int8 for a run directory")
+    serve.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="default: the export folder's engine, or onnx-int8 for a run directory",
+    )
     serve.add_argument("--host", default=serve_defaults.host)
     serve.add_argument("--port", type=int, default=serve_defaults.port)
     serve.add_argument("--no-batching", action="store_true", help="one model call per request")
     for name in ("max_batch_size", "engine_batch_size", "max_queue", "max_texts", "max_chars", "max_body_bytes"):
-        serve.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(serve_defaults, name),
-                           help=ServeConfig.__dataclass_fields__[name].metadata["help"])
-    serve.add_argument("--max-wait-ms", type=float, default=serve_defaults.max_wait_ms,
-                       help=ServeConfig.__dataclass_fields__["max_wait_ms"].metadata["help"])
-    serve.add_argument("--api-key-env", default=serve_defaults.api_key_env,
-                       help=ServeConfig.__dataclass_fields__["api_key_env"].metadata["help"])
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=getattr(serve_defaults, name),
+            help=ServeConfig.__dataclass_fields__[name].metadata["help"],
+        )
+    serve.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=serve_defaults.max_wait_ms,
+        help=ServeConfig.__dataclass_fields__["max_wait_ms"].metadata["help"],
+    )
+    serve.add_argument(
+        "--api-key-env",
+        default=serve_defaults.api_key_env,
+        help=ServeConfig.__dataclass_fields__["api_key_env"].metadata["help"],
+    )
     serve.add_argument("--threads", type=int, default=None, help="engine threads (default: one per core)")
     serve.set_defaults(func=_serve)
 
     run = sub.add_parser("run", help="execute notebooks for every experiment in a file; write HTML reports + index")
     run.add_argument("experiments", help="experiments YAML (see experiments/ and workbench/reports.py)")
-    run.add_argument("--resume", action="store_true", help="skip notebooks that already succeeded with the same parameters")
-    run.add_argument("--set", nargs="*", metavar="NAME=VALUE", default=None,
-                     help="parameter values for every notebook that declares them, e.g. --set epochs=0.1 model=minilm")
+    run.add_argument(
+        "--resume", action="store_true", help="skip notebooks that already succeeded with the same parameters"
+    )
+    run.add_argument(
+        "--set",
+        nargs="*",
+        metavar="NAME=VALUE",
+        default=None,
+        help="parameter values for every notebook that declares them, e.g. --set epochs=0.1 model=minilm",
+    )
     run.add_argument("--reports", help="reports folder (default: the file's reports_dir, or reports)")
     run.add_argument("--cell-timeout", type=float, default=None, help="seconds one cell may run (default: no limit)")
     run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")

@@ -72,11 +72,18 @@ PER_EXAMPLE_ENGINES = tuple(engine for engine, (_, _, quantize) in ENGINE_EXPORT
 def engine_of(model_format: str, optimize: bool, quantize: str | None) -> str:
     """The engine name of an export recipe: the key of :data:`ENGINE_EXPORTS` that holds it."""
     _require_choice("export", "format", model_format, EXPORT_FORMATS)
-    _require(quantize is None or quantize in QUANTIZATIONS, f"export quantize={quantize!r} is not one of "
-             f"{', '.join(QUANTIZATIONS)}.")
-    _require(not optimize or model_format == "onnx", "--optimize applies ONNX Runtime's fusions: use it with --format onnx.")
-    _require(not (quantize and model_format == "pt2"), "int8 is offered for --format onnx (ONNX Runtime) and "
-             "torchscript (torch's dynamic int8 Linear layers), not pt2.")
+    _require(
+        quantize is None or quantize in QUANTIZATIONS,
+        f"export quantize={quantize!r} is not one of {', '.join(QUANTIZATIONS)}.",
+    )
+    _require(
+        not optimize or model_format == "onnx", "--optimize applies ONNX Runtime's fusions: use it with --format onnx."
+    )
+    _require(
+        not (quantize and model_format == "pt2"),
+        "int8 is offered for --format onnx (ONNX Runtime) and "
+        "torchscript (torch's dynamic int8 Linear layers), not pt2.",
+    )
     if quantize:
         return {"onnx": "onnx-optimized-int8" if optimize else "onnx-int8", "torchscript": "torch-int8"}[model_format]
     return "onnx-optimized" if optimize else model_format
@@ -135,18 +142,25 @@ class DataConfig:
     mask_urls: bool = _help("Replace URLs by a [URL] marker.", False)
     mask_emails: bool = _help("Replace e-mail addresses by an [EMAIL] marker.", False)
     lowercase: bool = _help("Lowercase text (uncased tokenizers do this already).", False)
-    cache: bool = _help("Keep the token ids of splits of 5,000 rows or more on disk ($WORKBENCH_CACHE/encoded, Arrow), "
-                        "keyed by their texts, the tokenizer and the text processing: a second run on the same data "
-                        "skips tokenizing. A file read in pieces (stream_from_mb) is encoded again when off.", True)
-    stream_from_mb: float = _help("Data files of this many megabytes or more are read in pieces into an Arrow file "
-                                  "($WORKBENCH_CACHE/encoded, keyed by the file's content) and trained from it "
-                                  "memory-mapped, so memory does not grow with the corpus; 0 does this for every file.",
-                                  256.0)
+    cache: bool = _help(
+        "Keep the token ids of splits of 5,000 rows or more on disk ($WORKBENCH_CACHE/encoded, Arrow), "
+        "keyed by their texts, the tokenizer and the text processing: a second run on the same data "
+        "skips tokenizing. A file read in pieces (stream_from_mb) is encoded again when off.",
+        True,
+    )
+    stream_from_mb: float = _help(
+        "Data files of this many megabytes or more are read in pieces into an Arrow file "
+        "($WORKBENCH_CACHE/encoded, keyed by the file's content) and trained from it "
+        "memory-mapped, so memory does not grow with the corpus; 0 does this for every file.",
+        256.0,
+    )
 
     def __post_init__(self):
         _require_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)
-        _require(bool(self.label_delimiter), "data.label_delimiter must not be empty (quote it on the command line: "
-                                           "data.label_delimiter='|').")
+        _require(
+            bool(self.label_delimiter),
+            "data.label_delimiter must not be empty (quote it on the command line: data.label_delimiter='|').",
+        )
         _require(0.0 < self.val_fraction < 1.0, f"data.val_fraction={self.val_fraction} must be between 0 and 1.")
         _require(0.0 < self.head_fraction < 1.0, f"data.head_fraction={self.head_fraction} must be between 0 and 1.")
         _require(self.stream_from_mb >= 0, f"data.stream_from_mb={self.stream_from_mb} must be 0 or more.")
@@ -179,7 +193,10 @@ class ModelConfig:
     multi_label_threshold: float = _help("Default decision threshold of each class in multi-label mode.", 0.5)
     trust_remote_code: list[str] = _help(
         "Backbones (hub names or folders, as written in model.backbone) allowed to run Python code shipped with them "
-        "(transformers' trust_remote_code). Empty: no backbone runs its own code.", None, list)
+        "(transformers' trust_remote_code). Empty: no backbone runs its own code.",
+        None,
+        list,
+    )
 
     def __post_init__(self):
         self.hidden_layers, self.trust_remote_code = list(self.hidden_layers), list(self.trust_remote_code)  # or tuples
@@ -195,8 +212,11 @@ class TrainConfig:
     epochs: float = _help("Passes over the training data (fractions allowed).", 3.0)
     lr: float = _help("Peak learning rate.", 5e-5)
     weight_decay: float = _help("Decoupled weight decay (not applied to biases and LayerNorm).", 0.01)
-    layer_lr_decay: float = _help("Layer-wise learning-rate decay: each encoder layer below the top gets this "
-                                  "factor times the rate of the one above (1.0 = the same rate everywhere).", 1.0)
+    layer_lr_decay: float = _help(
+        "Layer-wise learning-rate decay: each encoder layer below the top gets this "
+        "factor times the rate of the one above (1.0 = the same rate everywhere).",
+        1.0,
+    )
     optimizer: str = _help("adamw, adafactor or lamb.", "adamw")
     schedule: str = _help("linear, cosine, one_cycle or constant (all with warmup).", "linear")
     warmup: float = _help("Warmup: a ratio of all steps if < 1, else a step count.", 0.06)
@@ -210,12 +230,18 @@ class TrainConfig:
     seed: int = _help("Seed for weights, sampling and dropout.", 42)
     eval_every: int = _help("Evaluate every N optimizer steps (0 = once per epoch).", 0)
     log_every: int = _help("Write a training log line every N optimizer steps.", 50)
-    monitor: str | None = _help("Validation metric that picks the best checkpoint (e.g. macro_f1, loss); "
-                                "None: accuracy for single-label data, micro_f1 for multi-label.", None)
+    monitor: str | None = _help(
+        "Validation metric that picks the best checkpoint (e.g. macro_f1, loss); "
+        "None: accuracy for single-label data, micro_f1 for multi-label.",
+        None,
+    )
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement (0 = off).", 0)
     keep_top_k: int = _help("Checkpoints kept on disk besides the last one.", 1)
-    save_only_model: bool = _help("Checkpoints hold the model only, no optimizer, scheduler or RNG state (about half "
-                                  "the bytes), but such a run cannot be resumed; tuning trials turn it on.", False)
+    save_only_model: bool = _help(
+        "Checkpoints hold the model only, no optimizer, scheduler or RNG state (about half "
+        "the bytes), but such a run cannot be resumed; tuning trials turn it on.",
+        False,
+    )
     num_workers: int = _help("DataLoader worker processes.", 0)
     device: str = _help("auto, cpu or cuda.", "auto")
 
@@ -246,10 +272,12 @@ class RunConfig:
 
     name: str = _help("Run name: outputs go to <root>/<name>/version_N/.", "default")
     root: str = _help("Root folder of all runs.", "runs")
-    track: list[str] = _help("Experiment trackers to report to, any of tensorboard, wandb, mlflow ([] = none).",
-                             None, list)
-    mlflow_uri: str | None = _help("MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else SQLite <root>/mlflow.db).",
-                                   None)
+    track: list[str] = _help(
+        "Experiment trackers to report to, any of tensorboard, wandb, mlflow ([] = none).", None, list
+    )
+    mlflow_uri: str | None = _help(
+        "MLflow tracking URI (None: $MLFLOW_TRACKING_URI, else SQLite <root>/mlflow.db).", None
+    )
 
     def __post_init__(self):
         _require(bool(self.name) and "/" not in self.name, f"run.name={self.name!r} must be a non-empty folder name.")
@@ -261,59 +289,87 @@ class RunConfig:
 class TuneConfig:
     """Hyperparameter search with Optuna (``workbench tune``); the other sections are each trial's starting point."""
 
-    space: dict[str, dict] = _help("Search space keyed by dotted config keys, e.g. {train.lr: {log_uniform: "
-                                   "[1.0e-5, 3.0e-4]}, data.batch_size: {choice: [16, 32]}}; {} = the default space.",
-                                   None, dict)
+    space: dict[str, dict] = _help(
+        "Search space keyed by dotted config keys, e.g. {train.lr: {log_uniform: "
+        "[1.0e-5, 3.0e-4]}, data.batch_size: {choice: [16, 32]}}; {} = the default space.",
+        None,
+        dict,
+    )
     trials: int = _help("Trials to run (a resumed study counts those it already has).", 20)
     timeout: float | None = _help("Stop starting new trials after this many seconds (None: no limit).", None)
     pruner: str = _help("Stop bad trials at an evaluation: median, hyperband or none.", "median")
-    pruner_warmup_epochs: float = _help("Epochs a trial trains before the pruner may stop it (its evaluations "
-                                        "before then still count towards the other trials' medians).", 0.5)
+    pruner_warmup_epochs: float = _help(
+        "Epochs a trial trains before the pruner may stop it (its evaluations "
+        "before then still count towards the other trials' medians).",
+        0.5,
+    )
 
     def __post_init__(self):
         _require(self.trials >= 1, f"tune.trials={self.trials} must be at least 1.")
         _require(self.timeout is None or self.timeout > 0, f"tune.timeout={self.timeout} must be positive.")
         _require_choice("tune", "pruner", self.pruner, PRUNERS)
-        _require(self.pruner_warmup_epochs >= 0,
-                 f"tune.pruner_warmup_epochs={self.pruner_warmup_epochs} must not be negative (0 = no warm-up).")
+        _require(
+            self.pruner_warmup_epochs >= 0,
+            f"tune.pruner_warmup_epochs={self.pruner_warmup_epochs} must not be negative (0 = no warm-up).",
+        )
 
 
 @dataclass
 class AugmentConfig:
     """Text augmentation of the training split (``workbench augment`` writes it out for inspection); off by default."""
 
-    ops: list[str] = _help("Operations, any of eda (= synonym, insert, swap, delete), synonym, insert, swap, delete, "
-                           "aeda, back_translation, contextual; each variant uses one, drawn at random ([] = off).",
-                           None, list)
-    alpha: float = _help("Share of a text's words each word operation changes (EDA's alpha); aeda inserts up to a "
-                         "third of the word count in punctuation, whatever alpha is.", 0.1)
+    ops: list[str] = _help(
+        "Operations, any of eda (= synonym, insert, swap, delete), synonym, insert, swap, delete, "
+        "aeda, back_translation, contextual; each variant uses one, drawn at random ([] = off).",
+        None,
+        list,
+    )
+    alpha: float = _help(
+        "Share of a text's words each word operation changes (EDA's alpha); aeda inserts up to a "
+        "third of the word count in punctuation, whatever alpha is.",
+        0.1,
+    )
     variants: int = _help("Augmented copies of each training example per epoch, beside the original (EDA's n_aug).", 1)
     protect_numbers: bool = _help("Never change a word holding a digit (12, $9.99, 3rd).", True)
     protect_urls: bool = _help("Never change URLs and e-mail addresses.", True)
-    protect_words: list[str] = _help("Further words never changed (case-insensitive), e.g. [not, no, never].",
-                                     None, list)
-    translation_models: list[str] = _help("back_translation: the MarianMT pair (to a pivot language, and back), "
-                                          "hub names or local folders.",
-                                          None, lambda: ["Helsinki-NLP/opus-mt-en-de", "Helsinki-NLP/opus-mt-de-en"])
-    translation_temperature: float = _help("back_translation: sampling temperature (0 = beam search, no sampling).",
-                                           0.8)
-    fill_mask_model: str = _help("contextual: the masked language model proposing substitutes (name or folder).",
-                                 "bert-base-uncased")
+    protect_words: list[str] = _help(
+        "Further words never changed (case-insensitive), e.g. [not, no, never].", None, list
+    )
+    translation_models: list[str] = _help(
+        "back_translation: the MarianMT pair (to a pivot language, and back), hub names or local folders.",
+        None,
+        lambda: ["Helsinki-NLP/opus-mt-en-de", "Helsinki-NLP/opus-mt-de-en"],
+    )
+    translation_temperature: float = _help(
+        "back_translation: sampling temperature (0 = beam search, no sampling).", 0.8
+    )
+    fill_mask_model: str = _help(
+        "contextual: the masked language model proposing substitutes (name or folder).", "bert-base-uncased"
+    )
     model_batch_size: int = _help("Texts per batch of the model operations.", 32)
-    cache_dir: str | None = _help("Where model-operation variants are cached (None: $WORKBENCH_CACHE/augment, "
-                                  "else ~/.cache/workbench/augment).", None)
+    cache_dir: str | None = _help(
+        "Where model-operation variants are cached (None: $WORKBENCH_CACHE/augment, else ~/.cache/workbench/augment).",
+        None,
+    )
 
     def __post_init__(self):
         for name in self.ops:
             _require_choice("augment", "ops", name, AUGMENT_OPS)
         _require(0.0 <= self.alpha <= 1.0, f"augment.alpha={self.alpha} must be in [0, 1].")
-        _require(self.variants >= 1, f"augment.variants={self.variants} must be at least 1 (augment.ops=[] turns "
-                                     "augmentation off).")
-        _require(len(self.translation_models) == 2, "augment.translation_models needs two models, to the pivot "
-                 f"language and back, e.g. [Helsinki-NLP/opus-mt-en-de, Helsinki-NLP/opus-mt-de-en]; got "
-                 f"{self.translation_models}.")
-        _require(self.translation_temperature >= 0, f"augment.translation_temperature={self.translation_temperature} "
-                                                    "must be 0 (beam search) or positive.")
+        _require(
+            self.variants >= 1,
+            f"augment.variants={self.variants} must be at least 1 (augment.ops=[] turns augmentation off).",
+        )
+        _require(
+            len(self.translation_models) == 2,
+            "augment.translation_models needs two models, to the pivot "
+            f"language and back, e.g. [Helsinki-NLP/opus-mt-en-de, Helsinki-NLP/opus-mt-de-en]; got "
+            f"{self.translation_models}.",
+        )
+        _require(
+            self.translation_temperature >= 0,
+            f"augment.translation_temperature={self.translation_temperature} must be 0 (beam search) or positive.",
+        )
         _require(self.model_batch_size >= 1, f"augment.model_batch_size={self.model_batch_size} must be at least 1.")
 
     @property
@@ -340,15 +396,22 @@ class ParityConfig:
     -0.9 points), so the floor stays the 90% that used to apply to all predictions.
     """
 
-    margin: float = _help("An example counts as clearly decided when PyTorch's two highest class probabilities differ "
-                          "by at least this (multi-label: every class at least this far from its threshold); only "
-                          "those examples are held to min_agreement (int8 moved the probabilities of "
-                          "experiments/tiny.yaml's TREC model by up to 0.13, and flipped no decision this clear).", 0.2)
-    min_agreement: float = _help("Least share of the clearly decided examples on which the export predicts what "
-                                 "PyTorch predicts.", 0.9)
-    max_accuracy_drop: float = _help("Most the export's accuracy on the labelled examples may fall below PyTorch "
-                                     "fp32's, as a share (0.05 = 5 points; on 100 examples each flipped near tie "
-                                     "moves it by 1 point).", 0.05)
+    margin: float = _help(
+        "An example counts as clearly decided when PyTorch's two highest class probabilities differ "
+        "by at least this (multi-label: every class at least this far from its threshold); only "
+        "those examples are held to min_agreement (int8 moved the probabilities of "
+        "experiments/tiny.yaml's TREC model by up to 0.13, and flipped no decision this clear).",
+        0.2,
+    )
+    min_agreement: float = _help(
+        "Least share of the clearly decided examples on which the export predicts what PyTorch predicts.", 0.9
+    )
+    max_accuracy_drop: float = _help(
+        "Most the export's accuracy on the labelled examples may fall below PyTorch "
+        "fp32's, as a share (0.05 = 5 points; on 100 examples each flipped near tie "
+        "moves it by 1 point).",
+        0.05,
+    )
 
     def __post_init__(self):
         for name in ("margin", "min_agreement", "max_accuracy_drop"):
@@ -364,15 +427,24 @@ class ServeConfig:
     batching: bool = _help("Gather concurrent requests into one model call (micro-batching).", True)
     max_batch_size: int = _help("Most texts in one model call.", 64)
     max_wait_ms: float = _help("Longest a text waits for others to join its batch, in milliseconds.", 5.0)
-    engine_batch_size: int = _help("Most texts in one engine call: a gathered batch is sorted by length and cut into "
-                                   "calls of this size, so texts of a call have similar lengths and little padding.", 8)
-    max_queue: int = _help("Most requests waiting for the model; beyond it the service answers 503 with "
-                           "Retry-After instead of queueing without limit.", 256)
+    engine_batch_size: int = _help(
+        "Most texts in one engine call: a gathered batch is sorted by length and cut into "
+        "calls of this size, so texts of a call have similar lengths and little padding.",
+        8,
+    )
+    max_queue: int = _help(
+        "Most requests waiting for the model; beyond it the service answers 503 with "
+        "Retry-After instead of queueing without limit.",
+        256,
+    )
     max_texts: int = _help("Most texts in one request (413 beyond).", 64)
     max_chars: int = _help("Most characters in one text (413 beyond).", 20_000)
     max_body_bytes: int = _help("Largest request body in bytes (413 beyond).", 2_000_000)
-    api_key_env: str = _help("Environment variable holding the API key; when it is set, every endpoint but "
-                             "/health wants 'Authorization: Bearer <key>'.", "WORKBENCH_API_KEY")
+    api_key_env: str = _help(
+        "Environment variable holding the API key; when it is set, every endpoint but "
+        "/health wants 'Authorization: Bearer <key>'.",
+        "WORKBENCH_API_KEY",
+    )
     threads: int | None = _help("Engine threads (None: the engine's choice, one per core).", None)
 
     def __post_init__(self):
@@ -397,7 +469,7 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def updated(self, overrides: list[str] | dict) -> "Config":
+    def updated(self, overrides: list[str] | dict) -> Config:
         """A validated copy with dotted overrides applied, e.g. ``cfg.updated({"train.lr": 3e-5})``."""
         cfg = copy.deepcopy(self)
         _apply(cfg, parse_overrides(overrides), "")
@@ -406,7 +478,9 @@ class Config:
 
     def flat(self) -> dict:
         """Every setting under its dotted key, e.g. ``{"data.dataset": "trec", "train.lr": 5e-05, ...}``."""
-        return {f"{section}.{key}": value for section, values in self.to_dict().items() for key, value in values.items()}
+        return {
+            f"{section}.{key}": value for section, values in self.to_dict().items() for key, value in values.items()
+        }
 
     def changes(self) -> dict:
         """The dotted keys whose values differ from the defaults, e.g. ``{"train.lr": 0.0001}``."""
@@ -485,11 +559,15 @@ def _apply(section: Any, values: dict, prefix: str) -> None:
     for key, value in values.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"Unknown config key '{dotted}'. Valid keys under '{prefix or '<root>'}': {', '.join(fields)}.")
+            raise ConfigError(
+                f"Unknown config key '{dotted}'. Valid keys under '{prefix or '<root>'}': {', '.join(fields)}."
+            )
         current = getattr(section, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"'{dotted}' is a section; give it keys, e.g. {dotted}.{next(iter(_field_names(current)))}=...")
+                raise ConfigError(
+                    f"'{dotted}' is a section; give it keys, e.g. {dotted}.{next(iter(_field_names(current)))}=..."
+                )
             _apply(current, value, f"{dotted}.")
         else:
             setattr(section, key, _coerce(value, hints[key], dotted))
@@ -525,23 +603,36 @@ def check_search_space(space: dict) -> None:
     :data:`SEARCH_DISTRIBUTIONS` with its arguments.
     """
     _require(isinstance(space, dict), f"tune.space must map dotted config keys to ranges, not {space!r}.")
-    searchable = {f"{s.name}.{f.name}" for s in dataclasses.fields(Config) if s.name in ("data", "model", "train", "augment")
-                  for f in dataclasses.fields(s.default_factory)}
+    searchable = {
+        f"{s.name}.{f.name}"
+        for s in dataclasses.fields(Config)
+        if s.name in ("data", "model", "train", "augment")
+        for f in dataclasses.fields(s.default_factory)
+    }
     for key, spec in space.items():
         where = f"tune.space['{key}']"
-        _require(key in searchable, f"{where}: '{key}' is not a config key that can be searched. Use a dotted key of "
-                                    "the data, model, train or augment section, e.g. train.lr (see `workbench config`).")
-        _require(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_DISTRIBUTIONS,
-                 f"{where}={spec!r} must be one of {{{': ..., '.join(SEARCH_DISTRIBUTIONS)}: ...}}, "
-                 "e.g. {log_uniform: [1.0e-5, 3.0e-4]}.")
+        _require(
+            key in searchable,
+            f"{where}: '{key}' is not a config key that can be searched. Use a dotted key of "
+            "the data, model, train or augment section, e.g. train.lr (see `workbench config`).",
+        )
+        _require(
+            isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_DISTRIBUTIONS,
+            f"{where}={spec!r} must be one of {{{': ..., '.join(SEARCH_DISTRIBUTIONS)}: ...}}, "
+            "e.g. {log_uniform: [1.0e-5, 3.0e-4]}.",
+        )
         kind, values = next(iter(spec.items()))
         _require(isinstance(values, list) and values, f"{where}: {kind} needs a list, e.g. {kind}: [1, 2].")
         if kind == "choice":  # Optuna stores choices as they are: numbers, strings, booleans or null
-            _require(all(v is None or isinstance(v, (bool, int, float, str)) for v in values),
-                     f"{where}: choice values must be numbers, strings, true/false or null; got {values!r}.")
+            _require(
+                all(v is None or isinstance(v, (bool, int, float, str)) for v in values),
+                f"{where}: choice values must be numbers, strings, true/false or null; got {values!r}.",
+            )
             continue
-        _require(len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
-                 f"{where}: {kind} needs [low, high] numbers; got {values!r}.")
+        _require(
+            len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values),
+            f"{where}: {kind} needs [low, high] numbers; got {values!r}.",
+        )
         low, high = values
         _require(low < high if kind != "int" else low <= high, f"{where}: low {low} must be below high {high}.")
         _require(kind != "log_uniform" or low > 0, f"{where}: log_uniform needs a positive low end; got {low}.")
@@ -566,7 +657,9 @@ def parse_overrides(overrides: list[str] | dict | None) -> dict:
             try:
                 value = yaml.safe_load(raw) if raw.strip() else None
             except yaml.YAMLError:
-                raise ConfigError(f"Override '{item}': the value {raw!r} is not valid YAML; quote it or fix the brackets.") from None
+                raise ConfigError(
+                    f"Override '{item}': the value {raw!r} is not valid YAML; quote it or fix the brackets."
+                ) from None
             flat.append((key.strip(), value))
     nested: dict = {}
     for key, value in flat:
@@ -635,9 +728,14 @@ def describe(section: Any = None) -> str:
 # Notebook parameter name -> dotted config key. Every key is reachable by its own name (no name appears in
 # two sections; tests/test_config.py checks), plus the names the notebooks use for three of them.
 NOTEBOOK_PARAMETERS: dict[str, str] = {
-    **{f.name: f"{section.name}.{f.name}" for section in dataclasses.fields(Config)
-       for f in dataclasses.fields(section.default_factory)},
-    "model": "model.backbone", "run_name": "run.name", "run_root": "run.root",
+    **{
+        f.name: f"{section.name}.{f.name}"
+        for section in dataclasses.fields(Config)
+        for f in dataclasses.fields(section.default_factory)
+    },
+    "model": "model.backbone",
+    "run_name": "run.name",
+    "run_root": "run.root",
 }
 
 
@@ -663,6 +761,8 @@ def config_from_parameters(config_file: str | Path | None = None, **parameters: 
     """
     unknown = [name for name in parameters if name not in NOTEBOOK_PARAMETERS]
     if unknown:
-        raise ConfigError(f"Unknown notebook parameter(s) {', '.join(map(repr, unknown))}. Valid names: "
-                          f"{', '.join(NOTEBOOK_PARAMETERS)}.")
+        raise ConfigError(
+            f"Unknown notebook parameter(s) {', '.join(map(repr, unknown))}. Valid names: "
+            f"{', '.join(NOTEBOOK_PARAMETERS)}."
+        )
     return load_config(config_file, {NOTEBOOK_PARAMETERS[name]: value for name, value in parameters.items()})

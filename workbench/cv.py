@@ -92,13 +92,16 @@ def load_cv(folder: str | Path) -> CVResult:
     """Read a finished cross-validation folder (``<run root>/<name>/cv``)."""
     folder = Path(folder)
     if not (folder / SUMMARY_FILE).exists() or not (folder / OOF_FILE).exists():
-        raise WorkbenchError(f"{folder} is not a finished cross-validation ({SUMMARY_FILE} and {OOF_FILE} are written "
-                             "when the last fold ends). Run `workbench cv` (it resumes) or give the cv folder.")
+        raise WorkbenchError(
+            f"{folder} is not a finished cross-validation ({SUMMARY_FILE} and {OOF_FILE} are written "
+            "when the last fold ends). Run `workbench cv` (it resumes) or give the cv folder."
+        )
     return CVResult(folder, json.loads((folder / SUMMARY_FILE).read_text()), pd.read_parquet(folder / OOF_FILE))
 
 
-def fold_assignments(labels: list, n_folds: int, multi_label: bool = False, seed: int = 42,
-                     label_names: list[str] | None = None) -> np.ndarray:
+def fold_assignments(
+    labels: list, n_folds: int, multi_label: bool = False, seed: int = 42, label_names: list[str] | None = None
+) -> np.ndarray:
     """The fold (0..n_folds-1) of each example, stratified by label.
 
     Args:
@@ -130,9 +133,11 @@ def fold_assignments(labels: list, n_folds: int, multi_label: bool = False, seed
         counts = pd.Series(labels).value_counts()
         if counts.min() < n_folds:
             rare = counts[counts < n_folds]
-            raise DataError(f"{n_folds}-fold cross-validation needs at least {n_folds} examples of every class, but "
-                            + ", ".join(f"class '{k}' has {v}" for k, v in rare.items())
-                            + f". Use at most {counts.min()} folds, or merge or drop the rare class(es).")
+            raise DataError(
+                f"{n_folds}-fold cross-validation needs at least {n_folds} examples of every class, but "
+                + ", ".join(f"class '{k}' has {v}" for k, v in rare.items())
+                + f". Use at most {counts.min()} folds, or merge or drop the rare class(es)."
+            )
         splits = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.zeros(n), labels)
     for fold, (_, held_out) in enumerate(splits):
         folds[held_out] = fold
@@ -160,8 +165,12 @@ def split_folds(config: Config, n_folds: int, folder: Path, resume: bool = True)
     Raises:
         DataError: when resuming into a folder that holds a different split.
     """
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone,
-                        trust_remote_code=config.model.trust_remote_code, seed=config.train.seed)
+    dm = TextDataModule(
+        config=config.data,
+        model_name=config.model.backbone,
+        trust_remote_code=config.model.trust_remote_code,
+        seed=config.train.seed,
+    )
     pool = dm.training_pool()
     table = _as_table(pool, config.data.label_delimiter)
     table.insert(2, "fold", fold_assignments(pool.labels, n_folds, pool.multi_label, config.train.seed))
@@ -169,15 +178,25 @@ def split_folds(config: Config, n_folds: int, folder: Path, resume: bool = True)
     if folds_file.exists() and resume:
         previous = pd.read_parquet(folds_file)
         if not previous.equals(table):
-            raise DataError(f"{folds_file} holds a different split (other data, seed or fold count). Use another "
-                            "run.name, or delete that folder to start the cross-validation again.")
+            raise DataError(
+                f"{folds_file} holds a different split (other data, seed or fold count). Use another "
+                "run.name, or delete that folder to start the cross-validation again."
+            )
     table.to_parquet(folds_file)
     return table, LabelMap.from_labels(pool.labels, pool.multi_label)
 
 
-def train_fold(config: Config, table: pd.DataFrame, fold: int, folder: Path, *, label_map: LabelMap,
-               test_file: Path | None = None, resume: bool = True,
-               echo: Callable[[str], None] | None = print) -> Run:
+def train_fold(
+    config: Config,
+    table: pd.DataFrame,
+    fold: int,
+    folder: Path,
+    *,
+    label_map: LabelMap,
+    test_file: Path | None = None,
+    resume: bool = True,
+    echo: Callable[[str], None] | None = print,
+) -> Run:
     """Train (or, resuming, read back) the run of one fold: trained on the other folds, validated on this one,
     predicting every label of ``label_map`` (the whole pool's, so all fold models share one label set)."""
     echo = echo or (lambda line: None)
@@ -189,28 +208,41 @@ def train_fold(config: Config, table: pd.DataFrame, fold: int, folder: Path, *, 
     train_file, val_file = folder / f"{name}.train.parquet", folder / f"{name}.val.parquet"
     table[table["fold"] != fold].to_parquet(train_file)
     table[table["fold"] == fold].to_parquet(val_file)
-    data = replace(config.data, dataset=None, train_file=str(train_file), val_file=str(val_file),
-                   test_file=str(test_file) if test_file else None, text_column="text", label_column="label",
-                   text_pair_column="text_pair" if "text_pair" in table else None,
-                   multi_label=label_map.multi_label, train_subset=None, val_subset=None)
+    data = replace(
+        config.data,
+        dataset=None,
+        train_file=str(train_file),
+        val_file=str(val_file),
+        test_file=str(test_file) if test_file else None,
+        text_column="text",
+        label_column="label",
+        text_pair_column="text_pair" if "text_pair" in table else None,
+        multi_label=label_map.multi_label,
+        train_subset=None,
+        val_subset=None,
+    )
     # the folds report to the MLflow store of the experiment's run.root, not one inside the CV folder
     store = mlflow_uri(config.run.root, config.run.mlflow_uri) if "mlflow" in config.run.track else None
     fold_config = replace(config, data=data, run=replace(config.run, root=str(folder), name=name, mlflow_uri=store))
-    echo(f"fold {fold + 1}/{table['fold'].nunique()}: training on {int((table['fold'] != fold).sum())}, "
-         f"validating on {int((table['fold'] == fold).sum())}")
+    echo(
+        f"fold {fold + 1}/{table['fold'].nunique()}: training on {int((table['fold'] != fold).sum())}, "
+        f"validating on {int((table['fold'] == fold).sum())}"
+    )
     return load_run(train(fold_config, label_map=label_map).run_dir)
 
 
-def fold_predictions(run: Run, table: pd.DataFrame, fold: int, folder: Path, *,
-                     label_delimiter: str = "|") -> pd.DataFrame:
+def fold_predictions(
+    run: Run, table: pd.DataFrame, fold: int, folder: Path, *, label_delimiter: str = "|"
+) -> pd.DataFrame:
     """The fold model's probabilities (and multi-label thresholds) on its held-out examples, indexed by
     their position in the pool; cached as ``oof.parquet`` in the fold's run directory."""
     cached = run.path / OOF_FILE
     if cached.exists():
         return pd.read_parquet(cached)
     model = TextClassificationModel.from_pretrained(run.model_dir)
-    encoded = TextDataModule.for_model(model, text_column="text", label_column="label",
-                                       label_delimiter=label_delimiter).encode_file(folder / f"fold_{fold}.val.parquet")
+    encoded = TextDataModule.for_model(
+        model, text_column="text", label_column="label", label_delimiter=label_delimiter
+    ).encode_file(folder / f"fold_{fold}.val.parquet")
     part = pd.DataFrame(model.predict_proba_features(encoded), columns=[f"proba_{n}" for n in model.label_names])
     if model.multi_label:
         for name, threshold in zip(model.label_names, model.thresholds):
@@ -228,8 +260,9 @@ def _fold_row(fold: int, run: Run) -> dict:
     return row
 
 
-def cross_validate(config: Config, n_folds: int = 5, resume: bool = True,
-                   echo: Callable[[str], None] | None = print) -> CVResult:
+def cross_validate(
+    config: Config, n_folds: int = 5, resume: bool = True, echo: Callable[[str], None] | None = print
+) -> CVResult:
     """Train one run per fold and gather out-of-fold probabilities and mean ± std metrics.
 
     Args:
@@ -248,14 +281,22 @@ def cross_validate(config: Config, n_folds: int = 5, resume: bool = True,
         _as_table(test, delimiter).to_parquet(test_file)
     rows, parts = [], []
     for fold in range(n_folds):
-        run = train_fold(config, table, fold, folder, label_map=label_map, test_file=test_file, resume=resume,
-                         echo=echo)
+        run = train_fold(
+            config, table, fold, folder, label_map=label_map, test_file=test_file, resume=resume, echo=echo
+        )
         rows.append(_fold_row(fold, run))
         parts.append(fold_predictions(run, table, fold, folder, label_delimiter=delimiter))
     per_fold = pd.DataFrame(rows)
     metrics = [c for c in per_fold.columns if c not in ("fold", "run_dir")]
-    summary = {"n_folds": n_folds, "examples": len(table), "multi_label": multi, "label_delimiter": delimiter,
-               "folds": rows, "mean": per_fold[metrics].mean().to_dict(), "std": per_fold[metrics].std(ddof=1).to_dict()}
+    summary = {
+        "n_folds": n_folds,
+        "examples": len(table),
+        "multi_label": multi,
+        "label_delimiter": delimiter,
+        "folds": rows,
+        "mean": per_fold[metrics].mean().to_dict(),
+        "std": per_fold[metrics].std(ddof=1).to_dict(),
+    }
     (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))
     oof = pd.concat(parts).sort_values("index").set_index("index")
     result = CVResult(folder, summary, table.join(oof))

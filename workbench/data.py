@@ -14,9 +14,9 @@ of :mod:`workbench.store`, or into its memory-mapped store for a large file), an
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,8 +27,14 @@ from workbench.augment import Augmenter
 from workbench.backbones import load_tokenizer
 from workbench.catalog import available_splits, list_datasets, load_split
 from workbench.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig, check_options
-from workbench.datafiles import (check_text_column, label_text, parse_multi_label, read_table, require_columns,
-                                 row_numbers)
+from workbench.datafiles import (
+    check_text_column,
+    label_text,
+    parse_multi_label,
+    read_table,
+    require_columns,
+    row_numbers,
+)
 from workbench.errors import DataError
 from workbench.labels import LabelMap, stratified_split
 from workbench.sampler import LengthBucketedBatchSampler
@@ -74,8 +80,7 @@ class AugmentedDataset(EncodedDataset):
     variants grew (a few tokens a text).
     """
 
-    def __init__(self, base: EncodedDataset, pairs: list[str] | None, augmenter: Augmenter, processor,
-                 epoch: int = 0):
+    def __init__(self, base: EncodedDataset, pairs: list[str] | None, augmenter: Augmenter, processor, epoch: int = 0):
         super().__init__(list(base.features), list(base.texts), list(base.rows), base.source)
         self.base, self.pairs, self.augmenter, self.processor = base, pairs, augmenter, processor
         self.originals = [processor.clean(t) for t in base.texts]  # variants of what the model would read
@@ -138,18 +143,24 @@ class LabelledRows:
         """What stratified splits balance: the label, or a multi-label row's first label."""
         return [group[0] if group else "" for group in self.labels] if self.multi_label else self.labels
 
-    def take(self, positions: Sequence[int]) -> "LabelledRows":
+    def take(self, positions: Sequence[int]) -> LabelledRows:
         """These rows, in the given order."""
-        pick = lambda values: [values[i] for i in positions]  # noqa: E731
-        return LabelledRows(pick(self.texts), pick(self.labels), pick(self.rows), self.source, self.multi_label,
-                            pick(self.pairs) if self.pairs is not None else None)
+        pick = lambda values: [values[i] for i in positions]
+        return LabelledRows(
+            pick(self.texts),
+            pick(self.labels),
+            pick(self.rows),
+            self.source,
+            self.multi_label,
+            pick(self.pairs) if self.pairs is not None else None,
+        )
 
     @property
     def label_names(self) -> list[str]:
         """Every label the rows carry."""
         return sorted({str(x) for group in self.labels for x in (group if self.multi_label else [group])})
 
-    def split(self, n: int, seed: int) -> tuple["LabelledRows", "LabelledRows"]:
+    def split(self, n: int, seed: int) -> tuple[LabelledRows, LabelledRows]:
         """``n`` rows and the rest, stratified by :attr:`strata` where every class has two rows."""
         return stratified_split(self, n, seed)
 
@@ -178,11 +189,22 @@ class TextDataModule:
         6
     """
 
-    def __init__(self, train_file: str | None = None, val_file: str | None = None, test_file: str | None = None,
-                 *, model_name: str = ModelConfig.backbone, dataset: str | None = None,
-                 config: DataConfig | None = None, tokenizer=None, seed: int = TrainConfig.seed,
-                 data_root: str | None = None, augment: AugmentConfig | None = None,
-                 trust_remote_code: Sequence[str] = (), **options):
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        *,
+        model_name: str = ModelConfig.backbone,
+        dataset: str | None = None,
+        config: DataConfig | None = None,
+        tokenizer=None,
+        seed: int = TrainConfig.seed,
+        data_root: str | None = None,
+        augment: AugmentConfig | None = None,
+        trust_remote_code: Sequence[str] = (),
+        **options,
+    ):
         check_options("TextDataModule", options, DataConfig)
         config = config or DataConfig()
         given = {"train_file": train_file, "val_file": val_file, "test_file": test_file, "dataset": dataset}
@@ -236,8 +258,10 @@ class TextDataModule:
         if not path:
             return None
         if stream and self._streams(path):
-            settings = {name: getattr(cfg, name) for name in ("text_column", "text_pair_column", "label_column",
-                                                              "multi_label", "label_delimiter")}
+            settings = {
+                name: getattr(cfg, name)
+                for name in ("text_column", "text_pair_column", "label_column", "multi_label", "label_delimiter")
+            }
             store = store_file(path, self.processor, self._labelled, settings=settings, reuse=cfg.cache)
             return StoredDataset(store, str(path), self.multi_label)
         return self._labelled(read_table(path), str(path))
@@ -273,8 +297,10 @@ class TextDataModule:
         else:
             missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values])
             if missing.any():
-                raise DataError(f"{source}: {int(missing.sum())} row(s) have no label in column '{self.label_column}' "
-                                f"(rows {row_numbers(frame, missing)}). Fill in the labels or drop those rows.")
+                raise DataError(
+                    f"{source}: {int(missing.sum())} row(s) have no label in column '{self.label_column}' "
+                    f"(rows {row_numbers(frame, missing)}). Fill in the labels or drop those rows."
+                )
             labels = [label_text(v) for v in values]
         pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None
         return LabelledRows(frame[self.text_column].astype(str).tolist(), labels, rows, source, self.multi_label, pairs)
@@ -291,21 +317,25 @@ class TextDataModule:
     def processor(self) -> TextProcessor:
         return TextProcessor.from_config(self.config, self.tokenizer)
 
-    def setup(self, label_map: LabelMap | None = None) -> "TextDataModule":
+    def setup(self, label_map: LabelMap | None = None) -> TextDataModule:
         """Read, check, split and encode every split. Pass ``label_map`` to evaluate with a trained model's labels."""
         cfg = self.config
         if cfg.dataset is None and cfg.train_file is None:
             raise DataError("TextDataModule needs train_file=... or dataset=... (see `workbench datasets`).")
         if self.augment.enabled and cfg.train_file and self._streams(cfg.train_file):  # before minutes of encoding
-            raise DataError(f"{cfg.train_file} is read in pieces (data.stream_from_mb={cfg.stream_from_mb:g}), and "
-                            "augmentation needs every training text in memory. Turn augment off, or raise "
-                            "data.stream_from_mb above the file's size.")
+            raise DataError(
+                f"{cfg.train_file} is read in pieces (data.stream_from_mb={cfg.stream_from_mb:g}), and "
+                "augmentation needs every training text in memory. Turn augment off, or raise "
+                "data.stream_from_mb above the file's size."
+            )
         train, val, test = self.read_split("train"), self.read_split("validation"), self.read_split("test")
         if val is None:
             n_val = max(1, int(round(len(train) * cfg.val_fraction)))
             if len(train) - n_val < 1:
-                raise DataError(f"{train.source} has only {len(train)} row(s): too few to split off validation. "
-                                "Add examples or give data.val_file.")
+                raise DataError(
+                    f"{train.source} has only {len(train)} row(s): too few to split off validation. "
+                    "Add examples or give data.val_file."
+                )
             val, train = train.split(n_val, self.seed)
             val.source = f"{train.source} (held-out {cfg.val_fraction:.0%})"
             log.info("No validation split given: held out %d of %d training rows.", len(val), len(val) + len(train))
@@ -315,8 +345,10 @@ class TextDataModule:
             val, _ = val.split(cfg.val_subset, self.seed)
         self.label_map = label_map or LabelMap(LabelMap.from_labels(train.label_names).names, self.multi_label)
         if len(self.label_map) < (1 if self.multi_label else 2):
-            raise DataError(f"{train.source} has only the label(s) {self.label_map.names}: a classifier needs at least "
-                            "two classes. Check data.label_column, or add examples of the other classes.")
+            raise DataError(
+                f"{train.source} has only the label(s) {self.label_map.names}: a classifier needs at least "
+                "two classes. Check data.label_column, or add examples of the other classes."
+            )
         self.train_dataset = self.encode(train)
         if self.augment.enabled:
             self.train_dataset = self.augmented(self.train_dataset, train.pairs)
@@ -345,7 +377,7 @@ class TextDataModule:
         return AugmentedDataset(train, pairs, Augmenter(self.augment, seed=self.seed, device=device), self.processor)
 
     @classmethod
-    def for_model(cls, model, **options) -> "TextDataModule":
+    def for_model(cls, model, **options) -> TextDataModule:
         """A data module that encodes data exactly as ``model`` was trained, with its label map.
 
         Use it to evaluate a trained model on new labelled data: ``TextDataModule.for_model(m).encode_file(f)``.
@@ -385,10 +417,20 @@ class TextDataModule:
     def train_batch_sampler(self, seed: int | None = None, shards: int = 1) -> LengthBucketedBatchSampler:
         """Length-bucketed training batches; ``shards``: the processes they are dealt to (the world size)."""
         train = self.train_dataset
-        return LengthBucketedBatchSampler(train.planning_lengths, self.config.max_tokens, self.config.batch_size,
-                                          shuffle=True, seed=self.seed if seed is None else seed,
-                                          epoch_lengths=train.epoch_lengths, shards=shards)
+        return LengthBucketedBatchSampler(
+            train.planning_lengths,
+            self.config.max_tokens,
+            self.config.batch_size,
+            shuffle=True,
+            seed=self.seed if seed is None else seed,
+            epoch_lengths=train.epoch_lengths,
+            shards=shards,
+        )
 
     def eval_batch_sampler(self, dataset: EncodedExamples) -> LengthBucketedBatchSampler:
-        return LengthBucketedBatchSampler(dataset.lengths, max(self.config.max_tokens, 4 * self.config.max_length),
-                                          self.config.eval_batch_size, shuffle=False)
+        return LengthBucketedBatchSampler(
+            dataset.lengths,
+            max(self.config.max_tokens, 4 * self.config.max_length),
+            self.config.eval_batch_size,
+            shuffle=False,
+        )

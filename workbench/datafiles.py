@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,8 +56,9 @@ def _check_utf8(path: Path) -> None:
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8: it ends inside a multi-byte character (line {line}). "
-                        "Re-save the file as UTF-8.") from None
+        raise DataError(
+            f"{path} is not UTF-8: it ends inside a multi-byte character (line {line}). Re-save the file as UTF-8."
+        ) from None
 
 
 def _readable_suffix(path: Path) -> str:
@@ -65,8 +66,9 @@ def _readable_suffix(path: Path) -> str:
     if not path.exists():
         raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
     if path.is_dir():
-        raise DataError(f"{path} is a folder, not a data file. Give the path of a .csv, .tsv, .jsonl or .parquet "
-                        "file inside it.")
+        raise DataError(
+            f"{path} is a folder, not a data file. Give the path of a .csv, .tsv, .jsonl or .parquet file inside it."
+        )
     suffix = _suffix(path)
     if suffix not in READERS:
         raise DataError(f"{path}: unknown format '{suffix}'. Use one of {', '.join(READERS)} (optionally .gz).")
@@ -86,8 +88,10 @@ def _no_rows(path: Path) -> DataError:
 def _parse_error(path: Path, suffix: str, exc: Exception, where: str = "") -> DataError:
     """A reader's parse error in one line, naming the file (and ``where`` in it) and the fix for its format."""
     if suffix in (".jsonl", ".json"):
-        fix = ("Each line of a .jsonl file must be one JSON object such as {\"text\": \"...\", \"label\": \"...\"}; "
-               "a .json file holds one list of such objects.")
+        fix = (
+            'Each line of a .jsonl file must be one JSON object such as {"text": "...", "label": "..."}; '
+            "a .json file holds one list of such objects."
+        )
     else:
         fix = "Check the delimiter and quoting of the rows it names."
     problem = " ".join(str(exc).split()).rstrip(".")
@@ -96,8 +100,13 @@ def _parse_error(path: Path, suffix: str, exc: Exception, where: str = "") -> Da
 
 def _csv_options(suffix: str) -> dict:
     # every column as text (a label "1" or a text "NA" stays a string); TSV without quoting: sentences hold bare quotes
-    return {"sep": READERS[suffix], "dtype": str, "keep_default_na": False, "na_values": [""],
-            "quoting": 3 if suffix in (".tsv", ".txt") else 0}
+    return {
+        "sep": READERS[suffix],
+        "dtype": str,
+        "keep_default_na": False,
+        "na_values": [""],
+        "quoting": 3 if suffix in (".tsv", ".txt") else 0,
+    }
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -146,7 +155,7 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
     if suffix == ".json":  # one JSON array: it cannot be read in pieces, so read it whole and hand it out in pieces
         whole = read_table(path)
         for start in range(0, len(whole), rows):
-            yield whole.iloc[start:start + rows]
+            yield whole.iloc[start : start + rows]
         return
     _check_utf8(path)
     start = _first_row_number(path)
@@ -172,8 +181,13 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
         raise _no_rows(path)
 
 
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str, *,
-                    fix: str = "Set data.text_column / data.label_column to the right names.") -> None:
+def require_columns(
+    frame: pd.DataFrame,
+    columns: Iterable[str],
+    source: str,
+    *,
+    fix: str = "Set data.text_column / data.label_column to the right names.",
+) -> None:
     """Raise DataError naming the first missing column, the columns present, a delimiter hint and ``fix``."""
     present = [c for c in frame.columns if c != "_row"]
     for column in columns:
@@ -181,11 +195,11 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str, *,
             continue
         hint = ""
         if len(present) == 1 and any(sep in present[0] for sep in ("\t", ",", ";", "|")):
-            hint = (" The header is a single column that contains separators, so the delimiter looks wrong: "
-                    "name a tab-separated file .tsv and a comma-separated one .csv.")
-        raise DataError(
-            f"{source} has no column '{column}'. Its columns are: {', '.join(present)}.{hint} {fix}"
-        )
+            hint = (
+                " The header is a single column that contains separators, so the delimiter looks wrong: "
+                "name a tab-separated file .tsv and a comma-separated one .csv."
+            )
+        raise DataError(f"{source} has no column '{column}'. Its columns are: {', '.join(present)}.{hint} {fix}")
 
 
 def row_numbers(frame: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
@@ -229,8 +243,10 @@ def parse_multi_label(cell: Any, delimiter: str, where: str) -> list[str]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: the labels {text!r} look like a JSON list but do not parse ({exc.msg}). "
-                            f"Write them as [\"a\", \"b\"] or as a '{delimiter}'-delimited string.") from None
+            raise DataError(
+                f"{where}: the labels {text!r} look like a JSON list but do not parse ({exc.msg}). "
+                f'Write them as ["a", "b"] or as a \'{delimiter}\'-delimited string.'
+            ) from None
         if not isinstance(value, list):
             raise DataError(f"{where}: the labels {text!r} must be a list.")
         return [label_text(x) for x in value if label_text(x)]

@@ -48,8 +48,14 @@ def evaluate_model(model: TextClassificationModel, dataset: EncodedExamples, pro
     return metrics_of(model, dataset.labels, proba)
 
 
-def evaluate_file(model: TextClassificationModel, path: str | Path, *, text_column: str = "text",
-                  label_column: str = "label", rows: int = 10_000) -> dict:
+def evaluate_file(
+    model: TextClassificationModel,
+    path: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    rows: int = 10_000,
+) -> dict:
     """:func:`evaluate_model` on a labelled file read ``rows`` rows at a time: memory holds one piece of text and
     the probabilities ``(N, K)``, never the whole file (``workbench evaluate --file``).
 
@@ -99,13 +105,15 @@ class Evaluation:
 
 def run_datamodule(run: Run, model: TextClassificationModel) -> TextDataModule:
     """The run's data, split and encoded exactly as in training, with the trained model's labels."""
-    dm = TextDataModule(config=run.config.data, model_name=str(run.model_dir), tokenizer=model.tokenizer,
-                        seed=run.config.train.seed)
+    dm = TextDataModule(
+        config=run.config.data, model_name=str(run.model_dir), tokenizer=model.tokenizer, seed=run.config.train.seed
+    )
     return dm.setup(label_map=LabelMap(model.label_names, model.multi_label))
 
 
-def evaluate_run(run: Run | str | Path, split: str = "validation", *,
-                 model: TextClassificationModel | None = None) -> Evaluation:
+def evaluate_run(
+    run: Run | str | Path, split: str = "validation", *, model: TextClassificationModel | None = None
+) -> Evaluation:
     """Score a run's best model on its own validation or test split (rebuilt from the saved data config).
 
     Args:
@@ -124,13 +132,24 @@ def evaluate_run(run: Run | str | Path, split: str = "validation", *,
     dm = run_datamodule(run, model)
     dataset = dm.val_dataset if split == "validation" else dm.test_dataset
     if dataset is None:
-        raise WorkbenchError(f"Run {run.path} has no test split: its data config names no test_file or test_split. "
-                             "Use split='validation'.")
+        raise WorkbenchError(
+            f"Run {run.path} has no test split: its data config names no test_file or test_split. "
+            "Use split='validation'."
+        )
     proba = model.predict_proba_features(dataset)
     labels = dataset.labels
     predicted = predict_from_proba(proba, model.thresholds if model.multi_label else None)
-    return Evaluation(split, list(model.label_names), model.multi_label, list(dataset.texts), labels, proba, predicted,
-                      evaluate_model(model, dataset, proba), model)
+    return Evaluation(
+        split,
+        list(model.label_names),
+        model.multi_label,
+        list(dataset.texts),
+        labels,
+        proba,
+        predicted,
+        evaluate_model(model, dataset, proba),
+        model,
+    )
 
 
 def calibrate_run(run: Run | str | Path, save: bool = True, *, model: TextClassificationModel | None = None) -> dict:

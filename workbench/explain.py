@@ -28,9 +28,9 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +55,17 @@ def _encode(model, text: str) -> dict[str, torch.Tensor]:
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"Cannot explain an empty text ({text!r}); give it at least one word.")
     features = model.processor().encode([text])[0]
-    return {k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")}
+    return {
+        k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")
+    }
 
 
 def _target_index(model, target: str | int | None, logits: torch.Tensor) -> int:
     if target is None:
         if model.multi_label:
-            raise WorkbenchError(f"This multi-label model needs a target class to explain; choose one of "
-                                 f"{model.label_names[:20]}.")
+            raise WorkbenchError(
+                f"This multi-label model needs a target class to explain; choose one of {model.label_names[:20]}."
+            )
         return int(logits.argmax())
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         if not 0 <= target < model.num_labels:
@@ -94,8 +97,9 @@ def attention(model, text: str) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     inputs = _encode(model, text)
     model.eval()
     with _eager_attention(model):
-        out = model.backbone(input_ids=inputs["input_ids"], attention_mask=torch.ones_like(inputs["input_ids"]),
-                             output_attentions=True)
+        out = model.backbone(
+            input_ids=inputs["input_ids"], attention_mask=torch.ones_like(inputs["input_ids"]), output_attentions=True
+        )
     tokens = model.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
     return tokens, tuple(a.detach().cpu() for a in out.attentions)
 
@@ -173,11 +177,17 @@ def _inline_libraries() -> str | None:
     *libraries, require = (p.read_text(encoding="utf-8") for p in paths)
     # d3 and jQuery run with AMD's define hidden, so they set window.d3 / window.jQuery even where require.js is
     # already on the page (a second view); then they are named for bertviz's requirejs([...]) call.
-    hidden = "".join(f"<script>(function (define, module, exports) {{\n{code}\n}}).call(window);</script>\n"
-                     for code in libraries)
-    named = ("<script>if (!window.workbenchViewLibraries) { window.workbenchViewLibraries = true; "
-             + " ".join(f'define("{name}", [], function () {{ return window.{symbol}; }});'
-                        for name, (_, symbol) in BERTVIZ_SCRIPTS.items()) + " }</script>\n")
+    hidden = "".join(
+        f"<script>(function (define, module, exports) {{\n{code}\n}}).call(window);</script>\n" for code in libraries
+    )
+    named = (
+        "<script>if (!window.workbenchViewLibraries) { window.workbenchViewLibraries = true; "
+        + " ".join(
+            f'define("{name}", [], function () {{ return window.{symbol}; }});'
+            for name, (_, symbol) in BERTVIZ_SCRIPTS.items()
+        )
+        + " }</script>\n"
+    )
     return hidden + f"<script>\n{require}\n</script>\n" + named
 
 
@@ -187,8 +197,11 @@ def self_contained(view_html: str) -> str:
     (``make install`` gets them), the view is left to the CDN, with a warning."""
     libraries = _inline_libraries()
     if libraries is None:
-        log.warning("bertviz's JavaScript libraries are not in %s (run `make install`); the attention view loads "
-                    "them from a CDN and needs a network.", script_folder())
+        log.warning(
+            "bertviz's JavaScript libraries are not in %s (run `make install`); the attention view loads "
+            "them from a CDN and needs a network.",
+            script_folder(),
+        )
         return view_html
     return libraries + _CDN_PATHS.sub("", _CDN_SCRIPT.sub("", view_html))
 
@@ -217,8 +230,9 @@ def attention_figure(model, text: str, layer: int = -1):
     return fig
 
 
-def token_attributions(model, texts: str | Sequence[str], target: str | int | None = None, n_steps: int = 50,
-                       internal_batch_size: int = 16) -> list[Attribution]:
+def token_attributions(
+    model, texts: str | Sequence[str], target: str | int | None = None, n_steps: int = 50, internal_batch_size: int = 16
+) -> list[Attribution]:
     """Layer Integrated Gradients on the word embeddings, one result per text.
 
     Args:
@@ -250,18 +264,32 @@ def token_attributions(model, texts: str | Sequence[str], target: str | int | No
         with torch.no_grad():
             logits = forward(ids, inputs.get("token_type_ids"))[0]
         k = _target_index(model, target, logits)
-        baseline = torch.where(torch.isin(ids, torch.tensor(sorted(special), device=ids.device)), ids,
-                               torch.full_like(ids, pad))  # keep [CLS]/[SEP], pad the rest
+        baseline = torch.where(
+            torch.isin(ids, torch.tensor(sorted(special), device=ids.device)), ids, torch.full_like(ids, pad)
+        )  # keep [CLS]/[SEP], pad the rest
         extra = (inputs["token_type_ids"],) if "token_type_ids" in inputs else None
-        attributions, delta = explainer.attribute(ids, baselines=baseline, target=k, additional_forward_args=extra,
-                                                  n_steps=n_steps, internal_batch_size=internal_batch_size,
-                                                  return_convergence_delta=True)
+        attributions, delta = explainer.attribute(
+            ids,
+            baselines=baseline,
+            target=k,
+            additional_forward_args=extra,
+            n_steps=n_steps,
+            internal_batch_size=internal_batch_size,
+            return_convergence_delta=True,
+        )
         scores = attributions.sum(-1)[0].detach().cpu().numpy()  # (tokens,)
         norm = np.linalg.norm(scores)
         proba = model.proba_from_logits(logits[None].detach().cpu())[0, k]
-        results.append(Attribution(text, tokenizer.convert_ids_to_tokens(ids[0].tolist()),
-                                   scores / norm if norm > 0 else scores, model.label_names[k], float(proba),
-                                   float(delta.abs().item())))
+        results.append(
+            Attribution(
+                text,
+                tokenizer.convert_ids_to_tokens(ids[0].tolist()),
+                scores / norm if norm > 0 else scores,
+                model.label_names[k],
+                float(proba),
+                float(delta.abs().item()),
+            )
+        )
     return results
 
 
@@ -274,13 +302,19 @@ def tokens_html(tokens: Sequence[str], scores: Sequence[float]) -> str:
         alpha = min(1.0, abs(score) / top)
         colour = f"rgba(26,127,55,{alpha:.2f})" if score >= 0 else f"rgba(207,34,46,{alpha:.2f})"
         word = token[2:] if token.startswith("##") else f" {token}"
-        spans.append(f'<span title="{score:+.3f}" style="background:{colour};padding:1px 0;border-radius:3px">'
-                     f"{html.escape(word)}</span>")
+        spans.append(
+            f'<span title="{score:+.3f}" style="background:{colour};padding:1px 0;border-radius:3px">'
+            f"{html.escape(word)}</span>"
+        )
     return "".join(spans).strip()
 
 
-def attributions_html(results: Attribution | Sequence[Attribution], *, true_labels: Sequence[str] | None = None,
-                      predicted_labels: Sequence[str] | None = None) -> str:
+def attributions_html(
+    results: Attribution | Sequence[Attribution],
+    *,
+    true_labels: Sequence[str] | None = None,
+    predicted_labels: Sequence[str] | None = None,
+) -> str:
     """Attributions as HTML blocks: the target, its probability, the delta and the coloured tokens of each.
 
     Args:
@@ -308,10 +342,14 @@ def attributions_html(results: Attribution | Sequence[Attribution], *, true_labe
     blocks = []
     for result, caption in zip(results, captions):
         title = f"<p>{', '.join(caption)}</p>" if caption else ""
-        head = (f"<div style='font-size:0.8em;color:#57606a'>target <b>{html.escape(result.target)}</b> "
-                f"(p={result.target_proba:.3f}) · convergence delta {result.delta:.4f}</div>")
-        blocks.append(f"{title}<div style='margin:0.4em 0;line-height:1.8'>{head}"
-                      f"{tokens_html(result.tokens, result.scores)}</div>")
+        head = (
+            f"<div style='font-size:0.8em;color:#57606a'>target <b>{html.escape(result.target)}</b> "
+            f"(p={result.target_proba:.3f}) · convergence delta {result.delta:.4f}</div>"
+        )
+        blocks.append(
+            f"{title}<div style='margin:0.4em 0;line-height:1.8'>{head}"
+            f"{tokens_html(result.tokens, result.scores)}</div>"
+        )
     return "".join(blocks)
 
 
@@ -320,8 +358,9 @@ def pooling_weights(model, text: str) -> tuple[list[str], np.ndarray]:
     """The attention-pooling weight of each token (they sum to 1) for a model with ``pooling="attention"``."""
     pooling = model.model_config.pooling
     if pooling != "attention" or model.attention_pool is None:
-        raise WorkbenchError(f"This model pools with '{pooling}', so it has no pooling weights; train one "
-                             "with model.pooling=attention.")
+        raise WorkbenchError(
+            f"This model pools with '{pooling}', so it has no pooling weights; train one with model.pooling=attention."
+        )
     inputs = _encode(model, text)
     model.eval()
     mask = torch.ones_like(inputs["input_ids"])

@@ -40,8 +40,17 @@ def examples_table(dm: TextDataModule) -> pd.DataFrame:
     """One row per example of every split: ``split``, ``text``, ``label`` and ``tokens`` (after truncation)."""
     frames = []
     for split, dataset in _splits(dm).items():
-        frames.append(pd.DataFrame({"split": split, "text": dataset.texts, "label": label_names_of(dm, dataset),
-                                    "tokens": dataset.lengths, "row": dataset.rows}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "text": dataset.texts,
+                    "label": label_names_of(dm, dataset),
+                    "tokens": dataset.lengths,
+                    "row": dataset.rows,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -93,10 +102,13 @@ def duplicate_texts(dm: TextDataModule) -> pd.DataFrame:
     table = examples_table(dm)
     table["key"] = _normalized(table["text"])
     groups = table.groupby("key", sort=False)
-    summary = groups.agg(text=("text", "first"), count=("text", "size"),
-                         splits=("split", lambda s: "+".join(sorted(set(s), key=SPLITS.index))),
-                         labels=("label", lambda s: " / ".join(sorted(set(s)))),
-                         n_labels=("label", "nunique"))
+    summary = groups.agg(
+        text=("text", "first"),
+        count=("text", "size"),
+        splits=("split", lambda s: "+".join(sorted(set(s), key=SPLITS.index))),
+        labels=("label", lambda s: " / ".join(sorted(set(s)))),
+        n_labels=("label", "nunique"),
+    )
     return summary[summary["count"] > 1].sort_values("count", ascending=False).reset_index(drop=True)
 
 
@@ -106,8 +118,9 @@ def conflicting_labels(dm: TextDataModule) -> pd.DataFrame:
     return duplicates[duplicates["n_labels"] > 1].drop(columns="n_labels").reset_index(drop=True)
 
 
-def sample_texts(dm: TextDataModule, per_label: int = 3, split: str = "train", seed: int = 0,
-                 max_chars: int = 300) -> pd.DataFrame:
+def sample_texts(
+    dm: TextDataModule, per_label: int = 3, split: str = "train", seed: int = 0, max_chars: int = 300
+) -> pd.DataFrame:
     """A few random texts of each label (shortened to ``max_chars``), to see what the classes look like."""
     table = examples_table(dm)
     table = table[table["split"] == split]
@@ -125,7 +138,8 @@ def dataset_summary(dm: TextDataModule) -> dict:
     return {
         "dataset": dm.config.dataset or dm.config.train_file,
         "examples": {split: len(ds) for split, ds in _splits(dm).items()},
-        "labels": dm.num_labels, "multi_label": dm.multi_label,
+        "labels": dm.num_labels,
+        "multi_label": dm.multi_label,
         "duplicated_texts": len(duplicates),
         "duplicated_across_splits": int(duplicates["splits"].str.contains(r"\+").sum()),
         "conflicting_labels": int((duplicates["n_labels"] > 1).sum()),
@@ -143,19 +157,32 @@ def augmented_examples(dm: TextDataModule, epoch: int = 0, per_op: int | None = 
     """
     train = dm.train_dataset
     if train is None or not hasattr(train, "set_epoch"):
-        raise ValueError("This data module does not augment: set augment.ops (e.g. augment.ops=[eda]) and call setup().")
+        raise ValueError(
+            "This data module does not augment: set augment.ops (e.g. augment.ops=[eda]) and call setup()."
+        )
     train.set_epoch(epoch)
     n = len(train.base)
     labels = label_names_of(dm, train)
     originals = [train.originals[i % n] for i in range(len(train) - n)]
-    table = pd.DataFrame({
-        "row": train.rows[n:], "copy": np.arange(len(train) - n) // n, "op": train.operations[n:], "label": labels[n:],
-        "original": originals, "text": train.texts[n:],
-        "words_changed": [_changed_share(a, b) for a, b in zip(originals, train.texts[n:])],
-        "length_change": [len(b.split()) - len(a.split()) for a, b in zip(originals, train.texts[n:])]})
+    table = pd.DataFrame(
+        {
+            "row": train.rows[n:],
+            "copy": np.arange(len(train) - n) // n,
+            "op": train.operations[n:],
+            "label": labels[n:],
+            "original": originals,
+            "text": train.texts[n:],
+            "words_changed": [_changed_share(a, b) for a, b in zip(originals, train.texts[n:])],
+            "length_change": [len(b.split()) - len(a.split()) for a, b in zip(originals, train.texts[n:])],
+        }
+    )
     if per_op is not None:
-        table = table.sample(frac=1.0, random_state=seed).groupby("op", sort=True).head(per_op).sort_values(
-            ["op", "row"], kind="stable")
+        table = (
+            table.sample(frac=1.0, random_state=seed)
+            .groupby("op", sort=True)
+            .head(per_op)
+            .sort_values(["op", "row"], kind="stable")
+        )
     return table.reset_index(drop=True)
 
 
@@ -171,8 +198,12 @@ def augmentation_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per operation: variants, the share that differ from their original, mean share of words changed and mean
     length change in words (from :func:`augmented_examples`)."""
     changed = table.assign(differs=table["original"] != table["text"])
-    return changed.groupby("op").agg(variants=("text", "size"), differs=("differs", "mean"),
-                                     words_changed=("words_changed", "mean"), length_change=("length_change", "mean"))
+    return changed.groupby("op").agg(
+        variants=("text", "size"),
+        differs=("differs", "mean"),
+        words_changed=("words_changed", "mean"),
+        length_change=("length_change", "mean"),
+    )
 
 
 def changes_html(original: str, variant: str) -> tuple[str, str]:
@@ -204,7 +235,9 @@ def augmented_examples_html(table: pd.DataFrame) -> str:
     for record in table.itertuples():
         before, after = changes_html(record.original, record.text)
         cells = [html.escape(str(record.op)), html.escape(str(record.label)), before, after]
-        rows.append("<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{c}</td>" for c in cells) + "</tr>")
+        rows.append(
+            "<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{c}</td>" for c in cells) + "</tr>"
+        )
     style = "<style>.wb-augment td{max-width:40em} .wb-augment mark{background:#ffe08a} .wb-augment del{color:#b00020}</style>"
     head = "<tr><th>op</th><th>label</th><th>original</th><th>variant</th></tr>"
     return f"{style}<table class='wb-augment'>{head}{''.join(rows)}</table>"

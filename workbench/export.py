@@ -35,7 +35,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +77,9 @@ class _Logits(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.model(input_ids, attention_mask, token_type_ids)["logits"]  # (batch, labels)
 
 
@@ -91,19 +92,26 @@ def _load_source(source) -> tuple[TextClassificationModel, object | None]:
     return TextClassificationModel.from_pretrained(path), run
 
 
-def _parity_examples(model: TextClassificationModel, run, file: str | Path | None,
-                     max_examples: int) -> EncodedDataset:
+def _parity_examples(model: TextClassificationModel, run, file: str | Path | None, max_examples: int) -> EncodedDataset:
     if file is not None:
         return TextDataModule.for_model(model).encode_file(file)
     if run is None:
-        raise WorkbenchError("A model folder carries no data to check the export on: pass examples=FILE "
-                             "(CLI: --file FILE, a table with the text and label columns), or export the run "
-                             "directory instead.")
+        raise WorkbenchError(
+            "A model folder carries no data to check the export on: pass examples=FILE "
+            "(CLI: --file FILE, a table with the text and label columns), or export the run "
+            "directory instead."
+        )
     return run_datamodule(run, model).val_dataset
 
 
-def parity_report(model: TextClassificationModel, predictor: Predictor, dataset: EncodedDataset,
-                  max_examples: int = 1000, *, margin: float = ParityConfig.margin) -> dict:
+def parity_report(
+    model: TextClassificationModel,
+    predictor: Predictor,
+    dataset: EncodedDataset,
+    max_examples: int = 1000,
+    *,
+    margin: float = ParityConfig.margin,
+) -> dict:
     """How an engine's outputs compare with PyTorch eager on the first ``max_examples`` examples of ``dataset``.
 
     Args:
@@ -132,14 +140,20 @@ def parity_report(model: TextClassificationModel, predictor: Predictor, dataset:
     after = predict_from_proba(engine_proba, thresholds)
     same = (before == after).reshape(len(features), -1).all(axis=1)
     clear = decision_margin(proba, thresholds) >= margin
-    report = {"examples": len(features), "max_abs_logit_diff": float(np.abs(reference - logits).max()),
-              "max_abs_proba_diff": float(np.abs(proba - engine_proba).max()),
-              "agreement": float(same.mean()), "margin": margin, "clear_examples": int(clear.sum()),
-              "agreement_clear": float(same[clear].mean()) if clear.any() else None}
+    report = {
+        "examples": len(features),
+        "max_abs_logit_diff": float(np.abs(reference - logits).max()),
+        "max_abs_proba_diff": float(np.abs(proba - engine_proba).max()),
+        "agreement": float(same.mean()),
+        "margin": margin,
+        "clear_examples": int(clear.sum()),
+        "agreement_clear": float(same[clear].mean()) if clear.any() else None,
+    }
     if not model.processing.text_pair_column:
         encoded = predictor.encode(dataset.texts[:max_examples])
-        report["tokenization_matches"] = float(np.mean([list(e["input_ids"]) == list(f["input_ids"])
-                                                        for e, f in zip(encoded, features)]))
+        report["tokenization_matches"] = float(
+            np.mean([list(e["input_ids"]) == list(f["input_ids"]) for e, f in zip(encoded, features)])
+        )
     if features and "labels" in features[0]:
         truth = np.asarray([f["labels"] for f in features])
         right = [(predicted == truth).reshape(len(features), -1).all(axis=1) for predicted in (before, after)]
@@ -149,8 +163,9 @@ def parity_report(model: TextClassificationModel, predictor: Predictor, dataset:
     return report
 
 
-def _write_onnx(wrapper: _Logits, names: list[str], example: tuple, path: Path, optimize: bool,
-                quantize: str | None) -> dict:
+def _write_onnx(
+    wrapper: _Logits, names: list[str], example: tuple, path: Path, optimize: bool, quantize: str | None
+) -> dict:
     model = wrapper.model
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
     raw = path.with_name("raw.onnx")
@@ -159,8 +174,17 @@ def _write_onnx(wrapper: _Logits, names: list[str], example: tuple, path: Path, 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python conditions on shapes (checked by parity)
-            torch.onnx.export(wrapper, example, str(raw), input_names=names, output_names=["logits"], dynamic_axes=axes,
-                              opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
+            torch.onnx.export(
+                wrapper,
+                example,
+                str(raw),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+                do_constant_folding=True,
+            )
     finally:
         model.backbone.set_attn_implementation(attention)  # a model passed in comes back as it was
     details: dict = {"opset": ONNX_OPSET}
@@ -169,8 +193,9 @@ def _write_onnx(wrapper: _Logits, names: list[str], example: tuple, path: Path, 
         config = model.backbone.config
         heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
         hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
-        fused = ort_optimizer.optimize_model(str(raw), model_type=_ORT_MODEL_TYPES.get(config.model_type, "bert"),
-                                             num_heads=heads, hidden_size=hidden)
+        fused = ort_optimizer.optimize_model(
+            str(raw), model_type=_ORT_MODEL_TYPES.get(config.model_type, "bert"), num_heads=heads, hidden_size=hidden
+        )
         details["fused_operators"] = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
         current = path.with_name("optimized.onnx")
         fused.save_model_to_file(str(current))
@@ -179,8 +204,9 @@ def _write_onnx(wrapper: _Logits, names: list[str], example: tuple, path: Path, 
         quiet = logging.getLogger().level
         logging.getLogger().setLevel(logging.ERROR)  # its advice to run a pre-processing step (shape inference)
         try:
-            quantize_dynamic(str(current), str(path), **ONNX_INT8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_dynamic(
+                str(current), str(path), **ONNX_INT8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
+            )
         finally:
             logging.getLogger().setLevel(quiet)
         details["int8"] = {k: str(v) for k, v in ONNX_INT8.items()}
@@ -191,14 +217,18 @@ def _write_onnx(wrapper: _Logits, names: list[str], example: tuple, path: Path, 
     return details
 
 
-def _write_torch(wrapper: _Logits, names: list[str], example: tuple, path: Path, model_format: str,
-                 quantize: str | None) -> dict:
+def _write_torch(
+    wrapper: _Logits, names: list[str], example: tuple, path: Path, model_format: str, quantize: str | None
+) -> dict:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript's and torch.ao's deprecation notices
         if model_format == "pt2":
             # inputs are never longer than the model's max_length, which fits its position table
             longest = wrapper.model.processing.max_length
-            batch, sequence = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("sequence", min=2, max=longest)
+            batch, sequence = (
+                torch.export.Dim("batch", min=1, max=4096),
+                torch.export.Dim("sequence", min=2, max=longest),
+            )
             shapes = {name: {0: batch, 1: sequence} for name in names}
             torch.export.save(torch.export.export(wrapper, example, dynamic_shapes=shapes), str(path))
             return {"exporter": "torch.export"}
@@ -212,24 +242,41 @@ def _write_torch(wrapper: _Logits, names: list[str], example: tuple, path: Path,
 def _check_parity(parity: dict, quantized: bool, limits: ParityConfig) -> str | None:
     """Why the export is refused, or None."""
     if parity.get("tokenization_matches", 1.0) < 1.0:
-        return (f"its tokenizer encodes {100 * (1 - parity['tokenization_matches']):.1f}% of the texts differently "
-                "from the model's")
+        return (
+            f"its tokenizer encodes {100 * (1 - parity['tokenization_matches']):.1f}% of the texts differently "
+            "from the model's"
+        )
     if not quantized and parity["max_abs_logit_diff"] > FP32_TOLERANCE:
-        return f"its logits differ from PyTorch's by up to {parity['max_abs_logit_diff']:.2e} (tolerance {FP32_TOLERANCE})"
+        return (
+            f"its logits differ from PyTorch's by up to {parity['max_abs_logit_diff']:.2e} (tolerance {FP32_TOLERANCE})"
+        )
     if parity["agreement_clear"] is not None and parity["agreement_clear"] < limits.min_agreement:
-        return (f"on the {parity['clear_examples']} examples PyTorch decides with a margin of at least "
-                f"{parity['margin']}, it agrees with PyTorch on {100 * parity['agreement_clear']:.1f}% of predictions "
-                f"(minimum {100 * limits.min_agreement:g}%)")
+        return (
+            f"on the {parity['clear_examples']} examples PyTorch decides with a margin of at least "
+            f"{parity['margin']}, it agrees with PyTorch on {100 * parity['agreement_clear']:.1f}% of predictions "
+            f"(minimum {100 * limits.min_agreement:g}%)"
+        )
     if parity.get("accuracy_change", 0.0) < -limits.max_accuracy_drop:
-        return (f"its accuracy falls from {parity['accuracy_torch']:.4f} to {parity['accuracy_export']:.4f} "
-                f"(at most {100 * limits.max_accuracy_drop:g} points allowed)")
+        return (
+            f"its accuracy falls from {parity['accuracy_torch']:.4f} to {parity['accuracy_export']:.4f} "
+            f"(at most {100 * limits.max_accuracy_drop:g} points allowed)"
+        )
     return None
 
 
-def export_model(source: TextClassificationModel | str | Path, out: str | Path | None = None, *,
-                 engine: str | None = None, model_format: str = "onnx", optimize: bool = False,
-                 quantize: str | None = None, examples: str | Path | None = None, max_examples: int = 1000,
-                 parity: ParityConfig | None = None, echo: Callable[[str], None] | None = print) -> dict:
+def export_model(
+    source: TextClassificationModel | str | Path,
+    out: str | Path | None = None,
+    *,
+    engine: str | None = None,
+    model_format: str = "onnx",
+    optimize: bool = False,
+    quantize: str | None = None,
+    examples: str | Path | None = None,
+    max_examples: int = 1000,
+    parity: ParityConfig | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> dict:
     """Export a trained model into a self-contained folder, then check it against PyTorch on real examples.
 
     Args:
@@ -259,8 +306,10 @@ def export_model(source: TextClassificationModel | str | Path, out: str | Path |
     """
     if engine is not None:
         if engine not in ENGINE_EXPORTS:
-            raise ConfigError(f"engine={engine!r} has no export; choose one of {', '.join(ENGINE_EXPORTS)}"
-                              + (" ('torch' is the trained model itself)." if engine == "torch" else "."))
+            raise ConfigError(
+                f"engine={engine!r} has no export; choose one of {', '.join(ENGINE_EXPORTS)}"
+                + (" ('torch' is the trained model itself)." if engine == "torch" else ".")
+            )
         model_format, optimize, quantize = ENGINE_EXPORTS[engine]
     engine = engine_of(model_format, optimize, quantize)
     model, run = _load_source(source)
@@ -268,8 +317,10 @@ def export_model(source: TextClassificationModel | str | Path, out: str | Path |
         raise WorkbenchError("Give the export folder (out=..., CLI: --out DIR): only a run directory has a default.")
     out = Path(out).resolve() if out is not None else RunDir(run.path).export_folder(engine)
     if out.exists() and not (out / EXPORT_FILE).exists() and (not out.is_dir() or any(out.iterdir())):
-        raise WorkbenchError(f"{out} exists and is not an export folder; nothing in it is replaced. Export into a "
-                             "new or empty folder, or over an earlier export.")
+        raise WorkbenchError(
+            f"{out} exists and is not an export folder; nothing in it is replaced. Export into a "
+            "new or empty folder, or over an earlier export."
+        )
     if max_examples < 1:
         raise ConfigError(f"max_examples={max_examples} must be at least 1 (the parity report needs examples).")
     dataset = _parity_examples(model, run, examples, max_examples)
@@ -291,27 +342,47 @@ def export_model(source: TextClassificationModel | str | Path, out: str | Path |
         export_seconds = time.perf_counter() - started
         model.tokenizer.save_pretrained(staging)
         source_path = run.path if run is not None else (None if isinstance(source, TextClassificationModel) else source)
-        meta = {**model.metadata(), "format": EXPORT_FORMAT, "engine": engine, "model_format": model_format, "file": model_file.name,
-                "optimized": optimize, "quantized": quantize, **details, "inputs": names,
-                "pad_token_id": model.tokenizer.pad_token_id,
-                "backbone": {key: getattr(model.backbone.config, key, None)
-                             for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")},
-                "source": str(source_path) if source_path is not None else None,
-                "run_metrics": {k: v for k, v in (run.metrics if run else {}).items()
-                                if k in ("validation", "test")},
-                "size_bytes": model_file.stat().st_size, "model_sha256": _sha256(model_file), "export_seconds": round(export_seconds, 2),
-                "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "versions": {"workbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                             "onnxruntime": onnxruntime.__version__}}
+        meta = {
+            **model.metadata(),
+            "format": EXPORT_FORMAT,
+            "engine": engine,
+            "model_format": model_format,
+            "file": model_file.name,
+            "optimized": optimize,
+            "quantized": quantize,
+            **details,
+            "inputs": names,
+            "pad_token_id": model.tokenizer.pad_token_id,
+            "backbone": {
+                key: getattr(model.backbone.config, key, None)
+                for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+            },
+            "source": str(source_path) if source_path is not None else None,
+            "run_metrics": {k: v for k, v in (run.metrics if run else {}).items() if k in ("validation", "test")},
+            "size_bytes": model_file.stat().st_size,
+            "model_sha256": _sha256(model_file),
+            "export_seconds": round(export_seconds, 2),
+            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": {
+                "workbench": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+        }
         (staging / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
         limits = parity or ParityConfig()
         meta["parity"] = parity_report(model, load_export(staging), dataset, max_examples, margin=limits.margin)
         meta["parity_limits"] = dataclasses.asdict(limits) | {"fp32_tolerance": FP32_TOLERANCE}
         problem = _check_parity(meta["parity"], bool(quantize), limits)
         if problem:
-            raise ParityError(f"The {engine} export of {source_path or 'the model'} is refused: {problem}. "
-                              f"Parity: {json.dumps(meta['parity'])}. Nothing was written.",
-                              engine=engine, reason=problem, parity=meta["parity"])
+            raise ParityError(
+                f"The {engine} export of {source_path or 'the model'} is refused: {problem}. "
+                f"Parity: {json.dumps(meta['parity'])}. Nothing was written.",
+                engine=engine,
+                reason=problem,
+                parity=meta["parity"],
+            )
         (staging / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
         _replace_folder(staging, out)
     finally:
@@ -325,9 +396,11 @@ def _parity_line(meta: dict, out: Path) -> str:
     p = meta["parity"]
     accuracy = f", accuracy {p['accuracy_torch']:.4f} -> {p['accuracy_export']:.4f}" if "accuracy_torch" in p else ""
     clear = f"{p['agreement_clear']:.4f}" if p["agreement_clear"] is not None else "-"
-    return (f"{meta['engine']}: {out} ({meta['size_bytes'] / 1e6:.1f} MB); on {p['examples']} examples max |logit "
-            f"diff| {p['max_abs_logit_diff']:.2e}, agreement {p['agreement']:.4f} ({clear} on the "
-            f"{p['clear_examples']} decided by a margin of {p['margin']}){accuracy}")
+    return (
+        f"{meta['engine']}: {out} ({meta['size_bytes'] / 1e6:.1f} MB); on {p['examples']} examples max |logit "
+        f"diff| {p['max_abs_logit_diff']:.2e}, agreement {p['agreement']:.4f} ({clear} on the "
+        f"{p['clear_examples']} decided by a margin of {p['margin']}){accuracy}"
+    )
 
 
 def _replace_folder(new: Path, out: Path) -> None:
@@ -344,9 +417,16 @@ def _replace_folder(new: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def engine_predictor(source: TextClassificationModel | str | Path, engine: str, *, threads: int | None = None,
-                     batch_size: int = 32, workdir: str | Path | None = None, spin_wait: bool = True,
-                     echo: Callable[[str], None] | None = print) -> Predictor:
+def engine_predictor(
+    source: TextClassificationModel | str | Path,
+    engine: str,
+    *,
+    threads: int | None = None,
+    batch_size: int = 32,
+    workdir: str | Path | None = None,
+    spin_wait: bool = True,
+    echo: Callable[[str], None] | None = print,
+) -> Predictor:
     """A :class:`~workbench.runtime.Predictor` of ``source`` on ``engine``.
 
     ``torch`` runs the trained model itself. Any other engine loads ``source`` when it is an export folder of that
@@ -371,20 +451,31 @@ def engine_predictor(source: TextClassificationModel | str | Path, engine: str, 
     if folder is None and path is not None and (path / RunDir.CONFIG).exists():
         folder = RunDir(path).export_folder(engine)
     if folder is None and path is not None and not (path / META_FILE).exists():
-        raise ModelLoadError(f"{path} is neither an export folder ({EXPORT_FILE}), a run directory ({RunDir.CONFIG}) "
-                             f"nor a saved model folder ({META_FILE}). Pass one of those.")
+        raise ModelLoadError(
+            f"{path} is neither an export folder ({EXPORT_FILE}), a run directory ({RunDir.CONFIG}) "
+            f"nor a saved model folder ({META_FILE}). Pass one of those."
+        )
     if folder is None:
-        raise WorkbenchError(f"Engine {engine} needs an export, and a model folder has no data to check one on: run "
-                             f"`workbench export {path or 'MODEL'} --engine {engine} --file LABELLED.csv --out DIR`, "
-                             "then use DIR.")
+        raise WorkbenchError(
+            f"Engine {engine} needs an export, and a model folder has no data to check one on: run "
+            f"`workbench export {path or 'MODEL'} --engine {engine} --file LABELLED.csv --out DIR`, "
+            "then use DIR."
+        )
     if not (folder / EXPORT_FILE).exists():
         export_model(source, folder, engine=engine, echo=echo)
     return load_export(folder, engine, threads=threads, batch_size=batch_size, spin_wait=spin_wait)
 
 
-def export_engines(source: TextClassificationModel | str | Path, engines: Sequence[str], *,
-                   workdir: str | Path | None = None, examples: str | Path | None = None, max_examples: int = 1000,
-                   parity: ParityConfig | None = None, echo: Callable[[str], None] | None = print) -> pd.DataFrame:
+def export_engines(
+    source: TextClassificationModel | str | Path,
+    engines: Sequence[str],
+    *,
+    workdir: str | Path | None = None,
+    examples: str | Path | None = None,
+    max_examples: int = 1000,
+    parity: ParityConfig | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> pd.DataFrame:
     """Export ``source`` for each of ``engines`` (:func:`export_model`); a refused export is a row, not an error.
 
     Args:
@@ -404,13 +495,19 @@ def export_engines(source: TextClassificationModel | str | Path, engines: Sequen
     for engine in engines:
         out = Path(workdir) / engine if workdir is not None else None
         try:
-            meta = export_model(source, out, engine=engine, examples=examples, max_examples=max_examples,
-                                parity=parity, echo=echo)
+            meta = export_model(
+                source, out, engine=engine, examples=examples, max_examples=max_examples, parity=parity, echo=echo
+            )
             status, reason = "exported", ""
         except ParityError as refused:
             model_format, optimize, quantize = ENGINE_EXPORTS[engine]
-            meta = {"engine": engine, "model_format": model_format, "optimized": optimize, "quantized": quantize,
-                    "parity": refused.parity}
+            meta = {
+                "engine": engine,
+                "model_format": model_format,
+                "optimized": optimize,
+                "quantized": quantize,
+                "parity": refused.parity,
+            }
             status, reason = "refused", refused.reason
         rows.append({"engine": engine, "status": status, "reason": reason, **_export_row(meta)})
     return pd.DataFrame(rows)
@@ -418,14 +515,24 @@ def export_engines(source: TextClassificationModel | str | Path, engines: Sequen
 
 def exports_table(run_dir: str | Path) -> pd.DataFrame:
     """One row per export of a run (``RUN_DIR/exports/*``): engine, size, export time and its parity report."""
-    return pd.DataFrame([_export_row(json.loads(meta_file.read_text()))
-                         for meta_file in sorted((Path(run_dir) / RunDir.EXPORTS).glob(f"*/{EXPORT_FILE}"))])
+    return pd.DataFrame(
+        [
+            _export_row(json.loads(meta_file.read_text()))
+            for meta_file in sorted((Path(run_dir) / RunDir.EXPORTS).glob(f"*/{EXPORT_FILE}"))
+        ]
+    )
 
 
 def _export_row(meta: dict) -> dict:
-    return {"engine": meta["engine"], "format": meta["model_format"], "optimized": meta["optimized"],
-            "quantized": meta["quantized"] or "", "size_mb": meta["size_bytes"] / 1e6 if "size_bytes" in meta else None,
-            "export_s": meta.get("export_seconds"), **meta.get("parity", {})}
+    return {
+        "engine": meta["engine"],
+        "format": meta["model_format"],
+        "optimized": meta["optimized"],
+        "quantized": meta["quantized"] or "",
+        "size_mb": meta["size_bytes"] / 1e6 if "size_bytes" in meta else None,
+        "export_s": meta.get("export_seconds"),
+        **meta.get("parity", {}),
+    }
 
 
 def _sha256(path: Path) -> str:

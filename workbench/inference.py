@@ -57,8 +57,9 @@ def torch_predictor(model: TextClassificationModel, batch_size: int = 32) -> Pre
     return Predictor(meta, tokenizer, run, "torch", batch_size)
 
 
-def _batches(predictor: Predictor, texts: Sequence[str], batch_size: int, seq_length: int | None,
-             count: int) -> list[dict]:
+def _batches(
+    predictor: Predictor, texts: Sequence[str], batch_size: int, seq_length: int | None, count: int
+) -> list[dict]:
     """``count`` padded batches of ``batch_size`` texts; with ``seq_length`` every row is exactly that long."""
     features = predictor.encode(list(texts))
     if seq_length is not None:
@@ -68,17 +69,25 @@ def _batches(predictor: Predictor, texts: Sequence[str], batch_size: int, seq_le
             body = ids[1:-1] or [predictor.pad_token_id]
             while len(body) < seq_length - 2:  # repeat the text's own tokens to reach the length
                 body = body + body
-            ids = [ids[0], *body[:seq_length - 2], ids[-1]]
+            ids = [ids[0], *body[: seq_length - 2], ids[-1]]
             rows.append({"input_ids": ids, "token_type_ids": [0] * len(ids)})
         features = rows
-    return [predictor.pad([features[(b * batch_size + i) % len(features)] for i in range(batch_size)])
-            for b in range(count)]
+    return [
+        predictor.pad([features[(b * batch_size + i) % len(features)] for i in range(batch_size)]) for b in range(count)
+    ]
 
 
-def benchmark_inference(model: TextClassificationModel | Predictor, texts: Sequence[str],
-                        batch_sizes: Sequence[int] = (1, 8, 32, 64), seq_lengths: Sequence[int | None] = (None,),
-                        warmup: int = 3, repeats: int = 5, batches: int = 10, threads: int | None = None,
-                        echo: Callable[[str], None] | None = print) -> pd.DataFrame:
+def benchmark_inference(
+    model: TextClassificationModel | Predictor,
+    texts: Sequence[str],
+    batch_sizes: Sequence[int] = (1, 8, 32, 64),
+    seq_lengths: Sequence[int | None] = (None,),
+    warmup: int = 3,
+    repeats: int = 5,
+    batches: int = 10,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> pd.DataFrame:
     """Time a model's engine on batches of ``texts``.
 
     Args:
@@ -116,18 +125,30 @@ def benchmark_inference(model: TextClassificationModel | Predictor, texts: Seque
                     latencies.append(time.perf_counter() - start)
                 throughputs.append(batch_size * batches / (time.perf_counter() - start_pass))
             tokens = float(np.mean([b["attention_mask"].sum(1).mean() for b in cut[:batches]]))
-            row = {"engine": predictor.engine, "seq_length": "natural" if seq_length is None else seq_length,
-                   "batch_size": batch_size, "p50_ms": 1000 * float(np.percentile(latencies, 50)),
-                   "p95_ms": 1000 * float(np.percentile(latencies, 95)), "p99_ms": 1000 * float(np.percentile(latencies, 99)),
-                   "examples_per_s": float(np.median(throughputs)), "mean_tokens": tokens,
-                   "threads": threads or (os.cpu_count() if _on_onnx_runtime(predictor.engine)  # its default: a core each
-                                          else torch.get_num_threads()),
-                   "device": str(model.device) if isinstance(model, TextClassificationModel) else "cpu",
-                   "timed_calls": len(latencies)}
+            row = {
+                "engine": predictor.engine,
+                "seq_length": "natural" if seq_length is None else seq_length,
+                "batch_size": batch_size,
+                "p50_ms": 1000 * float(np.percentile(latencies, 50)),
+                "p95_ms": 1000 * float(np.percentile(latencies, 95)),
+                "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+                "examples_per_s": float(np.median(throughputs)),
+                "mean_tokens": tokens,
+                "threads": threads
+                or (
+                    os.cpu_count()
+                    if _on_onnx_runtime(predictor.engine)  # its default: a core each
+                    else torch.get_num_threads()
+                ),
+                "device": str(model.device) if isinstance(model, TextClassificationModel) else "cpu",
+                "timed_calls": len(latencies),
+            }
             rows.append(row)
             if echo:
-                echo(f"{predictor.engine} seq {row['seq_length']} batch {batch_size}: p50 {row['p50_ms']:.1f} ms, "
-                     f"{row['examples_per_s']:.1f} examples/s")
+                echo(
+                    f"{predictor.engine} seq {row['seq_length']} batch {batch_size}: p50 {row['p50_ms']:.1f} ms, "
+                    f"{row['examples_per_s']:.1f} examples/s"
+                )
     table = pd.DataFrame(rows)
     table.attrs["machine"] = {**machine_info(), "torch": torch.__version__}
     return table
@@ -159,11 +180,19 @@ class _PeakMemory:
         self.added_mb = self.peak - self.base
 
 
-def compare_engines(predictor_of: Callable[..., Predictor], engines: Sequence[str], texts: Sequence[str],
-                    labels: Sequence | None = None, *, batch_sizes: Sequence[int] = (1, 8, 32),
-                    seq_lengths: Sequence[int | None] = (None,), repeats: int = 5, batches: int = 10,
-                    threads: int | None = None, echo: Callable[[str], None] | None = print
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def compare_engines(
+    predictor_of: Callable[..., Predictor],
+    engines: Sequence[str],
+    texts: Sequence[str],
+    labels: Sequence | None = None,
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    seq_lengths: Sequence[int | None] = (None,),
+    repeats: int = 5,
+    batches: int = 10,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every engine of ``engines`` on the same texts, one after another in this process.
 
     Args:
@@ -203,13 +232,20 @@ def compare_engines(predictor_of: Callable[..., Predictor], engines: Sequence[st
                 continue
             load_s = time.perf_counter() - started
             proba = predictor.predict_proba(list(texts))
-            table = benchmark_inference(predictor, texts, batch_sizes, seq_lengths, repeats=repeats,
-                                        batches=batches, threads=threads, echo=echo)
+            table = benchmark_inference(
+                predictor, texts, batch_sizes, seq_lengths, repeats=repeats, batches=batches, threads=threads, echo=echo
+            )
         predicted = predict_from_proba(proba, predictor.thresholds if predictor.multi_label else None)
         predictions[engine] = predicted
         size = predictor.meta.get("size_bytes")
-        row = {"engine": engine, "status": "ok", "reason": "", "size_mb": size / 1e6 if size else None,
-               "load_s": load_s, "peak_rss_added_mb": memory.added_mb}
+        row = {
+            "engine": engine,
+            "status": "ok",
+            "reason": "",
+            "size_mb": size / 1e6 if size else None,
+            "load_s": load_s,
+            "peak_rss_added_mb": memory.added_mb,
+        }
         if labels is not None:
             truth = np.asarray(labels)
             row["accuracy"] = float((predicted == truth).reshape(len(truth), -1).all(axis=1).mean())
@@ -226,7 +262,10 @@ def compare_engines(predictor_of: Callable[..., Predictor], engines: Sequence[st
         for batch_size in batch_sizes:
             cell = natural[natural["batch_size"] == batch_size].set_index("engine")["examples_per_s"]
             summary[f"speedup_b{batch_size}"] = summary["engine"].map(cell / cell.get(baseline, np.nan))
-    summary.attrs["machine"] = latency.attrs["machine"] = {**machine_info(), "torch": torch.__version__,
-                                                            "onnxruntime": onnxruntime.__version__,
-                                                            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}
+    summary.attrs["machine"] = latency.attrs["machine"] = {
+        **machine_info(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+    }
     return summary, latency

@@ -11,7 +11,7 @@ out ``n`` examples of any selection that gives its ``strata`` and ``take``s posi
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ class LabelMap:
         self.index = {name: i for i, name in enumerate(self.names)}
 
     @classmethod
-    def from_labels(cls, labels: Iterable, multi_label: bool = False) -> "LabelMap":
+    def from_labels(cls, labels: Iterable, multi_label: bool = False) -> LabelMap:
         seen = {str(x) for group in labels for x in (group if multi_label else [group])}
         as_numbers = all(re.fullmatch(r"-?\d+", s) for s in seen)
         return cls(sorted(seen, key=int if as_numbers else str), multi_label)
@@ -43,8 +43,12 @@ class LabelMap:
         Raises DataError naming the first rows whose label the model does not know.
         """
         groups = labels if self.multi_label else [[x] for x in labels]
-        unknown = [(str(x), rows[i] if rows is not None else i) for i, group in enumerate(groups) for x in group
-                   if str(x) not in self.index]
+        unknown = [
+            (str(x), rows[i] if rows is not None else i)
+            for i, group in enumerate(groups)
+            for x in group
+            if str(x) not in self.index
+        ]
         if unknown:
             raise self.unknown_labels(unknown[:5], len(unknown), source)
         if not self.multi_label:
@@ -63,13 +67,14 @@ class LabelMap:
         return DataError(
             f"{source}: {count} label(s) are not among the {len(self.names)} labels the model knows: "
             f"{where}. Known labels: {', '.join(self.names[:20])}{' ...' if len(self.names) > 20 else ''}. "
-            "Fix the labels, or retrain with this label in the training data.")
+            "Fix the labels, or retrain with this label in the training data."
+        )
 
     def to_dict(self) -> dict:
         return {"labels": self.names, "multi_label": self.multi_label}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "LabelMap":
+    def from_dict(cls, values: dict) -> LabelMap:
         return cls(values["labels"], values.get("multi_label", False))
 
 

@@ -7,7 +7,7 @@ its sigmoid focal variant (Lin et al. 2017).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -62,8 +62,15 @@ def class_weights_from_labels(labels: Sequence, num_labels: int, multi_label: bo
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def build_loss(name: str, *, multi_label: bool, num_labels: int, label_smoothing: float = 0.0,
-               focal_gamma: float = 2.0, class_weights: torch.Tensor | Sequence[float] | None = None) -> nn.Module:
+def build_loss(
+    name: str,
+    *,
+    multi_label: bool,
+    num_labels: int,
+    label_smoothing: float = 0.0,
+    focal_gamma: float = 2.0,
+    class_weights: torch.Tensor | Sequence[float] | None = None,
+) -> nn.Module:
     """The loss module named by ``train.loss``.
 
     Args:

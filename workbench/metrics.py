@@ -13,7 +13,7 @@ evaluation, prediction, cross-validation and error analysis)::
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn import metrics as skm
@@ -21,10 +21,28 @@ from sklearn import metrics as skm
 from workbench.errors import WorkbenchError
 
 # The scalar keys each kind of classifier's metrics carry (what a checkpoint can be monitored by) ...
-SINGLE_LABEL_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall",
-                        "weighted_precision", "weighted_recall", "roc_auc")
-MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "micro_precision", "micro_recall", "macro_precision", "macro_recall",
-                       "subset_accuracy", "hamming_loss", "roc_auc_micro")
+SINGLE_LABEL_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "macro_precision",
+    "macro_recall",
+    "weighted_precision",
+    "weighted_recall",
+    "roc_auc",
+)
+MULTI_LABEL_METRICS = (
+    "micro_f1",
+    "macro_f1",
+    "micro_precision",
+    "micro_recall",
+    "macro_precision",
+    "macro_recall",
+    "subset_accuracy",
+    "hamming_loss",
+    "roc_auc_micro",
+)
 # ... and the headline ones that summaries, leaderboards and cross-validation show (those a run has).
 SUMMARY_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy", "hamming_loss", "roc_auc")
 
@@ -88,8 +106,9 @@ def decision_margin(proba: np.ndarray, thresholds: np.ndarray | None = None) -> 
     return top_two[:, 1] - top_two[:, 0]
 
 
-def labels_from_proba(proba: np.ndarray, label_names: Sequence[str], *, multi_label: bool = False,
-                      thresholds: np.ndarray | None = None) -> list:
+def labels_from_proba(
+    proba: np.ndarray, label_names: Sequence[str], *, multi_label: bool = False, thresholds: np.ndarray | None = None
+) -> list:
     """Label names by :func:`predict_from_proba`: one per row, or a list per row for multi-label data.
 
     Raises:
@@ -119,13 +138,14 @@ def classification_metrics(y_true: Sequence[int], proba: np.ndarray, label_names
     proba = np.asarray(proba)
     y_pred = predict_from_proba(proba)
     labels = np.arange(len(label_names))
-    out: dict = {"n": int(len(y_true)), "accuracy": float(skm.accuracy_score(y_true, y_pred))}
+    out: dict = {"n": len(y_true), "accuracy": float(skm.accuracy_score(y_true, y_pred))}
     for avg in ("macro", "micro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=avg, zero_division=0)
         out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
     out["roc_auc"] = _roc_auc(y_true, proba, labels)
-    report = skm.classification_report(y_true, y_pred, labels=labels, target_names=list(label_names),
-                                       output_dict=True, zero_division=0)
+    report = skm.classification_report(
+        y_true, y_pred, labels=labels, target_names=list(label_names), output_dict=True, zero_division=0
+    )
     out["per_class"] = {name: report[name] for name in label_names}
     out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     return out
@@ -139,8 +159,9 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> float
     return float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels))
 
 
-def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float,
-                       label_names: Sequence[str] | None = None) -> dict:
+def multilabel_metrics(
+    y_true: np.ndarray, proba: np.ndarray, thresholds: np.ndarray | float, label_names: Sequence[str] | None = None
+) -> dict:
     """Metrics of a multi-label classifier.
 
     Args:
@@ -154,22 +175,30 @@ def multilabel_metrics(y_true: np.ndarray, proba: np.ndarray, thresholds: np.nda
     """
     y_true = np.asarray(y_true).astype(int)
     y_pred = predict_from_proba(proba, thresholds)
-    out: dict = {"n": int(len(y_true))}
+    out: dict = {"n": len(y_true)}
     for avg in ("micro", "macro"):
         p, r, f, _ = skm.precision_recall_fscore_support(y_true, y_pred, average=avg, zero_division=0)
         out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
     out["subset_accuracy"] = float(skm.accuracy_score(y_true, y_pred))
     out["hamming_loss"] = float(skm.hamming_loss(y_true, y_pred))
     has_both = (y_true.sum(0) > 0) & (y_true.sum(0) < len(y_true))
-    out["roc_auc_micro"] = float(skm.roc_auc_score(y_true[:, has_both], proba[:, has_both], average="micro")) if has_both.any() else None
+    out["roc_auc_micro"] = (
+        float(skm.roc_auc_score(y_true[:, has_both], proba[:, has_both], average="micro")) if has_both.any() else None
+    )
     if label_names is not None:
         f1 = skm.f1_score(y_true, y_pred, average=None, zero_division=0)
-        out["per_class"] = {name: {"f1": float(v), "support": int(s)} for name, v, s in zip(label_names, f1, y_true.sum(0))}
+        out["per_class"] = {
+            name: {"f1": float(v), "support": int(s)} for name, v, s in zip(label_names, f1, y_true.sum(0))
+        }
     return out
 
 
-def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: Sequence[float] = tuple(np.arange(0.05, 0.96, 0.05)),
-                    default: float = 0.5) -> np.ndarray:
+def tune_thresholds(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    grid: Sequence[float] = tuple(np.arange(0.05, 0.96, 0.05)),
+    default: float = 0.5,
+) -> np.ndarray:
     """Per-class thresholds that maximize each class's F1 on held-out data, shape ``(K,)``.
 
     Classes with no positive example keep ``default``.
@@ -182,4 +211,3 @@ def tune_thresholds(y_true: np.ndarray, proba: np.ndarray, grid: Sequence[float]
         scores = [skm.f1_score(y_true[:, k], proba[:, k] >= t, zero_division=0) for t in grid]
         thresholds[k] = grid[int(np.argmax(scores))]
     return thresholds
-

@@ -106,11 +106,15 @@ def pool(states: torch.Tensor, mask: torch.Tensor, mode: str, attention: nn.Modu
     return attention(states, mask)
 
 
-def build_head(hidden: int, num_labels: int, dropout: float, hidden_layers: Sequence[int], activation: str) -> nn.Sequential:
+def build_head(
+    hidden: int, num_labels: int, dropout: float, hidden_layers: Sequence[int], activation: str
+) -> nn.Sequential:
     """Dropout -> LayerNorm -> [Linear -> activation -> Dropout]* -> Linear."""
     act = getattr(F, activation, None)
     if act is None:
-        raise ModelLoadError(f"model.activation='{activation}' is not a torch.nn.functional function (try gelu, relu, tanh).")
+        raise ModelLoadError(
+            f"model.activation='{activation}' is not a torch.nn.functional function (try gelu, relu, tanh)."
+        )
     layers: list[nn.Module] = [nn.Dropout(dropout), nn.LayerNorm(hidden)]
     width = hidden
     for size in hidden_layers:
@@ -162,23 +166,37 @@ class TextClassificationModel(nn.Module):
         >>> model = TextClassificationModel(config.model, labels=dm.label_names)  # doctest: +SKIP
     """
 
-    def __init__(self, model_name: str | ModelConfig = ModelConfig.backbone, num_classes: int | None = None, *,
-                 labels: Sequence[str] | None = None, multi_label: bool = False,
-                 processing: TextProcessing | None = None, seed: int = TrainConfig.seed,
-                 backbone: nn.Module | None = None, tokenizer=None, **options):
+    def __init__(
+        self,
+        model_name: str | ModelConfig = ModelConfig.backbone,
+        num_classes: int | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+        multi_label: bool = False,
+        processing: TextProcessing | None = None,
+        seed: int = TrainConfig.seed,
+        backbone: nn.Module | None = None,
+        tokenizer=None,
+        **options,
+    ):
         super().__init__()
         if labels is not None and len(labels) < (1 if multi_label else 2):
-            raise ModelLoadError(f"A {'multi' if multi_label else 'single'}-label model needs at least "
-                                 f"{1 if multi_label else 2} labels; got {list(labels)}.")
+            raise ModelLoadError(
+                f"A {'multi' if multi_label else 'single'}-label model needs at least "
+                f"{1 if multi_label else 2} labels; got {list(labels)}."
+            )
         if labels is None:
-            if not num_classes or num_classes < 2 and not multi_label:
+            if not num_classes or (num_classes < 2 and not multi_label):
                 raise ModelLoadError("TextClassificationModel needs num_classes >= 2 (or labels=[...]).")
             labels = [str(i) for i in range(num_classes)]
         elif num_classes is not None and num_classes != len(labels):
             raise ModelLoadError(f"num_classes={num_classes} disagrees with {len(labels)} labels given.")
         try:  # a copy either way: the model's config is its own
-            config = (replace(model_name, **options) if isinstance(model_name, ModelConfig)
-                      else ModelConfig(backbone=model_name, **options))
+            config = (
+                replace(model_name, **options)
+                if isinstance(model_name, ModelConfig)
+                else ModelConfig(backbone=model_name, **options)
+            )
         except ConfigError as exc:  # a bad argument of the model, as a bad num_classes is
             raise ModelLoadError(str(exc)) from None
         self.model_config = config
@@ -202,8 +220,9 @@ class TextClassificationModel(nn.Module):
             for param in embeddings.parameters():
                 param.requires_grad_(False)
 
-    def use_data(self, labels: Sequence[str] | None = None, tokenizer=None,
-                 processing: TextProcessing | None = None) -> None:
+    def use_data(
+        self, labels: Sequence[str] | None = None, tokenizer=None, processing: TextProcessing | None = None
+    ) -> None:
         """Take what the training data decides, so that predictions and the saved model match it: the label names
         (in id order, one per class of the head), the tokenizer and the text processing. What is not given stays.
 
@@ -212,8 +231,10 @@ class TextClassificationModel(nn.Module):
         """
         if labels is not None:
             if len(labels) != self.num_labels:
-                raise ConfigError(f"The model has {self.num_labels} classes but {len(labels)} labels were given "
-                                  f"({', '.join(map(str, labels[:10]))}). Build it with num_classes={len(labels)}.")
+                raise ConfigError(
+                    f"The model has {self.num_labels} classes but {len(labels)} labels were given "
+                    f"({', '.join(map(str, labels[:10]))}). Build it with num_classes={len(labels)}."
+                )
             self.label_names = [str(label) for label in labels]
         if tokenizer is not None:
             self._tokenizer = tokenizer
@@ -240,16 +261,23 @@ class TextClassificationModel(nn.Module):
     @property
     def input_names(self) -> list[str]:
         """The inputs :meth:`forward` uses: token_type_ids only where the tokenizer makes them and the backbone reads them."""
-        types = ("token_type_ids" in self.tokenizer.model_input_names
-                 and self.backbone.config.model_type not in _NO_TOKEN_TYPES)
+        types = (
+            "token_type_ids" in self.tokenizer.model_input_names
+            and self.backbone.config.model_type not in _NO_TOKEN_TYPES
+        )
         return ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> dict:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> dict:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -279,14 +307,21 @@ class TextClassificationModel(nn.Module):
 
     def _features(self, texts: Sequence[str]) -> list[dict]:
         if self.processing.text_pair_column:
-            raise DataError("This model was trained on text pairs; predict() takes single texts. Evaluate it with "
-                            "TextDataModule.for_model(model).encode_file(...) on a file with both columns.")
+            raise DataError(
+                "This model was trained on text pairs; predict() takes single texts. Evaluate it with "
+                "TextDataModule.for_model(model).encode_file(...) on a file with both columns."
+            )
         check_model_inputs(texts)
         return self.processor().encode(list(texts))
 
     @torch.no_grad()
-    def logits_of(self, features: Sequence[dict], batch_size: int = 64, max_tokens: int = 16384,
-                  lengths: Sequence[int] | None = None) -> torch.Tensor:
+    def logits_of(
+        self,
+        features: Sequence[dict],
+        batch_size: int = 64,
+        max_tokens: int = 16384,
+        lengths: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """Logits ``(N, K)`` for encoded examples, in their given order, using length-sorted batches.
 
         ``lengths``: each example's token count when the caller knows it (a dataset's ``lengths``), which spares
@@ -295,8 +330,9 @@ class TextClassificationModel(nn.Module):
         was_training = self.training
         self.eval()
         lengths = [len(f["input_ids"]) for f in features] if lengths is None else np.asarray(lengths)
-        sampler = LengthBucketedBatchSampler(lengths, max(max_tokens, int(np.max(lengths, initial=1))), batch_size,
-                                             shuffle=False)
+        sampler = LengthBucketedBatchSampler(
+            lengths, max(max_tokens, int(np.max(lengths, initial=1))), batch_size, shuffle=False
+        )
         out = torch.empty(len(features), self.num_labels)
         keys = [k for k in ("input_ids", "token_type_ids") if len(features) and k in features[0]]
         for batch in sampler:
@@ -323,7 +359,11 @@ class TextClassificationModel(nn.Module):
         if isinstance(inputs, Mapping):  # a BatchEncoding from TextProcessor.process_text
             self.eval()
             with torch.no_grad():
-                batch = {k: v.to(self.device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+                batch = {
+                    k: v.to(self.device)
+                    for k, v in inputs.items()
+                    if k in ("input_ids", "attention_mask", "token_type_ids")
+                }
                 return self._probabilities(self(**batch)["logits"].float().cpu())
         single = isinstance(inputs, str)
         proba = self._probabilities(self.logits_of(self._features([inputs] if single else list(inputs))))
@@ -383,41 +423,58 @@ class TextClassificationModel(nn.Module):
         if folder.is_dir() and not (folder / META_FILE).exists():
             folder = model_folder(folder)  # a run directory: its best model
         if not folder.is_dir():
-            raise ModelLoadError(f"{folder} is not a saved model folder. Pass a folder written by save_pretrained, "
-                                 "a run directory (runs/<name>/version_N) or checkpoints/best-model.ckpt; a "
-                                 "registered model (models:/NAME@alias) through workbench.track.resolve_model_path.")
+            raise ModelLoadError(
+                f"{folder} is not a saved model folder. Pass a folder written by save_pretrained, "
+                "a run directory (runs/<name>/version_N) or checkpoints/best-model.ckpt; a "
+                "registered model (models:/NAME@alias) through workbench.track.resolve_model_path."
+            )
         if not (folder / MODEL_FILE).exists():
             refuse_pickle_weights(folder, "model")
         for name in (META_FILE, BACKBONE_CONFIG_FILE, MODEL_FILE):
             if not (folder / name).exists():
-                raise ModelLoadError(f"{folder} lacks {name}, so it is not a complete saved model. "
-                                     "Re-save it, or point at another checkpoint of the run.")
+                raise ModelLoadError(
+                    f"{folder} lacks {name}, so it is not a complete saved model. "
+                    "Re-save it, or point at another checkpoint of the run."
+                )
         try:
             meta = json.loads((folder / META_FILE).read_text())
             backbone = backbone_from_config(json.loads((folder / BACKBONE_CONFIG_FILE).read_text()))
         except (json.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
-            raise ModelLoadError(f"{folder}: {META_FILE} or {BACKBONE_CONFIG_FILE} is corrupt ({exc}). "
-                                 "Re-save the model or use another checkpoint.") from None
+            raise ModelLoadError(
+                f"{folder}: {META_FILE} or {BACKBONE_CONFIG_FILE} is corrupt ({exc}). "
+                "Re-save the model or use another checkpoint."
+            ) from None
         try:
             state = load_file(str(folder / MODEL_FILE))
         except Exception as exc:  # safetensors raises its own error types for truncated or garbled files
-            raise ModelLoadError(f"{folder / MODEL_FILE} is corrupt or truncated ({exc}). "
-                                 "Use another checkpoint of the run (e.g. its last/ folder) or retrain.") from None
+            raise ModelLoadError(
+                f"{folder / MODEL_FILE} is corrupt or truncated ({exc}). "
+                "Use another checkpoint of the run (e.g. its last/ folder) or retrain."
+            ) from None
         tokenizer = load_tokenizer(str(folder))
         try:
-            model = cls(_config_from_metadata(meta), labels=meta["labels"], multi_label=meta["multi_label"],
-                        processing=TextProcessing(**meta.get("processing", {})), backbone=backbone, tokenizer=tokenizer)
+            model = cls(
+                _config_from_metadata(meta),
+                labels=meta["labels"],
+                multi_label=meta["multi_label"],
+                processing=TextProcessing(**meta.get("processing", {})),
+                backbone=backbone,
+                tokenizer=tokenizer,
+            )
         except (KeyError, TypeError, ConfigError) as exc:
-            raise ModelLoadError(f"{folder / META_FILE} lacks or garbles the entry {exc}. Re-save the model "
-                                 "or use another checkpoint.") from None
+            raise ModelLoadError(
+                f"{folder / META_FILE} lacks or garbles the entry {exc}. Re-save the model or use another checkpoint."
+            ) from None
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches
             missing, unexpected = [str(exc).splitlines()[-1].strip()], []
         if missing or unexpected:
-            raise ModelLoadError(f"{folder / MODEL_FILE} does not match the saved architecture "
-                                 f"(missing or mismatched: {missing[:3]}, unexpected: {unexpected[:3]}). "
-                                 "The weights were written by another model; use the folder they were saved with.")
+            raise ModelLoadError(
+                f"{folder / MODEL_FILE} does not match the saved architecture "
+                f"(missing or mismatched: {missing[:3]}, unexpected: {unexpected[:3]}). "
+                "The weights were written by another model; use the folder they were saved with."
+            )
         model.thresholds = np.asarray(meta["thresholds"], dtype=np.float32)
         model.temperature = float(meta.get("temperature", 1.0))
         return model.to(device).eval()
@@ -429,5 +486,7 @@ def _config_from_metadata(meta: dict) -> ModelConfig:
     """The ModelConfig in a ``workbench_model.json`` (see :meth:`TextClassificationModel.metadata`); raises
     KeyError for a field that shapes the model and is missing."""
     names = [field.name for field in fields(ModelConfig) if field.name != "backbone"]
-    return ModelConfig(backbone=meta["model_name"],
-                       **{name: meta[name] for name in names if name in meta or name not in _ADDED_TO_METADATA})
+    return ModelConfig(
+        backbone=meta["model_name"],
+        **{name: meta[name] for name in names if name in meta or name not in _ADDED_TO_METADATA},
+    )

@@ -32,7 +32,9 @@ def _figure(width: float = 7.0, height: float = 4.0, **subplots) -> tuple[Figure
 def _check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise WorkbenchError(f"{what} needs the column(s) {', '.join(missing)}; the table has {', '.join(map(str, table.columns))}.")
+        raise WorkbenchError(
+            f"{what} needs the column(s) {', '.join(missing)}; the table has {', '.join(map(str, table.columns))}."
+        )
 
 
 def label_distribution_figure(counts: pd.DataFrame) -> Figure:
@@ -63,8 +65,16 @@ def token_length_figure(lengths: pd.DataFrame, max_length: int | None = None) ->
     _check_columns(lengths, ["label", "tokens"], "token_length_figure")
     fig, ax = _figure()
     many = lengths["label"].nunique() > 10
-    sns.histplot(data=lengths, x="tokens", hue=None if many else "label", element="step", bins=50,
-                 stat="count", common_norm=False, ax=ax)
+    sns.histplot(
+        data=lengths,
+        x="tokens",
+        hue=None if many else "label",
+        element="step",
+        bins=50,
+        stat="count",
+        common_norm=False,
+        ax=ax,
+    )
     if max_length:
         share = float((lengths["tokens"] > max_length).mean())
         ax.axvline(max_length, color="black", linestyle="--", linewidth=1)
@@ -96,11 +106,22 @@ def learning_curves_figure(log: pd.DataFrame, metric: str = "accuracy") -> Figur
         val = log.dropna(subset=[column])
         metric_ax.plot(val["step"], val[column], "o-", color="tab:green")
         best = val.loc[val[column].idxmax()] if "loss" not in column else val.loc[val[column].idxmin()]
-        metric_ax.annotate(f"best {best[column]:.4f}", (best["step"], best[column]), textcoords="offset points",
-                           xytext=(0, -14), ha="center")
+        metric_ax.annotate(
+            f"best {best[column]:.4f}",
+            (best["step"], best[column]),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+        )
     else:
-        metric_ax.text(0.5, 0.5, f"no '{column}' in the log\n(no evaluation ran)", ha="center", va="center",
-                       transform=metric_ax.transAxes)
+        metric_ax.text(
+            0.5,
+            0.5,
+            f"no '{column}' in the log\n(no evaluation ran)",
+            ha="center",
+            va="center",
+            transform=metric_ax.transAxes,
+        )
     metric_ax.set(xlabel="optimizer step", ylabel=metric, title=f"Validation {metric}")
     return fig
 
@@ -112,8 +133,9 @@ def most_confused_classes(matrix: np.ndarray, top_n: int) -> np.ndarray:
     return np.sort(np.argsort(-involvement, kind="stable")[:top_n])
 
 
-def confusion_matrix_figure(matrix: np.ndarray | Sequence[Sequence[int]], label_names: Sequence[str],
-                            normalize: bool = False, top_n: int = 20) -> Figure:
+def confusion_matrix_figure(
+    matrix: np.ndarray | Sequence[Sequence[int]], label_names: Sequence[str], normalize: bool = False, top_n: int = 20
+) -> Figure:
     """A confusion-matrix heatmap, in counts or normalized by the true class.
 
     Args:
@@ -124,8 +146,10 @@ def confusion_matrix_figure(matrix: np.ndarray | Sequence[Sequence[int]], label_
     """
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(label_names):
-        raise WorkbenchError(f"confusion_matrix_figure: the matrix is {matrix.shape} but there are {len(label_names)} "
-                             "label names; it must be (K, K) for K labels.")
+        raise WorkbenchError(
+            f"confusion_matrix_figure: the matrix is {matrix.shape} but there are {len(label_names)} "
+            "label names; it must be (K, K) for K labels."
+        )
     names = np.asarray(label_names, dtype=object)
     title = "Confusion matrix" + (" (normalized by true class)" if normalize else " (counts)")
     if len(names) > top_n:
@@ -139,9 +163,19 @@ def confusion_matrix_figure(matrix: np.ndarray | Sequence[Sequence[int]], label_
     shown = shown[np.ix_(keep, keep)]
     size = max(4.5, 0.45 * len(keep) + 2.5)
     fig, ax = _figure(size + 1, size)
-    sns.heatmap(shown, annot=len(keep) <= 25, fmt=".2f" if normalize else ".0f", cmap="Blues", square=True,
-                xticklabels=names[keep], yticklabels=names[keep], cbar=True, ax=ax,
-                vmin=0, vmax=1 if normalize else None)
+    sns.heatmap(
+        shown,
+        annot=len(keep) <= 25,
+        fmt=".2f" if normalize else ".0f",
+        cmap="Blues",
+        square=True,
+        xticklabels=names[keep],
+        yticklabels=names[keep],
+        cbar=True,
+        ax=ax,
+        vmin=0,
+        vmax=1 if normalize else None,
+    )
     ax.set(xlabel="predicted", ylabel="true", title=title)
     return fig
 
@@ -167,15 +201,21 @@ def _binary_targets(y_true: np.ndarray, proba: np.ndarray, multi_label: bool) ->
         raise WorkbenchError(f"proba must be (N, K); got shape {proba.shape}.")
     if multi_label:
         if y_true.shape != proba.shape:
-            raise WorkbenchError(f"multi-label y_true has shape {y_true.shape} but proba is {proba.shape}; both must be (N, K).")
+            raise WorkbenchError(
+                f"multi-label y_true has shape {y_true.shape} but proba is {proba.shape}; both must be (N, K)."
+            )
         return y_true.astype(int)
     if y_true.shape != (len(proba),):
-        raise WorkbenchError(f"y_true has shape {y_true.shape} but proba is {proba.shape}: give (N,) class ids for the "
-                             "same N examples (or multi_label=True with (N, K) multi-hot labels).")
+        raise WorkbenchError(
+            f"y_true has shape {y_true.shape} but proba is {proba.shape}: give (N,) class ids for the "
+            "same N examples (or multi_label=True with (N, K) multi-hot labels)."
+        )
     return np.eye(proba.shape[1], dtype=int)[y_true]
 
 
-def roc_pr_figure(y_true, proba, label_names: Sequence[str], multi_label: bool = False, max_classes: int = 10) -> Figure:
+def roc_pr_figure(
+    y_true, proba, label_names: Sequence[str], multi_label: bool = False, max_classes: int = 10
+) -> Figure:
     """ROC and precision-recall curves: one per class (up to ``max_classes``), plus micro and macro averages.
 
     Args:
@@ -206,8 +246,9 @@ def roc_pr_figure(y_true, proba, label_names: Sequence[str], multi_label: bool =
             pr_ax.plot(recall, precision, linewidth=1, alpha=0.7, label=f"{label_names[k]} ({ap:.3f})")
     fpr, tpr, _ = roc_curve(target[:, present].ravel(), proba[:, present].ravel())
     roc_ax.plot(fpr, tpr, color="black", linewidth=2, label=f"micro avg ({auc(fpr, tpr):.3f})")
-    roc_ax.plot(grid, np.mean(tprs, 0), color="black", linestyle="--", linewidth=2,
-                label=f"macro avg ({np.mean(aucs):.3f})")
+    roc_ax.plot(
+        grid, np.mean(tprs, 0), color="black", linestyle="--", linewidth=2, label=f"macro avg ({np.mean(aucs):.3f})"
+    )
     roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     precision, recall, _ = precision_recall_curve(target[:, present].ravel(), proba[:, present].ravel())
     micro_ap = average_precision_score(target[:, present], proba[:, present], average="micro")
@@ -222,8 +263,9 @@ def roc_pr_figure(y_true, proba, label_names: Sequence[str], multi_label: bool =
     return fig
 
 
-def reliability_figure(table: pd.DataFrame, ece: float | None = None, after: pd.DataFrame | None = None,
-                       ece_after: float | None = None) -> Figure:
+def reliability_figure(
+    table: pd.DataFrame, ece: float | None = None, after: pd.DataFrame | None = None, ece_after: float | None = None
+) -> Figure:
     """A reliability diagram: accuracy against confidence per bin, with the ECE (and, if given, after scaling).
 
     Args:
@@ -235,15 +277,37 @@ def reliability_figure(table: pd.DataFrame, ece: float | None = None, after: pd.
     fig, axes = _figure(5.5 * len(panels), 5.0, ncols=len(panels), squeeze=False)
     for ax, (bins, value, name) in zip(axes[0], panels):
         width = bins["bin_high"] - bins["bin_low"]
-        ax.bar(bins["bin_low"], bins["accuracy"].fillna(0), width=width, align="edge", edgecolor="black",
-               color="tab:blue", alpha=0.8, label="accuracy")
+        ax.bar(
+            bins["bin_low"],
+            bins["accuracy"].fillna(0),
+            width=width,
+            align="edge",
+            edgecolor="black",
+            color="tab:blue",
+            alpha=0.8,
+            label="accuracy",
+        )
         gap = bins["confidence"] - bins["accuracy"]
-        ax.bar(bins["bin_low"], gap.fillna(0), bottom=bins["accuracy"].fillna(0), width=width, align="edge",
-               color="tab:red", alpha=0.3, hatch="//", label="gap")
+        ax.bar(
+            bins["bin_low"],
+            gap.fillna(0),
+            bottom=bins["accuracy"].fillna(0),
+            width=width,
+            align="edge",
+            color="tab:red",
+            alpha=0.3,
+            hatch="//",
+            label="gap",
+        )
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--")
         title = "Reliability" + ("" if name == "before" else f" {name}")
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-               title=title + (f"\nECE {value:.4f}" if value is not None else ""))
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
+            ylabel="accuracy",
+            title=title + (f"\nECE {value:.4f}" if value is not None else ""),
+        )
         ax.legend(loc="upper left")
     return fig
 
@@ -254,7 +318,11 @@ def accuracy_by_length_figure(lengths, correct, bins: int = 8) -> Figure:
     if lengths.shape != correct.shape or lengths.ndim != 1:
         raise WorkbenchError(f"lengths {lengths.shape} and correct {correct.shape} must be two (N,) arrays.")
     buckets = pd.qcut(lengths, q=min(bins, len(np.unique(lengths))), duplicates="drop")
-    table = pd.DataFrame({"bucket": buckets, "correct": correct}).groupby("bucket", observed=True)["correct"].agg(["mean", "size"])
+    table = (
+        pd.DataFrame({"bucket": buckets, "correct": correct})
+        .groupby("bucket", observed=True)["correct"]
+        .agg(["mean", "size"])
+    )
     fig, ax = _figure(8.0, 4.0)
     labels = [f"{int(np.ceil(i.left))}-{int(i.right)}" for i in table.index]
     ax.bar(labels, table["mean"], color="tab:blue")
@@ -270,7 +338,9 @@ def latency_figure(table: pd.DataFrame) -> Figure:
     Args:
         table: from :func:`workbench.inference.benchmark_inference`.
     """
-    _check_columns(table, ["engine", "seq_length", "batch_size", "p50_ms", "p95_ms", "examples_per_s"], "latency_figure")
+    _check_columns(
+        table, ["engine", "seq_length", "batch_size", "p50_ms", "p95_ms", "examples_per_s"], "latency_figure"
+    )
     fig, (speed_ax, latency_ax) = _figure(11.0, 4.0, ncols=2)
     for (engine, length), rows in table.groupby(["engine", table["seq_length"].astype(str)], sort=False):
         label = f"{engine}, {length} tokens" if length != "natural" else f"{engine}, natural lengths"
@@ -308,6 +378,7 @@ def augmentation_figure(table: pd.DataFrame) -> Figure:
 # Optuna's own matplotlib plots draw through pyplot's global state and return Axes; these take the plain
 # trials table (:meth:`workbench.tune.TuneResult.trials_table`) like every figure here.
 
+
 def optimization_history_figure(trials: pd.DataFrame, metric: str) -> Figure:
     """Each trial's objective by trial number, and the best so far as a step line.
 
@@ -327,8 +398,11 @@ def optimization_history_figure(trials: pd.DataFrame, metric: str) -> Figure:
         best = done["value"].cummax() if greater_is_better(metric) else done["value"].cummin()
         ax.step(done["trial"], best, where="post", color="tab:green", label="best so far")
     failed = int((trials["state"] == "FAIL").sum())
-    ax.set(xlabel="trial", ylabel=f"validation {metric}",
-           title=f"Optimization history ({len(done)} completed, {len(pruned)} pruned, {failed} failed)")
+    ax.set(
+        xlabel="trial",
+        ylabel=f"validation {metric}",
+        title=f"Optimization history ({len(done)} completed, {len(pruned)} pruned, {failed} failed)",
+    )
     ax.legend()
     return fig
 
@@ -337,8 +411,14 @@ def param_importance_figure(importances: dict[str, float]) -> Figure:
     """Horizontal bars of each searched parameter's importance (fANOVA, from ``optuna.importance``), largest on top."""
     fig, ax = _figure(7.0, max(2.5, 0.45 * len(importances) + 1.2))
     if not importances:
-        ax.text(0.5, 0.5, "importances need at least two completed trials\nthat differ in their parameters",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "importances need at least two completed trials\nthat differ in their parameters",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         ax.set_axis_off()
         return fig
     names, values = zip(*sorted(importances.items(), key=lambda item: item[1]))
@@ -357,8 +437,15 @@ def slice_figure(trials: pd.DataFrame, params: Sequence[str], metric: str) -> Fi
     fig, axes = _figure(3.4 * max(1, len(params)), 3.4, ncols=max(1, len(params)), squeeze=False)
     for ax, param in zip(axes[0], params):
         values = done[param]
-        points = ax.scatter(values.astype(float) if values.map(np.isreal).all() else values.astype(str),
-                            done["value"], c=done["trial"], cmap="Blues", vmin=-2, edgecolors="black", linewidths=0.5)
+        points = ax.scatter(
+            values.astype(float) if values.map(np.isreal).all() else values.astype(str),
+            done["value"],
+            c=done["trial"],
+            cmap="Blues",
+            vmin=-2,
+            edgecolors="black",
+            linewidths=0.5,
+        )
         numeric = pd.to_numeric(values, errors="coerce")
         if len(numeric) and numeric.notna().all() and (numeric > 0).all() and numeric.max() / numeric.min() > 20:
             ax.set_xscale("log")

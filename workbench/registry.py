@@ -29,12 +29,23 @@ import pandas as pd
 from workbench.errors import WorkbenchError
 from workbench.models import TextClassificationModel
 from workbench.runs import RunDir, load_run
-from workbench.track import REGISTERED_ARTIFACT as ARTIFACT, check_installed, mlflow_experiment, mlflow_uri, tracked_ids
+from workbench.track import REGISTERED_ARTIFACT as ARTIFACT
+from workbench.track import check_installed, mlflow_experiment, mlflow_uri, tracked_ids
 
 log = logging.getLogger(__name__)
 # what `import workbench` and loading a model need (the third-party imports of the modules below trainer)
-MODEL_REQUIREMENTS = ("torch", "transformers", "accelerate", "safetensors", "tokenizers", "scikit-learn", "numpy",
-                      "pandas", "pyyaml", "mlflow")
+MODEL_REQUIREMENTS = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "tokenizers",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "pyyaml",
+    "mlflow",
+)
 
 
 class TextClassifierPyfunc(mlflow.pyfunc.PythonModel):
@@ -86,24 +97,44 @@ def register_run(run_dir: str | Path, name: str, alias: str | None = None) -> di
         run_id = None  # the run was tracked in another store: log the model into a new run of this one
     example = pd.DataFrame({"text": ["an example text to classify"]})
     requirements = [f"{package}=={metadata.version(package)}" for package in MODEL_REQUIREMENTS]
-    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment,
-                          run_name=None if run_id else f"{run.config.run.name}/{Path(run.path).name}",
-                          tags=None if run_id else {"workbench.run_dir": str(Path(run.path).resolve())}) as active:
+    with mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else experiment,
+        run_name=None if run_id else f"{run.config.run.name}/{Path(run.path).name}",
+        tags=None if run_id else {"workbench.run_dir": str(Path(run.path).resolve())},
+    ) as active:
         info = mlflow.pyfunc.log_model(
-            name=ARTIFACT, python_model=TextClassifierPyfunc(), artifacts={ARTIFACT: str(RunDir(run.path).best)},
-            code_paths=[str(Path(__file__).resolve().parent)], input_example=example, pip_requirements=requirements,
-            registered_model_name=name, metadata={"labels": model.label_names, "multi_label": model.multi_label,
-                                                  "workbench_run_dir": str(Path(run.path).resolve())})
+            name=ARTIFACT,
+            python_model=TextClassifierPyfunc(),
+            artifacts={ARTIFACT: str(RunDir(run.path).best)},
+            code_paths=[str(Path(__file__).resolve().parent)],
+            input_example=example,
+            pip_requirements=requirements,
+            registered_model_name=name,
+            metadata={
+                "labels": model.label_names,
+                "multi_label": model.multi_label,
+                "workbench_run_dir": str(Path(run.path).resolve()),
+            },
+        )
         run_id = active.info.run_id
     version = str(info.registered_model_version)
     if alias:
         try:
             mlflow.MlflowClient(uri).set_registered_model_alias(name, alias, version)
         except mlflow.exceptions.MlflowException as exc:
-            raise WorkbenchError(f"Version {version} of {name} is registered, but the alias {alias!r} was refused: "
-                                 f"{str(exc).splitlines()[0]}") from None
-    return {"name": name, "version": version, "alias": alias, "run_id": run_id, "tracking_uri": uri,
-            "model_uri": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}"}
+            raise WorkbenchError(
+                f"Version {version} of {name} is registered, but the alias {alias!r} was refused: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+    return {
+        "name": name,
+        "version": version,
+        "alias": alias,
+        "run_id": run_id,
+        "tracking_uri": uri,
+        "model_uri": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version}",
+    }
 
 
 def _run_missing(run_id: str) -> bool:

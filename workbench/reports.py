@@ -112,10 +112,14 @@ def expand_grid(name: str, parameters: dict, grid: dict | None) -> list[tuple[st
         raise ExperimentsError(f"experiment '{name}': grid must map parameter names to lists of values, got {grid!r}.")
     for key, values in grid.items():
         if not isinstance(values, list):
-            raise ExperimentsError(f"experiment '{name}': grid key '{key}' must be a list of values, e.g. {key}: [{values!r}].")
+            raise ExperimentsError(
+                f"experiment '{name}': grid key '{key}' must be a list of values, e.g. {key}: [{values!r}]."
+            )
         if not values:
-            raise ExperimentsError(f"experiment '{name}': grid key '{key}' has no values, so the grid expands to "
-                                   "nothing. Give at least one value or remove the key.")
+            raise ExperimentsError(
+                f"experiment '{name}': grid key '{key}' has no values, so the grid expands to "
+                "nothing. Give at least one value or remove the key."
+            )
     keys = list(grid)
     out = []
     for combo in itertools.product(*(grid[k] for k in keys)):
@@ -136,8 +140,10 @@ def _notebook_path(entry: str, notebooks_dir: Path, experiment: str) -> Path:
     path = Path(entry) if entry.endswith(".ipynb") else notebooks_dir / f"{entry}.ipynb"
     if not path.exists():
         available = ", ".join(sorted(p.stem for p in notebooks_dir.glob("*.ipynb"))) or "none"
-        raise ExperimentsError(f"experiment '{experiment}': notebook '{entry}' not found at {path}. "
-                               f"Notebooks in {notebooks_dir}: {available}.")
+        raise ExperimentsError(
+            f"experiment '{experiment}': notebook '{entry}' not found at {path}. "
+            f"Notebooks in {notebooks_dir}: {available}."
+        )
     return path
 
 
@@ -191,22 +197,32 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
         name = str(entry["name"])
         unknown = sorted(set(entry) - EXPERIMENT_KEYS)
         if unknown:
-            raise ExperimentsError(f"experiment '{name}': unknown key(s) {', '.join(unknown)}. "
-                                   f"Valid: {', '.join(sorted(EXPERIMENT_KEYS))}.")
+            raise ExperimentsError(
+                f"experiment '{name}': unknown key(s) {', '.join(unknown)}. "
+                f"Valid: {', '.join(sorted(EXPERIMENT_KEYS))}."
+            )
         if _slug(name) != name:
-            raise ExperimentsError(f"experiment '{name}': use letters, digits, '.', '-' and '_' only (it names a folder).")
+            raise ExperimentsError(
+                f"experiment '{name}': use letters, digits, '.', '-' and '_' only (it names a folder)."
+            )
         entries = entry.get("notebooks")
         if not isinstance(entries, list) or not entries:
-            raise ExperimentsError(f"experiment '{name}': 'notebooks' must list at least one notebook, e.g. [02_train].")
+            raise ExperimentsError(
+                f"experiment '{name}': 'notebooks' must list at least one notebook, e.g. [02_train]."
+            )
         specs = []
         for nb in entries:
             if isinstance(nb, dict):
                 bad = sorted(set(nb) - NOTEBOOK_KEYS)
                 if bad or "notebook" not in nb:
-                    raise ExperimentsError(f"experiment '{name}': a notebook entry takes 'notebook' and 'parameters'; "
-                                           f"got {sorted(nb)}.")
-                spec = NotebookSpec(Path(str(nb["notebook"])).stem, _notebook_path(str(nb["notebook"]), notebooks_dir, name),
-                                    _mapping(nb.get("parameters"), f"experiment '{name}', notebook {nb['notebook']}"))
+                    raise ExperimentsError(
+                        f"experiment '{name}': a notebook entry takes 'notebook' and 'parameters'; got {sorted(nb)}."
+                    )
+                spec = NotebookSpec(
+                    Path(str(nb["notebook"])).stem,
+                    _notebook_path(str(nb["notebook"]), notebooks_dir, name),
+                    _mapping(nb.get("parameters"), f"experiment '{name}', notebook {nb['notebook']}"),
+                )
             else:
                 spec = NotebookSpec(Path(str(nb)).stem, _notebook_path(str(nb), notebooks_dir, name))
             if spec.path not in declared_cache:
@@ -218,22 +234,28 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
         for spec in specs:
             for key in spec.parameters:
                 if key not in spec.declared:
-                    raise ExperimentsError(f"experiment '{name}', notebook {spec.name}: parameter '{key}' is not declared "
-                                           f"in its parameters cell. Declared: {', '.join(spec.declared) or 'none'}.")
+                    raise ExperimentsError(
+                        f"experiment '{name}', notebook {spec.name}: parameter '{key}' is not declared "
+                        f"in its parameters cell. Declared: {', '.join(spec.declared) or 'none'}."
+                    )
         # the file-wide parameters go wherever they are declared; the experiment's own must be taken by a notebook
         for key in [*own, *(grid if isinstance(grid, dict) else {})]:
             if not any(key in s.declared for s in specs):
-                raise ExperimentsError(f"experiment '{name}': parameter '{key}' is declared by none of its notebooks "
-                                       f"({', '.join(s.name for s in specs)}). Check the spelling, or list the notebook "
-                                       "that takes it.")
+                raise ExperimentsError(
+                    f"experiment '{name}': parameter '{key}' is declared by none of its notebooks "
+                    f"({', '.join(s.name for s in specs)}). Check the spelling, or list the notebook "
+                    "that takes it."
+                )
         parameters = {**defaults, **own}
         for expanded, values, point in expand_grid(name, parameters, grid):
             experiments.append(Experiment(expanded, specs, values, point, dict(overrides or {})))
     declared_anywhere = {key for declared in declared_cache.values() for key in declared}
     undeclared = sorted(set(overrides or {}) - declared_anywhere)
     if undeclared:
-        raise ExperimentsError(f"{source}: --set {', '.join(map(repr, undeclared))} is declared by none of the notebooks "
-                               f"this file runs. Declared: {', '.join(sorted(declared_anywhere))}.")
+        raise ExperimentsError(
+            f"{source}: --set {', '.join(map(repr, undeclared))} is declared by none of the notebooks "
+            f"this file runs. Declared: {', '.join(sorted(declared_anywhere))}."
+        )
     names = [e.name for e in experiments]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -344,29 +366,48 @@ def _mark_dead_kernel(ipynb: Path, message: str) -> int | None:
     index = _last_started_cell(nb)
     if index is None:
         return None
-    nb.cells[index].outputs.append(nbformat.v4.new_output("error", ename="DeadKernelError", evalue=message,
-                                                          traceback=[f"DeadKernelError: {message}"]))
+    nb.cells[index].outputs.append(
+        nbformat.v4.new_output(
+            "error", ename="DeadKernelError", evalue=message, traceback=[f"DeadKernelError: {message}"]
+        )
+    )
     nbformat.write(nb, ipynb)
     return index + 1
 
 
-def _execute(spec: NotebookSpec, parameters: dict, target: Path, experiment: str, kernel_name: str | None,
-             cell_timeout: float | None, progress: bool) -> str | None:
+def _execute(
+    spec: NotebookSpec,
+    parameters: dict,
+    target: Path,
+    experiment: str,
+    kernel_name: str | None,
+    cell_timeout: float | None,
+    progress: bool,
+) -> str | None:
     """Run one notebook with papermill; returns None on success, else a message naming the cell."""
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     where = f"experiment '{experiment}', notebook {spec.name}"
     try:
-        papermill.execute_notebook(str(spec.path), str(target), parameters=parameters, kernel_name=kernel_name,
-                                   cwd=os.getcwd(), progress_bar=progress, request_save_on_cell_execute=True,
-                                   execution_timeout=cell_timeout)
+        papermill.execute_notebook(
+            str(spec.path),
+            str(target),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            cwd=os.getcwd(),
+            progress_bar=progress,
+            request_save_on_cell_execute=True,
+            execution_timeout=cell_timeout,
+        )
     except papermill.PapermillExecutionError as exc:
         return f"{where}, cell In [{exc.exec_count}]: {exc.ename}: {exc.evalue}"
     except DeadKernelError as exc:
         cell = _mark_dead_kernel(target, f"The kernel died while running this cell ({exc}).")
-        return (f"{where}, cell #{cell}: the kernel died while running it (out of memory, a crash in native code, "
-                "or os._exit). Rerun the notebook alone to see what it printed last.")
+        return (
+            f"{where}, cell #{cell}: the kernel died while running it (out of memory, a crash in native code, "
+            "or os._exit). Rerun the notebook alone to see what it printed last."
+        )
     except CellTimeoutError:
         cell = _failed_cell(target)
         return f"{where}, cell #{cell}: timed out after {cell_timeout} s."
@@ -375,9 +416,17 @@ def _execute(spec: NotebookSpec, parameters: dict, target: Path, experiment: str
     return None
 
 
-def run_experiments(path: str | Path, *, resume: bool = False, reports_dir: str | Path | None = None,
-                    overrides: dict | None = None, kernel_name: str | None = None, cell_timeout: float | None = None, progress: bool = True,
-                    echo: Callable[[str], None] = print) -> dict:
+def run_experiments(
+    path: str | Path,
+    *,
+    resume: bool = False,
+    reports_dir: str | Path | None = None,
+    overrides: dict | None = None,
+    kernel_name: str | None = None,
+    cell_timeout: float | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Run every notebook of every experiment in an experiments file and write the HTML reports and index.
 
     Args:
@@ -403,8 +452,12 @@ def run_experiments(path: str | Path, *, resume: bool = False, reports_dir: str 
         folder = reports / experiment.name
         folder.mkdir(parents=True, exist_ok=True)
         previous = state["experiments"].get(experiment.name, {}).get("notebooks", {}) if resume else {}
-        entry = {"parameters": experiment.parameters, "grid_point": experiment.grid_point,
-                 "source": str(plan.source), "notebooks": {}}
+        entry = {
+            "parameters": experiment.parameters,
+            "grid_point": experiment.grid_point,
+            "source": str(plan.source),
+            "notebooks": {},
+        }
         state["experiments"][experiment.name] = entry
         chained: dict = {}
         blocked = None
@@ -417,13 +470,24 @@ def run_experiments(path: str | Path, *, resume: bool = False, reports_dir: str 
                 parameters.setdefault("run_dir", chained["run_dir"])
             fingerprint = _fingerprint(spec.path, parameters)
             target = folder / f"{spec.name}.ipynb"
-            record = {"status": None, "parameters": parameters, "fingerprint": fingerprint,
-                      "ipynb": f"{experiment.name}/{spec.name}.ipynb", "html": f"{experiment.name}/{spec.name}.html"}
+            record = {
+                "status": None,
+                "parameters": parameters,
+                "fingerprint": fingerprint,
+                "ipynb": f"{experiment.name}/{spec.name}.ipynb",
+                "html": f"{experiment.name}/{spec.name}.html",
+            }
             old = previous.get(spec.name)
             header = f"[{done}/{total}] {experiment.name} / {spec.name}"
-            if old and old.get("status") == "ok" and old.get("fingerprint") == fingerprint and (reports / old["html"]).exists():
-                record.update({k: old[k] for k in ("status", "duration_s", "finished", "results") if k in old},
-                              kept=True)
+            if (
+                old
+                and old.get("status") == "ok"
+                and old.get("fingerprint") == fingerprint
+                and (reports / old["html"]).exists()
+            ):
+                record.update(
+                    {k: old[k] for k in ("status", "duration_s", "finished", "results") if k in old}, kept=True
+                )
                 echo(f"{header}: ok before, kept (--resume)")
             elif blocked:
                 record.update(status="skipped", error=f"not run: {blocked} failed earlier in this experiment")
@@ -448,7 +512,10 @@ def run_experiments(path: str | Path, *, resume: bool = False, reports_dir: str 
                         to_html(target)
                     except Exception as exc:  # a page that cannot be drawn must not hide the notebook's own status
                         record["html_error"] = f"HTML conversion failed: {type(exc).__name__}: {exc}"
-                echo(f"{header}: {'FAILED' if error else 'ok'} in {record['duration_s']:.0f} s" + (f"\n  {error}" if error else ""))
+                echo(
+                    f"{header}: {'FAILED' if error else 'ok'} in {record['duration_s']:.0f} s"
+                    + (f"\n  {error}" if error else "")
+                )
             if record.get("results", {}).get("run_dir"):
                 chained["run_dir"] = record["results"]["run_dir"]
             entry["notebooks"][spec.name] = record
@@ -470,8 +537,16 @@ def _key_metrics(results: dict | None, limit: int = 4) -> list[tuple[str, str]]:
     for key, value in results.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        shown.append((key, f"{value:.4f}" if isinstance(value, float) and abs(value) < 10 else f"{value:,.0f}"
-                      if isinstance(value, float) else f"{value:,}"))
+        shown.append(
+            (
+                key,
+                f"{value:.4f}"
+                if isinstance(value, float) and abs(value) < 10
+                else f"{value:,.0f}"
+                if isinstance(value, float)
+                else f"{value:,}",
+            )
+        )
     return shown[:limit]
 
 
@@ -484,18 +559,26 @@ def write_index(reports: str | Path, state: dict) -> Path:
     for name, experiment in state["experiments"].items():
         for notebook, record in experiment["notebooks"].items():
             html_path = reports / record["html"]
-            rows.append({"experiment": name, "grid": experiment.get("grid_point") or {}, "notebook": notebook,
-                         "status": record.get("status"), "kept": record.get("kept", False),
-                         "metrics": _key_metrics(record.get("results")), "duration": record.get("duration_s"),
-                         "html": record["html"] if html_path.exists() else None,
-                         "ipynb": record["ipynb"] if (reports / record["ipynb"]).exists() else None,
-                         "error": record.get("error") or record.get("html_error"),
-                         "finished": record.get("finished")})
+            rows.append(
+                {
+                    "experiment": name,
+                    "grid": experiment.get("grid_point") or {},
+                    "notebook": notebook,
+                    "status": record.get("status"),
+                    "kept": record.get("kept", False),
+                    "metrics": _key_metrics(record.get("results")),
+                    "duration": record.get("duration_s"),
+                    "html": record["html"] if html_path.exists() else None,
+                    "ipynb": record["ipynb"] if (reports / record["ipynb"]).exists() else None,
+                    "error": record.get("error") or record.get("html_error"),
+                    "finished": record.get("finished"),
+                }
+            )
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]))
-    page = env.get_template("index.html.j2").render(rows=rows, counts=counts,
-                                                     generated=datetime.now().isoformat(timespec="seconds"))
+    page = env.get_template("index.html.j2").render(
+        rows=rows, counts=counts, generated=datetime.now().isoformat(timespec="seconds")
+    )
     target = reports / "index.html"
     target.write_text(page, encoding="utf-8")
     return target
-

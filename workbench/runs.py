@@ -78,32 +78,35 @@ class RunDir:
     # -- versions -----------------------------------------------------------------------------------
 
     @classmethod
-    def versions(cls, root: str | Path, name: str) -> list["RunDir"]:
+    def versions(cls, root: str | Path, name: str) -> list[RunDir]:
         """Every ``version_N`` folder of a run name, by N ascending."""
         base = Path(root) / name
-        numbered = [(int(p.name[len(cls.VERSION):]), p) for p in base.glob(f"{cls.VERSION}*")
-                    if p.name[len(cls.VERSION):].isdigit()]
+        numbered = [
+            (int(p.name[len(cls.VERSION) :]), p)
+            for p in base.glob(f"{cls.VERSION}*")
+            if p.name[len(cls.VERSION) :].isdigit()
+        ]
         return [cls(p) for _, p in sorted(numbered)]
 
     @classmethod
-    def latest(cls, root: str | Path, name: str) -> "RunDir | None":
+    def latest(cls, root: str | Path, name: str) -> RunDir | None:
         """The newest version of a run name that finished or can be resumed (a run that failed before its first
         whole checkpoint is skipped), or None when it has none."""
         usable = [run for run in cls.versions(root, name) if run.is_finished() or run.latest_checkpoint(warn=False)]
         return usable[-1] if usable else None
 
     @classmethod
-    def next_version(cls, root: str | Path, name: str) -> "RunDir":
+    def next_version(cls, root: str | Path, name: str) -> RunDir:
         """Create ``<root>/<name>/version_N`` with N one above the highest existing version (failed ones count:
         a number is never used twice)."""
         versions = cls.versions(root, name)
-        number = int(versions[-1].path.name[len(cls.VERSION):]) + 1 if versions else 0
+        number = int(versions[-1].path.name[len(cls.VERSION) :]) + 1 if versions else 0
         path = Path(root) / name / f"{cls.VERSION}{number}"
         path.mkdir(parents=True)
         return cls(path)
 
     @classmethod
-    def of_checkpoints(cls, checkpoints: str | Path) -> "RunDir":
+    def of_checkpoints(cls, checkpoints: str | Path) -> RunDir:
         """The run whose ``checkpoints/`` folder this is (what transformers calls ``output_dir``)."""
         return cls(Path(checkpoints).parent)
 
@@ -126,7 +129,9 @@ class RunDir:
 
     def checkpoint_folders(self) -> list[Path]:
         """Every ``checkpoints/checkpoint-N`` folder, whole or not, newest first."""
-        found = [p for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+        found = [
+            p for p in self.checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        ]
         return sorted(found, key=checkpoint_step, reverse=True)
 
     def latest_checkpoint(self, warn: bool = True) -> Path | None:
@@ -166,12 +171,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 def checkpoint_step(checkpoint: Path) -> int:
     """The optimizer step a ``checkpoint-N`` folder was saved at."""
-    return int(checkpoint.name[len(CHECKPOINT_PREFIX):])
+    return int(checkpoint.name[len(CHECKPOINT_PREFIX) :])
 
 
 def mark_complete(checkpoint: Path) -> None:
     """Record that every file of ``checkpoint`` is written (their names and sizes), as its last file."""
-    files = {p.name: p.stat().st_size for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name != RunDir.COMPLETE}
+    files = {
+        p.name: p.stat().st_size for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name != RunDir.COMPLETE
+    }
     write_atomic(checkpoint / RunDir.COMPLETE, json.dumps({"files": files}, indent=1))
 
 
@@ -249,17 +256,23 @@ def resume_point(path: str | Path) -> tuple[RunDir, Path]:
         run = RunDir(path.parent.parent)
         problem = checkpoint_problem(path)
         if problem:
-            raise ModelLoadError(f"Cannot resume from {path}: {problem}. Resume from the run directory {run.path} "
-                                 "to use its newest whole checkpoint.")
+            raise ModelLoadError(
+                f"Cannot resume from {path}: {problem}. Resume from the run directory {run.path} "
+                "to use its newest whole checkpoint."
+            )
         return run, path
     run = RunDir(path)
     if not path.is_dir():
-        raise ModelLoadError(f"Cannot resume {path}: no such run directory. Give runs/<name>/version_N, or --resume "
-                             "alone for the newest version of run.name.")
+        raise ModelLoadError(
+            f"Cannot resume {path}: no such run directory. Give runs/<name>/version_N, or --resume "
+            "alone for the newest version of run.name."
+        )
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
-        raise ModelLoadError(f"{run.path} has no whole checkpoint to resume from ({RunDir.CHECKPOINTS}/"
-                             f"{CHECKPOINT_PREFIX}N with its {RunDir.COMPLETE}). Start a new run instead.")
+        raise ModelLoadError(
+            f"{run.path} has no whole checkpoint to resume from ({RunDir.CHECKPOINTS}/"
+            f"{CHECKPOINT_PREFIX}N with its {RunDir.COMPLETE}). Start a new run instead."
+        )
     return run, checkpoint
 
 
@@ -276,9 +289,13 @@ def cpu_model() -> str | None:
 
 def machine_info() -> dict:
     """The hardware a time was measured on: platform, CPU model and cores, torch threads, GPU."""
-    return {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def environment_info(seed: int) -> dict:
@@ -290,30 +307,56 @@ def environment_info(seed: int) -> dict:
         except importlib_metadata.PackageNotFoundError:
             versions[name] = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5,
-                                    cwd=Path(__file__).resolve().parent).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
-    return {"seed": seed, "packages": versions, "git_commit": commit, "git_dirty": dirty,
-            "python": sys.version.split()[0], **machine_info(), "command": " ".join(sys.argv)}
+    return {
+        "seed": seed,
+        "packages": versions,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": sys.version.split()[0],
+        **machine_info(),
+        "command": " ".join(sys.argv),
+    }
 
 
 def summary_markdown(run_dir: str | Path, metrics: dict) -> str:
     """A short human-readable summary of a finished run (its ``summary.md``)."""
     val, train = metrics["validation"], metrics["train"]
     keys = [k for k in SUMMARY_METRICS if val.get(k) is not None]
-    number = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    number = lambda v: "n/a" if v is None else f"{v:.4f}"
     lines = [f"# Run {run_dir}", "", "| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for split in ("validation", "test"):
         if split in metrics:
             lines.append(f"| {split} | " + " | ".join(number(metrics[split].get(k)) for k in keys) + " |")
-    lines += ["", f"- examples: {train['examples']}, epochs: {train['epochs']:.2f}, optimizer steps: {train['optimizer_steps']}",
-              f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s, "
-              f"{train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})",
-              f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})",
-              f"- device: {metrics['device']}, precision: {metrics['precision']}", ""]
+    lines += [
+        "",
+        f"- examples: {train['examples']}, epochs: {train['epochs']:.2f}, optimizer steps: {train['optimizer_steps']}",
+        f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s, "
+        f"{train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})",
+        f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})",
+        f"- device: {metrics['device']}, precision: {metrics['precision']}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -353,8 +396,10 @@ def load_run(run_dir: str | Path) -> Run:
     """
     path = Path(run_dir)
     if not path.exists():
-        raise RunNotFoundError(f"Run directory {path} does not exist. Give a folder written by `workbench train` "
-                               "(runs/<name>/version_N), or leave run_dir empty to train a small run first.")
+        raise RunNotFoundError(
+            f"Run directory {path} does not exist. Give a folder written by `workbench train` "
+            "(runs/<name>/version_N), or leave run_dir empty to train a small run first."
+        )
     run = RunDir(path)
     if not (path / RunDir.CONFIG).exists():  # a run name folder: its newest finished version, else its newest
         versions = RunDir.versions(path.parent, path.name)
@@ -362,8 +407,11 @@ def load_run(run_dir: str | Path) -> Run:
         run = (finished or versions or [run])[-1]
     missing = [name for name in RunDir.FINISHED if not (run / name).exists()]
     if missing:
-        raise RunNotFoundError(f"{run.path} is not a finished run: {', '.join(missing)} missing. The run may still be "
-                               "training or was interrupted; resume it with `workbench train --resume " f"{run.path}`.")
+        raise RunNotFoundError(
+            f"{run.path} is not a finished run: {', '.join(missing)} missing. The run may still be "
+            "training or was interrupted; resume it with `workbench train --resume "
+            f"{run.path}`."
+        )
     config = config_from_dict(yaml.safe_load((run / RunDir.CONFIG).read_text()))
     return Run(run.path, config, run.read_json(RunDir.METRICS), run.read_json(RunDir.ENV))
 
@@ -438,38 +486,58 @@ def leaderboard(root: str | Path = "runs", metric: str | None = None) -> pd.Data
     rows = []
     for run in runs:
         m, train = run.metrics, run.metrics.get("train", {})
-        row = {"run": run.name, "path": str(run.path),
-               "dataset": run.config.data.dataset or Path(run.config.data.train_file or "?").name,
-               "monitor": m.get("monitor")}
+        row = {
+            "run": run.name,
+            "path": str(run.path),
+            "dataset": run.config.data.dataset or Path(run.config.data.train_file or "?").name,
+            "monitor": m.get("monitor"),
+        }
         for split, short in (("validation", "val"), ("test", "test")):
             for key in SUMMARY_METRICS:
                 if m.get(split, {}).get(key) is not None:
                     row[f"{short}_{key}"] = m[split][key]
-        row.update({"train_s": train.get("runtime_s"), "samples_per_s": train.get("samples_per_s"),
-                    "epochs": train.get("epochs"),
-                    "finished": pd.Timestamp((run.path / RunDir.METRICS).stat().st_mtime, unit="s").floor("s")})
+        row.update(
+            {
+                "train_s": train.get("runtime_s"),
+                "samples_per_s": train.get("samples_per_s"),
+                "epochs": train.get("epochs"),
+                "finished": pd.Timestamp((run.path / RunDir.METRICS).stat().st_mtime, unit="s").floor("s"),
+            }
+        )
         rows.append(row)
     table = pd.DataFrame(rows)
     differences = config_differences([r.config for r in runs]).drop(columns=["data.dataset"], errors="ignore")
     table = pd.concat([table.iloc[:, :3], differences.reset_index(drop=True), table.iloc[:, 3:]], axis=1)
     metric = metric or f"val_{table['monitor'].mode().iloc[0]}"
     if metric not in table:
-        raise WorkbenchError(f"No run recorded '{metric}'. Available: "
-                             f"{', '.join(c for c in table.columns if c.startswith(('val_', 'test_')))}.")
+        raise WorkbenchError(
+            f"No run recorded '{metric}'. Available: "
+            f"{', '.join(c for c in table.columns if c.startswith(('val_', 'test_')))}."
+        )
     return table.sort_values(metric, ascending=not greater_is_better(metric), na_position="last").reset_index(drop=True)
 
 
 def metrics_table(run: Run) -> pd.DataFrame:
     """The run's headline metrics: one row per split (validation, test), one column per summary metric."""
-    rows = {split: {k: run.metrics[split].get(k) for k in SUMMARY_METRICS if run.metrics[split].get(k) is not None}
-            for split in ("validation", "test") if split in run.metrics}
+    rows = {
+        split: {k: run.metrics[split].get(k) for k in SUMMARY_METRICS if run.metrics[split].get(k) is not None}
+        for split in ("validation", "test")
+        if split in run.metrics
+    }
     return pd.DataFrame(rows).T
 
 
 def training_facts(run: Run) -> dict:
     """Time, speed and the best checkpoint of a run, as one flat dict for display and reports."""
     train = run.metrics.get("train", {})
-    return {"run_dir": str(run.path), "monitor": run.metrics.get("monitor"), "best_metric": run.metrics.get("best_metric"),
-            "train_s": train.get("runtime_s"), "samples_per_s": train.get("samples_per_s"),
-            "epochs": train.get("epochs"), "optimizer_steps": train.get("optimizer_steps"),
-            "device": run.metrics.get("device"), "precision": run.metrics.get("precision")}
+    return {
+        "run_dir": str(run.path),
+        "monitor": run.metrics.get("monitor"),
+        "best_metric": run.metrics.get("best_metric"),
+        "train_s": train.get("runtime_s"),
+        "samples_per_s": train.get("samples_per_s"),
+        "epochs": train.get("epochs"),
+        "optimizer_steps": train.get("optimizer_steps"),
+        "device": run.metrics.get("device"),
+        "precision": run.metrics.get("precision"),
+    }

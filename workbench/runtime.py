@@ -108,8 +108,10 @@ class Predictor:
     def pad(self, features: Sequence[dict]) -> dict[str, np.ndarray]:
         """A batch of encoded examples as right-padded int64 arrays ``(batch, longest)`` for the engine."""
         longest = max(len(f["input_ids"]) for f in features)
-        batch = {"input_ids": np.full((len(features), longest), self.pad_token_id, dtype=np.int64),
-                 "attention_mask": np.zeros((len(features), longest), dtype=np.int64)}
+        batch = {
+            "input_ids": np.full((len(features), longest), self.pad_token_id, dtype=np.int64),
+            "attention_mask": np.zeros((len(features), longest), dtype=np.int64),
+        }
         if "token_type_ids" in self.inputs:
             batch["token_type_ids"] = np.zeros((len(features), longest), dtype=np.int64)
         for row, f in enumerate(features):
@@ -125,7 +127,7 @@ class Predictor:
         out = np.empty((len(features), len(self.label_names)), dtype=np.float32)
         order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
         for start in range(0, len(order), self.batch_size):
-            chosen = order[start:start + self.batch_size]
+            chosen = order[start : start + self.batch_size]
             out[chosen] = self.run(self.pad([features[i] for i in chosen]))
         return out
 
@@ -164,8 +166,10 @@ def onnx_engine(path: str | Path, threads: int | None = None, spin_wait: bool = 
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf
-        raise ModelLoadError(f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0][:300]}). "
-                             "Export it again with: workbench export RUN_DIR --format onnx") from None
+        raise ModelLoadError(
+            f"{path} is not a loadable ONNX model ({str(exc).splitlines()[0][:300]}). "
+            "Export it again with: workbench export RUN_DIR --format onnx"
+        ) from None
     names = [i.name for i in session.get_inputs()]
 
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -183,8 +187,10 @@ def torch_file_engine(path: str | Path, model_format: str, threads: int | None =
     try:
         module = torch.jit.load(str(path)) if model_format == "torchscript" else torch.export.load(str(path)).module()
     except Exception as exc:  # a truncated zip, a file of another format, a newer torch's program
-        raise ModelLoadError(f"{path} is not a loadable {model_format} model ({str(exc).splitlines()[0][:300]}). "
-                             f"Export it again with: workbench export RUN_DIR --format {model_format}") from None
+        raise ModelLoadError(
+            f"{path} is not a loadable {model_format} model ({str(exc).splitlines()[0][:300]}). "
+            f"Export it again with: workbench export RUN_DIR --format {model_format}"
+        ) from None
 
     @torch.inference_mode()
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -197,10 +203,15 @@ def one_example_per_call(run: Engine) -> Engine:
     """``run`` on each row of a padded batch alone, cut to the row's own length: logits ``(batch, labels)``
     exactly equal to each example's alone, whatever it is batched with (:data:`workbench.config.PER_EXAMPLE_ENGINES`).
     """
+
     def run_each(batch: dict[str, np.ndarray]) -> np.ndarray:
         lengths = batch["attention_mask"].sum(axis=1)  # rows are right-padded (Predictor.pad)
-        return np.concatenate([run({name: values[row:row + 1, :length] for name, values in batch.items()})
-                               for row, length in enumerate(lengths)])
+        return np.concatenate(
+            [
+                run({name: values[row : row + 1, :length] for name, values in batch.items()})
+                for row, length in enumerate(lengths)
+            ]
+        )
 
     return run_each
 
@@ -209,24 +220,34 @@ def read_export_meta(folder: str | Path) -> dict:
     """``export.json`` of an export folder, checked for this version's format; errors name the file and the fix."""
     path = Path(folder) / EXPORT_FILE
     if not path.is_file():
-        raise ModelLoadError(f"{folder} has no {EXPORT_FILE}, so it is not an export folder. Export a run with: "
-                             "workbench export RUN_DIR --format onnx --out DIR")
+        raise ModelLoadError(
+            f"{folder} has no {EXPORT_FILE}, so it is not an export folder. Export a run with: "
+            "workbench export RUN_DIR --format onnx --out DIR"
+        )
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{path} is corrupt ({exc}). Export the run again.") from None
     if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise ModelLoadError(f"{path} is of format {found!r}; this workbench reads {EXPORT_FORMAT!r}. "
-                             "Export the run again with this version: workbench export RUN_DIR")
+        raise ModelLoadError(
+            f"{path} is of format {found!r}; this workbench reads {EXPORT_FORMAT!r}. "
+            "Export the run again with this version: workbench export RUN_DIR"
+        )
     missing = [key for key in _REQUIRED_META if key not in meta]
     if missing:
         raise ModelLoadError(f"{path} lacks {', '.join(missing)}, so it is incomplete. Export the run again.")
     return meta
 
 
-def load_export(folder: str | Path, engine: str | None = None, *, threads: int | None = None,
-                batch_size: int = 32, spin_wait: bool = True) -> Predictor:
+def load_export(
+    folder: str | Path,
+    engine: str | None = None,
+    *,
+    threads: int | None = None,
+    batch_size: int = 32,
+    spin_wait: bool = True,
+) -> Predictor:
     """A :class:`Predictor` on an export folder.
 
     Args:
@@ -243,8 +264,10 @@ def load_export(folder: str | Path, engine: str | None = None, *, threads: int |
     folder = Path(folder)
     meta = read_export_meta(folder)
     if engine is not None and engine != meta["engine"]:
-        raise ModelLoadError(f"{folder} holds the {meta['engine']} engine, not {engine}. Leave --engine out, or "
-                             f"export the run for it: workbench export RUN_DIR --engine {engine}")
+        raise ModelLoadError(
+            f"{folder} holds the {meta['engine']} engine, not {engine}. Leave --engine out, or "
+            f"export the run for it: workbench export RUN_DIR --engine {engine}"
+        )
     model_file = folder / meta["file"]
     for needed in (model_file, folder / TOKENIZER_FILE):
         if not needed.is_file():
@@ -260,6 +283,8 @@ def load_export(folder: str | Path, engine: str | None = None, *, threads: int |
     except Exception as exc:
         raise ModelLoadError(f"{folder / TOKENIZER_FILE} is corrupt ({exc}). Export the run again.") from None
     if meta.get("engine") not in ENGINES:
-        raise ModelLoadError(f"{folder / EXPORT_FILE} names engine {meta.get('engine')!r}, not one of "
-                             f"{', '.join(ENGINES)}. Export the run again with this version.")
+        raise ModelLoadError(
+            f"{folder / EXPORT_FILE} names engine {meta.get('engine')!r}, not one of "
+            f"{', '.join(ENGINES)}. Export the run again with this version."
+        )
     return Predictor(meta, tokenizer, run, meta["engine"], batch_size)

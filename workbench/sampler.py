@@ -9,7 +9,7 @@ Short sentences travel in large batches and long documents in small ones, so alm
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,15 +43,25 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
             (Evaluation is not sharded: see ``trainer._HFTrainer.evaluation_loop``.)
     """
 
-    def __init__(self, lengths: Sequence[int], max_tokens: int, max_batch_size: int, shuffle: bool = True,
-                 seed: int = 0, epoch_lengths: Callable[[int], Sequence[int]] | None = None, shards: int = 1):
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int,
+        max_batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        epoch_lengths: Callable[[int], Sequence[int]] | None = None,
+        shards: int = 1,
+    ):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.epoch_lengths = epoch_lengths
         self.max_tokens, self.max_batch_size = max_tokens, max_batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         if len(self.lengths) and self.lengths.max() > max_tokens:
-            raise DataError(f"An example of {self.lengths.max()} tokens exceeds data.max_tokens={max_tokens}; "
-                            "raise data.max_tokens or lower data.max_length.")
+            raise DataError(
+                f"An example of {self.lengths.max()} tokens exceeds data.max_tokens={max_tokens}; "
+                "raise data.max_tokens or lower data.max_length."
+            )
         self.sizes = self._shardable(self._plan(np.sort(self.lengths)), shards)
 
     @staticmethod
@@ -60,7 +70,7 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         sizes = list(sizes)
         while shards > 1 and len(sizes) % shards and max(sizes, default=0) > 1:
             i = int(np.argmax(sizes))  # batches stay in ascending-length order: the halves replace it in place
-            sizes[i:i + 1] = [sizes[i] - sizes[i] // 2, sizes[i] // 2]
+            sizes[i : i + 1] = [sizes[i] - sizes[i] // 2, sizes[i] // 2]
         return sizes
 
     def _plan(self, sorted_lengths: np.ndarray) -> list[int]:
@@ -78,7 +88,7 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     @property
-    def sampler(self) -> "LengthBucketedBatchSampler":
+    def sampler(self) -> LengthBucketedBatchSampler:
         """Itself. With several processes accelerate wraps this in a ``BatchSamplerShard`` and passes each epoch on
         to ``batch_sampler.sampler.set_epoch`` only; without this the shuffle would repeat epoch 0 every epoch."""
         return self
@@ -103,7 +113,7 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         bounds = np.cumsum([0] + self.sizes)
         sequence = rng.permutation(len(self.sizes)) if self.shuffle else range(len(self.sizes))
         for i in sequence:
-            yield order[bounds[i]:bounds[i + 1]].tolist()
+            yield order[bounds[i] : bounds[i + 1]].tolist()
 
     def padding_ratio(self) -> float:
         """Padded tokens over real tokens in this epoch (1.0 means no padding at all)."""

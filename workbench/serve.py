@@ -53,15 +53,19 @@ class PredictRequest(BaseModel):
     """Texts to classify (and, for a sentence-pair model, one second text per text)."""
 
     model_config = ConfigDict(extra="forbid")
-    texts: list[StrictStr] = Field(min_length=1, description="The texts, at least one.",
-                                   examples=[["a gripping, funny film", "dull and far too long"]])
+    texts: list[StrictStr] = Field(
+        min_length=1,
+        description="The texts, at least one.",
+        examples=[["a gripping, funny film", "dull and far too long"]],
+    )
     pairs: list[StrictStr] | None = Field(None, description="Second texts, one per text (sentence-pair models only).")
 
 
 class Prediction(BaseModel):
     label: str | None = Field(description="The predicted label (single-label models; null for multi-label).")
-    labels: list[str] = Field(description="Every label predicted: the one label, or each class at or over its "
-                                          "threshold (multi-label).")
+    labels: list[str] = Field(
+        description="Every label predicted: the one label, or each class at or over its threshold (multi-label)."
+    )
     probabilities: dict[str, float] = Field(description="Probability of each class after temperature scaling.")
 
 
@@ -86,19 +90,38 @@ class ServiceMetrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("workbench_requests_total", "HTTP requests answered.", ["endpoint", "status"],
-                                registry=self.registry)
-        self.errors = Counter("workbench_request_errors_total", "Requests answered with a 4xx or 5xx status.",
-                              ["endpoint", "status"], registry=self.registry)
-        self.latency = Histogram("workbench_request_seconds", "Time from request to response.", ["endpoint"],
-                                 buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=self.registry)
-        self.batch_size = Histogram("workbench_batch_texts", "Texts per model call.",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry)
-        self.model_seconds = Histogram("workbench_model_seconds", "Time of one model call.",
-                                       buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=self.registry)
+        self.requests = Counter(
+            "workbench_requests_total", "HTTP requests answered.", ["endpoint", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "workbench_request_errors_total",
+            "Requests answered with a 4xx or 5xx status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "workbench_request_seconds",
+            "Time from request to response.",
+            ["endpoint"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "workbench_batch_texts",
+            "Texts per model call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.model_seconds = Histogram(
+            "workbench_model_seconds",
+            "Time of one model call.",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
         self.queue = Gauge("workbench_queue_requests", "Requests waiting for the model.", registry=self.registry)
-        self.rejected = Counter("workbench_rejected_total", "Requests refused because the queue was full.",
-                                registry=self.registry)
+        self.rejected = Counter(
+            "workbench_rejected_total", "Requests refused because the queue was full.", registry=self.registry
+        )
 
 
 @dataclass
@@ -116,8 +139,9 @@ class MicroBatcher:
     size. While the model runs, new requests wait in a queue of at most ``max_queue`` requests.
     """
 
-    def __init__(self, predict: Callable[[list[str], list[str] | None], np.ndarray], config: ServeConfig,
-                 metrics: ServiceMetrics):
+    def __init__(
+        self, predict: Callable[[list[str], list[str] | None], np.ndarray], config: ServeConfig, metrics: ServiceMetrics
+    ):
         self.predict, self.config, self.metrics = predict, config, metrics
         self.queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=config.max_queue)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -215,7 +239,7 @@ class MicroBatcher:
         start = 0
         for job in jobs:
             if not job.future.done():
-                job.future.set_result(proba[start:start + len(job.texts)])
+                job.future.set_result(proba[start : start + len(job.texts)])
             start += len(job.texts)
 
 
@@ -266,8 +290,11 @@ class PredictionService:
         if self.api_key and route not in OPEN_PATHS:
             given = request.headers.get("authorization", "")
             if not secrets.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
-                response = _error(401, "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
-                                  headers={"WWW-Authenticate": "Bearer"})
+                response = _error(
+                    401,
+                    "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
                 return self._count(endpoint, response, started)
         if request.method == "POST":
             limit = self.config.max_body_bytes
@@ -299,25 +326,39 @@ class PredictionService:
         if predictor is None:
             return _error(503, "The model is still loading.", headers={"Retry-After": "1"})
         if len(body.texts) > config.max_texts:
-            return _error(413, f"{len(body.texts)} texts in one request; the limit is {config.max_texts}. "
-                               "Split the request.", "max_texts")
+            return _error(
+                413,
+                f"{len(body.texts)} texts in one request; the limit is {config.max_texts}. Split the request.",
+                "max_texts",
+            )
         for i, text in enumerate([*body.texts, *(body.pairs or [])]):
             if len(text) > config.max_chars:
-                return _error(413, f"Text #{i % len(body.texts)} has {len(text)} characters; the limit is "
-                                   f"{config.max_chars}.", "max_chars")
+                return _error(
+                    413,
+                    f"Text #{i % len(body.texts)} has {len(text)} characters; the limit is {config.max_chars}.",
+                    "max_chars",
+                )
         predictor.check(body.texts, body.pairs)  # a DataError is a 422 naming the text, before it joins a batch
         try:
             proba = await self._proba(predictor, body.texts, body.pairs)
         except QueueFull:
             self.metrics.rejected.inc()
-            return _error(503, f"The service is at capacity ({config.max_queue} requests waiting); retry shortly.",
-                          "max_queue", headers={"Retry-After": "1"})
+            return _error(
+                503,
+                f"The service is at capacity ({config.max_queue} requests waiting); retry shortly.",
+                "max_queue",
+                headers={"Retry-After": "1"},
+            )
         labels = predictor.labels_from_proba(proba)
         names = predictor.label_names
-        predictions = [Prediction(label=None if predictor.multi_label else answer,
-                                  labels=list(answer) if predictor.multi_label else [answer],
-                                  probabilities={name: float(p) for name, p in zip(names, row)})
-                       for answer, row in zip(labels, proba)]
+        predictions = [
+            Prediction(
+                label=None if predictor.multi_label else answer,
+                labels=list(answer) if predictor.multi_label else [answer],
+                probabilities={name: float(p) for name, p in zip(names, row)},
+            )
+            for answer, row in zip(labels, proba)
+        ]
         return PredictResponse(model_version=self.version, engine=predictor.engine, predictions=predictions)
 
     async def _proba(self, predictor: Predictor, texts: list[str], pairs: list[str] | None) -> np.ndarray:
@@ -350,13 +391,37 @@ class PredictionService:
         if predictor is None:
             return _error(503, "The model is still loading.", headers={"Retry-After": "1"})
         meta = predictor.meta
-        keys = ("labels", "multi_label", "thresholds", "temperature", "backbone", "model_name", "pooling", "processing",
-                "engine", "model_format", "optimized", "quantized", "parity", "run_metrics", "source", "exported_at",
-                "size_bytes", "versions")
-        return {"model_version": self.version, "engine": predictor.engine,
-                **{k: meta[k] for k in keys if k in meta and k != "engine"},
-                "service": {**asdict(self.config), "api_key_set": bool(self.api_key), "workbench": __version__,
-                            "torch_imported": "torch" in sys.modules}}
+        keys = (
+            "labels",
+            "multi_label",
+            "thresholds",
+            "temperature",
+            "backbone",
+            "model_name",
+            "pooling",
+            "processing",
+            "engine",
+            "model_format",
+            "optimized",
+            "quantized",
+            "parity",
+            "run_metrics",
+            "source",
+            "exported_at",
+            "size_bytes",
+            "versions",
+        )
+        return {
+            "model_version": self.version,
+            "engine": predictor.engine,
+            **{k: meta[k] for k in keys if k in meta and k != "engine"},
+            "service": {
+                **asdict(self.config),
+                "api_key_set": bool(self.api_key),
+                "workbench": __version__,
+                "torch_imported": "torch" in sys.modules,
+            },
+        }
 
     async def prometheus(self):
         """Prometheus metrics: requests and errors by endpoint and status, latency, batch sizes, queue depth."""
@@ -367,8 +432,14 @@ async def _invalid_body(request: Request, exc: RequestValidationError):
     problems = jsonable_encoder(exc.errors())
     first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(part) for part in first.get("loc", []))
-    return JSONResponse({"error": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
-                         "limit": None, "detail": problems}, status_code=422)
+    return JSONResponse(
+        {
+            "error": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
+            "limit": None,
+            "detail": problems,
+        },
+        status_code=422,
+    )
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException):  # 404, 405, an unreadable body (400)
@@ -394,14 +465,19 @@ def create_app(model: Predictor | Callable[[], Predictor], config: ServeConfig |
         ...     client.post("/v1/predict", json={"texts": ["a gripping film"]}).json()
     """
     service = PredictionService(model, config or ServeConfig())
-    app = FastAPI(title="workbench prediction service", version=__version__, lifespan=service.lifespan,
-                  description="Text classification by a model trained with workbench. See /metadata for its labels.")
+    app = FastAPI(
+        title="workbench prediction service",
+        version=__version__,
+        lifespan=service.lifespan,
+        description="Text classification by a model trained with workbench. See /metadata for its labels.",
+    )
     app.middleware("http")(service.guard_and_count)
     app.add_exception_handler(RequestValidationError, _invalid_body)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(WorkbenchError, _bad_input)
-    app.add_api_route(PREDICT_PATH, service.predict, methods=["POST"], response_model=PredictResponse,
-                      responses=_ERROR_RESPONSES)
+    app.add_api_route(
+        PREDICT_PATH, service.predict, methods=["POST"], response_model=PredictResponse, responses=_ERROR_RESPONSES
+    )
     app.add_api_route("/health", service.health, methods=["GET"])
     app.add_api_route("/ready", service.ready, methods=["GET"], responses={503: {"model": ErrorResponse}})
     app.add_api_route("/metadata", service.metadata, methods=["GET"], responses={503: {"model": ErrorResponse}})

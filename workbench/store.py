@@ -20,8 +20,9 @@ import logging
 import os
 import time
 from collections import abc
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -83,11 +84,14 @@ CACHE_MIN_ROWS = 5_000  # smaller splits tokenize in well under a second: not wo
 _CACHE_VERSION = 1  # raise it when TextProcessor's cleaning or truncation changes what a text encodes to
 
 
-def _encoding_key(processor: TextProcessor) -> "hashlib._Hash":
+def _encoding_key(processor: TextProcessor) -> hashlib._Hash:
     """A hash of everything that decides a text's token ids: the cache version, the text processing and the
     tokenizer's whole definition (vocabulary included) without the truncation and padding each call sets on it."""
-    key = hashlib.sha256(json.dumps([_CACHE_VERSION, processor.settings(), list(processor.tokenizer.model_input_names)],
-                                    sort_keys=True).encode())
+    key = hashlib.sha256(
+        json.dumps(
+            [_CACHE_VERSION, processor.settings(), list(processor.tokenizer.model_input_names)], sort_keys=True
+        ).encode()
+    )
     definition = json.loads(processor.tokenizer.backend_tokenizer.to_str())
     definition.pop("truncation", None), definition.pop("padding", None)
     key.update(hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).digest())
@@ -102,8 +106,14 @@ def _token_columns(features: list[dict]) -> dict[str, pa.Array]:
     return columns
 
 
-def encode_cached(processor: TextProcessor, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
-                  folder: str | Path | None = None, min_rows: int | None = None) -> list[dict]:
+def encode_cached(
+    processor: TextProcessor,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    folder: str | Path | None = None,
+    min_rows: int | None = None,
+) -> list[dict]:
     """``processor.encode(texts, pairs)``, kept on disk in Arrow format and read back next time (into memory).
 
     The key is a hash of the texts (and pairs) themselves, so any file, subset or split holding the same rows finds
@@ -165,8 +175,16 @@ class _Column(abc.Sequence):
         return self._get(index % self._size)
 
 
-def store_file(path: str | Path, processor: TextProcessor, check_rows, *, settings: dict, folder: str | Path | None = None,
-               chunk_rows: int | None = None, reuse: bool = True) -> Path:
+def store_file(
+    path: str | Path,
+    processor: TextProcessor,
+    check_rows,
+    *,
+    settings: dict,
+    folder: str | Path | None = None,
+    chunk_rows: int | None = None,
+    reuse: bool = True,
+) -> Path:
     """Encode a labelled data file piece by piece into an Arrow file and return its path (what
     :class:`StoredDataset` opens memory-mapped): memory stays at one piece, whatever the file's size.
 
@@ -196,8 +214,10 @@ def store_file(path: str | Path, processor: TextProcessor, check_rows, *, settin
         store.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except OSError as exc:
-        raise DataError(f"Cannot write the encoded store of {path} in {store.parent} ({exc}). Set WORKBENCH_CACHE "
-                        "to a writable folder.") from None
+        raise DataError(
+            f"Cannot write the encoded store of {path} in {store.parent} ({exc}). Set WORKBENCH_CACHE "
+            "to a writable folder."
+        ) from None
     try:
         if not _whole_store(store, reuse, path):  # another process (torchrun rank, tuning worker) may have made it
             _write_store(path, store, processor, check_rows, chunk_rows or STORE_PIECE_ROWS)
@@ -215,7 +235,9 @@ def _write_store(path: Path, store: Path, processor: TextProcessor, check_rows, 
             for frame in read_table_chunks(path, chunk_rows):
                 rows = check_rows(frame, str(path))
                 columns = _token_columns(processor.encode(rows.texts, rows.pairs))
-                columns["label"] = pa.array(rows.labels, type=pa.list_(pa.string()) if rows.multi_label else pa.string())
+                columns["label"] = pa.array(
+                    rows.labels, type=pa.list_(pa.string()) if rows.multi_label else pa.string()
+                )
                 columns["row"] = pa.array(rows.rows, type=pa.int64())
                 columns["text"] = pa.array(rows.texts, type=pa.large_string())
                 if rows.pairs is not None:
@@ -274,14 +296,23 @@ class StoredDataset(torch.utils.data.Dataset, EncodedExamples):
         self._batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         self._starts = np.cumsum([0] + [b.num_rows for b in self._batches])
         keys = [k for k in ("input_ids", "token_type_ids") if k in reader.schema.names]
-        self._lists = [{k: (b.column(k).offsets.to_numpy(), b.column(k).values.to_numpy()) for k in keys}
-                       for b in self._batches]  # zero-copy views into the mapped file
+        self._lists = [
+            {k: (b.column(k).offsets.to_numpy(), b.column(k).values.to_numpy()) for k in keys} for b in self._batches
+        ]  # zero-copy views into the mapped file
         self._all_lengths = np.concatenate([np.diff(lists["input_ids"][0]) for lists in self._lists]).astype(np.int32)
         labels = [b.column("label") for b in self._batches]
         if self.multi_label:  # each example's labels as positions in the sorted names, first label for stratifying
             flat = pa.chunked_array([column.flatten() for column in labels], type=pa.string())
-            self._label_offsets = np.concatenate([[0], np.cumsum(np.concatenate(
-                [pc.list_value_length(column).to_numpy(zero_copy_only=False) for column in labels]))])
+            self._label_offsets = np.concatenate(
+                [
+                    [0],
+                    np.cumsum(
+                        np.concatenate(
+                            [pc.list_value_length(column).to_numpy(zero_copy_only=False) for column in labels]
+                        )
+                    ),
+                ]
+            )
         else:
             flat = pa.chunked_array(labels, type=pa.string())
         self.names = sorted(pc.unique(flat).to_pylist())  # every label given, sorted as np.unique sorts strings
@@ -295,7 +326,7 @@ class StoredDataset(torch.utils.data.Dataset, EncodedExamples):
         self.__dict__.update(state)
         self._open()
 
-    def _copy(self) -> "StoredDataset":  # another selection of the same mapped file
+    def _copy(self) -> StoredDataset:  # another selection of the same mapped file
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
         return other
@@ -315,11 +346,11 @@ class StoredDataset(torch.utils.data.Dataset, EncodedExamples):
         batch, row = self._locate(index)
         item = {}
         for key, (offsets, values) in self._lists[batch].items():
-            item[key] = values[offsets[row]:offsets[row + 1]].tolist()
+            item[key] = values[offsets[row] : offsets[row + 1]].tolist()
         if self.multi_label:
             vector = [0.0] * len(self.label_map)
             position = int(self.positions[index])
-            for label in self._label_ids[self._label_offsets[position]:self._label_offsets[position + 1]]:
+            for label in self._label_ids[self._label_offsets[position] : self._label_offsets[position + 1]]:
                 vector[label] = 1.0
             item["labels"] = vector
         else:
@@ -351,25 +382,27 @@ class StoredDataset(torch.utils.data.Dataset, EncodedExamples):
         entries = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
         return examples, entries
 
-    def take(self, positions: Sequence[int]) -> "StoredDataset":
+    def take(self, positions: Sequence[int]) -> StoredDataset:
         """These examples, in the given order (the file stays mapped once)."""
         taken = self._copy()
         taken.positions = self.positions[np.asarray(positions, dtype=np.int64)]
         return taken
 
-    def split(self, n: int, seed: int) -> tuple["StoredDataset", "StoredDataset"]:
+    def split(self, n: int, seed: int) -> tuple[StoredDataset, StoredDataset]:
         """``n`` examples and the rest, stratified as :meth:`~workbench.data.LabelledRows.split` (and equal to its
         split)."""
         return stratified_split(self, n, seed)
 
-    def with_labels(self, label_map: LabelMap) -> "StoredDataset":
+    def with_labels(self, label_map: LabelMap) -> StoredDataset:
         """These examples with ``label_map``'s ids; raises DataError naming the rows of labels it does not know."""
         lookup = np.array([label_map.index.get(name, -1) for name in self.names], dtype=np.int64)
         ids = lookup[self._codes]  # per label given: its id, -1 if the map lacks it
         if self.multi_label:
             examples, entries = self._label_entries()
-            unknown = [(self.names[self._codes[e]], int(self._rows[self.positions[i]]))
-                       for i, e in zip(examples[ids[entries] < 0][:5], entries[ids[entries] < 0][:5])]
+            unknown = [
+                (self.names[self._codes[e]], int(self._rows[self.positions[i]]))
+                for i, e in zip(examples[ids[entries] < 0][:5], entries[ids[entries] < 0][:5])
+            ]
             count = int((ids[entries] < 0).sum())
         else:
             bad = self.positions[ids[self.positions] < 0]
@@ -385,9 +418,11 @@ class StoredDataset(torch.utils.data.Dataset, EncodedExamples):
 
     def _column(self, name: str) -> Sequence:
         """One stored column of the selected items, read like a list."""
+
         def value(index: int):
             batch, row = self._locate(index)
             return self._batches[batch].column(name)[row].as_py()
+
         return _Column(len(self), value)
 
     @property
@@ -421,4 +456,3 @@ class StoredDataset(torch.utils.data.Dataset, EncodedExamples):
     @property
     def pairs(self) -> Sequence[str] | None:
         return self._column("pair") if "pair" in self._batches[0].schema.names else None
-

@@ -13,8 +13,9 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from workbench.config import DataConfig, ModelConfig
 from workbench.errors import DataError
@@ -82,7 +83,9 @@ def check_model_inputs(texts: Sequence, pairs: Sequence | None = None, *, pair_m
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise DataError(f"{kind} #{i} is not valid Unicode (it holds a lone surrogate); send UTF-8 text.") from None
+                raise DataError(
+                    f"{kind} #{i} is not valid Unicode (it holds a lone surrogate); send UTF-8 text."
+                ) from None
 
 
 class TextProcessor:
@@ -103,23 +106,38 @@ class TextProcessor:
         'Great film! Visit www.x.com'
     """
 
-    def __init__(self, model_name: str | None = ModelConfig.backbone, *, tokenizer=None,
-                 max_length: int = _DEFAULT.max_length, truncation: str = _DEFAULT.truncation,
-                 head_fraction: float = _DEFAULT.head_fraction, clean_html: bool = _DEFAULT.clean_html,
-                 mask_urls: bool = _DEFAULT.mask_urls, mask_emails: bool = _DEFAULT.mask_emails,
-                 lowercase: bool = _DEFAULT.lowercase):
+    def __init__(
+        self,
+        model_name: str | None = ModelConfig.backbone,
+        *,
+        tokenizer=None,
+        max_length: int = _DEFAULT.max_length,
+        truncation: str = _DEFAULT.truncation,
+        head_fraction: float = _DEFAULT.head_fraction,
+        clean_html: bool = _DEFAULT.clean_html,
+        mask_urls: bool = _DEFAULT.mask_urls,
+        mask_emails: bool = _DEFAULT.mask_emails,
+        lowercase: bool = _DEFAULT.lowercase,
+    ):
         if tokenizer is None and model_name is not None:
             # deferred: an exported model encodes with a tokenizers.Tokenizer and no transformers or torch
             from workbench.backbones import load_tokenizer
 
             tokenizer = load_tokenizer(model_name)
         self.tokenizer = tokenizer
-        self.config = DataConfig(max_length=max_length, max_tokens=max(8192, max_length), truncation=truncation,
-                                 head_fraction=head_fraction, clean_html=clean_html, mask_urls=mask_urls,
-                                 mask_emails=mask_emails, lowercase=lowercase)
+        self.config = DataConfig(
+            max_length=max_length,
+            max_tokens=max(8192, max_length),
+            truncation=truncation,
+            head_fraction=head_fraction,
+            clean_html=clean_html,
+            mask_urls=mask_urls,
+            mask_emails=mask_emails,
+            lowercase=lowercase,
+        )
 
     @classmethod
-    def from_config(cls, config: DataConfig, tokenizer) -> "TextProcessor":
+    def from_config(cls, config: DataConfig, tokenizer) -> TextProcessor:
         processor = cls(None, tokenizer=tokenizer)
         processor.config = config
         return processor
@@ -162,15 +180,15 @@ class TextProcessor:
         if self.config.truncation == "tail":
             return ids[-budget:]
         head = min(budget - 1, max(1, round(budget * self.config.head_fraction)))
-        return ids[:head] + ids[-(budget - head):]
+        return ids[:head] + ids[-(budget - head) :]
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
         """The ids a tokenizer puts before and after one sequence ([CLS] ... [SEP], <s> ... </s>)."""
         if not hasattr(self, "_specials"):
             plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
             full = self.tokenizer("a")["input_ids"]
-            start = next(i for i in range(len(full)) if full[i:i + len(plain)] == plain)
-            self._specials = (full[:start], full[start + len(plain):])
+            start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+            self._specials = (full[:start], full[start + len(plain) :])
         return self._specials
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict]:
@@ -191,7 +209,9 @@ class TextProcessor:
         types = "token_type_ids" in tok.model_input_names
         encoded = []
         for start in range(0, len(texts), _ENCODE_BLOCK):  # the tokenizer's batch output (offsets, tokens, ...) is
-            block = tok(texts[start:start + _ENCODE_BLOCK], add_special_tokens=False, truncation=False)  # ~3 KB a text
+            block = tok(
+                texts[start : start + _ENCODE_BLOCK], add_special_tokens=False, truncation=False
+            )  # ~3 KB a text
             for ids in block["input_ids"]:
                 ids = prefix + self._truncate(ids, budget) + suffix
                 encoded.append({"input_ids": ids, "token_type_ids": [0] * len(ids)} if types else {"input_ids": ids})

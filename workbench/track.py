@@ -49,8 +49,10 @@ def check_installed(trackers: list[str]) -> None:
     """Raise a one-line :class:`ConfigError` for a tracker whose package is missing."""
     for name in trackers:
         if importlib.util.find_spec(PACKAGES[name]) is None:
-            raise ConfigError(f"run.track names {name}, which is not installed: pip install {PACKAGES[name]} "
-                              f"(or remove {name} from run.track).")
+            raise ConfigError(
+                f"run.track names {name}, which is not installed: pip install {PACKAGES[name]} "
+                f"(or remove {name} from run.track)."
+            )
 
 
 def mlflow_uri(root: str | Path = "runs", uri: str | None = None) -> str:
@@ -71,7 +73,7 @@ def mlflow_experiment(uri: str) -> str:
         return experiment.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / MLFLOW_ARTIFACTS).resolve().as_uri()
+        location = (Path(uri[len("sqlite:///") :]).parent / MLFLOW_ARTIFACTS).resolve().as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # another process created it first
@@ -80,7 +82,9 @@ def mlflow_experiment(uri: str) -> str:
 
 def _params(config: Config, environment: dict, data: str) -> tuple[dict, dict]:
     """(params, tags): the flattened config plus the seed; the commit, the data description, the run's place."""
-    params = {key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in config.flat().items()}
+    params = {
+        key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in config.flat().items()
+    }
     params["seed"] = config.train.seed
     tags = {"git_commit": str(environment.get("git_commit")), "data": data, "workbench.run": config.run.name}
     return params, tags
@@ -166,11 +170,19 @@ class Tracking:
             import wandb
 
             self._wandb = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", EXPERIMENT), dir=str(self.run.path.resolve()), name=self.label,
-                id=self.ids.get("wandb_run_id"), resume="allow", mode=_wandb_mode(), config=self.params,
-                tags=[f"data:{self.config.data.dataset or 'files'}"], notes=self.data,
+                project=os.environ.get("WANDB_PROJECT", EXPERIMENT),
+                dir=str(self.run.path.resolve()),
+                name=self.label,
+                id=self.ids.get("wandb_run_id"),
+                resume="allow",
+                mode=_wandb_mode(),
+                config=self.params,
+                tags=[f"data:{self.config.data.dataset or 'files'}"],
+                notes=self.data,
                 group=self.study.name if self.study else None,
-                reinit="finish_previous", settings=wandb.Settings(console="off", silent=True))
+                reinit="finish_previous",
+                settings=wandb.Settings(console="off", silent=True),
+            )
             self.ids["wandb_run_id"] = self._wandb.id
             callbacks.append(WandbCallback())
         if "mlflow" in track:
@@ -179,10 +191,13 @@ class Tracking:
             experiment = mlflow_experiment(mlflow_uri(self.config.run.root, self.config.run.mlflow_uri))
             run_id = self.ids.get("mlflow_run_id")
             self._mlflow = mlflow.start_run(  # under the user's own active run, if a notebook has one open
-                run_id=run_id, experiment_id=None if run_id else experiment, run_name=self.label,
+                run_id=run_id,
+                experiment_id=None if run_id else experiment,
+                run_name=self.label,
                 nested=mlflow.active_run() is not None,
                 parent_run_id=None if run_id or not self.study else self.study.mlflow_run_id,
-                tags=None if run_id else {**self.tags, "workbench.run_dir": str(self.run.path.resolve())})
+                tags=None if run_id else {**self.tags, "workbench.run_dir": str(self.run.path.resolve())},
+            )
             if not run_id:
                 mlflow.log_params(self.params)
             self.ids["mlflow_run_id"] = self._mlflow.info.run_id
@@ -227,6 +242,7 @@ def data_description(name: str | None, sizes: dict[str, int], labels: list[str])
 
 # -- a tuning study's parent run ----------------------------------------------------------------
 
+
 def study_parent_run(config: Config, existing: str | None, space: dict, metric: str) -> str:
     """The MLflow run of a tuning study (created when ``existing`` is None), under which trials are child runs."""
     import mlflow
@@ -239,9 +255,14 @@ def study_parent_run(config: Config, existing: str | None, space: dict, metric: 
             client.get_run(existing)
             return existing
         except mlflow.exceptions.MlflowException:  # the store was replaced: a new parent run
-            log.warning("The study's MLflow run %s is not in %s; starting a new one.", existing, mlflow.get_tracking_uri())
-    run = client.create_run(experiment, run_name=f"study {config.run.name}",
-                            tags={"workbench.study": config.run.name, "data": config.data.dataset or "data files"})
+            log.warning(
+                "The study's MLflow run %s is not in %s; starting a new one.", existing, mlflow.get_tracking_uri()
+            )
+    run = client.create_run(
+        experiment,
+        run_name=f"study {config.run.name}",
+        tags={"workbench.study": config.run.name, "data": config.data.dataset or "data files"},
+    )
     client.log_param(run.info.run_id, "space", json.dumps(space))
     client.log_param(run.info.run_id, "metric", metric)
     return run.info.run_id
@@ -272,6 +293,7 @@ def mark_pruned(run_dir: str | Path, reason: str) -> None:
 
 # -- the model registry ------------------------------------------------------------------------
 
+
 def resolve_model_path(path: str | Path) -> Path:
     """Where a model named by a user lies: a registered model (``models:/NAME@alias`` or ``models:/NAME/VERSION``)
     is fetched and its saved model folder returned; any other path is returned as it is. Call it before
@@ -297,12 +319,16 @@ def registered_model_folder(uri: str, tracking_uri: str | None = None) -> Path:
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=tracking, registry_uri=tracking)
     except mlflow.exceptions.MlflowException as exc:
-        raise ModelLoadError(f"{uri} is not in the model registry at {tracking} ({str(exc).splitlines()[0]}). "
-                             "Register a run first: workbench register RUN_DIR --name NAME --alias ALIAS "
-                             "(or set MLFLOW_TRACKING_URI to the registry that holds it).") from None
+        raise ModelLoadError(
+            f"{uri} is not in the model registry at {tracking} ({str(exc).splitlines()[0]}). "
+            "Register a run first: workbench register RUN_DIR --name NAME --alias ALIAS "
+            "(or set MLFLOW_TRACKING_URI to the registry that holds it)."
+        ) from None
     try:  # the MLmodel file says where the pyfunc model keeps its artifacts
         flavor = yaml.safe_load((Path(local) / "MLmodel").read_text())["flavors"]["python_function"]
         return Path(local) / flavor["artifacts"][REGISTERED_ARTIFACT]["path"]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
-        raise ModelLoadError(f"{uri} was not registered by workbench (its MLmodel in {local} names no "
-                             f"'{REGISTERED_ARTIFACT}' artifact). Register it with workbench register.") from None
+        raise ModelLoadError(
+            f"{uri} was not registered by workbench (its MLmodel in {local} names no "
+            f"'{REGISTERED_ARTIFACT}' artifact). Register it with workbench register."
+        ) from None

@@ -42,12 +42,32 @@ from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
 from workbench.labels import LabelMap
 from workbench.losses import build_loss, class_weights_from_labels
-from workbench.metrics import (MULTI_LABEL_METRICS, SINGLE_LABEL_METRICS, classification_metrics, greater_is_better,
-                               monitored_metric, multilabel_metrics, tune_thresholds)
+from workbench.metrics import (
+    MULTI_LABEL_METRICS,
+    SINGLE_LABEL_METRICS,
+    classification_metrics,
+    greater_is_better,
+    monitored_metric,
+    multilabel_metrics,
+    tune_thresholds,
+)
 from workbench.models import TextClassificationModel
-from workbench.runs import (CHECKPOINT_PREFIX, Run, RunDir, checkpoint_problem, checkpoint_step, environment_info,
-                            load_run, mark_complete, point_link, resume_point, save_best, summary_markdown, trim_log,
-                            write_atomic)
+from workbench.runs import (
+    CHECKPOINT_PREFIX,
+    Run,
+    RunDir,
+    checkpoint_problem,
+    checkpoint_step,
+    environment_info,
+    load_run,
+    mark_complete,
+    point_link,
+    resume_point,
+    save_best,
+    summary_markdown,
+    trim_log,
+    write_atomic,
+)
 from workbench.text import TextProcessing
 from workbench.track import StudyRun, Tracking, check_installed, data_description
 
@@ -93,8 +113,9 @@ def layer_depths(model: torch.nn.Module) -> dict[str, int]:
     return depths
 
 
-def parameter_groups(model: torch.nn.Module, decay_names: list[str], weight_decay: float, lr: float,
-                     layer_lr_decay: float = 1.0) -> list[dict]:
+def parameter_groups(
+    model: torch.nn.Module, decay_names: list[str], weight_decay: float, lr: float, layer_lr_decay: float = 1.0
+) -> list[dict]:
     """Optimizer groups: weight decay only on ``decay_names``, and ``lr * layer_lr_decay ** depth`` per
     :func:`layer_depths`, so lower layers, which hold more general features, move less (layer-wise
     learning-rate decay, Howard & Ruder 2018; Clark et al. 2020)."""
@@ -102,8 +123,10 @@ def parameter_groups(model: torch.nn.Module, decay_names: list[str], weight_deca
     parameters, decay_names = dict(model.named_parameters()), set(decay_names)
     for name, depth in layer_depths(model).items():
         decays = name in decay_names
-        group = groups.setdefault((depth, decays), {"params": [], "weight_decay": weight_decay if decays else 0.0,
-                                                    "lr": lr * layer_lr_decay**depth})
+        group = groups.setdefault(
+            (depth, decays),
+            {"params": [], "weight_decay": weight_decay if decays else 0.0, "lr": lr * layer_lr_decay**depth},
+        )
         group["params"].append(parameters[name])
     return [groups[key] for key in sorted(groups)]
 
@@ -112,19 +135,28 @@ class _HFTrainer(transformers.Trainer):
     """transformers.Trainer with our batch sampler, loss, optimizers, schedules and save format, and, with several
     processes, validation that each process runs over the whole split (see ``evaluation_loop``)."""
 
-    def __init__(self, *args, datamodule: TextDataModule, train_config: TrainConfig, loss_fn: torch.nn.Module, **kwargs):
+    def __init__(
+        self, *args, datamodule: TextDataModule, train_config: TrainConfig, loss_fn: torch.nn.Module, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.datamodule, self.train_config, self.loss_fn = datamodule, train_config, loss_fn
 
     def _loader(self, dataset, batch_sampler) -> DataLoader:
-        loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator,
-                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        loader = DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
         return self.accelerator.prepare(loader)
 
     # With several processes (torchrun, accelerate launch) accelerate deals batch i to process i % world_size; the
     # training sampler plans a multiple of world_size batches, so no process repeats a batch to keep step counts equal.
     def get_train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.datamodule.train_batch_sampler(self.args.seed, self.args.world_size))
+        return self._loader(
+            self.train_dataset, self.datamodule.train_batch_sampler(self.args.seed, self.args.world_size)
+        )
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -133,25 +165,32 @@ class _HFTrainer(transformers.Trainer):
             return DataLoader(dataset, batch_sampler=loader_batches, collate_fn=self.data_collator)
         return self._loader(dataset, loader_batches)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval") -> EvalLoopOutput:
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ) -> EvalLoopOutput:
         if self.args.world_size == 1:
-            return super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
         # Several processes: each scores the whole validation split with the unwrapped model, so metrics cover every
         # example exactly once and agree everywhere. (Sharding it would gather length-bucketed batches of unequal
         # sizes across processes, which accelerate's gather cannot do, or count repeated examples twice.)
         dataset = dataloader.dataset
         model = self.accelerator.unwrap_model(self.model)
-        logits = model.logits_of(dataset.features, batch_size=self.args.per_device_eval_batch_size,
-                                 lengths=dataset.lengths)  # (N, K)
+        logits = model.logits_of(
+            dataset.features, batch_size=self.args.per_device_eval_batch_size, lengths=dataset.lengths
+        )  # (N, K)
         labels = torch.as_tensor(dataset.labels)
         self.loss_fn.to(logits.device)
         with torch.no_grad():
             loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels)
         metrics = self.compute_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()} | {f"{metric_key_prefix}_loss": float(loss)}
-        return EvalLoopOutput(predictions=logits.numpy(), label_ids=labels.numpy(), metrics=metrics,
-                              num_samples=len(dataset))
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()} | {
+            f"{metric_key_prefix}_loss": float(loss)
+        }
+        return EvalLoopOutput(
+            predictions=logits.numpy(), label_ids=labels.numpy(), metrics=metrics, num_samples=len(dataset)
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -164,8 +203,13 @@ class _HFTrainer(transformers.Trainer):
     def create_optimizer(self, model=None):
         cfg = self.train_config
         if self.optimizer is None and (cfg.optimizer == "lamb" or cfg.layer_lr_decay < 1.0):
-            groups = parameter_groups(self.model, self.get_decay_parameter_names(self.model), self.args.weight_decay,
-                                      self.args.learning_rate, cfg.layer_lr_decay)
+            groups = parameter_groups(
+                self.model,
+                self.get_decay_parameter_names(self.model),
+                self.args.weight_decay,
+                self.args.learning_rate,
+                cfg.layer_lr_decay,
+            )
             if cfg.optimizer == "lamb":
                 from pytorch_optimizer import Lamb
 
@@ -183,8 +227,13 @@ class _HFTrainer(transformers.Trainer):
             # OneCycleLR needs at least one step in each phase
             pct = min(max(pct, 2 / num_training_steps), 1 - 1 / num_training_steps)
             self.lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer or self.optimizer, max_lr=self.args.learning_rate, total_steps=num_training_steps,
-                pct_start=pct, anneal_strategy="cos", cycle_momentum=False)
+                optimizer or self.optimizer,
+                max_lr=self.args.learning_rate,
+                total_steps=num_training_steps,
+                pct_start=pct,
+                anneal_strategy="cos",
+                cycle_momentum=False,
+            )
             return self.lr_scheduler
         return super().create_scheduler(num_training_steps, optimizer)
 
@@ -208,8 +257,12 @@ class _HFTrainer(transformers.Trainer):
         self.accelerator.wait_for_everyone()  # every process has written its own RNG state
         if self.args.should_save:
             mark_complete(checkpoint)
-            rotate_checkpoints(output_dir=str(folder), save_total_limit=limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            rotate_checkpoints(
+                output_dir=str(folder),
+                save_total_limit=limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,15 +289,20 @@ def _resolve_device_and_precision(cfg: TrainConfig, gpus: int | None) -> tuple[s
     if gpus is not None:
         device = "cuda" if gpus else "cpu"
     if device == "cuda" and not cuda:
-        warnings.warn(f"A GPU was requested (gpus={gpus}, device={cfg.device}) but none is available: training on the CPU.",
-                      stacklevel=3)
+        warnings.warn(
+            f"A GPU was requested (gpus={gpus}, device={cfg.device}) but none is available: training on the CPU.",
+            stacklevel=3,
+        )
         device = "cpu"
     if device == "auto":
         device = "cuda" if cuda else "cpu"
     precision = cfg.precision.replace("-mixed", "")
     if precision in ("16", "bf16") and device == "cpu":
-        warnings.warn(f"precision={cfg.precision} needs a GPU; on this CPU training runs in 32-bit precision instead "
-                      "(bf16 autocast is slower than fp32 on most CPUs).", stacklevel=3)
+        warnings.warn(
+            f"precision={cfg.precision} needs a GPU; on this CPU training runs in 32-bit precision instead "
+            "(bf16 autocast is slower than fp32 on most CPUs).",
+            stacklevel=3,
+        )
         precision = "32"
     if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
         warnings.warn("This GPU has no bf16 support: using fp16 mixed precision instead.", stacklevel=3)
@@ -273,16 +331,30 @@ class Trainer:
         >>> result = trainer.fit(model, data_module)
     """
 
-    def __init__(self, config: TrainConfig | Config | None = None, *, max_epochs: float | None = None,
-                 gpus: int | None = None, precision: int | str | None = None, log_every_n_steps: int | None = None,
-                 run_name: str | None = None, run_root: str | None = None, checkpoint_dir: str | None = "checkpoints",
-                 callbacks: list[TrainerCallback] | None = None, study: StudyRun | None = None, **options):
+    def __init__(
+        self,
+        config: TrainConfig | Config | None = None,
+        *,
+        max_epochs: float | None = None,
+        gpus: int | None = None,
+        precision: int | str | None = None,
+        log_every_n_steps: int | None = None,
+        run_name: str | None = None,
+        run_root: str | None = None,
+        checkpoint_dir: str | None = "checkpoints",
+        callbacks: list[TrainerCallback] | None = None,
+        study: StudyRun | None = None,
+        **options,
+    ):
         run = RunConfig()
         if isinstance(config, Config):
             config, run = config.train, config.run
         config = config or TrainConfig()
-        shortcuts = {"epochs": max_epochs, "precision": None if precision is None else str(precision),
-                     "log_every": log_every_n_steps}
+        shortcuts = {
+            "epochs": max_epochs,
+            "precision": None if precision is None else str(precision),
+            "log_every": log_every_n_steps,
+        }
         check_options("Trainer", options, TrainConfig)
         self.config = replace(config, **{k: v for k, v in shortcuts.items() if v is not None}, **options)
         self.run = replace(run, **{k: v for k, v in {"name": run_name, "root": run_root}.items() if v is not None})
@@ -296,26 +368,40 @@ class Trainer:
         if dm.train_dataset is None:
             dm.setup()
         if model.multi_label != dm.multi_label:
-            raise ConfigError(f"The model is {'multi' if model.multi_label else 'single'}-label but the data is "
-                              f"{'multi' if dm.multi_label else 'single'}-label. Build the model with multi_label={dm.multi_label}.")
+            raise ConfigError(
+                f"The model is {'multi' if model.multi_label else 'single'}-label but the data is "
+                f"{'multi' if dm.multi_label else 'single'}-label. Build the model with multi_label={dm.multi_label}."
+            )
         if model.num_labels != dm.num_labels:
-            raise ConfigError(f"The model has {model.num_labels} classes but the training data has {dm.num_labels} labels "
-                              f"({', '.join(dm.label_names[:10])}...). Build it with num_classes={dm.num_labels}.")
+            raise ConfigError(
+                f"The model has {model.num_labels} classes but the training data has {dm.num_labels} labels "
+                f"({', '.join(dm.label_names[:10])}...). Build it with num_classes={dm.num_labels}."
+            )
         limit = model.max_positions
         if limit is not None and dm.config.max_length > limit:
-            raise ConfigError(f"data.max_length={dm.config.max_length} is longer than the {limit} positions backbone "
-                              f"'{model.model_config.backbone}' has. Set data.max_length to {limit} or less.")
+            raise ConfigError(
+                f"data.max_length={dm.config.max_length} is longer than the {limit} positions backbone "
+                f"'{model.model_config.backbone}' has. Set data.max_length to {limit} or less."
+            )
         model.use_data(dm.label_names, dm.tokenizer, TextProcessing.from_config(dm.config))
         cfg = self.config
         valid = {"loss", *(MULTI_LABEL_METRICS if dm.multi_label else SINGLE_LABEL_METRICS)}
         if self.monitor(dm) not in valid:
-            raise ConfigError(f"train.monitor='{cfg.monitor}' is not a validation metric of "
-                              f"{'multi' if dm.multi_label else 'single'}-label data. Use one of {', '.join(sorted(valid))}.")
+            raise ConfigError(
+                f"train.monitor='{cfg.monitor}' is not a validation metric of "
+                f"{'multi' if dm.multi_label else 'single'}-label data. Use one of {', '.join(sorted(valid))}."
+            )
         weights = cfg.class_weights
         if weights == "balanced":
             weights = class_weights_from_labels(dm.train_dataset.labels, dm.num_labels, dm.multi_label)
-        return build_loss(cfg.loss, multi_label=dm.multi_label, num_labels=dm.num_labels,
-                          label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma, class_weights=weights)
+        return build_loss(
+            cfg.loss,
+            multi_label=dm.multi_label,
+            num_labels=dm.num_labels,
+            label_smoothing=cfg.label_smoothing,
+            focal_gamma=cfg.focal_gamma,
+            class_weights=weights,
+        )
 
     def monitor(self, dm: TextDataModule) -> str:
         """The metric that picks the best checkpoint: train.monitor, or accuracy / micro_f1 by the kind of data."""
@@ -329,18 +415,37 @@ class Trainer:
         optimizers = {"adamw": "adamw_torch_fused", "adafactor": "adafactor", "lamb": "adamw_torch"}
         return TrainingArguments(
             output_dir=str(run.checkpoints),
-            num_train_epochs=cfg.epochs, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-            warmup_steps=cfg.warmup, lr_scheduler_type=schedules[cfg.schedule], optim=optimizers[cfg.optimizer],
-            gradient_accumulation_steps=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm or 0.0,
-            per_device_train_batch_size=dm.config.batch_size, per_device_eval_batch_size=dm.config.eval_batch_size,
-            eval_strategy=strategy, save_strategy=strategy, eval_steps=cfg.eval_every or None,
-            save_steps=cfg.eval_every or None, logging_steps=cfg.log_every, logging_first_step=True,
-            save_total_limit=cfg.keep_top_k + 1, load_best_model_at_end=True, metric_for_best_model=monitor,
+            num_train_epochs=cfg.epochs,
+            learning_rate=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            warmup_steps=cfg.warmup,
+            lr_scheduler_type=schedules[cfg.schedule],
+            optim=optimizers[cfg.optimizer],
+            gradient_accumulation_steps=cfg.grad_accum,
+            max_grad_norm=cfg.max_grad_norm or 0.0,
+            per_device_train_batch_size=dm.config.batch_size,
+            per_device_eval_batch_size=dm.config.eval_batch_size,
+            eval_strategy=strategy,
+            save_strategy=strategy,
+            eval_steps=cfg.eval_every or None,
+            save_steps=cfg.eval_every or None,
+            logging_steps=cfg.log_every,
+            logging_first_step=True,
+            save_total_limit=cfg.keep_top_k + 1,
+            load_best_model_at_end=True,
+            metric_for_best_model=monitor,
             greater_is_better=greater_is_better(monitor),  # not for eval_loss and eval_hamming_loss
-            seed=cfg.seed, data_seed=cfg.seed,
-            fp16=self.precision == "16", bf16=self.precision == "bf16", use_cpu=self.device == "cpu",
-            dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",
-            label_names=["labels"], disable_tqdm=False, save_only_model=cfg.save_only_model,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            fp16=self.precision == "16",
+            bf16=self.precision == "bf16",
+            use_cpu=self.device == "cpu",
+            dataloader_num_workers=cfg.num_workers,
+            remove_unused_columns=False,
+            report_to="none",
+            label_names=["labels"],
+            disable_tqdm=False,
+            save_only_model=cfg.save_only_model,
         )
 
     def _compute_metrics(self, dm: TextDataModule, model: TextClassificationModel):
@@ -352,12 +457,18 @@ class Trainer:
             else:
                 out = classification_metrics(labels, logits.softmax(-1).numpy(), dm.label_names)
             return {k: v for k, v in out.items() if isinstance(v, (int, float)) and v is not None}
+
         return compute
 
     # -- the two public calls -----------------------------------------------------------------------
 
-    def fit(self, model: TextClassificationModel, datamodule: TextDataModule, resume: bool | str | Path = False,
-            full_config: Config | None = None) -> FitResult:
+    def fit(
+        self,
+        model: TextClassificationModel,
+        datamodule: TextDataModule,
+        resume: bool | str | Path = False,
+        full_config: Config | None = None,
+    ) -> FitResult:
         """Train, keep the best checkpoint by ``monitor``, evaluate, and write the run directory.
 
         Args:
@@ -389,10 +500,15 @@ class Trainer:
             raise chosen
         run, checkpoint = chosen
         run_dir = run.path
-        config = full_config or Config(data=datamodule.config, model=model.model_config, train=cfg, run=self.run,
-                                       augment=datamodule.augment)
-        environment = {**environment_info(cfg.seed), "device": self.device, "precision": self.precision,
-                       "processes": processes.num_processes}
+        config = full_config or Config(
+            data=datamodule.config, model=model.model_config, train=cfg, run=self.run, augment=datamodule.augment
+        )
+        environment = {
+            **environment_info(cfg.seed),
+            "device": self.device,
+            "precision": self.precision,
+            "processes": processes.num_processes,
+        }
         if main:
             config.save(run / RunDir.CONFIG)
             run.write_json(RunDir.ENV, environment)
@@ -402,18 +518,31 @@ class Trainer:
         callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-        tracking = Tracking(config, run, environment, _data_description(datamodule), study=self.study) \
-            if config.run.track and main else None
+        tracking = (
+            Tracking(config, run, environment, _data_description(datamodule), study=self.study)
+            if config.run.track and main
+            else None
+        )
         log.info("Run directory: %s", run_dir)
         try:
             if tracking:
                 callbacks.extend(tracking.start())
-            hf = _HFTrainer(model=model, args=self._arguments(run, datamodule), train_dataset=datamodule.train_dataset,
-                            eval_dataset=datamodule.val_dataset, data_collator=datamodule.collator,
-                            compute_metrics=self._compute_metrics(datamodule, model), callbacks=callbacks,
-                            datamodule=datamodule, train_config=cfg, loss_fn=loss_fn)
+            hf = _HFTrainer(
+                model=model,
+                args=self._arguments(run, datamodule),
+                train_dataset=datamodule.train_dataset,
+                eval_dataset=datamodule.val_dataset,
+                data_collator=datamodule.collator,
+                compute_metrics=self._compute_metrics(datamodule, model),
+                callbacks=callbacks,
+                datamodule=datamodule,
+                train_config=cfg,
+                loss_fn=loss_fn,
+            )
             # read before training: the checkpoint may be rotated away once newer ones are saved
-            start_epoch = json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
+            start_epoch = (
+                json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch", 0.0) if checkpoint else 0.0
+            )
             output = hf.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             metrics = self._finish(hf, model, datamodule, run, output, start_epoch, write=main)
             processes.wait_for_everyone()
@@ -439,12 +568,16 @@ class Trainer:
         if resume is True:
             run = RunDir.latest(self.run.root, self.run.name)
             if run is None:
-                raise ModelLoadError(f"Nothing to resume: {Path(self.run.root) / self.run.name} has no "
-                                     f"{RunDir.VERSION}N folder with a whole checkpoint.")
+                raise ModelLoadError(
+                    f"Nothing to resume: {Path(self.run.root) / self.run.name} has no "
+                    f"{RunDir.VERSION}N folder with a whole checkpoint."
+                )
             names = [v.path.name for v in RunDir.versions(self.run.root, self.run.name)]
-            skipped = names[names.index(run.path.name) + 1:]
+            skipped = names[names.index(run.path.name) + 1 :]
             if skipped:
-                log.warning("Resuming %s: %s stopped before their first whole checkpoint.", run.path, ", ".join(skipped))
+                log.warning(
+                    "Resuming %s: %s stopped before their first whole checkpoint.", run.path, ", ".join(skipped)
+                )
             resume = run.path
         run, checkpoint = resume_point(resume)
         check_checkpoint_files(checkpoint)
@@ -453,8 +586,16 @@ class Trainer:
                 shutil.rmtree(folder)
         return run, checkpoint
 
-    def _finish(self, hf: _HFTrainer, model: TextClassificationModel, dm: TextDataModule, run: RunDir, output,
-                start_epoch: float, write: bool = True) -> dict:
+    def _finish(
+        self,
+        hf: _HFTrainer,
+        model: TextClassificationModel,
+        dm: TextDataModule,
+        run: RunDir,
+        output,
+        start_epoch: float,
+        write: bool = True,
+    ) -> dict:
         state = hf.state
         epochs_done = float(state.epoch or 0)
         epochs_now = epochs_done - float(start_epoch or 0)  # a resumed run's runtime covers only these
@@ -463,19 +604,26 @@ class Trainer:
         runtime = float(output.metrics.get("train_runtime", 0.0))
         val_proba = model.predict_proba_features(dm.val_dataset)  # once: tunes thresholds and scores validation
         if dm.multi_label:
-            model.thresholds = tune_thresholds(dm.val_dataset.labels, val_proba,
-                                               default=float(model.thresholds.mean()))
+            model.thresholds = tune_thresholds(dm.val_dataset.labels, val_proba, default=float(model.thresholds.mean()))
         metrics: dict[str, Any] = {
             "validation": evaluate_model(model, dm.val_dataset, val_proba),
-            "train": {"examples": n_train, "original_examples": dm.train_dataset.original_count,
-                      "epochs": epochs_done, "optimizer_steps": state.global_step,
-                      "runtime_s": runtime, "samples_per_s": n_train * epochs_now / runtime if runtime else None,
-                      "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
-                      "resumed_from_epoch": float(start_epoch or 0),
-                      "final_train_loss": output.metrics.get("train_loss"),
-                      "padding_ratio": _padding_ratio(dm)},
-            "best_checkpoint": state.best_model_checkpoint, "best_metric": state.best_metric,
-            "monitor": self.monitor(dm), "device": self.device, "precision": self.precision,
+            "train": {
+                "examples": n_train,
+                "original_examples": dm.train_dataset.original_count,
+                "epochs": epochs_done,
+                "optimizer_steps": state.global_step,
+                "runtime_s": runtime,
+                "samples_per_s": n_train * epochs_now / runtime if runtime else None,
+                "tokens_per_s": tokens * epochs_now / runtime if runtime else None,
+                "resumed_from_epoch": float(start_epoch or 0),
+                "final_train_loss": output.metrics.get("train_loss"),
+                "padding_ratio": _padding_ratio(dm),
+            },
+            "best_checkpoint": state.best_model_checkpoint,
+            "best_metric": state.best_metric,
+            "monitor": self.monitor(dm),
+            "device": self.device,
+            "precision": self.precision,
         }
         if dm.test_dataset is not None:
             metrics["test"] = evaluate_model(model, dm.test_dataset)
@@ -498,8 +646,10 @@ def check_checkpoint_files(checkpoint: Path) -> None:
     A whole checkpoint without optimizer state was saved with ``train.save_only_model``: transformers would resume
     it with a fresh optimizer and schedule, so it is refused."""
     if not (checkpoint / OPTIMIZER_NAME).is_file():
-        raise ModelLoadError(f"Cannot resume from {checkpoint}: it holds the model only (train.save_only_model was "
-                             "on), no optimizer, scheduler or RNG state. Start a new run.")
+        raise ModelLoadError(
+            f"Cannot resume from {checkpoint}: it holds the model only (train.save_only_model was "
+            "on), no optimizer, scheduler or RNG state. Start a new run."
+        )
     for path in sorted(checkpoint.glob("*.pt")) + sorted(checkpoint.glob("*.pth")):
         try:
             with safe_globals():
@@ -507,14 +657,20 @@ def check_checkpoint_files(checkpoint: Path) -> None:
         except pickle.UnpicklingError as exc:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
             if found is None:  # torch's safe unpickler met bytes that are no pickle at all
-                raise ModelLoadError(f"{path} is corrupt or truncated (not a torch file). Resume from another "
-                                     "checkpoint of the run, or start a new run.") from None
-            raise ModelLoadError(f"{path} holds more than tensors and plain values ({found.group(1)}), and loading "
-                                 "it could run code, so it was refused (torch.load with weights_only=True). Resume "
-                                 "from another checkpoint of the run, or start a new run.") from None
+                raise ModelLoadError(
+                    f"{path} is corrupt or truncated (not a torch file). Resume from another "
+                    "checkpoint of the run, or start a new run."
+                ) from None
+            raise ModelLoadError(
+                f"{path} holds more than tensors and plain values ({found.group(1)}), and loading "
+                "it could run code, so it was refused (torch.load with weights_only=True). Resume "
+                "from another checkpoint of the run, or start a new run."
+            ) from None
         except (RuntimeError, EOFError, OSError) as exc:
-            raise ModelLoadError(f"{path} is corrupt or truncated ({str(exc).splitlines()[0]}). Resume from another "
-                                 "checkpoint of the run, or start a new run.") from None
+            raise ModelLoadError(
+                f"{path} is corrupt or truncated ({str(exc).splitlines()[0]}). Resume from another "
+                "checkpoint of the run, or start a new run."
+            ) from None
 
 
 def _padding_ratio(dm: TextDataModule) -> float:
@@ -525,13 +681,22 @@ def _padding_ratio(dm: TextDataModule) -> float:
 
 
 def _data_description(dm: TextDataModule) -> str:
-    sizes = {"train": len(dm.train_dataset), "validation": len(dm.val_dataset),
-             "test": len(dm.test_dataset) if dm.test_dataset is not None else 0}
+    sizes = {
+        "train": len(dm.train_dataset),
+        "validation": len(dm.val_dataset),
+        "test": len(dm.test_dataset) if dm.test_dataset is not None else 0,
+    }
     return data_description(dm.config.dataset or dm.config.train_file, sizes, dm.label_names)
 
 
-def train(config: Config, resume: bool | str | Path = False, callbacks: list | None = None, *,
-          label_map: LabelMap | None = None, study: StudyRun | None = None) -> FitResult:
+def train(
+    config: Config,
+    resume: bool | str | Path = False,
+    callbacks: list | None = None,
+    *,
+    label_map: LabelMap | None = None,
+    study: StudyRun | None = None,
+) -> FitResult:
     """Everything ``workbench train`` does: build the data module and the model from ``config``, then fit.
 
     Args:
@@ -547,16 +712,27 @@ def train(config: Config, resume: bool | str | Path = False, callbacks: list | N
         >>> result.run_dir, result.metrics["validation"]["accuracy"]  # doctest: +SKIP
     """
     check_installed(config.run.track)  # before minutes of loading, not after
-    dm = TextDataModule(config=config.data, model_name=config.model.backbone,
-                        trust_remote_code=config.model.trust_remote_code, seed=config.train.seed,
-                        augment=config.augment)
+    dm = TextDataModule(
+        config=config.data,
+        model_name=config.model.backbone,
+        trust_remote_code=config.model.trust_remote_code,
+        seed=config.train.seed,
+        augment=config.augment,
+    )
     dm.setup(label_map=label_map)
-    log.info("data: %d train / %d validation examples, %d labels, %d batches per epoch", len(dm.train_dataset),
-             len(dm.val_dataset), dm.num_labels, len(dm.train_batch_sampler()))
-    model = TextClassificationModel(config.model, labels=dm.label_names, multi_label=dm.multi_label,
-                                    seed=config.train.seed)
-    return Trainer(config, checkpoint_dir=None, callbacks=callbacks, study=study).fit(model, dm, resume=resume,
-                                                                                      full_config=config)
+    log.info(
+        "data: %d train / %d validation examples, %d labels, %d batches per epoch",
+        len(dm.train_dataset),
+        len(dm.val_dataset),
+        dm.num_labels,
+        len(dm.train_batch_sampler()),
+    )
+    model = TextClassificationModel(
+        config.model, labels=dm.label_names, multi_label=dm.multi_label, seed=config.train.seed
+    )
+    return Trainer(config, checkpoint_dir=None, callbacks=callbacks, study=study).fit(
+        model, dm, resume=resume, full_config=config
+    )
 
 
 def ensure_run(run_dir: str | Path | None, **small_run: object) -> Run:

@@ -110,8 +110,9 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
 def trial_config(config: Config, values: dict, folder: Path, number: int) -> Config:
     """The config of trial ``number``: ``config`` with the suggested ``values``, its run in ``folder``; its
     checkpoints hold the model only, since a trial is never resumed (a failed one is tried afresh)."""
-    return config.updated({**values, "run.root": str(folder), "run.name": f"{TRIAL_PREFIX}{number}",
-                           "train.save_only_model": True})
+    return config.updated(
+        {**values, "run.root": str(folder), "run.name": f"{TRIAL_PREFIX}{number}", "train.save_only_model": True}
+    )
 
 
 @dataclass
@@ -129,9 +130,19 @@ class TuneResult:
         for t in self.study.trials:
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
             reported = [t.intermediate_values[step] for step in sorted(t.intermediate_values)]
-            rows.append({"trial": t.number, "state": t.state.name, "value": t.value, **t.params,
-                         "evaluations": len(reported), "last_value": reported[-1] if reported else None,
-                         "seconds": seconds, "run_dir": t.user_attrs.get("run_dir"), "reason": t.user_attrs.get("reason")})
+            rows.append(
+                {
+                    "trial": t.number,
+                    "state": t.state.name,
+                    "value": t.value,
+                    **t.params,
+                    "evaluations": len(reported),
+                    "last_value": reported[-1] if reported else None,
+                    "seconds": seconds,
+                    "run_dir": t.user_attrs.get("run_dir"),
+                    "reason": t.user_attrs.get("reason"),
+                }
+            )
         return pd.DataFrame(rows)
 
     def importances(self) -> dict[str, float]:
@@ -166,9 +177,11 @@ def _default_storage(folder: Path, workers: int) -> str:
     """SQLite in the study's folder for one worker; the journal file for several (or one that continues them)."""
     journal, database = folder / STUDY_JOURNAL, folder / STUDY_DB
     if workers > 1 and database.exists():
-        raise ConfigError(f"Study '{folder.name}' lives in {database} (SQLite), which several processes must not "
-                          "share. Continue it with --workers 1, or start a new study name for --workers "
-                          f"{workers} (a journal file), or give --storage postgresql://...")
+        raise ConfigError(
+            f"Study '{folder.name}' lives in {database} (SQLite), which several processes must not "
+            "share. Continue it with --workers 1, or start a new study name for --workers "
+            f"{workers} (a journal file), or give --storage postgresql://..."
+        )
     return str(journal) if workers > 1 or journal.exists() else _sqlite_url(database)
 
 
@@ -197,23 +210,33 @@ def open_study(config: Config, storage: str | None = None, workers: int = 1) -> 
     direction = "maximize" if greater_is_better(metric) else "minimize"
     url = storage or _default_storage(folder, workers)
     try:
-        study = optuna.create_study(study_name=config.run.name, storage=storage_of(url), direction=direction,
-                                    load_if_exists=True, sampler=_sampler(config, 0, workers),
-                                    pruner=_pruner(config.tune.pruner))
+        study = optuna.create_study(
+            study_name=config.run.name,
+            storage=storage_of(url),
+            direction=direction,
+            load_if_exists=True,
+            sampler=_sampler(config, 0, workers),
+            pruner=_pruner(config.tune.pruner),
+        )
     except ValueError as exc:  # an existing study with another direction
-        raise ConfigError(f"Study '{config.run.name}' in {url} cannot be continued: {exc}. "
-                          "Use another run.name.") from None
+        raise ConfigError(
+            f"Study '{config.run.name}' in {url} cannot be continued: {exc}. Use another run.name."
+        ) from None
     except Exception as exc:  # SQLAlchemy's errors for an unreachable or garbled storage
-        raise ConfigError(f"Cannot open the study storage {url}: {str(exc).splitlines()[0]}. Check the URL "
-                          "(e.g. postgresql://user@127.0.0.1:5432/db), or leave --storage out for SQLite.") from None
+        raise ConfigError(
+            f"Cannot open the study storage {url}: {str(exc).splitlines()[0]}. Check the URL "
+            "(e.g. postgresql://user@127.0.0.1:5432/db), or leave --storage out for SQLite."
+        ) from None
     recorded = study.user_attrs.get("space")
     if recorded is None:
         study.set_user_attr("space", space)
         study.set_user_attr("metric", metric)
     elif recorded != space or study.user_attrs.get("metric") != metric:
-        raise ConfigError(f"Study '{config.run.name}' in {url} searched {json.dumps(recorded)} for "
-                          f"{study.user_attrs.get('metric')}; this config asks for {json.dumps(space)} for {metric}. "
-                          "Use another run.name for a new search, or the same space to continue it.")
+        raise ConfigError(
+            f"Study '{config.run.name}' in {url} searched {json.dumps(recorded)} for "
+            f"{study.user_attrs.get('metric')}; this config asks for {json.dumps(space)} for {metric}. "
+            "Use another run.name for a new search, or the same space to continue it."
+        )
     return study, folder
 
 
@@ -228,7 +251,8 @@ def release_dead_trials(study: optuna.Study, storage: optuna.storages.BaseStorag
         worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
         if worker_host == host and pid.isdigit() and not _alive(int(pid)):
             trial_id = storage.get_trial_id_from_study_id_trial_number(
-                storage.get_study_id_from_name(study.study_name), trial.number)
+                storage.get_study_id_from_name(study.study_name), trial.number
+            )
             storage.set_trial_user_attr(trial_id, "reason", f"worker {pid} died mid-trial")
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             released.append(trial.number)
@@ -261,7 +285,9 @@ def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int, 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         try:
             trial_cfg = trial_config(config, suggest(trial, space), folder, trial.number)
-            result = train(trial_cfg, callbacks=[PruningCallback(trial, metric, config.tune.pruner_warmup_epochs)], study=study_run)
+            result = train(
+                trial_cfg, callbacks=[PruningCallback(trial, metric, config.tune.pruner_warmup_epochs)], study=study_run
+            )
         except WorkbenchError as exc:
             trial.set_user_attr("reason", str(exc))
             raise
@@ -273,9 +299,14 @@ def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int, 
 
     # trials that ran to an end count, those of every worker on the study; failed ones (a bad combination,
     # a killed process) are tried again
-    study.optimize(objective, n_trials=n_trials, timeout=config.tune.timeout, catch=(WorkbenchError,),
-                   callbacks=[optuna.study.MaxTrialsCallback(config.tune.trials, states=COUNTED)],
-                   gc_after_trial=True)
+    study.optimize(
+        objective,
+        n_trials=n_trials,
+        timeout=config.tune.timeout,
+        catch=(WorkbenchError,),
+        callbacks=[optuna.study.MaxTrialsCallback(config.tune.trials, states=COUNTED)],
+        gc_after_trial=True,
+    )
 
 
 def _worker(config: Config, url: str, worker: int, workers: int, n_trials: int, study_run: StudyRun) -> None:
@@ -284,8 +315,12 @@ def _worker(config: Config, url: str, worker: int, workers: int, n_trials: int, 
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    study = optuna.load_study(study_name=config.run.name, storage=storage_of(url),
-                              sampler=_sampler(config, worker, workers), pruner=_pruner(config.tune.pruner))
+    study = optuna.load_study(
+        study_name=config.run.name,
+        storage=storage_of(url),
+        sampler=_sampler(config, worker, workers),
+        pruner=_pruner(config.tune.pruner),
+    )
     _optimize(study, config, Path(config.run.root) / config.run.name, n_trials, study_run)
 
 
@@ -311,19 +346,24 @@ def tune(config: Config, storage: str | None = None, workers: int = 1) -> TuneRe
         raise ConfigError(f"--workers {workers} must be at least 1.")
     url = storage or _default_storage(Path(config.run.root) / config.run.name, workers)
     if workers > 1 and (url.startswith("sqlite:") or url.endswith(".db")):
-        raise ConfigError(f"--workers {workers} cannot share the SQLite study {url}; leave --storage out (a journal "
-                          "file) or give a PostgreSQL URL.")
+        raise ConfigError(
+            f"--workers {workers} cannot share the SQLite study {url}; leave --storage out (a journal "
+            "file) or give a PostgreSQL URL."
+        )
     study, folder = open_study(config, url, workers)
     release_dead_trials(study, storage_of(url))
     study_run = StudyRun(config.run.name)
     if "mlflow" in config.run.track:  # one MLflow run for the study, in the store of runs/, trials its children
         config = config.updated({"run.mlflow_uri": mlflow_uri(config.run.root, config.run.mlflow_uri)})
         if workers > 1 and config.run.mlflow_uri.startswith("sqlite:"):
-            raise ConfigError(f"--workers {workers} with run.track=[mlflow] would have {workers} processes write one "
-                              f"SQLite file ({config.run.mlflow_uri}). Start `workbench ui mlflow` (an MLflow server) "
-                              "and set run.mlflow_uri=http://127.0.0.1:5000, or use one worker.")
-        parent = study_parent_run(config, study.user_attrs.get("mlflow_run_id"), study.user_attrs["space"],
-                                  study.user_attrs["metric"])
+            raise ConfigError(
+                f"--workers {workers} with run.track=[mlflow] would have {workers} processes write one "
+                f"SQLite file ({config.run.mlflow_uri}). Start `workbench ui mlflow` (an MLflow server) "
+                "and set run.mlflow_uri=http://127.0.0.1:5000, or use one worker."
+            )
+        parent = study_parent_run(
+            config, study.user_attrs.get("mlflow_run_id"), study.user_attrs["space"], study.user_attrs["metric"]
+        )
         study.set_user_attr("mlflow_run_id", parent)
         study_run = StudyRun(config.run.name, parent)
     best = None
@@ -333,8 +373,14 @@ def tune(config: Config, storage: str | None = None, workers: int = 1) -> TuneRe
             _optimize(study, config, folder, remaining, study_run)
         elif remaining > 0:
             context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-            processes = [context.Process(target=_worker, args=(config, url, index, workers, remaining, study_run),
-                                         name=f"tune-worker-{index}") for index in range(workers)]
+            processes = [
+                context.Process(
+                    target=_worker,
+                    args=(config, url, index, workers, remaining, study_run),
+                    name=f"tune-worker-{index}",
+                )
+                for index in range(workers)
+            ]
             for process in processes:
                 process.start()
             for process in processes:
@@ -356,10 +402,17 @@ def mark_best(study: optuna.Study, folder: Path) -> dict | None:
         log.warning("Study %s has no completed trial yet.", study.study_name)
         return None
     best = study.best_trial
-    record = {"study": study.study_name, "trial": best.number, "value": best.value,
-              "metric": study.user_attrs.get("metric"), "direction": study.direction.name.lower(),
-              "params": best.params, "run_dir": best.user_attrs.get("run_dir"),
-              "completed": len(completed), "trials": len(study.trials)}
+    record = {
+        "study": study.study_name,
+        "trial": best.number,
+        "value": best.value,
+        "metric": study.user_attrs.get("metric"),
+        "direction": study.direction.name.lower(),
+        "params": best.params,
+        "run_dir": best.user_attrs.get("run_dir"),
+        "completed": len(completed),
+        "trials": len(study.trials),
+    }
     (folder / BEST_FILE).write_text(json.dumps(record, indent=2))
     point_link(folder / BEST_LINK, Path(record["run_dir"]).resolve())
     return record
@@ -383,16 +436,33 @@ def retrain_best(config: Config, best: dict, seeds: int = 3) -> dict:
     for offset in range(seeds):
         seed = config.train.seed + offset
         for name, changes in (("tuned", best["params"]), ("untuned", {})):
-            result = train(config.updated({**changes, "train.seed": seed, "run.root": str(folder / "retrain"),
-                                           "run.name": f"{name}_seed{seed}"}))
+            result = train(
+                config.updated(
+                    {
+                        **changes,
+                        "train.seed": seed,
+                        "run.root": str(folder / "retrain"),
+                        "run.name": f"{name}_seed{seed}",
+                    }
+                )
+            )
             split = "test" if "test" in result.metrics else "validation"
-            rows.append({"config": name, "seed": seed, "split": split, "value": result.metrics[split].get(metric),
-                         "run_dir": str(result.run_dir)})
+            rows.append(
+                {
+                    "config": name,
+                    "seed": seed,
+                    "split": split,
+                    "value": result.metrics[split].get(metric),
+                    "run_dir": str(result.run_dir),
+                }
+            )
     table = pd.DataFrame(rows)
     summary = {"metric": metric, "split": rows[0]["split"], "seeds": seeds, "params": best["params"], "runs": rows}
     for name, group in table.groupby("config"):
-        summary[name] = {"mean": float(group["value"].mean()),
-                         "std": float(group["value"].std(ddof=1)) if seeds > 1 else 0.0}
+        summary[name] = {
+            "mean": float(group["value"].mean()),
+            "std": float(group["value"].std(ddof=1)) if seeds > 1 else 0.0,
+        }
     (folder / RETRAIN_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -411,8 +481,10 @@ def storage_url(target: str | Path) -> str:
     if path.is_dir():
         path = path / STUDY_JOURNAL if (path / STUDY_JOURNAL).is_file() else path / STUDY_DB
     if not path.is_file():
-        raise ConfigError(f"{path} holds no study ({STUDY_DB} or {STUDY_JOURNAL} missing). Give a study folder "
-                          "written by `workbench tune` (runs/<study>), its study file, or a storage URL.")
+        raise ConfigError(
+            f"{path} holds no study ({STUDY_DB} or {STUDY_JOURNAL} missing). Give a study folder "
+            "written by `workbench tune` (runs/<study>), its study file, or a storage URL."
+        )
     return str(path) if path.name.endswith(".journal") else _sqlite_url(path)
 
 
@@ -424,8 +496,9 @@ def study_exists(config: Config, storage: str | None = None) -> bool:
     except ConfigError:
         return False
     except Exception as exc:  # an unreachable server
-        raise ConfigError(f"Cannot open the study storage {storage or config.run.name}: "
-                          f"{str(exc).splitlines()[0]}.") from None
+        raise ConfigError(
+            f"Cannot open the study storage {storage or config.run.name}: {str(exc).splitlines()[0]}."
+        ) from None
 
 
 def _sqlite_url(database: Path) -> str:

@@ -30,11 +30,14 @@ Highlight = Callable[[str], str]  # text -> HTML with coloured tokens
 
 def highlighter(model, n_steps: int = 20, target: str | None = None) -> Highlight:
     """Text -> coloured-token HTML from integrated gradients toward the predicted (or ``target``) class; cached."""
+
     @lru_cache(maxsize=512)
     def highlight(text: str) -> str:
         result = token_attributions(model, text, target=target, n_steps=n_steps)[0]
-        return (f"{tokens_html(result.tokens, result.scores)} <span style='color:#57606a;font-size:0.8em'>"
-                f"(attribution toward {html.escape(result.target)})</span>")
+        return (
+            f"{tokens_html(result.tokens, result.scores)} <span style='color:#57606a;font-size:0.8em'>"
+            f"(attribution toward {html.escape(result.target)})</span>"
+        )
 
     return highlight
 
@@ -47,11 +50,16 @@ def _rows_html(rows: pd.DataFrame, highlight: Highlight | None) -> str:
         cells.append(
             f"<tr><td>{example}</td><td>{status}</td><td>{html.escape(str(row['true']))}</td>"
             f"<td>{html.escape(str(row['predicted']))}</td><td>{row['confidence']:.3f}</td><td>{row['loss']:.3f}</td>"
-            f"<td>{row['length']}</td><td style='text-align:left;line-height:1.7'>{text}</td></tr>")
-    head = ("<tr><th>#</th><th></th><th>true</th><th>predicted</th><th>confidence</th><th>loss</th><th>length</th>"
-            "<th style='text-align:left'>text</th></tr>")
+            f"<td>{row['length']}</td><td style='text-align:left;line-height:1.7'>{text}</td></tr>"
+        )
+    head = (
+        "<tr><th>#</th><th></th><th>true</th><th>predicted</th><th>confidence</th><th>loss</th><th>length</th>"
+        "<th style='text-align:left'>text</th></tr>"
+    )
     style = "border-collapse:collapse;font-size:0.9em"
-    return f"<table class='workbench-errors' style='{style}'><thead>{head}</thead><tbody>{''.join(cells)}</tbody></table>"
+    return (
+        f"<table class='workbench-errors' style='{style}'><thead>{head}</thead><tbody>{''.join(cells)}</tbody></table>"
+    )
 
 
 def errors_html(table: pd.DataFrame, top_n: int = 20, highlight: Highlight | None = None) -> str:
@@ -60,7 +68,9 @@ def errors_html(table: pd.DataFrame, top_n: int = 20, highlight: Highlight | Non
     errors = table[~table["correct"]].sort_values("loss", ascending=False).head(top_n)
     if errors.empty:
         return "<p>No misclassified examples.</p>"
-    return f"<p>{len(errors)} of {int((~table['correct']).sum())} mistakes, highest loss first.</p>" + _rows_html(errors, highlight)
+    return f"<p>{len(errors)} of {int((~table['correct']).sum())} mistakes, highest loss first.</p>" + _rows_html(
+        errors, highlight
+    )
 
 
 def _check_table(table: pd.DataFrame) -> None:
@@ -73,8 +83,13 @@ def _check_table(table: pd.DataFrame) -> None:
 class ErrorInspector:
     """Browse an error table in JupyterLab (see the module docstring)."""
 
-    def __init__(self, table: pd.DataFrame, highlight: Highlight | None = None, page_size: int = 10,
-                 export_path: str | Path = "error_selection.csv"):
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        highlight: Highlight | None = None,
+        page_size: int = 10,
+        export_path: str | Path = "error_selection.csv",
+    ):
         import ipywidgets as w
 
         _check_table(table)
@@ -99,13 +114,15 @@ class ErrorInspector:
         self.previous_button.on_click(lambda _: self.go(self.page - 1))
         self.next_button.on_click(lambda _: self.go(self.page + 1))
         self.export_button.on_click(lambda _: self.export())
-        self.widget = w.VBox([
-            w.HBox([self.true_filter, self.predicted_filter, self.only_errors]),
-            w.HBox([self.sort_by, self.descending]),
-            w.HBox([self.previous_button, self.position, self.next_button]),
-            self.view,
-            w.HBox([self.export_path, self.export_button, self.status]),
-        ])
+        self.widget = w.VBox(
+            [
+                w.HBox([self.true_filter, self.predicted_filter, self.only_errors]),
+                w.HBox([self.sort_by, self.descending]),
+                w.HBox([self.previous_button, self.position, self.next_button]),
+                self.view,
+                w.HBox([self.export_path, self.export_button, self.status]),
+            ]
+        )
         self.render()
 
     def selection(self) -> pd.DataFrame:
@@ -134,7 +151,7 @@ class ErrorInspector:
     def render(self) -> None:
         rows = self.selection()
         start = self.page * self.page_size
-        shown = rows.iloc[start:start + self.page_size]
+        shown = rows.iloc[start : start + self.page_size]
         self.position.value = f"page {self.page + 1} of {self.pages} · {len(rows)} examples"
         self.previous_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.pages - 1
