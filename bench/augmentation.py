@@ -32,6 +32,7 @@ Run (from the repository root; bench/README.md's numbers came from these command
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import shutil
@@ -45,12 +46,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workbench.augment import Augmenter  # noqa: E402
-from workbench.catalog import load_split  # noqa: E402
-from workbench.config import WORD_AUGMENT_OPS, AugmentConfig, load_config  # noqa: E402
-from workbench.runs import machine_info  # noqa: E402
-from workbench.text import TextProcessor  # noqa: E402
-from workbench.trainer import train  # noqa: E402
+from workbench.augment import Augmenter
+from workbench.catalog import load_split
+from workbench.config import WORD_AUGMENT_OPS, AugmentConfig, load_config
+from workbench.runs import machine_info
+from workbench.text import TextProcessor
+from workbench.trainer import train
 
 BENCH_ROOT = ROOT / "runs" / "bench_augment"
 DATASETS = {
@@ -173,7 +174,7 @@ def throughput(args) -> dict:
         augment_s = time.perf_counter() - started
         processor.encode([t for _, t in variants])
         encode_s = time.perf_counter() - started - augment_s
-        changed = sum(v != t for (_, v), t in zip(variants, texts)) / len(texts)
+        changed = sum(v != t for (_, v), t in zip(variants, texts, strict=True)) / len(texts)
         rows.append(
             {
                 "op": op,
@@ -271,9 +272,9 @@ def _padding() -> dict:
     as_originals = np.concatenate([dataset.base.lengths, dataset.base.lengths])  # variants planned as their originals
     naive = LengthBucketedBatchSampler(as_originals, 8192, 32, seed=42)
     order = np.lexsort((np.random.default_rng(42).random(2 * n), as_originals))
-    bounds = np.cumsum([0] + naive.sizes)
+    bounds = np.cumsum([0, *naive.sizes])
     actual = dataset.lengths[order]
-    padded = sum(actual[a:b].max() * (b - a) for a, b in zip(bounds[:-1], bounds[1:]))
+    padded = sum(actual[a:b].max() * (b - a) for a, b in itertools.pairwise(bounds))
     out["eda_batched_by_original_lengths"] = float(padded / actual.sum())
     return out
 

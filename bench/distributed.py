@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workbench.runs import RunDir, machine_info  # noqa: E402
+from workbench.runs import RunDir, machine_info
 
 
 def _train(launcher: list[str], name: str, batch_size: int, args) -> dict:

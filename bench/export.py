@@ -49,14 +49,14 @@ from onnxruntime.quantization import (
     quantize_dynamic,
     quantize_static,
 )
-from tokenizers import Tokenizer  # noqa: E402
+from tokenizers import Tokenizer
 
-from workbench.config import ENGINES, PER_EXAMPLE_ENGINES  # noqa: E402
-from workbench.evaluation import evaluate_run, run_datamodule  # noqa: E402
-from workbench.export import engine_predictor  # noqa: E402
-from workbench.inference import benchmark_inference, compare_engines  # noqa: E402
-from workbench.models import TextClassificationModel  # noqa: E402
-from workbench.runs import load_run, machine_info  # noqa: E402
+from workbench.config import ENGINES, PER_EXAMPLE_ENGINES
+from workbench.evaluation import evaluate_run, run_datamodule
+from workbench.export import engine_predictor
+from workbench.inference import benchmark_inference, compare_engines
+from workbench.models import TextClassificationModel
+from workbench.runs import load_run, machine_info
 from workbench.runtime import (
     EXPORT_FILE,
     TOKENIZER_FILE,

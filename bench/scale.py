@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workbench.runs import machine_info  # noqa: E402
+from workbench.runs import machine_info
 
 WORK = ROOT / "runs" / "bench_scale"
 SETUP = """
@@ -141,7 +141,7 @@ def _train(corpus: Path, validation: Path, cache: Path, size: int, steps: int) -
         # stay in the heap: the last mode pins the threshold at its 128 KB default to show what that retains
         env = {"MALLOC_MMAP_THRESHOLD_": "131072"} if mode.endswith("threshold") else {}
         for state in states:
-            wall, rss, out = _child(
+            _wall, rss, out = _child(
                 [
                     sys.executable,
                     "-c",

@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workbench.runs import machine_info  # noqa: E402
+from workbench.runs import machine_info
 
 
 def _free_port() -> int:

@@ -233,7 +233,8 @@ def workers(args, record: dict) -> None:
             "trials_per_hour": round(finished * 3600 / seconds, 1),
         }
         print(
-            f"{count} worker(s): {finished} trials in {seconds:.0f} s = {runs[count]['trials_per_hour']:.0f} trials/hour",
+            f"{count} worker(s): {finished} trials in {seconds:.0f} s = "
+            f"{runs[count]['trials_per_hour']:.0f} trials/hour",
             flush=True,
         )
         record["workers"] = {"space": space, "runs": runs}

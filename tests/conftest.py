@@ -36,9 +36,13 @@ from workbench.backbones import load_tokenizer
 from workbench.catalog import data_root
 from workbench.errors import DataError
 
-TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130
-)
+TINY = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 130,
+}
 
 
 def _tiny_config(kind: str, vocab_size: int):

@@ -45,7 +45,7 @@ def test_synonym_replacement_uses_wordnet_and_keeps_protected_words():
     for seed in range(30):
         out = synonym_replacement(words, 3, np.random.default_rng(seed), protected)
         assert len(out) == len(words)
-        changed = [(a, b) for a, b in zip(words, out) if a != b]
+        changed = [(a, b) for a, b in zip(words, out, strict=True) if a != b]
         assert 1 <= len(changed) <= 3
         for before, after in changed:
             assert after.lower() in synonyms(before.lower()), (before, after)
@@ -193,7 +193,7 @@ def test_training_with_augmentation_resumes_the_same_stream(tiny_bert, sentiment
     as a straight run: the resumed epoch rebuilds the same variants from the seed."""
     from safetensors.torch import load_file
 
-    options = dict(max_epochs=2, lr=1e-3, eval_every=5, keep_top_k=10, log_every=1)
+    options = {"max_epochs": 2, "lr": 1e-3, "eval_every": 5, "keep_top_k": 10, "log_every": 1}
 
     def fit(name, callbacks=(), resume=False):
         model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
@@ -310,8 +310,8 @@ def test_back_translation_generates_cached_variants(tiny_marian, tmp_path, monke
     assert all(isinstance(v, str) and v.strip() for copies in made for v in copies)
     # the random model loses "12" and the URL: those variants fall back to their original
     assert made[1] == [TEXTS[1]] * 2 and made[3] == [TEXTS[3]] * 2
-    assert any(v != t for t, copies in zip(TEXTS, made) for v in copies)
-    [cache] = tmp_path.glob("back_translation-*.json")
+    assert any(v != t for t, copies in zip(TEXTS, made, strict=True) for v in copies)
+    [_cache] = tmp_path.glob("back_translation-*.json")
     monkeypatch.setattr(Augmenter, "_model", lambda self, op: pytest.fail("the cache should have been used"))
     assert Augmenter(config, seed=3).model_variants(TEXTS)["back_translation"] == made
     op, text = augmenter.variant(TEXTS[0], 0, 1, epoch=5, model_variants={"back_translation": made})
@@ -340,7 +340,7 @@ def test_back_translation_leaves_texts_longer_than_the_model_alone(tiny_marian, 
 
 
 def test_the_cache_key_follows_the_settings(tiny_marian, tmp_path):
-    base = dict(ops=["back_translation"], translation_models=[tiny_marian, tiny_marian], cache_dir=str(tmp_path))
+    base = {"ops": ["back_translation"], "translation_models": [tiny_marian, tiny_marian], "cache_dir": str(tmp_path)}
     Augmenter(AugmentConfig(**base), seed=0).model_variants(TEXTS[:2])
     Augmenter(AugmentConfig(**base, protect_words=["film"]), seed=0).model_variants(TEXTS[:2])
     Augmenter(AugmentConfig(**base, model_batch_size=1), seed=0).model_variants(TEXTS[:2])
@@ -351,7 +351,7 @@ def test_the_cache_key_follows_the_settings(tiny_marian, tmp_path):
 def test_contextual_substitution_with_a_masked_language_model(tiny_mlm, tmp_path):
     config = AugmentConfig(ops=["contextual"], fill_mask_model=tiny_mlm, alpha=0.3, cache_dir=str(tmp_path))
     made = Augmenter(config, seed=0).model_variants(TEXTS)["contextual"]
-    assert len(made) == len(TEXTS) and any(copies[0] != text for text, copies in zip(TEXTS, made))
+    assert len(made) == len(TEXTS) and any(copies[0] != text for text, copies in zip(TEXTS, made, strict=True))
     assert "12" in made[1][0] and "www.example.com" in made[3][0]  # protected tokens are never masked
     assert Augmenter(config, seed=0).model_variants(TEXTS)["contextual"] == made
 

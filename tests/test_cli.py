@@ -184,7 +184,7 @@ def test_speed_times_a_saved_model(tiny_bert, sentiment_files, capsys):
     )
     out = capsys.readouterr().out
     table = pd.read_csv("speed.csv")
-    assert list(zip(table["seq_length"].astype(str), table["batch_size"])) == [
+    assert list(zip(table["seq_length"].astype(str), table["batch_size"], strict=True)) == [
         ("natural", 1),
         ("natural", 4),
         ("16", 1),
@@ -205,7 +205,7 @@ def test_speed_times_a_saved_model(tiny_bert, sentiment_files, capsys):
         ["16", "1"],
         ["16", "4"],
     ]
-    assert all(f"{v:.2f}" in line for v, line in zip(table["p50_ms"], printed[header + 1 : header + 5]))
+    assert all(f"{v:.2f}" in line for v, line in zip(table["p50_ms"], printed[header + 1 : header + 5], strict=True))
     assert Path("speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert main(["speed", "model"]) == 2

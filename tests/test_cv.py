@@ -1,4 +1,5 @@
-"""Cross-validation: stratified folds, one run per fold, out-of-fold probabilities and decisions, resume, rare classes."""
+"""Cross-validation: stratified folds, one run per fold, out-of-fold probabilities and decisions, resume, rare
+classes."""
 
 import json
 from pathlib import Path
@@ -24,7 +25,7 @@ def test_folds_are_stratified_and_rare_classes_are_named():
     folds = fold_assignments(multi, 3, multi_label=True)
     assert np.bincount(folds).min() >= 8
     for label in "xyz":  # every label lands in every fold
-        assert len({f for f, row in zip(folds, multi) if label in row}) == 3
+        assert len({f for f, row in zip(folds, multi, strict=True) if label in row}) == 3
 
 
 def test_cross_validation_trains_each_fold_and_resumes(tiny_bert, sentiment_files):
@@ -97,7 +98,7 @@ def test_cross_validation_on_text_pairs(tiny_bert, sentiment_files, tmp_path):
     reviews = pd.read_csv(sentiment_files["train"]).rename(columns={"text": "review"})
     reviews.insert(0, "question", question)
     reviews.to_csv(tmp_path / "pairs.csv", index=False)
-    label_of = dict(zip(reviews["review"], reviews["label"]))
+    label_of = dict(zip(reviews["review"], reviews["label"], strict=True))
     config = load_config(
         overrides={
             "data.train_file": str(tmp_path / "pairs.csv"),

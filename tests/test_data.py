@@ -58,11 +58,11 @@ def test_multi_label_cells(tmp_path, tiny_bert, cell_column):
     labels = [["earn"], ["acq", "earn"], ["crude"], ["acq"]] * 5
     frame = pd.DataFrame({"text": [f"story {i}" for i in range(20)]})
     if cell_column == "delimited":
-        frame["label"] = ["|".join(l) for l in labels]
+        frame["label"] = ["|".join(names) for names in labels]
         path = tmp_path / "ml.csv"
         frame.to_csv(path, index=False)
     elif cell_column == "json":
-        frame["label"] = [json.dumps(l) for l in labels]
+        frame["label"] = [json.dumps(names) for names in labels]
         path = tmp_path / "ml.csv"
         frame.to_csv(path, index=False)
     else:
@@ -173,7 +173,7 @@ def test_subsets_too_small_to_stratify_still_split(tmp_path, tiny_bert):
 
 
 def test_stratified_validation_split(tmp_path, tiny_bert):
-    rows = [("pos text %d" % i, "pos") for i in range(80)] + [("neg text %d" % i, "neg") for i in range(20)]
+    rows = [(f"pos text {i}", "pos") for i in range(80)] + [(f"neg text {i}", "neg") for i in range(20)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "t.csv", index=False)
     dm = TextDataModule(train_file=str(tmp_path / "t.csv"), model_name=tiny_bert, val_fraction=0.2).setup()
     val_labels = [dm.label_names[f["labels"]] for f in dm.val_dataset.features]

@@ -54,7 +54,7 @@ def test_every_engine_answers_a_text_alike_alone_and_in_any_batch(tiny_run, tmp_
     # fp32 engines run the padded batch: a row's numbers do not depend on the others, but a longer padded shape can
     # change the kernels' summation order (blocking, vector tails), so they may differ by float rounding (< 1e-5).
     predictor = engine_predictor(tiny_run, engine, workdir=tmp_path, echo=None)
-    texts = TEXTS + ["ok", "the plot is thin but the acting is great and the music is better", "bad bad bad"]
+    texts = [*TEXTS, "ok", "the plot is thin but the acting is great and the music is better", "bad bad bad"]
     alone = np.concatenate([predictor.predict_proba([text]) for text in texts])
     for batch_size in (len(texts), 3):
         predictor.batch_size = batch_size  # one padded call with every text, then calls of three texts

@@ -20,7 +20,12 @@ def test_table_covers_every_cell_and_fixed_lengths_are_exact(tiny_bert):
     table = benchmark_inference(
         model, texts, batch_sizes=(1, 4), seq_lengths=(None, 16), warmup=1, repeats=2, batches=3, echo=None
     )
-    assert list(zip(table["seq_length"], table["batch_size"])) == [("natural", 1), ("natural", 4), (16, 1), (16, 4)]
+    assert list(zip(table["seq_length"], table["batch_size"], strict=True)) == [
+        ("natural", 1),
+        ("natural", 4),
+        (16, 1),
+        (16, 4),
+    ]
     assert (table["p50_ms"] <= table["p95_ms"]).all() and (table["p95_ms"] <= table["p99_ms"]).all()
     assert (table["examples_per_s"] > 0).all() and (table["timed_calls"] == 6).all()
     assert table.loc[table["seq_length"] == 16, "mean_tokens"].eq(16).all()

@@ -50,7 +50,8 @@ TRAIN_CASES = [
     (
         "broken JSONL line",
         _csv(
-            "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in GOOD_ROWS[:6]) + '{"text": "cut off\n',
+            "".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in GOOD_ROWS[:6])
+            + '{"text": "cut off\n',
             "bad.jsonl",
         ),
         [],

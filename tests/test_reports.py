@@ -27,7 +27,10 @@ def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
 def mini_notebooks(tmp_path) -> Path:
     """Three fast notebooks without any model: one that reports x, one that fails when x == 2, one after it."""
     folder = tmp_path / "nbs"
-    save = "from workbench.reports import save_results\nsave_results(output_dir, '{name}', {{'value': x * 10, 'run_dir': 'runs/x{{}}'.format(x)}})"
+    save = (
+        "from workbench.reports import save_results\n"
+        "save_results(output_dir, '{name}', {{'value': x * 10, 'run_dir': 'runs/x{{}}'.format(x)}})"
+    )
     write_notebook(folder / "10_report.ipynb", "x = 1\noutput_dir = None", save.format(name="10_report"))
     write_notebook(
         folder / "20_maybe_fail.ipynb",

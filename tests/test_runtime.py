@@ -67,7 +67,7 @@ def test_sentence_pairs_encode_as_the_model_does(tiny_bert):
     with pytest.raises(DataError, match="4 texts but 3 second texts"):
         predictor.encode(firsts, seconds[:3])
     with pytest.raises(DataError, match=r"Second text #2 is empty or not a string \(' '\)"):
-        predictor.encode(firsts, seconds[:2] + [" ", "x"])
+        predictor.encode(firsts, [*seconds[:2], " ", "x"])
 
 
 def test_an_onnx_export_predicts_without_torch_or_transformers(onnx_export, tiny_run):

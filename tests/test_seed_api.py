@@ -60,5 +60,5 @@ def test_design_document_api(ag_news_files):
     assert len(prediction) == 1 and prediction[0] in {"World", "Sports", "Business", "Sci/Tech"}
     assert model.predict("The team won the championship game in overtime") == "Sports"
     predicted = model.predict(ag_news_files["text"].tolist())
-    accuracy = sum(p == t for p, t in zip(predicted, ag_news_files["label"])) / len(ag_news_files)
+    accuracy = sum(p == t for p, t in zip(predicted, ag_news_files["label"], strict=True)) / len(ag_news_files)
     assert accuracy >= 0.75  # chance is 0.25; 400 training examples are plenty for MiniLM

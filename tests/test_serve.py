@@ -142,7 +142,7 @@ def test_micro_batching_gathers_requests_and_keeps_each_answer_its_own(tiny_run,
         answers = _concurrently(client, bodies)
         metrics = client.get("/metrics").text
     assert all(a.status_code == 200 for a in answers)
-    for body, answer in zip(bodies, answers):  # every request gets the rows of its own texts, in order
+    for body, answer in zip(bodies, answers, strict=True):  # every request gets the rows of its own texts, in order
         got = np.array([[p["probabilities"]["neg"], p["probabilities"]["pos"]] for p in answer.json()["predictions"]])
         alone = predictor.predict_proba(body["texts"])
         assert np.array_equal(got, alone) if engine == "onnx-int8" else np.allclose(got, alone, rtol=0, atol=1e-5)

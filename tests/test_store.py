@@ -218,7 +218,7 @@ def test_every_dataset_offers_what_encoded_examples_names(tmp_path, tiny_bert, m
         texts, rows, n = list(dataset.texts), [int(r) for r in dataset.rows], dataset.original_count
         assert len(texts) == len(rows) == len(items) and all(isinstance(t, str) for t in texts)
         assert isinstance(dataset.source, str) and str(tmp_path / "t.csv") in dataset.source
-        originals = [(text, dm.label_names[label]) for text, label in zip(texts[:n], dataset.labels[:n])]
+        originals = [(text, dm.label_names[label]) for text, label in zip(texts[:n], dataset.labels[:n], strict=True)]
         assert originals == [lines[row - 2] for row in rows[:n]]  # a CSV's rows count from 2, after the header
         if dataset is dm.train_dataset and kind == "AugmentedDataset":  # two variants of each example follow
             assert (len(items), dataset.epoch) == (3 * n, 0) and rows == rows[:n] * 3

@@ -96,7 +96,7 @@ def test_early_stopping_stops(tiny_bert, sentiment_files):
 def test_interrupted_training_resumes_exactly(tiny_bert, sentiment_files, interrupt_at):
     from safetensors.torch import load_file
 
-    options = dict(max_epochs=2, lr=1e-3, eval_every=3, keep_top_k=10, log_every=1)
+    options = {"max_epochs": 2, "lr": 1e-3, "eval_every": 3, "keep_top_k": 10, "log_every": 1}
     straight = Trainer(run_name="straight", **options).fit(*make(tiny_bert, sentiment_files))
     with pytest.raises(KeyboardInterrupt, match="resume with"):
         Trainer(run_name="cut", callbacks=[Interrupt(interrupt_at)], **options).fit(*make(tiny_bert, sentiment_files))
@@ -131,7 +131,7 @@ def test_save_only_model_drops_optimizer_state_but_not_the_best_model(tiny_bert,
     from workbench.errors import ModelLoadError
     from workbench.runs import RunDir, checkpoint_problem
 
-    options = dict(max_epochs=2, lr=2e-3, eval_every=4, keep_top_k=10)
+    options = {"max_epochs": 2, "lr": 2e-3, "eval_every": 4, "keep_top_k": 10}
     full = Trainer(run_name="full", **options).fit(*make(tiny_bert, sentiment_files))
     only = Trainer(run_name="only", save_only_model=True, **options).fit(*make(tiny_bert, sentiment_files))
     state = {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
@@ -330,7 +330,8 @@ json.dump({"world": dist.get_world_size() if dist.is_initialized() else 1, "weig
 
 def test_two_processes_train_one_run_like_one_process_with_the_global_batch(tiny_bert, sentiment_files, tmp_path):
     """torchrun with 2 CPU processes (gloo): one run directory, the batches dealt between the ranks, equal weights
-    on both after every epoch (each process's own, not the best model read back from disk), and the metrics of a single process whose batch is the two ranks' together."""
+    on both after every epoch (each process's own, not the best model read back from disk), and the metrics of a
+    single process whose batch is the two ranks' together."""
     import socket
     import subprocess
     import sys

@@ -71,7 +71,7 @@ def experiment_file(folder, tiny_bert, files, train: dict, tune: dict, **section
     ],
 )
 def test_a_bad_search_space_names_the_key(space, message):
-    pattern = f"tune.space\\['{list(space)[0]}'\\].*" + message.replace("{", ".").replace("}", ".")
+    pattern = f"tune.space\\['{next(iter(space))}'\\].*" + message.replace("{", ".").replace("}", ".")
     with pytest.raises(ConfigError, match=pattern):
         load_config(overrides={"tune.space": space})
 

@@ -179,6 +179,9 @@ class Protection:
         return [self.numbers, self.urls, sorted(self.words)]
 
 
+DEFAULT_PROTECTION = Protection()  # numbers, URLs and e-mail addresses; never changed, so one object serves every call
+
+
 def _replaceable(words: list[str], protected: Callable[[str], bool]) -> list[int]:
     """Positions of words that have a WordNet entry worth looking up: letters, not a stop word, not protected."""
     return [
@@ -194,7 +197,7 @@ def _matching_case(synonym: str, like: str) -> str:
     return synonym.capitalize() if like[:1].isupper() else synonym
 
 
-def synonym_replacement(words: list[str], n: int, rng: np.random.Generator, protected=Protection()) -> list[str]:
+def synonym_replacement(words: list[str], n: int, rng: np.random.Generator, protected=DEFAULT_PROTECTION) -> list[str]:
     """Replace up to ``n`` random words (not stop words, not protected) by a random WordNet synonym, keeping
     their punctuation and capitalisation."""
     words = list(words)
@@ -210,7 +213,7 @@ def synonym_replacement(words: list[str], n: int, rng: np.random.Generator, prot
     return words
 
 
-def random_insertion(words: list[str], n: int, rng: np.random.Generator, protected=Protection()) -> list[str]:
+def random_insertion(words: list[str], n: int, rng: np.random.Generator, protected=DEFAULT_PROTECTION) -> list[str]:
     """Insert, ``n`` times, a synonym of a random word (not a stop word, not protected) at a random position."""
     words = list(words)
     candidates = [_AFFIXES.match(words[i]).group(2).lower() for i in _replaceable(words, protected)]
@@ -227,7 +230,7 @@ def random_insertion(words: list[str], n: int, rng: np.random.Generator, protect
     return words
 
 
-def random_swap(words: list[str], n: int, rng: np.random.Generator, protected=Protection()) -> list[str]:
+def random_swap(words: list[str], n: int, rng: np.random.Generator, protected=DEFAULT_PROTECTION) -> list[str]:
     """Swap two random unprotected words, ``n`` times (protected words keep their places)."""
     words = list(words)
     free = [i for i, w in enumerate(words) if not protected(w)]
@@ -239,12 +242,12 @@ def random_swap(words: list[str], n: int, rng: np.random.Generator, protected=Pr
     return words
 
 
-def random_deletion(words: list[str], p: float, rng: np.random.Generator, protected=Protection()) -> list[str]:
+def random_deletion(words: list[str], p: float, rng: np.random.Generator, protected=DEFAULT_PROTECTION) -> list[str]:
     """Delete each unprotected word with probability ``p``; a one-word text is kept, and at least one word stays."""
     if len(words) <= 1:
         return list(words)
     drop = rng.random(len(words)) < p
-    kept = [w for w, d in zip(words, drop) if not d or protected(w)]
+    kept = [w for w, d in zip(words, drop, strict=True) if not d or protected(w)]
     return kept or [words[rng.integers(len(words))]]
 
 
@@ -361,12 +364,12 @@ class BackTranslator:
                 len(texts),
                 self.max_tokens(0),
             )
-        todo = [t for t, skip in zip(texts, long) if not skip]
+        todo = [t for t, skip in zip(texts, long, strict=True) if not skip]
         with _seeded_globals(seed):
             pivot = self.translate(todo, 0, copies, desc="translating") if todo else []
             back = self.translate(pivot, 1, 1, desc="translating back") if todo else []
         made, k = [], 0
-        for text, skip in zip(texts, long):
+        for text, skip in zip(texts, long, strict=True):
             made.append([text] * copies if skip else [back[c * len(todo) + k] for c in range(copies)])
             k += not skip
         return made
@@ -550,7 +553,7 @@ class Augmenter:
             made = self._model(op)(list(texts), self.config.variants, self.seed)
             kept = [
                 [v if v.strip() and self.protected.keeps(text, v) else text for v in copies]
-                for text, copies in zip(texts, made)
+                for text, copies in zip(texts, made, strict=True)
             ]
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_name(f"{path.name}.tmp{os.getpid()}")

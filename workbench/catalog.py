@@ -257,7 +257,9 @@ def hub_frame(name: str, split: str, loaded: dict) -> pd.DataFrame:
         topics = {s: [list(dict.fromkeys(t)) for t in loaded[s]["topics"]] for s in ("train", "test")}
         r90 = {t for doc in topics["train"] for t in doc} & {t for doc in topics["test"] for t in doc}
         rows = []
-        for title, body, doc_topics, new_id in zip(data["title"], data["text"], topics[split], data["new_id"]):
+        for title, body, doc_topics, new_id in zip(
+            data["title"], data["text"], topics[split], data["new_id"], strict=True
+        ):
             labels = [t for t in doc_topics if t in r90]
             number = int(str(new_id).strip('"'))  # the Hub copy keeps the SGML attribute's quotes: "\"7001\""
             if labels and number not in _REUTERS_NOT_IN_APTEMOD:
@@ -357,7 +359,10 @@ def _load_ag_news(root: Path, split: str) -> pd.DataFrame:
         dtype={"title": str, "description": str},
         keep_default_na=False,
     )
-    text = [_clean_ag_news(f"{title}. {description}") for title, description in zip(raw["title"], raw["description"])]
+    text = [
+        _clean_ag_news(f"{title}. {description}")
+        for title, description in zip(raw["title"], raw["description"], strict=True)
+    ]
     return pd.DataFrame({"text": text, "label": raw["class_index"].astype(int).map(names)})
 
 

@@ -115,10 +115,12 @@ def _predict(args) -> int:
     try:
         for texts in itertools.chain([first], stream):
             proba = model.predict_proba(texts)
-            for text, label, row in zip(texts, model.labels_from_proba(proba), proba):
+            for text, label, row in zip(texts, model.labels_from_proba(proba), proba, strict=True):
                 record = {"text": text, "label": label}
                 if args.proba:
-                    record["probabilities"] = {name: round(float(p), 6) for name, p in zip(model.label_names, row)}
+                    record["probabilities"] = {
+                        name: round(float(p), 6) for name, p in zip(model.label_names, row, strict=True)
+                    }
                 handle.write(json.dumps(record) + "\n")
     finally:
         if args.out:

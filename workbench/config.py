@@ -42,9 +42,9 @@ TRACKERS = ("tensorboard", "wandb", "mlflow")  # run.track: experiment trackers 
 # augment.ops: word operations run on the fly (a fresh variant every epoch); model operations run once per
 # training set and are cached. "eda" stands for EDA's four operations (Wei & Zou 2019).
 EDA_OPS = ("synonym", "insert", "swap", "delete")
-WORD_AUGMENT_OPS = EDA_OPS + ("aeda",)
+WORD_AUGMENT_OPS = (*EDA_OPS, "aeda")
 MODEL_AUGMENT_OPS = ("back_translation", "contextual")
-AUGMENT_OPS = ("eda",) + WORD_AUGMENT_OPS + MODEL_AUGMENT_OPS
+AUGMENT_OPS = ("eda", *WORD_AUGMENT_OPS, *MODEL_AUGMENT_OPS)
 # Inference engines (workbench speed / serve --engine). "torch" is the trained model in PyTorch eager fp32; every
 # other engine is an export (workbench export): its format, whether ONNX Runtime's transformer fusions are applied
 # and its quantization. onnx-int8 quantizes the plain graph: the fused one (onnx-optimized-int8) was 15-20% slower
@@ -60,7 +60,7 @@ ENGINE_EXPORTS = {  # engine -> (format, optimize, quantize)
     "onnx-int8": ("onnx", False, "int8"),
     "onnx-optimized-int8": ("onnx", True, "int8"),
 }
-ENGINES = ("torch",) + tuple(ENGINE_EXPORTS)
+ENGINES = ("torch", *tuple(ENGINE_EXPORTS))
 # Dynamic int8 quantization (ONNX Runtime's and torch.ao's) scales a layer's activations by the largest value in the
 # whole call, padding included, so an example's answer moved with its batch-mates (on TREC questions in random groups
 # of 32, probabilities by up to 0.45 with onnx-int8 and 0.81 with torch-int8). These engines run each example alone,

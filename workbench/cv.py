@@ -245,7 +245,7 @@ def fold_predictions(
     ).encode_file(folder / f"fold_{fold}.val.parquet")
     part = pd.DataFrame(model.predict_proba_features(encoded), columns=[f"proba_{n}" for n in model.label_names])
     if model.multi_label:
-        for name, threshold in zip(model.label_names, model.thresholds):
+        for name, threshold in zip(model.label_names, model.thresholds, strict=True):
             part[f"threshold_{name}"] = float(threshold)
     part.insert(0, "index", np.flatnonzero(table["fold"].to_numpy() == fold))  # the fold's file keeps the pool's order
     part.to_parquet(cached)

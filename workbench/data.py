@@ -97,7 +97,7 @@ class AugmentedDataset(EncodedDataset):
         copies = self.augmenter.config.variants
         texts = [text for _, text in made]
         features = self.processor.encode(texts, self.pairs * copies if self.pairs is not None else None)
-        for feature, original in zip(features, self.base.features * copies):
+        for feature, original in zip(features, self.base.features * copies, strict=True):
             feature["labels"] = original["labels"]
         self.features = self.base.features + features
         self.texts = self.base.texts + texts
@@ -293,7 +293,10 @@ class TextDataModule:
         values = frame[self.label_column].tolist()
         rows = frame["_row"].tolist()
         if self.multi_label:
-            labels = [parse_multi_label(v, cfg.label_delimiter, f"{source} row {r}") for v, r in zip(values, rows)]
+            labels = [
+                parse_multi_label(v, cfg.label_delimiter, f"{source} row {r}")
+                for v, r in zip(values, rows, strict=True)
+            ]
         else:
             missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values])
             if missing.any():
@@ -330,7 +333,7 @@ class TextDataModule:
             )
         train, val, test = self.read_split("train"), self.read_split("validation"), self.read_split("test")
         if val is None:
-            n_val = max(1, int(round(len(train) * cfg.val_fraction)))
+            n_val = max(1, round(len(train) * cfg.val_fraction))
             if len(train) - n_val < 1:
                 raise DataError(
                     f"{train.source} has only {len(train)} row(s): too few to split off validation. "
@@ -367,7 +370,7 @@ class TextDataModule:
             features = encode_cached(self.processor, rows.texts, rows.pairs)
         else:
             features = self.processor.encode(rows.texts, rows.pairs)
-        for feature, label in zip(features, labels):
+        for feature, label in zip(features, labels, strict=True):
             feature["labels"] = label
         return EncodedDataset(features, rows.texts, rows.rows, rows.source)
 

@@ -50,7 +50,8 @@ def _check_utf8(path: Path) -> None:
                 line += block[:at].count(b"\n")
                 raise DataError(
                     f"{path} is not UTF-8: byte 0x{block[at]:02x} on line {line} cannot be "
-                    f"decoded. Re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.{path.name}`."
+                    "decoded. Re-save the file as UTF-8, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {path.name} > fixed.{path.name}`."
                 ) from None
             line += block.count(b"\n")
     try:

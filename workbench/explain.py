@@ -298,7 +298,7 @@ def tokens_html(tokens: Sequence[str], scores: Sequence[float]) -> str:
     scores = np.asarray(scores, dtype=float)
     top = np.abs(scores).max() or 1.0
     spans = []
-    for token, score in zip(tokens, scores):
+    for token, score in zip(tokens, scores, strict=True):
         alpha = min(1.0, abs(score) / top)
         colour = f"rgba(26,127,55,{alpha:.2f})" if score >= 0 else f"rgba(207,34,46,{alpha:.2f})"
         word = token[2:] if token.startswith("##") else f" {token}"
@@ -337,10 +337,10 @@ def attributions_html(
         labels = list(labels)
         if len(labels) != len(results):
             raise WorkbenchError(f"{len(labels)} {name}_labels for {len(results)} attributions: give one per text.")
-        for caption, label in zip(captions, labels):
+        for caption, label in zip(captions, labels, strict=True):
             caption.append(f"{name} <b>{html.escape(str(label))}</b>")
     blocks = []
-    for result, caption in zip(results, captions):
+    for result, caption in zip(results, captions, strict=True):
         title = f"<p>{', '.join(caption)}</p>" if caption else ""
         head = (
             f"<div style='font-size:0.8em;color:#57606a'>target <b>{html.escape(result.target)}</b> "

@@ -172,8 +172,8 @@ def augmented_examples(dm: TextDataModule, epoch: int = 0, per_op: int | None = 
             "label": labels[n:],
             "original": originals,
             "text": train.texts[n:],
-            "words_changed": [_changed_share(a, b) for a, b in zip(originals, train.texts[n:])],
-            "length_change": [len(b.split()) - len(a.split()) for a, b in zip(originals, train.texts[n:])],
+            "words_changed": [_changed_share(a, b) for a, b in zip(originals, train.texts[n:], strict=True)],
+            "length_change": [len(b.split()) - len(a.split()) for a, b in zip(originals, train.texts[n:], strict=True)],
         }
     )
     if per_op is not None:
@@ -238,6 +238,9 @@ def augmented_examples_html(table: pd.DataFrame) -> str:
         rows.append(
             "<tr>" + "".join(f"<td style='text-align:left;vertical-align:top'>{c}</td>" for c in cells) + "</tr>"
         )
-    style = "<style>.wb-augment td{max-width:40em} .wb-augment mark{background:#ffe08a} .wb-augment del{color:#b00020}</style>"
+    style = (
+        "<style>.wb-augment td{max-width:40em} .wb-augment mark{background:#ffe08a} "
+        ".wb-augment del{color:#b00020}</style>"
+    )
     head = "<tr><th>op</th><th>label</th><th>original</th><th>variant</th></tr>"
     return f"{style}<table class='wb-augment'>{head}{''.join(rows)}</table>"

@@ -152,7 +152,7 @@ def parity_report(
     if not model.processing.text_pair_column:
         encoded = predictor.encode(dataset.texts[:max_examples])
         report["tokenization_matches"] = float(
-            np.mean([list(e["input_ids"]) == list(f["input_ids"]) for e, f in zip(encoded, features)])
+            np.mean([list(e["input_ids"]) == list(f["input_ids"]) for e, f in zip(encoded, features, strict=True)])
         )
     if features and "labels" in features[0]:
         truth = np.asarray([f["labels"] for f in features])
@@ -264,6 +264,41 @@ def _check_parity(parity: dict, quantized: bool, limits: ParityConfig) -> str | 
     return None
 
 
+def _export_metadata(
+    model: TextClassificationModel, run, source_path, model_file: Path, recipe: dict, details: dict, seconds: float
+) -> dict:
+    """What ``export.json`` records: the model's own metadata, the engine and its recipe, the backbone, where the
+    model came from, the file's size and hash, and the library versions."""
+    return {
+        **model.metadata(),
+        "format": EXPORT_FORMAT,
+        "engine": recipe["engine"],
+        "model_format": recipe["model_format"],
+        "file": model_file.name,
+        "optimized": recipe["optimized"],
+        "quantized": recipe["quantized"],
+        **details,
+        "inputs": model.input_names,
+        "pad_token_id": model.tokenizer.pad_token_id,
+        "backbone": {
+            key: getattr(model.backbone.config, key, None)
+            for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+        },
+        "source": str(source_path) if source_path is not None else None,
+        "run_metrics": {k: v for k, v in (run.metrics if run else {}).items() if k in ("validation", "test")},
+        "size_bytes": model_file.stat().st_size,
+        "model_sha256": _sha256(model_file),
+        "export_seconds": round(seconds, 2),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {
+            "workbench": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    }
+
+
 def export_model(
     source: TextClassificationModel | str | Path,
     out: str | Path | None = None,
@@ -342,34 +377,8 @@ def export_model(
         export_seconds = time.perf_counter() - started
         model.tokenizer.save_pretrained(staging)
         source_path = run.path if run is not None else (None if isinstance(source, TextClassificationModel) else source)
-        meta = {
-            **model.metadata(),
-            "format": EXPORT_FORMAT,
-            "engine": engine,
-            "model_format": model_format,
-            "file": model_file.name,
-            "optimized": optimize,
-            "quantized": quantize,
-            **details,
-            "inputs": names,
-            "pad_token_id": model.tokenizer.pad_token_id,
-            "backbone": {
-                key: getattr(model.backbone.config, key, None)
-                for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
-            },
-            "source": str(source_path) if source_path is not None else None,
-            "run_metrics": {k: v for k, v in (run.metrics if run else {}).items() if k in ("validation", "test")},
-            "size_bytes": model_file.stat().st_size,
-            "model_sha256": _sha256(model_file),
-            "export_seconds": round(export_seconds, 2),
-            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": {
-                "workbench": __version__,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "onnxruntime": onnxruntime.__version__,
-            },
-        }
+        recipe = {"engine": engine, "model_format": model_format, "optimized": optimize, "quantized": quantize}
+        meta = _export_metadata(model, run, source_path, model_file, recipe, details, export_seconds)
         (staging / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
         limits = parity or ParityConfig()
         meta["parity"] = parity_report(model, load_export(staging), dataset, max_examples, margin=limits.margin)

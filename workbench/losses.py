@@ -86,7 +86,9 @@ def build_loss(
     if weight is not None and weight.shape != (num_labels,):
         raise ConfigError(f"train.class_weights has {weight.numel()} values but the data has {num_labels} labels.")
     if multi_label:
-        name = dict(zip(SINGLE_LABEL_LOSSES, MULTI_LABEL_LOSSES)).get(name, name)  # cross_entropy -> bce, ...
+        name = dict(zip(SINGLE_LABEL_LOSSES, MULTI_LABEL_LOSSES, strict=True)).get(
+            name, name
+        )  # cross_entropy -> bce, ...
         if name == "bce":
             return nn.BCEWithLogitsLoss(pos_weight=weight)
         if name == "focal_bce":

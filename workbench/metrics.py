@@ -188,7 +188,7 @@ def multilabel_metrics(
     if label_names is not None:
         f1 = skm.f1_score(y_true, y_pred, average=None, zero_division=0)
         out["per_class"] = {
-            name: {"f1": float(v), "support": int(s)} for name, v, s in zip(label_names, f1, y_true.sum(0))
+            name: {"f1": float(v), "support": int(s)} for name, v, s in zip(label_names, f1, y_true.sum(0), strict=True)
         }
     return out
 

@@ -260,7 +260,8 @@ class TextClassificationModel(nn.Module):
 
     @property
     def input_names(self) -> list[str]:
-        """The inputs :meth:`forward` uses: token_type_ids only where the tokenizer makes them and the backbone reads them."""
+        """The inputs :meth:`forward` uses: token_type_ids only where the tokenizer makes them and the backbone
+        reads them."""
         types = (
             "token_type_ids" in self.tokenizer.model_input_names
             and self.backbone.config.model_type not in _NO_TOKEN_TYPES

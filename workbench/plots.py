@@ -275,7 +275,7 @@ def reliability_figure(
     _check_columns(table, ["bin_low", "bin_high", "count", "confidence", "accuracy"], "reliability_figure")
     panels = [(table, ece, "before")] + ([(after, ece_after, "after temperature scaling")] if after is not None else [])
     fig, axes = _figure(5.5 * len(panels), 5.0, ncols=len(panels), squeeze=False)
-    for ax, (bins, value, name) in zip(axes[0], panels):
+    for ax, (bins, value, name) in zip(axes[0], panels, strict=True):
         width = bins["bin_high"] - bins["bin_low"]
         ax.bar(
             bins["bin_low"],
@@ -326,7 +326,7 @@ def accuracy_by_length_figure(lengths, correct, bins: int = 8) -> Figure:
     fig, ax = _figure(8.0, 4.0)
     labels = [f"{int(np.ceil(i.left))}-{int(i.right)}" for i in table.index]
     ax.bar(labels, table["mean"], color="tab:blue")
-    for x, (value, size) in enumerate(zip(table["mean"], table["size"])):
+    for x, (value, size) in enumerate(zip(table["mean"], table["size"], strict=True)):
         ax.text(x, value, f"{value:.2f}\nn={size}", ha="center", va="bottom", fontsize=8)
     ax.set(xlabel="tokens", ylabel="accuracy", ylim=(0, 1.15), title="Accuracy by text length")
     return fig
@@ -421,7 +421,7 @@ def param_importance_figure(importances: dict[str, float]) -> Figure:
         )
         ax.set_axis_off()
         return fig
-    names, values = zip(*sorted(importances.items(), key=lambda item: item[1]))
+    names, values = zip(*sorted(importances.items(), key=lambda item: item[1]), strict=True)
     ax.barh(names, values, color="tab:purple")
     for y, value in enumerate(values):
         ax.text(value, y, f" {value:.2f}", va="center")
@@ -435,7 +435,7 @@ def slice_figure(trials: pd.DataFrame, params: Sequence[str], metric: str) -> Fi
     _check_columns(trials, ["trial", "state", "value", *params], "slice_figure")
     done = trials[trials["state"] == "COMPLETE"]
     fig, axes = _figure(3.4 * max(1, len(params)), 3.4, ncols=max(1, len(params)), squeeze=False)
-    for ax, param in zip(axes[0], params):
+    for ax, param in zip(axes[0], params, strict=False):  # no params still draws one (empty) panel
         values = done[param]
         points = ax.scatter(
             values.astype(float) if values.map(np.isreal).all() else values.astype(str),

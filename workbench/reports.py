@@ -123,7 +123,7 @@ def expand_grid(name: str, parameters: dict, grid: dict | None) -> list[tuple[st
     keys = list(grid)
     out = []
     for combo in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, combo))
+        point = dict(zip(keys, combo, strict=True))
         suffix = "__".join(f"{k}-{_slug(v)}" for k, v in point.items())
         out.append((f"{name}__{suffix}", {**parameters, **point}, point))
     return out

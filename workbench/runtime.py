@@ -62,7 +62,7 @@ class _TokenizerCalls:
 
     def __call__(self, text, pair=None, add_special_tokens: bool = True, truncation=False, max_length=None) -> dict:
         texts = [text] if isinstance(text, str) else list(text)
-        batch = texts if pair is None else list(zip(texts, [pair] if isinstance(pair, str) else pair))
+        batch = texts if pair is None else list(zip(texts, [pair] if isinstance(pair, str) else pair, strict=True))
         tokenizer = self._truncating_copy(max_length) if truncation and max_length else self.tokenizer
         encodings = tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)
         ids, types = [e.ids for e in encodings], [e.type_ids for e in encodings]

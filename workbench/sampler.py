@@ -9,6 +9,7 @@ Short sentences travel in large batches and long documents in small ones, so alm
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -110,7 +111,7 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
         tiebreak = rng.random(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         order = np.lexsort((tiebreak, self._lengths_now()))
         del tiebreak
-        bounds = np.cumsum([0] + self.sizes)
+        bounds = np.cumsum([0, *self.sizes])
         sequence = rng.permutation(len(self.sizes)) if self.shuffle else range(len(self.sizes))
         for i in sequence:
             yield order[bounds[i] : bounds[i + 1]].tolist()
@@ -118,6 +119,6 @@ class LengthBucketedBatchSampler(torch.utils.data.Sampler):
     def padding_ratio(self) -> float:
         """Padded tokens over real tokens in this epoch (1.0 means no padding at all)."""
         sorted_lengths = np.sort(self._lengths_now())
-        bounds = np.cumsum([0] + self.sizes)
-        padded = sum(sorted_lengths[b - 1] * (b - a) for a, b in zip(bounds[:-1], bounds[1:]))
+        bounds = np.cumsum([0, *self.sizes])
+        padded = sum(sorted_lengths[b - 1] * (b - a) for a, b in itertools.pairwise(bounds))
         return float(padded / max(1, sorted_lengths.sum()))

@@ -355,9 +355,9 @@ class PredictionService:
             Prediction(
                 label=None if predictor.multi_label else answer,
                 labels=list(answer) if predictor.multi_label else [answer],
-                probabilities={name: float(p) for name, p in zip(names, row)},
+                probabilities={name: float(p) for name, p in zip(names, row, strict=True)},
             )
-            for answer, row in zip(labels, proba)
+            for answer, row in zip(labels, proba, strict=True)
         ]
         return PredictResponse(model_version=self.version, engine=predictor.engine, predictions=predictions)
 

@@ -142,7 +142,7 @@ def encode_cached(
             if len(ids) == len(texts):
                 if types is None:
                     return [{"input_ids": row} for row in ids]
-                return [{"input_ids": row, "token_type_ids": kinds} for row, kinds in zip(ids, types)]
+                return [{"input_ids": row, "token_type_ids": kinds} for row, kinds in zip(ids, types, strict=True)]
         except (pa.ArrowException, OSError, KeyError) as exc:
             log.warning("Encoded-data cache %s is unreadable (%s); tokenizing again.", path, exc)
     features = processor.encode(texts, pairs)
@@ -401,7 +401,7 @@ class StoredDataset(torch.utils.data.Dataset, EncodedExamples):
             examples, entries = self._label_entries()
             unknown = [
                 (self.names[self._codes[e]], int(self._rows[self.positions[i]]))
-                for i, e in zip(examples[ids[entries] < 0][:5], entries[ids[entries] < 0][:5])
+                for i, e in zip(examples[ids[entries] < 0][:5], entries[ids[entries] < 0][:5], strict=True)
             ]
             count = int((ids[entries] < 0).sum())
         else:

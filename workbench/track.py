@@ -91,7 +91,8 @@ def _params(config: Config, environment: dict, data: str) -> tuple[dict, dict]:
 
 
 def final_scalars(metrics: dict) -> dict[str, float]:
-    """The numbers of a run's ``metrics.json`` worth a chart: ``{"validation.accuracy": 0.91, "test.macro_f1": ...}``."""
+    """The numbers of a run's ``metrics.json`` worth a chart, e.g.
+    ``{"validation.accuracy": 0.91, "test.macro_f1": ...}``."""
     out = {}
     for split in ("validation", "test"):
         for key, value in (metrics.get(split) or {}).items():

@@ -551,7 +551,8 @@ class Trainer:
                 tracking.finish(None, status="KILLED")
             last = run.latest_checkpoint()
             raise KeyboardInterrupt(
-                f"Training interrupted. {'Checkpoint ' + str(last) + ' is kept' if last else 'No checkpoint was written yet'}; "
+                "Training interrupted. "
+                f"{'Checkpoint ' + str(last) + ' is kept' if last else 'No checkpoint was written yet'}; "
                 f"resume with `workbench train ... --resume {run_dir}` or Trainer.fit(..., resume='{run_dir}')."
             ) from None
         except BaseException:  # an error, or a tuning trial stopped by its pruner
