@@ -166,6 +166,33 @@ def _mapping(value: Any, where: str) -> dict:
     return value
 
 
+def _notebook_specs(entries, name: str, notebooks_dir: Path, declared_cache: dict) -> list[NotebookSpec]:
+    """An experiment's ``notebooks:`` list as specs, each with the parameters its notebook declares (read once
+    per notebook file into ``declared_cache``)."""
+    if not isinstance(entries, list) or not entries:
+        raise ExperimentsError(f"experiment '{name}': 'notebooks' must list at least one notebook, e.g. [02_train].")
+    specs = []
+    for nb in entries:
+        if isinstance(nb, dict):
+            bad = sorted(set(nb) - NOTEBOOK_KEYS)
+            if bad or "notebook" not in nb:
+                raise ExperimentsError(
+                    f"experiment '{name}': a notebook entry takes 'notebook' and 'parameters'; got {sorted(nb)}."
+                )
+            spec = NotebookSpec(
+                Path(str(nb["notebook"])).stem,
+                _notebook_path(str(nb["notebook"]), notebooks_dir, name),
+                _mapping(nb.get("parameters"), f"experiment '{name}', notebook {nb['notebook']}"),
+            )
+        else:
+            spec = NotebookSpec(Path(str(nb)).stem, _notebook_path(str(nb), notebooks_dir, name))
+        if spec.path not in declared_cache:
+            declared_cache[spec.path] = declared_parameters(spec.path)
+        spec.declared = declared_cache[spec.path]
+        specs.append(spec)
+    return specs
+
+
 def load_experiments(path: str | Path, reports_dir: str | Path | None = None, overrides: dict | None = None) -> Plan:
     """Read, check and expand an experiments file.
 
@@ -205,30 +232,7 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
             raise ExperimentsError(
                 f"experiment '{name}': use letters, digits, '.', '-' and '_' only (it names a folder)."
             )
-        entries = entry.get("notebooks")
-        if not isinstance(entries, list) or not entries:
-            raise ExperimentsError(
-                f"experiment '{name}': 'notebooks' must list at least one notebook, e.g. [02_train]."
-            )
-        specs = []
-        for nb in entries:
-            if isinstance(nb, dict):
-                bad = sorted(set(nb) - NOTEBOOK_KEYS)
-                if bad or "notebook" not in nb:
-                    raise ExperimentsError(
-                        f"experiment '{name}': a notebook entry takes 'notebook' and 'parameters'; got {sorted(nb)}."
-                    )
-                spec = NotebookSpec(
-                    Path(str(nb["notebook"])).stem,
-                    _notebook_path(str(nb["notebook"]), notebooks_dir, name),
-                    _mapping(nb.get("parameters"), f"experiment '{name}', notebook {nb['notebook']}"),
-                )
-            else:
-                spec = NotebookSpec(Path(str(nb)).stem, _notebook_path(str(nb), notebooks_dir, name))
-            if spec.path not in declared_cache:
-                declared_cache[spec.path] = declared_parameters(spec.path)
-            spec.declared = declared_cache[spec.path]
-            specs.append(spec)
+        specs = _notebook_specs(entry.get("notebooks"), name, notebooks_dir, declared_cache)
         own = _mapping(entry.get("parameters"), f"experiment '{name}': parameters")
         grid = entry.get("grid")
         for spec in specs:
@@ -416,6 +420,37 @@ def _execute(
     return None
 
 
+def _run_notebook(
+    spec: NotebookSpec,
+    parameters: dict,
+    target: Path,
+    experiment: str,
+    record: dict,
+    kernel_name: str | None,
+    cell_timeout: float | None,
+    progress: bool,
+) -> str | None:
+    """Execute one notebook into ``target``, fill ``record`` (status, duration, results, HTML problem) and return
+    its error line, or None."""
+    results_file = target.with_suffix(".json")
+    results_file.unlink(missing_ok=True)
+    began = time.monotonic()
+    error = _execute(spec, parameters, target, experiment, kernel_name, cell_timeout, progress)
+    record["duration_s"] = round(time.monotonic() - began, 1)
+    record["finished"] = datetime.now().isoformat(timespec="seconds")
+    record["status"] = "failed" if error else "ok"
+    if error:
+        record["error"] = error
+    if results_file.exists():
+        record["results"] = json.loads(results_file.read_text())
+    if target.exists():
+        try:
+            to_html(target)
+        except Exception as exc:  # a page that cannot be drawn must not hide the notebook's own status
+            record["html_error"] = f"HTML conversion failed: {type(exc).__name__}: {exc}"
+    return error
+
+
 def run_experiments(
     path: str | Path,
     *,
@@ -494,24 +529,12 @@ def run_experiments(
                 echo(f"{header}: skipped ({blocked} failed)")
             else:
                 echo(f"{header}: running (elapsed {time.monotonic() - start:.0f} s)")
-                results_file = folder / f"{spec.name}.json"
-                results_file.unlink(missing_ok=True)
-                began = time.monotonic()
-                error = _execute(spec, parameters, target, experiment.name, kernel_name, cell_timeout, progress)
-                record["duration_s"] = round(time.monotonic() - began, 1)
-                record["finished"] = datetime.now().isoformat(timespec="seconds")
-                record["status"] = "failed" if error else "ok"
+                error = _run_notebook(
+                    spec, parameters, target, experiment.name, record, kernel_name, cell_timeout, progress
+                )
                 if error:
-                    record["error"] = error
                     failed += 1
                     blocked = spec.name
-                if results_file.exists():
-                    record["results"] = json.loads(results_file.read_text())
-                if target.exists():
-                    try:
-                        to_html(target)
-                    except Exception as exc:  # a page that cannot be drawn must not hide the notebook's own status
-                        record["html_error"] = f"HTML conversion failed: {type(exc).__name__}: {exc}"
                 echo(
                     f"{header}: {'FAILED' if error else 'ok'} in {record['duration_s']:.0f} s"
                     + (f"\n  {error}" if error else "")

@@ -488,17 +488,7 @@ class Trainer:
         # directory, the others train into the same one and write nothing
         processes = PartialState(cpu=self.device == "cpu")
         main = processes.is_main_process
-        chosen: tuple | Exception | None = None
-        if main:
-            try:
-                chosen = self._run_dir_and_checkpoint(resume)
-            except WorkbenchError as exc:  # sent to the other processes too, so they stop with it instead of waiting
-                chosen = exc
-        if processes.num_processes > 1:
-            chosen = broadcast_object_list([chosen], from_process=0)[0]
-        if isinstance(chosen, Exception):
-            raise chosen
-        run, checkpoint = chosen
+        run, checkpoint = self._shared_run_dir(processes, resume)
         run_dir = run.path
         config = full_config or Config(
             data=datamodule.config, model=model.model_config, train=cfg, run=self.run, augment=datamodule.augment
@@ -562,6 +552,22 @@ class Trainer:
         if tracking:
             tracking.finish(metrics)
         return FitResult(run_dir, metrics, model, main)
+
+    def _shared_run_dir(self, processes: PartialState, resume) -> tuple[RunDir, Path | None]:
+        """Process 0 picks the run directory and checkpoint (:meth:`_run_dir_and_checkpoint`) and sends them, or
+        its error, to the other processes, so every process trains into the same folder or stops with the same
+        error instead of waiting."""
+        chosen: tuple | Exception | None = None
+        if processes.is_main_process:
+            try:
+                chosen = self._run_dir_and_checkpoint(resume)
+            except WorkbenchError as exc:
+                chosen = exc
+        if processes.num_processes > 1:
+            chosen = broadcast_object_list([chosen], from_process=0)[0]
+        if isinstance(chosen, Exception):
+            raise chosen
+        return chosen
 
     def _run_dir_and_checkpoint(self, resume) -> tuple[RunDir, Path | None]:
         if not resume:
