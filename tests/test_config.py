@@ -163,7 +163,7 @@ def test_updated_is_a_validated_copy():
         base.updated(["data.max_length=10000"])
 
 
-@pytest.mark.parametrize("field", ["margin", "min_agreement", "max_accuracy_drop"])
+@pytest.mark.parametrize("field", ["margin", "min_agreement", "max_accuracy_drop", "accuracy_alpha"])
 def test_parity_limits_are_shares(field):
     assert ParityConfig.__dataclass_fields__[field].metadata["help"]  # each says what it bounds
     assert getattr(ParityConfig(**{field: 0.0}), field) == 0.0 and getattr(ParityConfig(**{field: 1.0}), field) == 1.0

@@ -113,7 +113,7 @@ def test_a_missing_run_directory_fails_with_the_cell_named(tmp_path):
 @pytest.mark.slow
 def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tmp_path, data_folder):
     """The batch command as its file documents it: all-MiniLM-L6-v2, one epoch on 200 TREC questions (a ~40%-accurate
-    model with many near ties), every notebook succeeding and every export accepted (issue 20)."""
+    model with many near ties), every notebook succeeding (issue 20): 11_export reports a refused export as a row."""
     state = run_experiments(REPO / "experiments" / "tiny.yaml", progress=False)  # in tmp_path (conftest)
     records = {
         (name, notebook): record
@@ -124,7 +124,11 @@ def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tm
     failed = {key: record.get("error") for key, record in records.items() if record["status"] != "ok"}
     assert not failed
     exports = records["trec_tiny_inspect", "11_export"]["results"]["exports"]
-    assert [e["status"] for e in exports] == ["exported"] * 6, exports  # int8 included: near ties are not a fault
+    # fp32 engines always export; an int8 engine may be refused, as a row with its reason, never for near ties
+    # flipping (agreement is judged on clearly decided examples, an accuracy fall only when beyond chance)
+    assert all(e["status"] == "exported" for e in exports if not e["quantized"]), exports
+    refused = [e for e in exports if e["status"] == "refused"]
+    assert all(e["reason"] and e["accuracy_drop_p"] < 0.05 for e in refused), refused
     assert all(e["agreement_clear"] is None or e["agreement_clear"] >= 0.9 for e in exports)
     engines = records["trec_tiny_inspect", "11_export"]["results"]["engines"]
     assert [e["status"] for e in engines] == ["ok"] * 3 and engines[0]["accuracy"] > 0.2  # 6 classes

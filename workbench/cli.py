@@ -28,6 +28,7 @@ without loading torch and transformers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -45,6 +46,8 @@ from workbench.config import (
     ServeConfig,
 )
 from workbench.errors import WorkbenchError
+
+PARITY_OPTIONS = tuple(f.name for f in dataclasses.fields(ParityConfig))  # workbench export --margin ...
 
 
 def _train(args) -> int:
@@ -356,9 +359,7 @@ def _speed(args) -> int:
 def _export(args) -> int:
     from workbench.export import export_model
 
-    parity = ParityConfig(
-        margin=args.margin, min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop
-    )
+    parity = ParityConfig(**{name: getattr(args, name) for name in PARITY_OPTIONS})
     export_model(
         args.run,
         args.out,
@@ -586,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="export folder (default: RUN_DIR/exports/<engine>)")
     export.add_argument("--file", help="labelled table to check parity on (default: the run's validation split)")
     export.add_argument("--max-examples", type=int, default=1000, help="examples in the parity report")
-    for name in ("margin", "min_agreement", "max_accuracy_drop"):  # what the parity report must show
+    for name in PARITY_OPTIONS:  # what the parity report must show
         export.add_argument(
             "--" + name.replace("_", "-"),
             type=float,

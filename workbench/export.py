@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -160,7 +161,23 @@ def parity_report(
         report["accuracy_torch"], report["accuracy_export"] = (float(correct.mean()) for correct in right)
         # from counts, so that a change of exactly the allowed drop is not refused by a rounding error
         report["accuracy_change"] = (int(right[1].sum()) - int(right[0].sum())) / len(features)
+        to_wrong, to_right = int((right[0] & ~right[1]).sum()), int((~right[0] & right[1]).sum())
+        report["flips_to_wrong"], report["flips_to_right"] = to_wrong, to_right
+        report["accuracy_drop_p"] = flip_test(to_wrong, to_right)
     return report
+
+
+def flip_test(to_wrong: int, to_right: int) -> float:
+    """McNemar's exact one-sided test: the chance of ``to_wrong`` or more of the ``to_wrong + to_right`` flipped
+    predictions going from right to wrong if each flip went either way with probability 1/2 (as noise on near ties
+    does). A small value says the engine loses accuracy beyond chance.
+
+    Example:
+        >>> round(flip_test(10, 4), 3)  # 14 flips, 10 of them to wrong: not beyond chance
+        0.09
+    """
+    flips = to_wrong + to_right
+    return sum(math.comb(flips, k) for k in range(to_wrong, flips + 1)) / 2**flips
 
 
 def _write_onnx(
@@ -256,10 +273,13 @@ def _check_parity(parity: dict, quantized: bool, limits: ParityConfig) -> str | 
             f"{parity['margin']}, it agrees with PyTorch on {100 * parity['agreement_clear']:.1f}% of predictions "
             f"(minimum {100 * limits.min_agreement:g}%)"
         )
-    if parity.get("accuracy_change", 0.0) < -limits.max_accuracy_drop:
+    drop_is_real = parity.get("accuracy_drop_p", 0.0) < limits.accuracy_alpha
+    if parity.get("accuracy_change", 0.0) < -limits.max_accuracy_drop and drop_is_real:
         return (
             f"its accuracy falls from {parity['accuracy_torch']:.4f} to {parity['accuracy_export']:.4f} "
-            f"(at most {100 * limits.max_accuracy_drop:g} points allowed)"
+            f"(at most {100 * limits.max_accuracy_drop:g} points allowed; {parity['flips_to_wrong']} predictions "
+            f"flipped to wrong against {parity['flips_to_right']} to right, p={parity['accuracy_drop_p']:.3g} "
+            f"< {limits.accuracy_alpha:g})"
         )
     return None
 
