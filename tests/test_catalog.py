@@ -138,10 +138,27 @@ def test_a_missing_prerequisite_fails_under_ci_and_skips_elsewhere(monkeypatch, 
     stopped.match("^the benchmark data folder is missing: set WORKBENCH_DATA")
 
 
+def _reuters_hub_split(titles, bodies, topics, ids):
+    """A split with the Hub Reuters-21578 (ucirvine/reuters21578) schema."""
+    from datasets import Dataset, Features, Sequence, Value
+
+    return Dataset.from_dict(
+        {"title": titles, "text": bodies, "topics": topics, "new_id": ids},
+        Features(
+            {
+                "title": Value("string"),
+                "text": Value("string"),
+                "topics": Sequence(Value("string")),
+                "new_id": Value("string"),
+            }
+        ),
+    )
+
+
 def _hub_like(tmp_path) -> dict:
     """Small datasets with the Hub versions' schemas, built here and saved to disk (the Hub is not reachable)."""
     import datasets
-    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+    from datasets import ClassLabel, Dataset, Features, Value
 
     built = {
         "nyu-mll/glue": {
@@ -177,17 +194,7 @@ def _hub_like(tmp_path) -> dict:
             )
         },
         "ucirvine/reuters21578": {
-            split: Dataset.from_dict(
-                {"title": titles, "text": bodies, "topics": topics, "new_id": ids},
-                Features(
-                    {
-                        "title": Value("string"),
-                        "text": Value("string"),
-                        "topics": Sequence(Value("string")),
-                        "new_id": Value("string"),
-                    }
-                ),
-            )
+            split: _reuters_hub_split(titles, bodies, topics, ids)
             for split, titles, bodies, topics, ids in (
                 (
                     "train",
@@ -261,26 +268,12 @@ def test_offline_without_the_files_says_which_dataset_and_the_two_ways(tmp_path,
 
 
 def test_reuters_hub_ids_keep_their_quotes_and_ag_news_train_is_offered(tmp_path):
-    from datasets import Dataset, Features, Sequence, Value
 
     from workbench.catalog import available_splits, hub_frame
 
-    def split(titles, bodies, topics, ids):
-        return Dataset.from_dict(
-            {"title": titles, "text": bodies, "topics": topics, "new_id": ids},
-            Features(
-                {
-                    "title": Value("string"),
-                    "text": Value("string"),
-                    "topics": Sequence(Value("string")),
-                    "new_id": Value("string"),
-                }
-            ),
-        )
-
     loaded = {
-        "train": split(["A &lt;B&gt;"], ["up"], [["grain"]], ['"7001"']),
-        "test": split(["C"], ["down"], [["grain"]], ['"7002"']),
+        "train": _reuters_hub_split(["A &lt;B&gt;"], ["up"], [["grain"]], ['"7001"']),
+        "test": _reuters_hub_split(["C"], ["down"], [["grain"]], ['"7002"']),
     }
     frame = hub_frame("reuters", "train", loaded)
     assert frame.to_dict("list") == {"text": ["A <B>\nup"], "label": [["grain"]], "id": [7001]}

@@ -298,6 +298,12 @@ def machine_info() -> dict:
     }
 
 
+def _git(*args: str) -> str:
+    """What git prints for ``args`` in this package's checkout (stripped); raises OSError/SubprocessError."""
+    run = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+    return run.stdout.strip()
+
+
 def environment_info(seed: int) -> dict:
     """Seed, package versions, git commit, Python and hardware (:func:`machine_info`), saved next to every run."""
     versions = {}
@@ -307,25 +313,8 @@ def environment_info(seed: int) -> dict:
         except importlib_metadata.PackageNotFoundError:
             versions[name] = None
     try:
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-            or None
-        )
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-        )
+        commit = _git("rev-parse", "HEAD") or None
+        dirty = bool(_git("status", "--porcelain"))
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {
