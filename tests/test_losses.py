@@ -1,11 +1,12 @@
-"""Losses: cross-entropy variants, focal losses, class weights."""
+"""Losses: cross-entropy variants, focal losses, class weights, distillation."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from workbench.errors import ConfigError
-from workbench.losses import FocalLoss, SigmoidFocalLoss, build_loss, class_weights_from_labels
+from workbench.losses import DistillationLoss, FocalLoss, SigmoidFocalLoss, build_loss, class_weights_from_labels
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0]])
 TARGET = torch.tensor([0, 2, 1])
@@ -53,3 +54,26 @@ def test_mismatched_loss_and_weights_are_errors():
         build_loss("bce", multi_label=False, num_labels=3)
     with pytest.raises(ConfigError, match="2 values but the data has 3 labels"):
         build_loss("cross_entropy", multi_label=False, num_labels=3, class_weights=[1.0, 2.0])
+
+
+def test_distillation_loss_mixes_soft_and_hard_targets():
+    """soft_weight * T^2 * KL(teacher || student at T) + (1 - soft_weight) * hard loss over the labelled share;
+    zero soft loss where the student matches the teacher; the hard loss alone without soft targets."""
+    torch.manual_seed(0)
+    logits, target = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    teacher = torch.randn(6, 3)
+    soft = (teacher / 2.0).softmax(-1)
+    hard = nn.CrossEntropyLoss()
+    loss = DistillationLoss(hard, temperature=2.0, soft_weight=0.7)
+    kl = F.kl_div((logits / 2.0).log_softmax(-1), soft, reduction="batchmean")
+    assert float(loss(logits, target, soft)) == pytest.approx(float(0.7 * 4 * kl + 0.3 * hard(logits, target)))
+    assert float(DistillationLoss(hard, 2.0, 1.0)(teacher, target, soft)) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss(logits, target)) == pytest.approx(float(hard(logits, target)))  # validation batches
+    mask = torch.tensor([1, 1, 1, 0, 0, 0])  # the last three came unlabelled: the hard loss counts the first half
+    expected = 0.7 * 4 * kl + 0.3 * 0.5 * hard(logits[:3], target[:3])
+    assert float(loss(logits, target, soft, mask)) == pytest.approx(float(expected))
+    multi = DistillationLoss(nn.BCEWithLogitsLoss(), 2.0, 1.0, multi_label=True)
+    targets = (teacher / 2.0).sigmoid()
+    assert float(multi(logits, target, targets)) == pytest.approx(
+        float(4 * F.binary_cross_entropy_with_logits(logits / 2.0, targets))
+    )

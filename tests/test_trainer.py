@@ -14,7 +14,9 @@ from transformers import TrainerCallback
 
 from workbench import TextClassificationModel, TextDataModule, Trainer, load_config
 from workbench.errors import ConfigError
+from workbench.runs import cpu_bf16_matrix_units
 from workbench.text import TextProcessing
+from workbench.trainer import choose_precision
 
 
 def make(tiny_bert, files, **data_options):
@@ -59,17 +61,23 @@ class CaptureArguments(TrainerCallback):
 
 @pytest.mark.parametrize("precision", [16, "bf16"])
 def test_gpu_and_precision_requests(tiny_bert, sentiment_files, precision):
-    """Without CUDA: a warning each, then the CPU in 32-bit. With CUDA: the GPU at the requested precision,
+    """Without CUDA: a GPU warning, then the CPU: fp16 falls back to 32-bit with a warning, bf16 autocast runs
+    (warning where the CPU has no AMX, where it is slower). With CUDA: the GPU at the requested precision,
     silently (fp16 where the GPU lacks bf16, with a warning saying so), and transformers trains that way."""
     capture = CaptureArguments()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer = Trainer(max_epochs=1, gpus=1, precision=precision, log_every_n_steps=50, callbacks=[capture])
-    messages = [str(w.message) for w in caught if "GPU" in str(w.message)]
+    messages = [str(w.message) for w in caught if "GPU" in str(w.message) or "AMX" in str(w.message)]
     if not torch.cuda.is_available():
         assert any("A GPU was requested" in m for m in messages)
-        assert any(f"precision={precision} needs a GPU" in m and "32-bit" in m for m in messages)
-        expected = ("cpu", "32")
+        if precision == 16:
+            assert any("precision=16 needs a GPU" in m and "32-bit" in m for m in messages)
+            expected = ("cpu", "32")
+        else:
+            no_amx = any("without bf16 matrix units (Intel AMX)" in m for m in messages)
+            assert no_amx == (not cpu_bf16_matrix_units())
+            expected = ("cpu", "bf16")
     elif precision == "bf16" and not torch.cuda.is_bf16_supported():
         assert messages == ["This GPU has no bf16 support: using fp16 mixed precision instead."]
         expected = ("cuda", "16")
@@ -83,6 +91,24 @@ def test_gpu_and_precision_requests(tiny_bert, sentiment_files, precision):
     assert (args.fp16, args.bf16, args.use_cpu) == (expected[1] == "16", expected[1] == "bf16", expected[0] == "cpu")
     env = json.loads((result.run_dir / "env.json").read_text())
     assert (env["device"], env["precision"]) == expected == (result.metrics["device"], result.metrics["precision"])
+    assert env["precision_reason"] == "as set in train.precision"
+
+
+def test_auto_precision_follows_width_and_hardware(tiny_bert, sentiment_files, monkeypatch):
+    """train.precision=auto (the default): bf16 only for a backbone 768 or more wide on hardware with bf16 matrix
+    units; the choice and its reason land in env.json. The tiny backbone is narrow, so it trains in 32."""
+    import workbench.trainer as trainer_module
+
+    for units, width, expected in [(True, 768, "bf16"), (True, 384, "32"), (False, 768, "32"), (True, None, "32")]:
+        monkeypatch.setattr(trainer_module, "cpu_bf16_matrix_units", lambda units=units: units)
+        precision, reason = choose_precision("auto", "cpu", width)
+        assert precision == expected, (units, width)
+        assert reason.startswith("auto: this CPU has " + ("bf16 matrix units (AMX)" if units else "no bf16"))
+    assert choose_precision("32", "cpu", 768) == ("32", "as set in train.precision")
+    monkeypatch.setattr(trainer_module, "cpu_bf16_matrix_units", lambda: True)
+    result = Trainer(max_epochs=1).fit(*make(tiny_bert, sentiment_files))
+    env = json.loads((result.run_dir / "env.json").read_text())
+    assert env["precision"] == "32" and "below 768" in env["precision_reason"]
 
 
 def test_early_stopping_stops(tiny_bert, sentiment_files):

@@ -1,10 +1,11 @@
-"""The ``workbench`` command line: train, evaluate, predict, datasets, config, augment, cv, tune, dashboard, ui,
-register, speed and run.
+"""The ``workbench`` command line: train, distill, evaluate, predict, datasets, config, augment, cv, tune, dashboard,
+ui, register, speed and run.
 
-The commands that build a config (train, config, cv, tune) take ``--config FILE`` (an experiment YAML holding
+The commands that build a config (train, distill, config, cv, tune) take ``--config FILE`` (an experiment YAML holding
 only what differs from the defaults) and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
 
     workbench train --config configs/sst2.yaml train.epochs=1
+    workbench distill --config configs/sst2.yaml --teacher runs/sst2_mpnet/version_0
     workbench evaluate runs/sst2/version_0 --dataset sst2 --split validation
     echo "a gripping, funny film" | workbench predict runs/sst2/version_0
     workbench datasets
@@ -59,6 +60,30 @@ def _train(args) -> int:
     result = train(load_config(args.config, args.overrides), resume=resume)
     if result.main:  # torchrun / accelerate launch: one process reports
         print((RunDir(result.run_dir) / RunDir.SUMMARY).read_text())
+        print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _distill(args) -> int:
+    from workbench.config import load_config
+    from workbench.distill import distill
+    from workbench.runs import RunDir
+
+    # argparse gives --teacher every word after it; dotted overrides (key=value) among them are overrides
+    overrides = list(args.overrides) + [t for t in args.teacher if "=" in t and not Path(t).exists()]
+    teachers = [t for t in args.teacher if t not in overrides]
+    config = load_config(args.config, overrides + ([f"distill.teacher={json.dumps(teachers)}"] if teachers else []))
+    resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
+    result = distill(config, resume=resume)
+    if result.main:
+        print((RunDir(result.run_dir) / RunDir.SUMMARY).read_text())
+        for split in ("validation", "test"):
+            figures = result.metrics["distill"].get(split)
+            if figures:
+                print(
+                    f"{split}: teacher accuracy {figures['teacher_accuracy']:.4f}, student "
+                    f"{figures['student_accuracy']:.4f}, agreement {figures['agreement']:.4f}"
+                )
         print(f"run directory: {result.run_dir}")
     return 0
 
@@ -467,6 +492,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume the newest version of this run name, or the given run directory/checkpoint",
     )
     train.set_defaults(func=_train)
+
+    distill = with_config(
+        sub.add_parser("distill", help="train a student on a teacher run's soft targets (knowledge distillation)")
+    )
+    distill.add_argument(
+        "--teacher",
+        nargs="+",
+        default=[],
+        help="the teacher run directory, or several whose probabilities are averaged (e.g. the fold runs of cv)",
+    )
+    distill.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        help="resume the newest version of this run name, or the given run directory/checkpoint",
+    )
+    distill.set_defaults(func=_distill)
 
     evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data")
     _add_input_options(

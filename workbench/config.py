@@ -33,7 +33,10 @@ MULTI_LABEL_LOSSES = ("bce", "focal_bce")  # cross_entropy and focal on multi-la
 LOSSES = SINGLE_LABEL_LOSSES + MULTI_LABEL_LOSSES
 OPTIMIZERS = ("adamw", "adafactor", "lamb")
 SCHEDULES = ("linear", "cosine", "one_cycle", "constant")
-PRECISIONS = ("32", "16", "bf16", "16-mixed", "bf16-mixed")
+PRECISIONS = ("auto", "32", "16", "bf16", "16-mixed", "bf16-mixed")
+# train.precision=auto trains in bf16 from this backbone width up, where the hardware multiplies bf16 matrices: on an
+# AMX Xeon MPNet (768 wide) ran 2-3x faster in bf16 and MiniLM (384) gained nothing (bench/README.md, train_speed)
+AUTO_BF16_MIN_WIDTH = 768
 # How a hyperparameter is searched (tune.space): {log_uniform: [low, high]}, {uniform: [low, high]},
 # {int: [low, high]} (both ends included) or {choice: [a, b, ...]}.
 SEARCH_DISTRIBUTIONS = ("log_uniform", "uniform", "int", "choice")
@@ -226,7 +229,13 @@ class TrainConfig:
     label_smoothing: float = _help("Label smoothing for cross-entropy.", 0.0)
     focal_gamma: float = _help("Focusing parameter of focal losses.", 2.0)
     class_weights: str | list[float] | None = _help("None, 'balanced', or one weight per class.", None)
-    precision: str = _help("32, 16 or bf16; 16/bf16 need a GPU and fall back to 32 with a warning.", "32")
+    precision: str = _help(
+        "auto, 32, 16 or bf16 (mixed precision: bf16/16 autocast). auto: bf16 for a backbone 768 or more wide "
+        "on a GPU with bf16 or a CPU with bf16 matrix units (Intel AMX), where it measured about 2x faster at "
+        "equal accuracy, else 32. 16 needs a GPU (falls back to 32 with a warning); bf16 on a CPU without AMX "
+        "runs, slower than 32.",
+        "auto",
+    )
     seed: int = _help("Seed for weights, sampling and dropout.", 42)
     eval_every: int = _help("Evaluate every N optimizer steps (0 = once per epoch).", 0)
     log_every: int = _help("Write a training log line every N optimizer steps.", 50)
@@ -464,6 +473,46 @@ class ServeConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation (``workbench distill``): a student trained on a teacher's soft targets."""
+
+    teacher: list[str] = _help(
+        "The teacher: a run directory, or several whose probabilities are averaged (an ensemble, e.g. the fold "
+        "runs of `workbench cv`). `workbench distill --teacher` sets it.",
+        None,
+        list,
+    )
+    temperature: float = _help(
+        "Softmax (sigmoid, multi-label) temperature T of the soft targets and the student's matching outputs; "
+        "the soft loss is scaled by T^2 (Hinton et al. 2015).",
+        2.0,
+    )
+    soft_weight: float = _help(
+        "Weight of the soft-target loss; the hard-label loss gets 1 - soft_weight (texts without a label, from "
+        "distill.unlabelled_file, count the soft loss only).",
+        0.9,
+    )
+    transfer_copies: int = _help(
+        "Augmented copies of each training text added to the transfer set, made once by the augment section's "
+        "operations (augment.ops; EDA if none) and labelled by the teacher (0 = the training split only).",
+        0,
+    )
+    unlabelled_file: str | None = _help(
+        "A file of unlabelled texts (in data.text_column) the teacher labels for the transfer set.", None
+    )
+    teacher_batch_size: int = _help("Texts per batch when the teacher labels the transfer set.", 64)
+
+    def __post_init__(self):
+        self.teacher = [str(path) for path in self.teacher]
+        _require(self.temperature > 0, f"distill.temperature={self.temperature} must be positive (T > 0).")
+        _require(0.0 <= self.soft_weight <= 1.0, f"distill.soft_weight={self.soft_weight} must be in [0, 1].")
+        _require(self.transfer_copies >= 0, f"distill.transfer_copies={self.transfer_copies} must be 0 or more.")
+        _require(
+            self.teacher_batch_size >= 1, f"distill.teacher_batch_size={self.teacher_batch_size} must be at least 1."
+        )
+
+
+@dataclass
 class Config:
     """The root of the configuration tree."""
 
@@ -473,6 +522,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -599,7 +649,7 @@ def check_options(owner: str, options: typing.Iterable[str], section: type) -> N
 
 
 def _validate(cfg: Config) -> None:
-    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune, cfg.augment):
+    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune, cfg.augment, cfg.distill):
         section.__post_init__()
     check_search_space(cfg.tune.space)
 

@@ -360,6 +360,13 @@ class TextDataModule:
             self.test_dataset = self.encode(test)
         return self
 
+    def use_training_split(self, dataset: EncodedExamples) -> None:
+        """Train on ``dataset`` instead of the split :meth:`setup` read: examples encoded with this module's
+        tokenizer and label map, which may carry more features (a distillation transfer set's soft targets)."""
+        if self.label_map is None:
+            raise DataError("Call setup() before use_training_split(): the label map decides the label ids.")
+        self.train_dataset = dataset
+
     def encode(self, rows: LabelledRows | StoredDataset) -> EncodedDataset | StoredDataset:
         """Encode checked rows with this module's label map and text processing (a stored split is encoded
         already: it gets the label ids)."""

@@ -100,3 +100,60 @@ def build_loss(
             return FocalLoss(focal_gamma, weight, label_smoothing)
     kind, fitting = ("multi-label", MULTI_LABEL_LOSSES) if multi_label else ("single-label", SINGLE_LABEL_LOSSES)
     raise ConfigError(f"train.loss='{name}' does not fit {kind} data: use {' or '.join(fitting)}.")
+
+
+# What a distillation transfer set's examples carry beside the label (workbench.distill), passed to DistillationLoss
+DISTILL_FEATURES = ("soft_targets", "hard_mask")
+
+
+class DistillationLoss(nn.Module):
+    """Knowledge distillation (Hinton et al. 2015): the student matches a teacher's soft targets at temperature T,
+    mixed with the ordinary loss on the hard labels.
+
+    ``loss = soft_weight * T^2 * soft + (1 - soft_weight) * hard``, where ``soft`` is the KL divergence from the
+    teacher's softmax at T to the student's (single-label), or the binary cross-entropy of the student's sigmoid at T
+    against the teacher's (multi-label), averaged over the batch; ``hard`` is ``hard_loss`` over the examples that have
+    a label (``hard_mask`` 1; a text the teacher alone labelled has 0), scaled by their share of the batch. The T^2
+    keeps the soft gradients' size independent of T. Without ``soft_targets`` (validation batches) it is
+    ``hard_loss``.
+
+    Example:
+        >>> loss = DistillationLoss(nn.CrossEntropyLoss(), temperature=2.0, soft_weight=0.5)
+        >>> float(loss(torch.zeros(1, 2), torch.tensor([0]), torch.tensor([[0.5, 0.5]])))  # doctest: +ELLIPSIS
+        0.34...
+    """
+
+    def __init__(self, hard_loss: nn.Module, temperature: float, soft_weight: float, multi_label: bool = False):
+        super().__init__()
+        self.hard_loss, self.temperature, self.soft_weight, self.multi_label = (
+            hard_loss,
+            temperature,
+            soft_weight,
+            multi_label,
+        )
+
+    def soft(self, logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
+        """The soft-target loss alone (before the T^2 scale): logits and targets ``(batch, K)``."""
+        scaled = logits.float() / self.temperature
+        if self.multi_label:
+            return F.binary_cross_entropy_with_logits(scaled, soft_targets.float())
+        return F.kl_div(scaled.log_softmax(-1), soft_targets.float(), reduction="batchmean")
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        soft_targets: torch.Tensor | None = None,
+        hard_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if soft_targets is None:
+            return self.hard_loss(logits, target)
+        loss = self.soft_weight * self.temperature**2 * self.soft(logits, soft_targets)
+        if self.soft_weight < 1.0:
+            keep = (
+                torch.ones(len(logits), dtype=torch.bool, device=logits.device) if hard_mask is None else hard_mask > 0
+            )
+            if keep.any():
+                share = keep.float().mean()
+                loss = loss + (1.0 - self.soft_weight) * share * self.hard_loss(logits[keep], target[keep])
+        return loss

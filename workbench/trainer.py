@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,20 @@ from transformers.trainer import OPTIMIZER_NAME
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import EvalLoopOutput, rotate_checkpoints
 
-from workbench.config import Config, RunConfig, TrainConfig, check_options, load_config
+from workbench.config import (
+    AUTO_BF16_MIN_WIDTH,
+    Config,
+    DistillConfig,
+    RunConfig,
+    TrainConfig,
+    check_options,
+    load_config,
+)
 from workbench.data import TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
 from workbench.labels import LabelMap
-from workbench.losses import build_loss, class_weights_from_labels
+from workbench.losses import DISTILL_FEATURES, DistillationLoss, build_loss, class_weights_from_labels
 from workbench.metrics import (
     MULTI_LABEL_METRICS,
     SINGLE_LABEL_METRICS,
@@ -58,6 +67,7 @@ from workbench.runs import (
     RunDir,
     checkpoint_problem,
     checkpoint_step,
+    cpu_bf16_matrix_units,
     environment_info,
     load_run,
     mark_complete,
@@ -194,10 +204,11 @@ class _HFTrainer(transformers.Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
+        teacher = {key: inputs.pop(key) for key in DISTILL_FEATURES if key in inputs}  # a distillation transfer set
         outputs = model(**inputs)
         logits = outputs["logits"]
         self.loss_fn.to(logits.device)  # class weights are buffers built on the CPU; a no-op once moved
-        loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels)
+        loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels, **teacher)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
@@ -284,6 +295,8 @@ class FitResult:
 
 
 def _resolve_device_and_precision(cfg: TrainConfig, gpus: int | None) -> tuple[str, str]:
+    """The device, and the precision as asked (``auto`` stays ``auto`` until the model's width is known:
+    :func:`choose_precision`)."""
     cuda = torch.cuda.is_available()
     device = cfg.device
     if gpus is not None:
@@ -297,17 +310,44 @@ def _resolve_device_and_precision(cfg: TrainConfig, gpus: int | None) -> tuple[s
     if device == "auto":
         device = "cuda" if cuda else "cpu"
     precision = cfg.precision.replace("-mixed", "")
-    if precision in ("16", "bf16") and device == "cpu":
+    if precision == "16" and device == "cpu":
         warnings.warn(
             f"precision={cfg.precision} needs a GPU; on this CPU training runs in 32-bit precision instead "
-            "(bf16 autocast is slower than fp32 on most CPUs).",
+            "(bf16 runs on CPUs, and pays on those with AMX).",
             stacklevel=3,
         )
         precision = "32"
+    if precision == "bf16" and device == "cpu" and not cpu_bf16_matrix_units():
+        warnings.warn(
+            "precision=bf16 on a CPU without bf16 matrix units (Intel AMX): autocast runs, but slower than 32-bit.",
+            stacklevel=3,
+        )
     if precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
         warnings.warn("This GPU has no bf16 support: using fp16 mixed precision instead.", stacklevel=3)
         precision = "16"
     return device, precision
+
+
+def choose_precision(requested: str, device: str, width: int | None) -> tuple[str, str]:
+    """The precision ``train.precision=auto`` trains in, and why, for a backbone ``width`` wide on ``device``.
+
+    bf16 autocast where the hardware multiplies bf16 matrices (a GPU with bf16, or a CPU with AMX) and the
+    backbone is at least ``config.AUTO_BF16_MIN_WIDTH`` wide; 32 otherwise. Any other request is kept as it is.
+
+    Example:
+        >>> choose_precision("auto", "cpu", 384)[0]
+        '32'
+    """
+    if requested != "auto":
+        return requested, "as set in train.precision"
+    units = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_bf16_matrix_units()
+    hardware = "this GPU" if device == "cuda" else "this CPU"
+    if not units:
+        return "32", f"auto: {hardware} has no bf16 matrix units"
+    what = "bf16 support" if device == "cuda" else "bf16 matrix units (AMX)"
+    if width is None or width < AUTO_BF16_MIN_WIDTH:
+        return "32", f"auto: {hardware} has {what}, but the backbone is {width} wide, below {AUTO_BF16_MIN_WIDTH}"
+    return "bf16", f"auto: {hardware} has {what} and the backbone is {width} wide"
 
 
 class Trainer:
@@ -324,6 +364,10 @@ class Trainer:
             group the run under the study.
         checkpoint_dir: after ``fit``, ``<checkpoint_dir>/best-model.ckpt`` points at the best model
             (a folder that ``TextClassificationModel.load_from_checkpoint`` reads). None to skip.
+        distill: train on a teacher's soft targets (:class:`~workbench.losses.DistillationLoss`): the training
+            split's examples then carry ``soft_targets`` (see :mod:`workbench.distill`, which sets this).
+        extra_metrics: called with the trained model and the data module before ``metrics.json`` is written; what
+            it returns is added to the metrics (distillation's teacher figures).
         **options: any TrainConfig field, e.g. ``lr=3e-5``, ``early_stopping_patience=2``.
 
     Example:
@@ -344,6 +388,8 @@ class Trainer:
         checkpoint_dir: str | None = "checkpoints",
         callbacks: list[TrainerCallback] | None = None,
         study: StudyRun | None = None,
+        distill: DistillConfig | None = None,
+        extra_metrics: Callable[[TextClassificationModel, TextDataModule], dict] | None = None,
         **options,
     ):
         run = RunConfig()
@@ -360,6 +406,8 @@ class Trainer:
         self.run = replace(run, **{k: v for k, v in {"name": run_name, "root": run_root}.items() if v is not None})
         self.gpus, self.checkpoint_dir, self.callbacks, self.study = gpus, checkpoint_dir, list(callbacks or []), study
         self.device, self.precision = _resolve_device_and_precision(self.config, gpus)
+        self.precision_reason = "as set in train.precision"
+        self.distill, self.extra_metrics = distill, extra_metrics
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -384,6 +432,9 @@ class Trainer:
                 f"'{model.model_config.backbone}' has. Set data.max_length to {limit} or less."
             )
         model.use_data(dm.label_names, dm.tokenizer, TextProcessing.from_config(dm.config))
+        if self.precision == "auto":
+            width = model.backbone.config.hidden_size  # every transformers config maps it (DistilBERT's dim)
+            self.precision, self.precision_reason = choose_precision("auto", self.device, width)
         cfg = self.config
         valid = {"loss", *(MULTI_LABEL_METRICS if dm.multi_label else SINGLE_LABEL_METRICS)}
         if self.monitor(dm) not in valid:
@@ -394,7 +445,7 @@ class Trainer:
         weights = cfg.class_weights
         if weights == "balanced":
             weights = class_weights_from_labels(dm.train_dataset.labels, dm.num_labels, dm.multi_label)
-        return build_loss(
+        loss = build_loss(
             cfg.loss,
             multi_label=dm.multi_label,
             num_labels=dm.num_labels,
@@ -402,6 +453,9 @@ class Trainer:
             focal_gamma=cfg.focal_gamma,
             class_weights=weights,
         )
+        if self.distill is None:
+            return loss
+        return DistillationLoss(loss, self.distill.temperature, self.distill.soft_weight, dm.multi_label)
 
     def monitor(self, dm: TextDataModule) -> str:
         """The metric that picks the best checkpoint: train.monitor, or accuracy / micro_f1 by the kind of data."""
@@ -497,6 +551,7 @@ class Trainer:
             **environment_info(cfg.seed),
             "device": self.device,
             "precision": self.precision,
+            "precision_reason": self.precision_reason,
             "processes": processes.num_processes,
         }
         if main:
@@ -637,6 +692,8 @@ class Trainer:
         metrics["processes"] = hf.args.world_size
         if not write:  # another process of a multi-process run writes the run directory
             return metrics
+        if self.extra_metrics is not None:
+            metrics.update(self.extra_metrics(model, dm))
         save_best(model, run.best)
         run.link_last()
         write_atomic(run / RunDir.SUMMARY, summary_markdown(run.path, metrics))
