@@ -37,6 +37,9 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     assert state["experiments"]["trec_tiny_cv"]["notebooks"]["06_cross_validation"]["results"]["examples"] == 300
     augment = state["experiments"]["augment_tiny"]["notebooks"]["08_augment"]["results"]
     assert augment["examples"] == augment["variants"] == 200 and augment["padding_ratio"] < 1.2
+    distilled = state["experiments"]["distill_tiny"]["notebooks"]["12_distill"]["results"]
+    assert distilled["transfer_set"]["train"] == 200 and distilled["teacher_cache_hits"] == 0
+    assert 0.0 <= distilled["agreement"] <= 1.0 and [s["model"] for s in distilled["speed"]] == ["teacher", "student"]
     study = state["experiments"]["tune_tiny"]["notebooks"]["10_tune"]
     assert study["results"]["trials"] == 3 and Path(tiny_reports, study["results"]["run_dir"]).is_dir()
     html = (tiny_reports / "reports" / study["html"]).read_text()
