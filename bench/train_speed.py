@@ -12,8 +12,15 @@ so they share the machine's conditions; compare the ratios, not the absolute tim
   embeddings, mean pooling).
 - ``workbench_trainable_embeddings``: ours with ``model.freeze_embeddings=false``, to show what
   the batching alone buys.
+- ``workbench_bf16``: ours with bf16 autocast (``train.precision=bf16``), against ``workbench`` in fp32: on a CPU
+  with AMX (Intel Xeon, 4th generation on) bf16 matrix products run on the matrix units.
+
+``--backbone mpnet --batch-size 64 --lr 4e-5`` times the distillation teacher (all-mpnet-base-v2, `make mpnet`) with
+the settings of configs/sst2_mpnet.yaml.
 
 Run:  python bench/train_speed.py --samples 10000 --out bench/results/train_speed.json
+      python bench/train_speed.py --samples 4000 --backbone mpnet --batch-size 64 --lr 4e-5 --only workbench \
+          workbench_bf16 --out bench/results/train_speed_bf16_mpnet.json
 """
 
 from __future__ import annotations
@@ -36,18 +43,20 @@ from workbench.runs import machine_info
 LR, BATCH, WARMUP, DECAY, MAX_LENGTH, SEED = 5e-5, 32, 0.06, 0.01, 128, 42
 
 
-def hf_run(dm: TextDataModule, strategy: str, workdir: Path, device: str = "cpu", precision: str = "32") -> dict:
+def hf_run(
+    dm: TextDataModule, strategy: str, workdir: Path, device: str = "cpu", precision: str = "32", lr: float = LR
+) -> dict:
     """Plain transformers.Trainer on the very same encoded examples."""
     transformers.set_seed(SEED)
-    path = resolve_backbone("minilm")
+    path = resolve_backbone(dm.model_name)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=dm.num_labels)
     args = TrainingArguments(
         output_dir=str(workdir / f"hf_{strategy}"),
         num_train_epochs=1,
-        learning_rate=LR,
+        learning_rate=lr,
         weight_decay=DECAY,
         warmup_steps=WARMUP,
-        per_device_train_batch_size=BATCH,
+        per_device_train_batch_size=dm.config.batch_size,
         per_device_eval_batch_size=128,
         train_sampling_strategy=strategy,
         eval_strategy="epoch",
@@ -78,11 +87,13 @@ def hf_run(dm: TextDataModule, strategy: str, workdir: Path, device: str = "cpu"
     return {"train_seconds": seconds, "dev_accuracy": accuracy_value, "optimizer_steps": trainer.state.global_step}
 
 
-def workbench_run(dm: TextDataModule, freeze: bool, workdir: Path, device: str = "cpu", precision: str = "32") -> dict:
-    model = TextClassificationModel("minilm", num_classes=dm.num_labels, freeze_embeddings=freeze)
+def workbench_run(
+    dm: TextDataModule, freeze: bool, workdir: Path, device: str = "cpu", precision: str = "32", lr: float = LR
+) -> dict:
+    model = TextClassificationModel(dm.model_name, num_classes=dm.num_labels, freeze_embeddings=freeze)
     trainer = Trainer(
         max_epochs=1,
-        lr=LR,
+        lr=lr,
         warmup=WARMUP,
         weight_decay=DECAY,
         seed=SEED,
@@ -90,7 +101,7 @@ def workbench_run(dm: TextDataModule, freeze: bool, workdir: Path, device: str =
         device=device,
         precision=precision,
         run_root=str(workdir),
-        run_name=f"wb_freeze_{freeze}",
+        run_name=f"wb_freeze_{freeze}_{precision}",
         checkpoint_dir=None,
     )
     start = time.perf_counter()
@@ -103,6 +114,7 @@ def workbench_run(dm: TextDataModule, freeze: bool, workdir: Path, device: str =
         "fit_seconds_includes": "train() plus final evaluation and saving the run",
         "dev_accuracy": result.metrics["validation"]["accuracy"],
         "optimizer_steps": result.metrics["train"]["optimizer_steps"],
+        "precision": trainer.precision,
     }
 
 
@@ -117,16 +129,21 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/workbench_bench_speed")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variants")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--precision", default="32", choices=("32", "16", "bf16"), help="16/bf16 need --device cuda")
+    parser.add_argument(
+        "--precision", default="32", choices=("32", "16", "bf16"), help="of every variant but workbench_bf16"
+    )
+    parser.add_argument("--backbone", default="minilm", help="alias, folder or hub name (mpnet: `make mpnet`)")
+    parser.add_argument("--batch-size", type=int, default=BATCH)
+    parser.add_argument("--lr", type=float, default=LR)
     args = parser.parse_args()
     workdir = Path(args.workdir)
     torch.manual_seed(SEED)
     dm = TextDataModule(
         dataset="sst2",
-        model_name="minilm",
+        model_name=args.backbone,
         train_subset=args.samples,
         max_length=MAX_LENGTH,
-        batch_size=BATCH,
+        batch_size=args.batch_size,
         seed=SEED,
     ).setup()
     lengths = dm.train_dataset.lengths
@@ -138,10 +155,13 @@ def main() -> None:
         "workbench_padded_tokens": padded_tokens(lengths, dm.train_batch_sampler().batches()),
     }
     variants = {
-        "hf_random": lambda: hf_run(dm, "random", workdir, args.device, args.precision),
-        "hf_group_by_length": lambda: hf_run(dm, "group_by_length", workdir, args.device, args.precision),
-        "workbench": lambda: workbench_run(dm, True, workdir, args.device, args.precision),
-        "workbench_trainable_embeddings": lambda: workbench_run(dm, False, workdir, args.device, args.precision),
+        "hf_random": lambda: hf_run(dm, "random", workdir, args.device, args.precision, args.lr),
+        "hf_group_by_length": lambda: hf_run(dm, "group_by_length", workdir, args.device, args.precision, args.lr),
+        "workbench": lambda: workbench_run(dm, True, workdir, args.device, args.precision, args.lr),
+        "workbench_trainable_embeddings": lambda: workbench_run(
+            dm, False, workdir, args.device, args.precision, args.lr
+        ),
+        "workbench_bf16": lambda: workbench_run(dm, True, workdir, args.device, "bf16", args.lr),
     }
     results = {}
     for name, run in variants.items():
@@ -155,8 +175,8 @@ def main() -> None:
     for name, row in results.items():
         ratios = {
             f"speedup_vs_{base}": row["samples_per_s"] / results[base]["samples_per_s"]
-            for base in ("hf_random", "hf_group_by_length")
-            if base in results
+            for base in ("hf_random", "hf_group_by_length", "workbench")
+            if base in results and base != name
         }
         row.update(ratios)
         table.append(
@@ -168,9 +188,10 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "samples": len(lengths),
         "dev_examples": len(dm.val_dataset),
+        "backbone": args.backbone,
         "hyperparameters": {
-            "lr": LR,
-            "batch_size": BATCH,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
             "warmup_ratio": WARMUP,
             "weight_decay": DECAY,
             "max_length": MAX_LENGTH,

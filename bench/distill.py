@@ -1,0 +1,77 @@
+"""Distillation benchmark: one student config distilled from a teacher run, once per seed, with its cost.
+
+Runs exactly what ``workbench distill --config CONFIG --teacher TEACHER`` runs, once for each ``--seeds`` value
+(``train.seed``), one after another in this process, and writes each student's validation (and test) metrics,
+its agreement with the teacher, the teacher's own figures on the same splits, the teacher-output time (the
+first seed labels the transfer set; the others read the cache) and the wall time, with the machine.
+
+Run:
+    python bench/distill.py --config configs/sst2_distill.yaml --teacher runs/sst2_mpnet/version_0 \
+        --seeds 42 1 2 --out bench/results/sst2_distill_minilm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from workbench import load_config
+from workbench.distill import distill
+from workbench.runs import load_run, machine_info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--teacher", nargs="+", required=True, help="teacher run directory (several: an ensemble)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, as for workbench distill")
+    args = parser.parse_args()
+    students = []
+    for seed in args.seeds:
+        overrides = [*args.overrides, f"train.seed={seed}", f"distill.teacher={json.dumps(args.teacher)}"]
+        cfg = load_config(args.config, overrides)
+        start = time.perf_counter()
+        result = distill(cfg)
+        students.append(
+            {
+                "seed": seed,
+                "run_dir": str(result.run_dir),
+                "wall_seconds": time.perf_counter() - start,
+                "train": result.metrics["train"],
+                "validation": {k: v for k, v in result.metrics["validation"].items() if isinstance(v, (int, float))},
+                "test": {k: v for k, v in result.metrics.get("test", {}).items() if isinstance(v, (int, float))}
+                or None,
+                "distill": result.metrics["distill"],
+            }
+        )
+        print(json.dumps({"seed": seed, **result.metrics["distill"]}, indent=2), flush=True)
+    accuracies = [s["validation"]["accuracy"] for s in students]
+    out = {
+        "command": "python " + " ".join(sys.argv),
+        "config": cfg.to_dict(),
+        "teachers": [
+            {"run_dir": path, "validation": load_run(path).metrics["validation"].get("accuracy")}
+            for path in args.teacher
+        ],
+        "students": students,
+        "validation_accuracy_mean": statistics.mean(accuracies),
+        "validation_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "machine": machine_info(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"validation accuracy {out['validation_accuracy_mean']:.4f} ± {out['validation_accuracy_std']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
