@@ -120,7 +120,10 @@ def test_missing_and_unfinished_runs_are_explained(tmp_path):
 
 def test_machine_info_names_the_cpu_that_every_time_is_measured_on():
     info = machine_info()
-    assert set(info) == {"platform", "cpu", "cpu_count", "torch_threads", "gpu"}
+    assert set(info) == {"platform", "cpu", "cpu_bf16_matrix_units", "cpu_count", "torch_threads", "gpu"}
+    assert info["cpu_bf16_matrix_units"] == (
+        Path("/proc/cpuinfo").exists() and "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    )
     if Path("/proc/cpuinfo").exists():  # Linux: the model name as /proc/cpuinfo gives it
         model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
         assert info["cpu"] == model.split(":", 1)[1].strip() and info["cpu"]
