@@ -51,12 +51,17 @@ from workbench.errors import WorkbenchError
 PARITY_OPTIONS = tuple(f.name for f in dataclasses.fields(ParityConfig))  # workbench export --margin ...
 
 
+def _resume(args) -> bool | str:
+    """``--resume``: False when absent, True for the newest version, else the given path."""
+    return args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
+
+
 def _train(args) -> int:
     from workbench.config import load_config
     from workbench.runs import RunDir
     from workbench.trainer import train
 
-    resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
+    resume = _resume(args)
     result = train(load_config(args.config, args.overrides), resume=resume)
     if result.main:  # torchrun / accelerate launch: one process reports
         print((RunDir(result.run_dir) / RunDir.SUMMARY).read_text())
@@ -73,7 +78,7 @@ def _distill(args) -> int:
     overrides = list(args.overrides) + [t for t in args.teacher if "=" in t and not Path(t).exists()]
     teachers = [t for t in args.teacher if t not in overrides]
     config = load_config(args.config, overrides + ([f"distill.teacher={json.dumps(teachers)}"] if teachers else []))
-    resume = args.resume if args.resume not in (None, "latest") else (args.resume == "latest")
+    resume = _resume(args)
     result = distill(config, resume=resume)
     if result.main:
         print((RunDir(result.run_dir) / RunDir.SUMMARY).read_text())
@@ -483,14 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5 data.batch_size=16")
         return p
 
+    def with_resume(p):
+        p.add_argument(
+            "--resume",
+            nargs="?",
+            const="latest",
+            default=None,
+            help="resume the newest version of this run name, or the given run directory/checkpoint",
+        )
+
     train = with_config(sub.add_parser("train", help="fine-tune a model"))
-    train.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        help="resume the newest version of this run name, or the given run directory/checkpoint",
-    )
+    with_resume(train)
     train.set_defaults(func=_train)
 
     distill = with_config(
@@ -502,13 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="the teacher run directory, or several whose probabilities are averaged (e.g. the fold runs of cv)",
     )
-    distill.add_argument(
-        "--resume",
-        nargs="?",
-        const="latest",
-        default=None,
-        help="resume the newest version of this run name, or the given run directory/checkpoint",
-    )
+    with_resume(distill)
     distill.set_defaults(func=_distill)
 
     evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data")
