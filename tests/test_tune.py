@@ -287,8 +287,8 @@ def test_workers_on_one_machine_share_a_journal_file(tiny_bert, sentiment_files,
 def test_workers_killed_mid_trial_leave_no_trial_running(tiny_bert, sentiment_files, tmp_path):
     """A journal file has no heartbeat: the next run marks the trials of dead local workers failed."""
     config = experiment_file(
-        tmp_path, tiny_bert, sentiment_files, train={"epochs": 30}, tune={"trials": 2}, run={"name": "pair_killed"}
-    )
+        tmp_path, tiny_bert, sentiment_files, train={"epochs": 3000}, tune={"trials": 2}, run={"name": "pair_killed"}
+    )  # a trial lasts minutes: 30 epochs (3 s) let a worker finish before the other had started (CI, stop 29)
     tuner = subprocess.Popen(
         [sys.executable, "-m", "workbench.cli", "tune", "--config", str(config), "--workers", "2"],
         stdout=subprocess.DEVNULL,
