@@ -1,15 +1,18 @@
 """Reading, checking, cleaning, tokenizing and batching data."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from workbench.config import DataConfig
 from workbench.data import TextDataModule
 from workbench.datafiles import read_table
 from workbench.errors import ConfigError, DataError
 from workbench.sampler import LengthBucketedBatchSampler
+from workbench.store import encode_cached
 from workbench.text import TextProcessor
 
 
@@ -206,6 +209,64 @@ def test_truncation_strategies(tokenizer):
     assert decode(ids["head+tail"]).startswith("w0") and decode(ids["head+tail"]).endswith("w299")
     nearly_all_head = TextProcessor(tokenizer=tokenizer, max_length=32, truncation="head+tail", head_fraction=0.99)
     assert len(nearly_all_head.encode([words])[0]["input_ids"]) == 32  # the tail keeps at least one token
+
+
+def test_windows_cover_the_whole_text_and_overlap_by_the_stride(tokenizer):
+    words = " ".join(f"w{i}" for i in range(40))
+    content = tokenizer(words, add_special_tokens=False)["input_ids"]
+    p = TextProcessor(tokenizer=tokenizer, max_length=32, truncation="windows", stride=6)
+    windows = p.encode([words])[0]["windows"]
+    inner = [w[1:-1] for w in windows]  # 30 text tokens a window
+    assert all(w[0] == tokenizer.cls_token_id and w[-1] == tokenizer.sep_token_id and len(w) == 32 for w in windows)
+    assert inner[0] == content[:30] and inner[1] == content[24:54] and inner[-1] == content[-30:]
+    assert len(windows) == len(range(0, len(content) - 30, 24)) + 1 > 2  # steps of 24, then the last 30 tokens
+    assert sorted({t for w in inner for t in w}) == sorted(set(content))  # no token lost
+    head = TextProcessor(tokenizer=tokenizer, max_length=32).encode(["a short text"])[0]["input_ids"]
+    assert p.encode(["a short text"])[0] == {"windows": [head]}  # shorter than one window: unchanged
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"stride": -1}, "data.stride=-1 must be 0 or more"),
+        ({"stride": 16}, "data.stride=16 must be below half of data.max_length=32"),
+        ({"stride": 40}, "data.stride=40 must be below half"),
+        ({"window_pooling": "median"}, "data.window_pooling='median' is not one of mean, max"),
+        ({"max_windows": -2}, "data.max_windows=-2 must be 0"),
+        ({"text_pair_column": "hypothesis"}, "data.truncation=windows reads single texts"),
+    ],
+)
+def test_bad_window_settings_name_the_key(options, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        DataConfig(max_length=32, truncation="windows", **options)
+
+
+def test_windowed_training_split_caps_windows_per_text_and_draws_them_by_epoch(tokenizer, tmp_path):
+    long_text = " ".join(f"w{i}" for i in range(200))
+    rows = [(long_text, "pos"), ("a short one", "neg"), (long_text + " end", "neg")] * 4
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "train.csv", index=False)
+    options = {"max_length": 32, "truncation": "windows", "stride": 8, "max_windows": 3}
+    dm = TextDataModule(str(tmp_path / "train.csv"), str(tmp_path / "train.csv"), tokenizer=tokenizer, **options)
+    dm.setup()
+    train = dm.train_dataset
+    assert len(dm.val_dataset) == 12 and "windows" in dm.val_dataset[0]  # evaluation: one item per text
+    assert len(dm.val_dataset.features[0]["windows"]) > 3  # every window, however many
+    assert len(train) == 4 * (3 + 1 + 3) and (np.bincount(train.documents) <= 3).all()
+    assert list(train.labels) == [dm.val_dataset.labels[d] for d in train.documents]
+    first = [f["input_ids"] for f in train.features]
+    train.set_epoch(1)
+    assert [f["input_ids"] for f in train.features] != first  # other windows in another epoch ...
+    assert len(train) == 28 and (train.epoch_lengths(0) <= train.planning_lengths).all()
+    assert [f["input_ids"] for f in train.features] == first  # ... and the same ones when epoch 0 comes back
+
+
+def test_windowed_splits_use_the_encoded_data_cache(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    p = TextProcessor(tokenizer=tokenizer, max_length=16, truncation="windows", stride=4)
+    texts = [" ".join(f"w{i}" for i in range(n % 50 + 1)) for n in range(200)]
+    first = encode_cached(p, texts, min_rows=1)
+    assert len(list((tmp_path / "cache" / "encoded").glob("*.arrow"))) == 1
+    assert encode_cached(p, texts, min_rows=1) == first == p.encode(texts)
 
 
 def test_enormous_text_is_cut_before_tokenizing(tokenizer):

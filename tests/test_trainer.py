@@ -5,6 +5,7 @@ import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -646,3 +647,48 @@ def test_resume_refuses_checkpoint_files_that_are_not_plain_tensors(tiny_bert, s
     mark_complete(checkpoint)
     with pytest.raises(ModelLoadError, match=r"optimizer.pt is corrupt or truncated"):
         Trainer(max_epochs=2, lr=1e-3, run_name="r").fit(*make(tiny_bert, sentiment_files), resume=True)
+
+
+def long_text_files(folder: Path) -> dict[str, Path]:
+    """Texts of 30 filler words, then the word that decides the label: past a 16-token head, inside the last
+    window. Filler differs per text, so no window but the last says anything about the label."""
+    rng = np.random.default_rng(0)
+    filler = ["the", "a", "film", "story", "of", "and", "it", "was", "then", "there"]
+    rows = []
+    for i in range(64):
+        label = ("pos", "neg")[i % 2]
+        words = [*list(rng.choice(filler, 30)), ("great", "awful")[i % 2], ("fine", "poor")[i % 2]]
+        rows.append((" ".join(words), label))
+    pd.DataFrame(rows[:48], columns=["text", "label"]).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(rows[48:], columns=["text", "label"]).to_csv(folder / "val.csv", index=False)
+    return {"train": folder / "train.csv", "val": folder / "val.csv"}
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_windows_read_the_label_word_that_head_truncation_cuts_off(tiny_bert, tmp_path, pooling):
+    files = long_text_files(tmp_path)
+    options = {"max_epochs": 6, "lr": 3e-3, "checkpoint_dir": None}
+    head = Trainer(**options).fit(*make(tiny_bert, files, max_length=16))
+    windows = Trainer(**options).fit(
+        *make(tiny_bert, files, max_length=16, truncation="windows", stride=4, window_pooling=pooling, max_windows=0)
+    )
+    assert head.metrics["validation"]["accuracy"] <= 0.75  # the head never sees the label word
+    assert windows.metrics["validation"]["accuracy"] == 1.0
+    texts = pd.read_csv(files["val"])
+    assert windows.model.predict(list(texts["text"])) == list(texts["label"])  # predict() windows and pools too
+
+
+def test_resume_mid_epoch_with_windows_gives_the_same_weights(tiny_bert, tmp_path):
+    from safetensors.torch import load_file
+
+    files = long_text_files(tmp_path)
+    data = {"max_length": 16, "truncation": "windows", "stride": 4, "max_windows": 2}
+    options = {"max_epochs": 2, "lr": 1e-3, "eval_every": 4, "keep_top_k": 10}
+    straight = Trainer(run_name="straight", **options).fit(*make(tiny_bert, files, **data))
+    with pytest.raises(KeyboardInterrupt, match="resume with"):
+        Trainer(run_name="cut", callbacks=[Interrupt(7)], **options).fit(*make(tiny_bert, files, **data))
+    resumed = Trainer(run_name="cut", **options).fit(*make(tiny_bert, files, **data), resume=True)
+    final_a = load_file(str(straight.run_dir / "last" / "model.safetensors"))
+    final_b = load_file(str(resumed.run_dir / "last" / "model.safetensors"))
+    for name, tensor in final_a.items():
+        assert torch.allclose(tensor, final_b[name], atol=1e-6), name

@@ -26,7 +26,8 @@ import yaml
 
 from workbench.errors import ConfigError
 
-TRUNCATION_STRATEGIES = ("head", "tail", "head+tail")
+TRUNCATION_STRATEGIES = ("head", "tail", "head+tail", "windows")
+WINDOW_POOLING = ("mean", "max")  # how a long document's window logits become its logits
 POOLING_MODES = ("cls", "mean", "attention")
 SINGLE_LABEL_LOSSES = ("cross_entropy", "focal")
 MULTI_LABEL_LOSSES = ("bce", "focal_bce")  # cross_entropy and focal on multi-label data mean these two
@@ -136,8 +137,25 @@ class DataConfig:
     train_subset: int | None = _help("Use a stratified subset of this many training examples.", None)
     val_subset: int | None = _help("Use a stratified subset of this many validation examples.", None)
     max_length: int = _help("Longest tokenized input, special tokens included.", 128)
-    truncation: str = _help("Which tokens to keep from long texts: head, tail or head+tail.", "head")
+    truncation: str = _help(
+        "Which tokens to keep from long texts: head, tail or head+tail; windows keeps them all, as overlapping "
+        "windows of max_length tokens whose outputs are pooled into one answer per text (window_pooling).",
+        "head",
+    )
     head_fraction: float = _help("With head+tail truncation, the share of tokens taken from the head.", 0.25)
+    stride: int | None = _help(
+        "With windows truncation, the tokens each window shares with the one before it (None: a quarter of "
+        "max_length).",
+        None,
+    )
+    window_pooling: str = _help(
+        "With windows truncation, how the windows' logits become the text's: mean or max (per class).", "mean"
+    )
+    max_windows: int = _help(
+        "With windows truncation, the most windows of one training text in an epoch, drawn afresh each epoch "
+        "(so a long text does not dominate the epoch); 0 = all. Prediction always reads every window.",
+        8,
+    )
     batch_size: int = _help("Most examples in one batch.", 32)
     max_tokens: int = _help("Token budget of one batch: examples x padded length stays within it.", 8192)
     eval_batch_size: int = _help("Most examples in one evaluation batch.", 128)
@@ -160,6 +178,22 @@ class DataConfig:
 
     def __post_init__(self):
         _require_choice("data", "truncation", self.truncation, TRUNCATION_STRATEGIES)
+        _require_choice("data", "window_pooling", self.window_pooling, WINDOW_POOLING)
+        _require(
+            self.stride is None or self.stride >= 0,
+            f"data.stride={self.stride} must be 0 or more (the tokens windows share).",
+        )
+        _require(
+            self.truncation != "windows" or self.window_stride < self.max_length // 2,
+            f"data.stride={self.stride} must be below half of data.max_length={self.max_length}: windows overlap "
+            "by stride tokens and move on by the rest. Lower data.stride (e.g. a quarter of max_length).",
+        )
+        _require(self.max_windows >= 0, f"data.max_windows={self.max_windows} must be 0 (all) or a positive count.")
+        _require(
+            self.truncation != "windows" or self.text_pair_column is None,
+            f"data.truncation=windows reads single texts, but data.text_pair_column='{self.text_pair_column}' "
+            "makes pairs: use head, tail or head+tail for sentence pairs.",
+        )
         _require(
             bool(self.label_delimiter),
             "data.label_delimiter must not be empty (quote it on the command line: data.label_delimiter='|').",
@@ -177,6 +211,11 @@ class DataConfig:
         for name in ("train_subset", "val_subset"):
             value = getattr(self, name)
             _require(value is None or value > 0, f"data.{name}={value} must be a positive count.")
+
+    @property
+    def window_stride(self) -> int:
+        """The tokens a window shares with the one before it: ``stride``, or a quarter of ``max_length``."""
+        return self.max_length // 4 if self.stride is None else self.stride
 
 
 @dataclass

@@ -58,12 +58,66 @@ class EncodedDataset(torch.utils.data.Dataset, EncodedExamples):
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.array([len(f["input_ids"]) for f in self.features])
+        """Token counts ``(N,)``; a windowed text's is its windows' together."""
+        return np.array([len(f["input_ids"]) if "input_ids" in f else _window_tokens(f) for f in self.features])
 
     @property
     def labels(self) -> np.ndarray:
         """Label ids ``(N,)``, or multi-hot rows ``(N, K)`` for multi-label data."""
         return np.asarray([f["labels"] for f in self.features])
+
+
+def _window_tokens(feature: dict) -> int:
+    return sum(len(window) for window in feature["windows"])
+
+
+class WindowedDataset(EncodedDataset):
+    """The training split of windowed texts (``data.truncation=windows``), one item per window, each with its
+    text's label(s).
+
+    A text of ``n`` windows gives ``min(n, max_windows)`` items (``n`` when ``max_windows`` is 0), so one long text
+    does not dominate an epoch; which of its windows they are is drawn afresh each epoch (:meth:`set_epoch`,
+    called by the trainer and the batch sampler) from a generator seeded by (seed, epoch), so an epoch is the same
+    whatever the order of its batches and after a resume. ``texts`` and ``rows`` name each window's text;
+    ``documents`` holds each item's position in ``base``. Validation and test splits are not windowed items: the
+    model pools their windows into one answer per text (:meth:`workbench.models.TextClassificationModel.logits_of`).
+    """
+
+    def __init__(self, base: EncodedDataset, max_windows: int, seed: int, epoch: int = 0):
+        counts = np.array([len(f["windows"]) for f in base.features], dtype=np.int64)
+        self.slots = np.minimum(counts, max_windows) if max_windows else counts
+        self.documents = np.repeat(np.arange(len(base)), self.slots)
+        texts, rows = [base.texts[d] for d in self.documents], [base.rows[d] for d in self.documents]
+        super().__init__([], texts, rows, base.source)
+        self.base, self.seed, self.epoch = base, seed, -1  # -1: no epoch drawn yet
+        self._planning = None
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the windows of ``epoch`` (nothing to do if they are the current ones)."""
+        if epoch == self.epoch:
+            return
+        rng = np.random.default_rng([self.seed, epoch])
+        features = []
+        for feature, slots in zip(self.base.features, self.slots, strict=True):
+            windows = feature["windows"]
+            picks = range(len(windows)) if slots == len(windows) else np.sort(rng.choice(len(windows), slots, False))
+            features += [{"input_ids": windows[i], "labels": feature["labels"]} for i in picks]
+        self.features, self.epoch = features, epoch
+
+    @property
+    def planning_lengths(self) -> np.ndarray:
+        """Every item planned at its text's longest window, whatever the epoch (so every run and every resume
+        plans the same number of batches)."""
+        if self._planning is None:
+            longest = [max(len(w) for w in f["windows"]) for f in self.base.features]
+            self._planning = np.repeat(np.asarray(longest), self.slots)
+        return self._planning
+
+    def epoch_lengths(self, epoch: int) -> np.ndarray:
+        """Token lengths of every item in ``epoch`` (for the batch sampler)."""
+        self.set_epoch(epoch)
+        return self.lengths
 
 
 class AugmentedDataset(EncodedDataset):
@@ -270,6 +324,9 @@ class TextDataModule:
         """Whether a data file is big enough (``data.stream_from_mb``) to be read in pieces into a store."""
         return Path(path).is_file() and Path(path).stat().st_size >= self.config.stream_from_mb * 2**20
 
+    def _files(self) -> list[str]:
+        return [f for f in (self.config.train_file, self.config.val_file, self.config.test_file) if f]
+
     def training_pool(self) -> LabelledRows:
         """Every labelled training example, reduced to a stratified ``data.train_subset`` if set, before any
         validation is held out: what cross-validation splits into folds."""
@@ -325,6 +382,12 @@ class TextDataModule:
         cfg = self.config
         if cfg.dataset is None and cfg.train_file is None:
             raise DataError("TextDataModule needs train_file=... or dataset=... (see `workbench datasets`).")
+        if cfg.truncation == "windows" and (self.augment.enabled or any(self._streams(f) for f in self._files())):
+            raise DataError(
+                "data.truncation=windows does not yet combine with augmentation or with files read in pieces "
+                f"(data.stream_from_mb={cfg.stream_from_mb:g}): turn augment off and raise data.stream_from_mb "
+                "above the files' size, or truncate (head, tail, head+tail)."
+            )
         if self.augment.enabled and cfg.train_file and self._streams(cfg.train_file):  # before minutes of encoding
             raise DataError(
                 f"{cfg.train_file} is read in pieces (data.stream_from_mb={cfg.stream_from_mb:g}), and "
@@ -355,6 +418,8 @@ class TextDataModule:
         self.train_dataset = self.encode(train)
         if self.augment.enabled:
             self.train_dataset = self.augmented(self.train_dataset, train.pairs)
+        if self.processor.windowed:
+            self.train_dataset = WindowedDataset(self.train_dataset, cfg.max_windows, self.seed)
         self.val_dataset = self.encode(val)
         if test is not None:
             self.test_dataset = self.encode(test)

@@ -271,6 +271,11 @@ def distill(config: Config, resume: bool | str | Path = False, callbacks: list |
     if not cfg.teacher:
         raise ConfigError("No teacher: pass `workbench distill --teacher RUN_DIR` (or set distill.teacher).")
     check_installed(config.run.track)
+    if config.data.truncation == "windows":
+        raise ConfigError(
+            "A windowed student (data.truncation=windows) cannot be distilled yet: the transfer set is one "
+            "example per text. Use head, tail or head+tail truncation for the student (a teacher may be windowed)."
+        )
     if cfg.unlabelled_file and not Path(cfg.unlabelled_file).is_file():
         raise DataError(f"distill.unlabelled_file {cfg.unlabelled_file} does not exist. Give a file of texts.")
     teachers = [load_teacher(path) for path in cfg.teacher]

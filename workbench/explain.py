@@ -54,6 +54,11 @@ class Attribution:
 def _encode(model, text: str) -> dict[str, torch.Tensor]:
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"Cannot explain an empty text ({text!r}); give it at least one word.")
+    if model.processing.truncation == "windows":
+        raise DataError(
+            "This model reads long texts as windows (data.truncation=windows); explanations do not cover "
+            "windows yet. Explain a model trained with head, tail or head+tail truncation."
+        )
     features = model.processor().encode([text])[0]
     return {
         k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")

@@ -368,6 +368,11 @@ def export_model(
         model_format, optimize, quantize = ENGINE_EXPORTS[engine]
     engine = engine_of(model_format, optimize, quantize)
     model, run = _load_source(source)
+    if model.processing.truncation == "windows":
+        raise ConfigError(
+            "This model reads long texts as windows (data.truncation=windows), and exports do not window and pool "
+            "yet: serve or predict with the PyTorch model (engine 'torch'), or train with head+tail truncation."
+        )
     if out is None and run is None:
         raise WorkbenchError("Give the export folder (out=..., CLI: --out DIR): only a run directory has a default.")
     out = Path(out).resolve() if out is not None else RunDir(run.path).export_folder(engine)

@@ -73,6 +73,24 @@ def proba_from_logits(logits: np.ndarray, temperature: float = 1.0, *, multi_lab
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def pool_windows(logits: np.ndarray, counts: Sequence[int], mode: str) -> np.ndarray:
+    """One row of logits per text from its windows' rows: ``logits`` ``(sum(counts), K)`` holds each text's
+    ``counts[i]`` windows in turn; ``mode`` is ``"mean"`` or ``"max"`` (per class) over them (data.window_pooling).
+
+    Example:
+        >>> pool_windows(np.array([[0.0, 2.0], [2.0, 0.0], [1.0, 1.0]]), [2, 1], "max")
+        array([[2., 2.],
+               [1., 1.]])
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() != len(logits) or (counts < 1).any():
+        raise WorkbenchError(f"{len(logits)} window rows do not split into texts of {counts.tolist()[:10]} windows.")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    if mode == "max":
+        return np.maximum.reduceat(logits, starts, axis=0)
+    return np.add.reduceat(logits, starts, axis=0) / counts[:, None]
+
+
 def predict_from_proba(proba: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
     """The decision rule: class ids ``(N,)`` by argmax, or, given ``thresholds``, multi-hot ``(N, K)``.
 

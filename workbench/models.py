@@ -28,7 +28,7 @@ from torch import nn
 from workbench.backbones import backbone_from_config, load_backbone, load_tokenizer, refuse_pickle_weights
 from workbench.config import ModelConfig, TrainConfig
 from workbench.errors import ConfigError, DataError, ModelLoadError
-from workbench.metrics import labels_from_proba, proba_from_logits
+from workbench.metrics import labels_from_proba, pool_windows, proba_from_logits
 from workbench.runs import model_folder
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.store import EncodedExamples
@@ -323,11 +323,18 @@ class TextClassificationModel(nn.Module):
         max_tokens: int = 16384,
         lengths: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """Logits ``(N, K)`` for encoded examples, in their given order, using length-sorted batches.
+        """Logits ``(N, K)`` for encoded examples, in their given order, using length-sorted batches. A windowed
+        text (``{"windows": [...]}``, ``data.truncation=windows``) gets its windows' logits pooled
+        (``processing.window_pooling``: :func:`workbench.metrics.pool_windows`).
 
         ``lengths``: each example's token count when the caller knows it (a dataset's ``lengths``), which spares
         reading every example twice.
         """
+        if len(features) and "windows" in features[0]:  # windowed texts: every window, then pooled per text
+            windows = [{"input_ids": window} for feature in features for window in feature["windows"]]
+            logits = self.logits_of(windows, batch_size, max_tokens).numpy()
+            counts = [len(feature["windows"]) for feature in features]
+            return torch.from_numpy(pool_windows(logits, counts, self.processing.window_pooling))
         was_training = self.training
         self.eval()
         lengths = [len(f["input_ids"]) for f in features] if lengths is None else np.asarray(lengths)

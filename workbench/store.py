@@ -99,7 +99,10 @@ def _encoding_key(processor: TextProcessor) -> hashlib._Hash:
 
 
 def _token_columns(features: list[dict]) -> dict[str, pa.Array]:
-    """Encoded examples' token ids (and token types) as Arrow columns, as the cache and the store keep them."""
+    """Encoded examples' token ids (and token types) as Arrow columns, as the cache and the store keep them; a
+    windowed text's windows as one list of lists."""
+    if features and "windows" in features[0]:
+        return {"windows": pa.array([f["windows"] for f in features], type=pa.list_(pa.list_(pa.int32())))}
     columns = {"input_ids": pa.array([f["input_ids"] for f in features], type=pa.list_(pa.int32()))}
     if features and "token_type_ids" in features[0]:
         columns["token_type_ids"] = pa.array([f["token_type_ids"] for f in features], type=pa.list_(pa.int8()))
@@ -137,6 +140,8 @@ def encode_cached(
         try:
             with pa.memory_map(str(path)) as source:  # read while mapped: the table points into the file
                 table = pa.ipc.open_file(source).read_all()
+                if "windows" in table.column_names and table.num_rows == len(texts):
+                    return [{"windows": windows} for windows in table.column("windows").to_pylist()]
                 ids = table.column("input_ids").to_pylist()
                 types = table.column("token_type_ids").to_pylist() if "token_type_ids" in table.column_names else None
             if len(ids) == len(texts):

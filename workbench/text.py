@@ -1,4 +1,4 @@
-"""Turning raw text into token ids: cleaning, then head, tail or head+tail truncation.
+"""Turning raw text into token ids: cleaning, then head, tail or head+tail truncation, or overlapping windows.
 
 :class:`TextProcessor` is what both training and prediction use, so a saved model encodes new text exactly
 as its training data was encoded: the settings that matter (:class:`TextProcessing`) are saved with the
@@ -6,6 +6,11 @@ model. Enormous inputs are cut before tokenizing, so a 100 MB "review" costs no 
 
     processor = TextProcessor(model_name="minilm", max_length=256, truncation="head+tail")
     processor.encode(["Great<br />film!"])       # [{"input_ids": [101, 2307, 2143, 999, 102], ...}]
+
+With ``truncation="windows"`` nothing is thrown away: a text becomes ``{"windows": [ids, ids, ...]}``, windows of
+``max_length`` tokens (special tokens included) that overlap by ``stride`` tokens, and the model pools the
+windows' logits into the text's (:func:`workbench.models.pool_windows`). A text that fits one window gets
+exactly the ids head truncation gives it, as its only window.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ _SPACE = re.compile(r"\s+")
 # Characters of text kept per token of max_length before tokenizing: enormous inputs are cut first so a
 # 100 MB "review" costs no more than a long one. 20 chars/token is far above any real tokenizer's ratio.
 _CHARS_PER_TOKEN = 20
+# A windowed text is cut to this many windows' worth of characters first (about 250,000 tokens at 512 a window).
+_MOST_WINDOWS = 512
 _ENCODE_BLOCK = 10_000  # texts per tokenizer call: keeps its per-text working memory to one block (bench/README.md)
 _DEFAULT = DataConfig()  # the keyword defaults below are DataConfig's, defined there once
 
@@ -50,6 +57,8 @@ class TextProcessing:
     max_length: int = _DEFAULT.max_length
     truncation: str = _DEFAULT.truncation
     head_fraction: float = _DEFAULT.head_fraction
+    stride: int | None = _DEFAULT.stride
+    window_pooling: str = _DEFAULT.window_pooling
     clean_html: bool = _DEFAULT.clean_html
     mask_urls: bool = _DEFAULT.mask_urls
     mask_emails: bool = _DEFAULT.mask_emails
@@ -96,8 +105,11 @@ class TextProcessor:
         tokenizer: an already loaded tokenizer (takes precedence over ``model_name``).
         max_length: longest encoded input, special tokens included.
         truncation: ``"head"`` keeps the start, ``"tail"`` the end and ``"head+tail"`` both
-            (Sun et al. 2019 found head+tail best for long reviews).
+            (Sun et al. 2019 found head+tail best for long reviews); ``"windows"`` keeps everything, as
+            overlapping windows.
         head_fraction: with head+tail, the share of the budget taken from the start.
+        stride, window_pooling: with windows, the tokens a window shares with the one before it, and how the
+            windows' logits are pooled (the model does that).
         clean_html, mask_urls, mask_emails, lowercase: cleaning steps applied before tokenizing.
 
     Example:
@@ -114,6 +126,8 @@ class TextProcessor:
         max_length: int = _DEFAULT.max_length,
         truncation: str = _DEFAULT.truncation,
         head_fraction: float = _DEFAULT.head_fraction,
+        stride: int | None = _DEFAULT.stride,
+        window_pooling: str = _DEFAULT.window_pooling,
         clean_html: bool = _DEFAULT.clean_html,
         mask_urls: bool = _DEFAULT.mask_urls,
         mask_emails: bool = _DEFAULT.mask_emails,
@@ -130,6 +144,8 @@ class TextProcessor:
             max_tokens=max(8192, max_length),
             truncation=truncation,
             head_fraction=head_fraction,
+            stride=stride,
+            window_pooling=window_pooling,
             clean_html=clean_html,
             mask_urls=mask_urls,
             mask_emails=mask_emails,
@@ -162,11 +178,16 @@ class TextProcessor:
             text = text.lower()
         return _SPACE.sub(" ", text).strip()
 
+    @property
+    def windowed(self) -> bool:
+        """Whether texts become overlapping windows (``truncation="windows"``)."""
+        return self.config.truncation == "windows"
+
     def _cut(self, text: str) -> str:
-        keep = self.config.max_length * _CHARS_PER_TOKEN
+        keep = self.config.max_length * _CHARS_PER_TOKEN * (_MOST_WINDOWS if self.windowed else 1)
         if len(text) <= keep:
             return text
-        if self.config.truncation == "head":
+        if self.config.truncation in ("head", "windows"):
             return text[:keep]
         if self.config.truncation == "tail":
             return text[-keep:]
@@ -199,6 +220,11 @@ class TextProcessor:
         """
         tok = self.tokenizer
         texts = [self._cut(self.clean(t)) for t in texts]
+        if pairs is not None and self.windowed:
+            raise DataError(
+                "data.truncation=windows reads single texts, and text pairs were given: use head, tail or "
+                "head+tail truncation for sentence pairs."
+            )
         if pairs is not None:
             pairs = [self._cut(self.clean(t)) for t in pairs]
             enc = tok(texts, pairs, truncation="longest_first", max_length=self.config.max_length)
@@ -206,20 +232,42 @@ class TextProcessor:
             return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
         prefix, suffix = self._special_tokens()
         budget = self.config.max_length - len(prefix) - len(suffix)
-        types = "token_type_ids" in tok.model_input_names
+        types = "token_type_ids" in tok.model_input_names and not self.windowed  # windows: zeros, made when padded
         encoded = []
         for start in range(0, len(texts), _ENCODE_BLOCK):  # the tokenizer's batch output (offsets, tokens, ...) is
             block = tok(
                 texts[start : start + _ENCODE_BLOCK], add_special_tokens=False, truncation=False
             )  # ~3 KB a text
             for ids in block["input_ids"]:
+                if self.windowed:
+                    encoded.append({"windows": [prefix + part + suffix for part in self._windows(ids, budget)]})
+                    continue
                 ids = prefix + self._truncate(ids, budget) + suffix
                 encoded.append({"input_ids": ids, "token_type_ids": [0] * len(ids)} if types else {"input_ids": ids})
         return encoded
+
+    def _windows(self, ids: list[int], budget: int) -> list[list[int]]:
+        """``ids`` as pieces of ``budget`` tokens, each sharing ``stride`` tokens with the one before it; the
+        last piece ends at the text's end (so it may share more)."""
+        step = budget - self.config.window_stride
+        if step < 1:
+            raise DataError(
+                f"data.stride={self.config.window_stride} leaves no new tokens in a window of {budget} text tokens "
+                f"(data.max_length={self.config.max_length} less special tokens). Lower data.stride."
+            )
+        if len(ids) <= budget:
+            return [ids]
+        starts = [*list(range(0, len(ids) - budget, step)), len(ids) - budget]
+        return [ids[start : start + budget] for start in starts]
 
     def process_text(self, text: str | Sequence[str]) -> dict[str, torch.Tensor]:
         """Clean and tokenize one text (or a list) into padded tensors ready for ``model.predict``."""
         texts = [text] if isinstance(text, str) else list(text)
         if any(not str(t).strip() for t in texts):
             raise DataError("process_text got an empty text; give it at least one word.")
+        if self.windowed:
+            raise DataError(
+                "process_text makes one padded batch, one row per text, and windowed text (data.truncation="
+                "windows) has several rows per text: call model.predict_proba(texts), which pools the windows."
+            )
         return self.tokenizer.pad(self.encode(texts), return_tensors="pt")

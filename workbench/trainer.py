@@ -178,14 +178,16 @@ class _HFTrainer(transformers.Trainer):
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ) -> EvalLoopOutput:
-        if self.args.world_size == 1:
+        dataset = dataloader.dataset
+        windowed = len(dataset) > 0 and "windows" in dataset[0]  # one answer per text, pooled over its windows
+        if self.args.world_size == 1 and not windowed:
             return super().evaluation_loop(
                 dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
             )
         # Several processes: each scores the whole validation split with the unwrapped model, so metrics cover every
         # example exactly once and agree everywhere. (Sharding it would gather length-bucketed batches of unequal
-        # sizes across processes, which accelerate's gather cannot do, or count repeated examples twice.)
-        dataset = dataloader.dataset
+        # sizes across processes, which accelerate's gather cannot do, or count repeated examples twice.) Windowed
+        # texts: the model pools each text's windows (logits_of), which batches of windows cannot.
         model = self.accelerator.unwrap_model(self.model)
         logits = model.logits_of(
             dataset.features, batch_size=self.args.per_device_eval_batch_size, lengths=dataset.lengths
