@@ -301,3 +301,29 @@ def test_the_cli_exports_into_the_run_and_speed_compares_engines(tiny_run, capsy
     assert "speedup_b1" in printed and "onnx-int8" in printed
     summary = printed[printed.index("size_mb") - 60 :]
     assert "accuracy" in summary and "agreement_with_torch" in summary  # the file's labels give each engine's accuracy
+
+
+def test_a_windowed_model_exports_and_serves_with_its_windows_pooled(tiny_bert, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from workbench.serve import create_app
+    from workbench.text import TextProcessing
+
+    processing = TextProcessing(max_length=16, truncation="windows", stride=4, window_pooling="max")
+    model = TextClassificationModel(tiny_bert, labels=["neg", "pos"], processing=processing, seed=3)
+    texts = [" ".join(["the plot", "was long"] * n) + (" great" if n % 2 else " awful") for n in range(1, 13)]
+    rows = tmp_path / "long.csv"
+    pd.DataFrame({"text": texts, "label": ["pos", "neg"] * 6}).to_csv(rows, index=False)
+    meta = export_model(model, tmp_path / "onnx", engine="onnx", examples=rows, echo=None)
+    parity = meta["parity"]
+    assert parity["tokenization_matches"] == 1.0 and parity["max_abs_logit_diff"] <= export.FP32_TOLERANCE
+    assert parity["agreement"] == 1.0 and meta["processing"]["truncation"] == "windows"
+    predictor = load_export(tmp_path / "onnx")
+    windows = predictor.encode(texts)[-1]["windows"]
+    assert len(windows) > 3  # the longest text is many windows, pooled into one answer per class ...
+    alone = predictor.logits([{"input_ids": window} for window in windows])
+    np.testing.assert_allclose(predictor.logits(predictor.encode(texts[-1:]))[0], alone.max(0), atol=1e-6)
+    np.testing.assert_allclose(predictor.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+    with TestClient(create_app(predictor)) as client:  # ... and the service windows and pools inside
+        answer = client.post("/v1/predict", json={"texts": texts[-2:]}).json()["predictions"]
+        assert [p["label"] for p in answer] == model.predict(texts[-2:])

@@ -59,6 +59,7 @@ from workbench.metrics import decision_margin, predict_from_proba
 from workbench.models import META_FILE, MODEL_FILE, TextClassificationModel
 from workbench.runs import RunDir, load_run, model_folder
 from workbench.runtime import EXPORT_FILE, EXPORT_FORMAT, MODEL_FILES, Predictor, load_export
+from workbench.text import window_items
 
 ONNX_OPSET = 17
 FP32_TOLERANCE = 1e-4  # most |logit difference| an fp32 export may show against PyTorch eager
@@ -153,7 +154,7 @@ def parity_report(
     if not model.processing.text_pair_column:
         encoded = predictor.encode(dataset.texts[:max_examples])
         report["tokenization_matches"] = float(
-            np.mean([list(e["input_ids"]) == list(f["input_ids"]) for e, f in zip(encoded, features, strict=True)])
+            np.mean([_token_ids(e) == _token_ids(f) for e, f in zip(encoded, features, strict=True)])
         )
     if features and "labels" in features[0]:
         truth = np.asarray([f["labels"] for f in features])
@@ -165,6 +166,11 @@ def parity_report(
         report["flips_to_wrong"], report["flips_to_right"] = to_wrong, to_right
         report["accuracy_drop_p"] = flip_test(to_wrong, to_right)
     return report
+
+
+def _token_ids(feature: dict) -> list[list[int]]:
+    """An encoded example's token ids: its windows, or its one sequence."""
+    return [list(ids) for ids in feature.get("windows", [feature.get("input_ids")])]
 
 
 def flip_test(to_wrong: int, to_right: int) -> float:
@@ -368,11 +374,6 @@ def export_model(
         model_format, optimize, quantize = ENGINE_EXPORTS[engine]
     engine = engine_of(model_format, optimize, quantize)
     model, run = _load_source(source)
-    if model.processing.truncation == "windows":
-        raise ConfigError(
-            "This model reads long texts as windows (data.truncation=windows), and exports do not window and pool "
-            "yet: serve or predict with the PyTorch model (engine 'torch'), or train with head+tail truncation."
-        )
     if out is None and run is None:
         raise WorkbenchError("Give the export folder (out=..., CLI: --out DIR): only a run directory has a default.")
     out = Path(out).resolve() if out is not None else RunDir(run.path).export_folder(engine)
@@ -387,7 +388,8 @@ def export_model(
     if not dataset.features:
         raise WorkbenchError("There are no examples to check the export on; give a labelled file with examples=FILE.")
     names = model.input_names
-    example = tuple(torch.as_tensor(v) for v in torch_predictor(model).pad(dataset.features[:2]).values())
+    sample = window_items(dataset.features[:2]) or (dataset.features[:2],)  # a windowed text: its windows
+    example = tuple(torch.as_tensor(v) for v in torch_predictor(model).pad(sample[0][:2]).values())
     staging = out.parent / f".{out.name}.{os.getpid()}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -32,7 +32,7 @@ from workbench.metrics import labels_from_proba, pool_windows, proba_from_logits
 from workbench.runs import model_folder
 from workbench.sampler import LengthBucketedBatchSampler
 from workbench.store import EncodedExamples
-from workbench.text import TextProcessing, TextProcessor, check_model_inputs
+from workbench.text import TextProcessing, TextProcessor, check_model_inputs, window_items
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "workbench_model.json"
@@ -330,11 +330,10 @@ class TextClassificationModel(nn.Module):
         ``lengths``: each example's token count when the caller knows it (a dataset's ``lengths``), which spares
         reading every example twice.
         """
-        if len(features) and "windows" in features[0]:  # windowed texts: every window, then pooled per text
-            windows = [{"input_ids": window} for feature in features for window in feature["windows"]]
-            logits = self.logits_of(windows, batch_size, max_tokens).numpy()
-            counts = [len(feature["windows"]) for feature in features]
-            return torch.from_numpy(pool_windows(logits, counts, self.processing.window_pooling))
+        windowed = window_items(features)
+        if windowed is not None:  # every window, then pooled per text
+            logits = self.logits_of(windowed[0], batch_size, max_tokens).numpy()
+            return torch.from_numpy(pool_windows(logits, windowed[1], self.processing.window_pooling))
         was_training = self.training
         self.eval()
         lengths = [len(f["input_ids"]) for f in features] if lengths is None else np.asarray(lengths)

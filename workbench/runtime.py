@@ -26,8 +26,8 @@ from tokenizers import Tokenizer
 
 from workbench.config import ENGINES, PER_EXAMPLE_ENGINES
 from workbench.errors import ModelLoadError
-from workbench.metrics import labels_from_proba, proba_from_logits
-from workbench.text import TextProcessing, TextProcessor, check_model_inputs
+from workbench.metrics import labels_from_proba, pool_windows, proba_from_logits
+from workbench.text import TextProcessing, TextProcessor, check_model_inputs, window_items
 
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT = "workbench-export/1"  # bumped when an export folder's layout or meaning changes
@@ -94,6 +94,7 @@ class Predictor:
         self.pad_token_id = int(meta.get("pad_token_id") or 0)
         processing = TextProcessing(**meta.get("processing", {}))
         self.pairs = bool(processing.text_pair_column)
+        self.window_pooling = processing.window_pooling
         self.processor = TextProcessor.from_config(processing.data_config(), _TokenizerCalls(tokenizer, self.inputs))
 
     def check(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
@@ -123,7 +124,12 @@ class Predictor:
         return {name: batch[name] for name in self.inputs}
 
     def logits(self, features: Sequence[dict]) -> np.ndarray:
-        """Logits ``(N, K)`` of encoded examples in their given order, run in length-sorted batches."""
+        """Logits ``(N, K)`` of encoded examples in their given order, run in length-sorted batches. A windowed
+        text (``data.truncation=windows``) runs as its windows, whose logits are pooled as the trained model pools
+        them (:func:`workbench.metrics.pool_windows`)."""
+        windowed = window_items(features)
+        if windowed is not None:
+            return pool_windows(self.logits(windowed[0]), windowed[1], self.window_pooling)
         out = np.empty((len(features), len(self.label_names)), dtype=np.float32)
         order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
         for start in range(0, len(order), self.batch_size):

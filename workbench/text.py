@@ -97,6 +97,15 @@ def check_model_inputs(texts: Sequence, pairs: Sequence | None = None, *, pair_m
                 ) from None
 
 
+def window_items(features: Sequence[dict]) -> tuple[list[dict], list[int]] | None:
+    """Windowed texts (``{"windows": [ids, ...]}``) as one item per window and each text's window count, for the
+    engines to run and :func:`workbench.metrics.pool_windows` to pool back; None when the texts are not windowed."""
+    if not len(features) or "windows" not in features[0]:
+        return None
+    items = [{"input_ids": window} for feature in features for window in feature["windows"]]
+    return items, [len(feature["windows"]) for feature in features]
+
+
 class TextProcessor:
     """Cleans raw text and tokenizes it with a head, tail or head+tail truncation strategy.
 
