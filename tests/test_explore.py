@@ -1,6 +1,7 @@
 """Dataset exploration tables on a small file with planted duplicates, a leak and a conflict."""
 
 import pandas as pd
+import pytest
 
 from workbench import TextDataModule, explore
 
@@ -56,3 +57,16 @@ def test_multi_label_counts(multilabel_file, tiny_bert):
     table = explore.label_table(dm).set_index("label")
     assert table.loc["sports", "train"] + table.loc["sports", "validation"] == 20
     assert "|" in " ".join(explore.examples_table(dm)["label"])  # an example with two labels
+
+
+def test_truncation_table_counts_what_max_length_cuts_and_the_windows_it_would_take(tokenizer):
+    from workbench.text import TextProcessor
+
+    lengths = pd.DataFrame({"label": ["long", "long", "short"], "tokens": [40, 300, 20]})
+    table = explore.truncation_table(lengths, max_length=64, stride=16).set_index("label")
+    assert table.loc["long", "over_share"] == 0.5 and table.loc["short", "over_share"] == 0.0
+    assert table.loc["long", "median_excess_of_those_over"] == 236
+    assert table.loc["long", "tokens_kept_by_truncation"] == pytest.approx((40 + 64) / 340)
+    processor = TextProcessor(tokenizer=tokenizer, max_length=64, truncation="windows", stride=16)
+    windows = len(processor.encode([" ".join(["word"] * 298)])[0]["windows"])  # starts 0, 46, ..., 230, then 236
+    assert table.loc["long", "most_windows"] == windows == 7 and table.loc["short", "most_windows"] == 1

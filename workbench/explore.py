@@ -88,6 +88,47 @@ def token_lengths(dm: TextDataModule, split: str = "train", limit: int | None = 
     return pd.DataFrame({"label": [labels[i] for i in index], "tokens": [len(x) for x in ids]})
 
 
+def truncation_table(
+    lengths: pd.DataFrame, max_length: int, stride: int | None = None, specials: int = 2
+) -> pd.DataFrame:
+    """Per class, what ``max_length`` does to the texts of :func:`token_lengths`: the share over it, by how much,
+    the share of all tokens that truncation keeps (head, tail and head+tail keep the same number) and how many
+    windows ``data.truncation=windows`` would make of a text (it keeps every token).
+
+    Args:
+        stride: the tokens windows share (default a quarter of ``max_length``, as ``data.stride``).
+        specials: special tokens around each window ([CLS] ... [SEP]: 2).
+
+    Example:
+        >>> truncation_table(pd.DataFrame({"label": ["a", "a"], "tokens": [100, 300]}), 128)["over_share"].tolist()
+        [0.5]
+    """
+    stride = max_length // 4 if stride is None else stride
+    budget, content = max_length - specials, (lengths["tokens"] - specials).clip(lower=1)
+    windows = 1 + np.ceil((content - budget).clip(lower=0) / (budget - stride)).astype(int)
+    table = lengths.assign(
+        over=lengths["tokens"] > max_length,
+        excess=(lengths["tokens"] - max_length).clip(lower=0),
+        kept=lengths["tokens"].clip(upper=max_length),
+        windows=windows,
+    )
+    rows = []
+    for label, group in table.groupby("label", sort=True):
+        over = group[group["over"]]
+        rows.append(
+            {
+                "label": label,
+                "texts": len(group),
+                "over_share": float(group["over"].mean()),
+                "median_excess_of_those_over": float(over["excess"].median()) if len(over) else 0.0,
+                "tokens_kept_by_truncation": float(group["kept"].sum() / group["tokens"].sum()),
+                "mean_windows": float(group["windows"].mean()),
+                "most_windows": int(group["windows"].max()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _normalized(texts: pd.Series) -> pd.Series:
     return texts.str.lower().str.replace(r"\W+", " ", regex=True).str.strip()
 

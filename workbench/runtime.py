@@ -60,7 +60,9 @@ class _TokenizerCalls:
             self._truncating[max_length] = copy
         return self._truncating[max_length]
 
-    def __call__(self, text, pair=None, add_special_tokens: bool = True, truncation=False, max_length=None) -> dict:
+    def __call__(
+        self, text, pair=None, add_special_tokens: bool = True, truncation=False, max_length=None, verbose=True
+    ) -> dict:
         texts = [text] if isinstance(text, str) else list(text)
         batch = texts if pair is None else list(zip(texts, [pair] if isinstance(pair, str) else pair, strict=True))
         tokenizer = self._truncating_copy(max_length) if truncation and max_length else self.tokenizer

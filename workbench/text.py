@@ -244,8 +244,8 @@ class TextProcessor:
         types = "token_type_ids" in tok.model_input_names and not self.windowed  # windows: zeros, made when padded
         encoded = []
         for start in range(0, len(texts), _ENCODE_BLOCK):  # the tokenizer's batch output (offsets, tokens, ...) is
-            block = tok(
-                texts[start : start + _ENCODE_BLOCK], add_special_tokens=False, truncation=False
+            block = tok(  # verbose=False: no warning that a text is longer than the model, which is cut after
+                texts[start : start + _ENCODE_BLOCK], add_special_tokens=False, truncation=False, verbose=False
             )  # ~3 KB a text
             for ids in block["input_ids"]:
                 if self.windowed:
