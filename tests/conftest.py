@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -123,6 +124,21 @@ def write_sentiment_files(folder: Path) -> dict[str, Path]:
     pd.DataFrame(rows, columns=["text", "label"]).sample(frac=1, random_state=0).to_csv(train, index=False)
     pd.DataFrame(rows[::4], columns=["text", "label"]).to_csv(val, index=False)
     return {"train": train, "val": val, "dir": folder}
+
+
+def long_text_files(folder: Path) -> dict[str, Path]:
+    """Texts of 30 filler words, then the word that decides the label: past a 16-token head, inside the last
+    window. Filler differs per text, so no window but the last says anything about the label."""
+    rng = np.random.default_rng(0)
+    filler = ["the", "a", "film", "story", "of", "and", "it", "was", "then", "there"]
+    rows = []
+    for i in range(64):
+        label = ("pos", "neg")[i % 2]
+        words = [*list(rng.choice(filler, 30)), ("great", "awful")[i % 2], ("fine", "poor")[i % 2]]
+        rows.append((" ".join(words), label))
+    pd.DataFrame(rows[:48], columns=["text", "label"]).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(rows[48:], columns=["text", "label"]).to_csv(folder / "val.csv", index=False)
+    return {"train": folder / "train.csv", "val": folder / "val.csv"}
 
 
 @pytest.fixture

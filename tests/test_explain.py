@@ -87,3 +87,31 @@ def test_bad_explanation_requests(model, tiny_bert):
     pooled = TextClassificationModel(tiny_bert, labels=["neg", "pos"], pooling="attention")
     tokens, weights = pooling_weights(pooled, "a good film")
     assert len(tokens) == len(weights) and np.isclose(weights.sum(), 1.0)
+
+
+def test_a_windowed_model_is_explained_on_the_window_that_decided(tiny_bert, tmp_path):
+    from conftest import long_text_files
+
+    from workbench import TextDataModule, Trainer
+    from workbench.analysis import deciding_windows
+
+    files = long_text_files(tmp_path)
+    data = {"max_length": 16, "truncation": "windows", "stride": 4, "window_pooling": "max", "max_windows": 0}
+    dm = TextDataModule(str(files["train"]), str(files["val"]), model_name=tiny_bert, batch_size=8, **data)
+    model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
+    Trainer(max_epochs=6, lr=3e-3, checkpoint_dir=None).fit(model, dm)
+    texts = list(dm.val_dataset.texts)
+    table = deciding_windows(model, texts)
+    assert (table["windows"] > 2).all() and (table["deciding_window"] == table["windows"] - 1).all()  # the last
+    assert table["window_text"].str.contains("great|awful").all() and (table["window_share"] > 1 / table["windows"]).all()
+    wrong = deciding_windows(model, texts[:2], classes=["neg", "pos"])  # asked about a class the text is not
+    assert len(wrong) == 2 and (wrong["window_share"] <= 1).all()
+    (result,) = token_attributions(model, texts[0], n_steps=8)
+    assert result.target == model.predict(texts[0]) and len(result.tokens) <= 16
+    assert {"great", "awful"} & set(result.tokens)  # the deciding window's tokens, not the head's
+    top = result.tokens[int(np.argmax(np.abs(result.scores)))]
+    assert top in {"great", "awful", "fine", "poor"}  # the label words carry the attribution
+    tokens, _ = attention(model, texts[0])
+    assert tokens == result.tokens
+    with pytest.raises(WorkbenchError, match="'maybe' is not a class"):
+        deciding_windows(model, texts[:1], classes=["maybe"])

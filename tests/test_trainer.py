@@ -5,12 +5,11 @@ import math
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import Interrupt, Payload
+from conftest import Interrupt, Payload, long_text_files
 from transformers import TrainerCallback
 
 from workbench import TextClassificationModel, TextDataModule, Trainer, load_config
@@ -647,21 +646,6 @@ def test_resume_refuses_checkpoint_files_that_are_not_plain_tensors(tiny_bert, s
     mark_complete(checkpoint)
     with pytest.raises(ModelLoadError, match=r"optimizer.pt is corrupt or truncated"):
         Trainer(max_epochs=2, lr=1e-3, run_name="r").fit(*make(tiny_bert, sentiment_files), resume=True)
-
-
-def long_text_files(folder: Path) -> dict[str, Path]:
-    """Texts of 30 filler words, then the word that decides the label: past a 16-token head, inside the last
-    window. Filler differs per text, so no window but the last says anything about the label."""
-    rng = np.random.default_rng(0)
-    filler = ["the", "a", "film", "story", "of", "and", "it", "was", "then", "there"]
-    rows = []
-    for i in range(64):
-        label = ("pos", "neg")[i % 2]
-        words = [*list(rng.choice(filler, 30)), ("great", "awful")[i % 2], ("fine", "poor")[i % 2]]
-        rows.append((" ".join(words), label))
-    pd.DataFrame(rows[:48], columns=["text", "label"]).to_csv(folder / "train.csv", index=False)
-    pd.DataFrame(rows[48:], columns=["text", "label"]).to_csv(folder / "val.csv", index=False)
-    return {"train": folder / "train.csv", "val": folder / "val.csv"}
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])

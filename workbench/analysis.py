@@ -201,3 +201,42 @@ def label_issues(
         for i in ranked
     ]
     return pd.DataFrame(rows, columns=["example", "text", "given", "suggested", "given_proba"])
+
+
+def deciding_windows(model, texts: Sequence[str], classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """For a model that reads long texts as windows (``data.truncation=windows``): which window decided each
+    text's class, the one whose logit of that class is the largest (max pooling takes it; a mean weighs it most).
+
+    Args:
+        model: a :class:`~workbench.models.TextClassificationModel`.
+        texts: the texts, e.g. an error table's ``text`` column.
+        classes: the class each text is asked about (default: its predicted class; e.g. the true class, to see
+            where the model looked for it).
+
+    Returns:
+        One row per text: ``windows`` (how many), ``deciding_window`` (from 0), ``window_share`` (that window's
+        logit of the class, as a softmax share over the text's windows: 1 / windows when all agree, 1 when one
+        window alone speaks for it) and ``window_text`` (its tokens, decoded).
+    """
+    texts = list(texts)
+    classes = list(classes) if classes is not None else [model.predict(t) for t in texts]
+    if model.multi_label and any(not isinstance(c, str) for c in classes):
+        raise WorkbenchError("deciding_windows: give a multi-label model one class name per text (classes=...).")
+    features = model.processor().encode(texts)
+    rows = []
+    for text_logits, feature, name in zip(model.window_logits(texts), features, classes, strict=True):
+        if str(name) not in model.label_names:
+            raise WorkbenchError(f"deciding_windows: '{name}' is not a class of this model.")
+        column = text_logits[:, model.label_names.index(str(name))]
+        best = int(column.argmax())
+        shares = np.exp(column - column.max())
+        ids = feature["windows"][best] if "windows" in feature else feature["input_ids"]
+        rows.append(
+            {
+                "windows": len(column),
+                "deciding_window": best,
+                "window_share": float(shares[best] / shares.sum()),
+                "window_text": model.tokenizer.decode(ids, skip_special_tokens=True),
+            }
+        )
+    return pd.DataFrame(rows)

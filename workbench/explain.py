@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from workbench.errors import DataError, WorkbenchError
+from workbench.metrics import pool_windows
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,17 @@ class Attribution:
     delta: float  # |convergence delta| of integrated gradients
 
 
-def _encode(model, text: str) -> dict[str, torch.Tensor]:
+def _encode(model, text: str, target: str | int | None = None) -> dict[str, torch.Tensor]:
+    """One text's model inputs; for a windowed model (``data.truncation=windows``), the window that decided
+    ``target`` (default: the text's predicted class), whose logit of that class is the largest."""
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"Cannot explain an empty text ({text!r}); give it at least one word.")
-    if model.processing.truncation == "windows":
-        raise DataError(
-            "This model reads long texts as windows (data.truncation=windows); explanations do not cover "
-            "windows yet. Explain a model trained with head, tail or head+tail truncation."
-        )
     features = model.processor().encode([text])[0]
+    if "windows" in features:
+        logits = model.window_logits([text])[0]  # (windows, K)
+        pooled = pool_windows(logits, [len(logits)], model.processing.window_pooling)[0]
+        k = _target_index(model, target, torch.from_numpy(pooled))
+        features = {"input_ids": features["windows"][int(logits[:, k].argmax())]}
     return {
         k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")
     }
@@ -244,7 +247,9 @@ def token_attributions(
         model: a :class:`workbench.TextClassificationModel`.
         texts: one text or a list.
         target: class name or index to explain (default: each text's predicted class; required for
-            multi-label models).
+            multi-label models). A windowed model's text is explained on the window that decided that class
+            (:meth:`~workbench.models.TextClassificationModel.window_logits`): its tokens and that window's
+            probability.
         n_steps: integration steps (50 is captum's default; more lowers the convergence delta).
         internal_batch_size: how many interpolation steps run at once, which bounds memory on long texts.
     """
@@ -263,12 +268,15 @@ def token_attributions(
 
     explainer = LayerIntegratedGradients(forward, embeddings)
     results = []
+    windowed = model.processing.truncation == "windows"
     for text in texts:
-        inputs = _encode(model, text)
+        # a windowed model: the window that decided the text's class (not the window's own top class)
+        chosen = model.predict(text) if windowed and target is None and not model.multi_label else target
+        inputs = _encode(model, text, chosen)
         ids = inputs["input_ids"]
         with torch.no_grad():
             logits = forward(ids, inputs.get("token_type_ids"))[0]
-        k = _target_index(model, target, logits)
+        k = _target_index(model, chosen, logits)
         baseline = torch.where(
             torch.isin(ids, torch.tensor(sorted(special), device=ids.device)), ids, torch.full_like(ids, pad)
         )  # keep [CLS]/[SEP], pad the rest

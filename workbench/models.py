@@ -350,6 +350,17 @@ class TextClassificationModel(nn.Module):
         self.train(was_training)
         return out
 
+    def window_logits(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's windows' logits ``(windows, K)``, before pooling (``data.truncation=windows``); a model that
+        truncates gives each text one row. The window that decided class ``k`` is ``argmax(logits[:, k])``: the
+        largest logit of ``k``, which max pooling takes and which weighs most in a mean."""
+        features = self._features(texts)
+        windowed = window_items(features)
+        if windowed is None:
+            return [row[None] for row in self.logits_of(features).numpy()]
+        logits = self.logits_of(windowed[0]).numpy()
+        return np.split(logits, np.cumsum(windowed[1])[:-1])
+
     def predict_proba_features(self, dataset: EncodedExamples) -> np.ndarray:
         """Probabilities ``(N, K)`` for an encoded dataset, in order."""
         return self._probabilities(self.logits_of(dataset.features, lengths=dataset.lengths))
