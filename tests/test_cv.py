@@ -152,3 +152,32 @@ def test_multi_label_cv_labels_each_example_with_its_fold_models_thresholds(tiny
     at_half = ["|".join(names[j] for j in np.flatnonzero(row >= 0.5)) for row in proba]
     assert predicted != at_half  # the old fixed-0.5 rule labels these examples differently
     assert (load_cv(result.folder).oof["predicted"] == result.oof["predicted"]).all()
+
+
+def test_cross_validation_and_calibration_answer_per_windowed_text(tiny_bert, tmp_path):
+    from conftest import long_text_files
+
+    from workbench.evaluation import calibrate_run
+
+    files = long_text_files(tmp_path)
+    config = load_config(
+        overrides={
+            "data.train_file": str(files["train"]),
+            "data.max_length": 16,
+            "data.truncation": "windows",
+            "data.stride": 4,
+            "data.max_windows": 0,
+            "model.backbone": tiny_bert,
+            "model.freeze_embeddings": False,
+            "data.batch_size": 8,
+            "train.epochs": 6,
+            "train.lr": 3e-3,
+            "run.name": "cv_windows",
+        }
+    )
+    result = cross_validate(config, n_folds=2, echo=None)
+    assert len(result.oof) == 48 and result.proba.shape == (48, 2)  # one answer per text, not per window
+    assert result.summary["mean"]["accuracy"] >= 0.8  # chance is 0.5: the label word sits in the last window only
+    fold = Path(result.summary["folds"][0]["run_dir"])
+    report = calibrate_run(fold, save=False)
+    assert report["examples"] == 24 and report["temperature"] > 0

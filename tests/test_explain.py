@@ -103,7 +103,9 @@ def test_a_windowed_model_is_explained_on_the_window_that_decided(tiny_bert, tmp
     texts = list(dm.val_dataset.texts)
     table = deciding_windows(model, texts)
     assert (table["windows"] > 2).all() and (table["deciding_window"] == table["windows"] - 1).all()  # the last
-    assert table["window_text"].str.contains("great|awful").all() and (table["window_share"] > 1 / table["windows"]).all()
+    assert (
+        table["window_text"].str.contains("great|awful").all() and (table["window_share"] > 1 / table["windows"]).all()
+    )
     wrong = deciding_windows(model, texts[:2], classes=["neg", "pos"])  # asked about a class the text is not
     assert len(wrong) == 2 and (wrong["window_share"] <= 1).all()
     (result,) = token_attributions(model, texts[0], n_steps=8)
