@@ -64,6 +64,9 @@ def test_errors_are_one_clear_line(tiny_bert, sentiment_files, capsys, tmp_path)
     assert "error: Unknown config key 'train.lrr'" in capsys.readouterr().err
     assert train(tiny_bert, sentiment_files, "data.text_column=review") == 2
     assert "has no column 'review'" in capsys.readouterr().err
+    assert train(tiny_bert, sentiment_files, "data.truncation=windows", "data.stride=64", "data.max_length=64") == 2
+    assert "data.stride=64 must be below half of data.max_length=64" in capsys.readouterr().err
+    assert not Path("runs").exists()  # refused before a run folder was made
     assert main(["evaluate", str(tmp_path / "nothing"), "--file", "x.csv"]) == 2
     assert "is not a saved model folder" in capsys.readouterr().err
 
