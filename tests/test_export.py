@@ -306,6 +306,7 @@ def test_the_cli_exports_into_the_run_and_speed_compares_engines(tiny_run, capsy
 def test_a_windowed_model_exports_and_serves_with_its_windows_pooled(tiny_bert, tmp_path):
     from fastapi.testclient import TestClient
 
+    from workbench.inference import benchmark_inference
     from workbench.serve import create_app
     from workbench.text import TextProcessing
 
@@ -324,6 +325,8 @@ def test_a_windowed_model_exports_and_serves_with_its_windows_pooled(tiny_bert, 
     alone = predictor.logits([{"input_ids": window} for window in windows])
     np.testing.assert_allclose(predictor.logits(predictor.encode(texts[-1:]))[0], alone.max(0), atol=1e-6)
     np.testing.assert_allclose(predictor.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+    timing = benchmark_inference(predictor, texts, batch_sizes=[4], warmup=1, repeats=1, batches=2, echo=None)
+    assert timing["mean_tokens"].max() <= 16  # the engine is timed on windows, the calls it makes
     with TestClient(create_app(predictor)) as client:  # ... and the service windows and pools inside
         answer = client.post("/v1/predict", json={"texts": texts[-2:]}).json()["predictions"]
         assert [p["label"] for p in answer] == model.predict(texts[-2:])
