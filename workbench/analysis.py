@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.metrics import predict_from_proba
+from workbench.metrics import pool_windows, predict_from_proba
+from workbench.text import check_model_inputs
 
 
 def _ids(labels, label_names: Sequence[str]) -> np.ndarray:
@@ -219,12 +220,17 @@ def deciding_windows(model, texts: Sequence[str], classes: Sequence[str] | None 
         window alone speaks for it) and ``window_text`` (its tokens, decoded).
     """
     texts = list(texts)
-    classes = list(classes) if classes is not None else [model.predict(t) for t in texts]
+    check_model_inputs(texts, pair_model=bool(model.processing.text_pair_column))
+    features = model.processor().encode(texts)
+    logits = model.window_logits(features)
+    if classes is None:  # each text's prediction, from its pooled window logits
+        pooled = np.concatenate([pool_windows(part, [len(part)], model.processing.window_pooling) for part in logits])
+        classes = model.labels_from_proba(model.proba_from_logits(pooled))
+    classes = list(classes)
     if model.multi_label and any(not isinstance(c, str) for c in classes):
         raise WorkbenchError("deciding_windows: give a multi-label model one class name per text (classes=...).")
-    features = model.processor().encode(texts)
     rows = []
-    for text_logits, feature, name in zip(model.window_logits(texts), features, classes, strict=True):
+    for text_logits, feature, name in zip(logits, features, classes, strict=True):
         if str(name) not in model.label_names:
             raise WorkbenchError(f"deciding_windows: '{name}' is not a class of this model.")
         column = text_logits[:, model.label_names.index(str(name))]

@@ -52,20 +52,23 @@ class Attribution:
     delta: float  # |convergence delta| of integrated gradients
 
 
-def _encode(model, text: str, target: str | int | None = None) -> dict[str, torch.Tensor]:
-    """One text's model inputs; for a windowed model (``data.truncation=windows``), the window that decided
-    ``target`` (default: the text's predicted class), whose logit of that class is the largest."""
+def _encode(model, text: str, target: str | int | None = None) -> tuple[dict[str, torch.Tensor], int | None]:
+    """One text's model inputs, and the class explained when the text decided it: for a windowed model
+    (``data.truncation=windows``), the window that decided ``target`` (default: the text's predicted class, from
+    the pooled logits), whose logit of that class is the largest; None for a model that truncates."""
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"Cannot explain an empty text ({text!r}); give it at least one word.")
     features = model.processor().encode([text])[0]
+    decided = None
     if "windows" in features:
-        logits = model.window_logits([text])[0]  # (windows, K)
+        logits = model.window_logits([features])[0]  # (windows, K)
         pooled = pool_windows(logits, [len(logits)], model.processing.window_pooling)[0]
-        k = _target_index(model, target, torch.from_numpy(pooled))
-        features = {"input_ids": features["windows"][int(logits[:, k].argmax())]}
-    return {
+        decided = _target_index(model, target, torch.from_numpy(pooled))
+        features = {"input_ids": features["windows"][int(logits[:, decided].argmax())]}
+    inputs = {
         k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")
     }
+    return inputs, decided
 
 
 def _target_index(model, target: str | int | None, logits: torch.Tensor) -> int:
@@ -102,7 +105,7 @@ def _eager_attention(model):
 @torch.no_grad()
 def attention(model, text: str) -> tuple[list[str], tuple[torch.Tensor, ...]]:
     """Tokens and attention of one text: a tuple with one ``(1, heads, tokens, tokens)`` tensor per layer."""
-    inputs = _encode(model, text)
+    inputs, _ = _encode(model, text)
     model.eval()
     with _eager_attention(model):
         out = model.backbone(
@@ -268,15 +271,13 @@ def token_attributions(
 
     explainer = LayerIntegratedGradients(forward, embeddings)
     results = []
-    windowed = model.processing.truncation == "windows"
     for text in texts:
-        # a windowed model: the window that decided the text's class (not the window's own top class)
-        chosen = model.predict(text) if windowed and target is None and not model.multi_label else target
-        inputs = _encode(model, text, chosen)
+        inputs, decided = _encode(model, text, target)
         ids = inputs["input_ids"]
         with torch.no_grad():
             logits = forward(ids, inputs.get("token_type_ids"))[0]
-        k = _target_index(model, chosen, logits)
+        # a windowed model: the class the text decided (not the window's own top class)
+        k = _target_index(model, target, logits) if decided is None else decided
         baseline = torch.where(
             torch.isin(ids, torch.tensor(sorted(special), device=ids.device)), ids, torch.full_like(ids, pad)
         )  # keep [CLS]/[SEP], pad the rest
@@ -374,7 +375,7 @@ def pooling_weights(model, text: str) -> tuple[list[str], np.ndarray]:
         raise WorkbenchError(
             f"This model pools with '{pooling}', so it has no pooling weights; train one with model.pooling=attention."
         )
-    inputs = _encode(model, text)
+    inputs, _ = _encode(model, text)
     model.eval()
     mask = torch.ones_like(inputs["input_ids"])
     states = model.backbone(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state

@@ -350,11 +350,11 @@ class TextClassificationModel(nn.Module):
         self.train(was_training)
         return out
 
-    def window_logits(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Each text's windows' logits ``(windows, K)``, before pooling (``data.truncation=windows``); a model that
-        truncates gives each text one row. The window that decided class ``k`` is ``argmax(logits[:, k])``: the
-        largest logit of ``k``, which max pooling takes and which weighs most in a mean."""
-        features = self._features(texts)
+    def window_logits(self, features: Sequence[dict]) -> list[np.ndarray]:
+        """Each encoded text's windows' logits ``(windows, K)``, before pooling (``data.truncation=windows``); a
+        model that truncates gives each text one row. The window that decided class ``k`` is
+        ``argmax(logits[:, k])``: the largest logit of ``k``, which max pooling takes and which weighs most in a
+        mean."""
         windowed = window_items(features)
         if windowed is None:
             return [row[None] for row in self.logits_of(features).numpy()]
