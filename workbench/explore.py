@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workbench.config import DataConfig
 from workbench.data import EncodedDataset, TextDataModule
 
 SPLITS = ("train", "validation", "test")
@@ -103,7 +104,7 @@ def truncation_table(
         >>> truncation_table(pd.DataFrame({"label": ["a", "a"], "tokens": [100, 300]}), 128)["over_share"].tolist()
         [0.5]
     """
-    stride = max_length // 4 if stride is None else stride
+    stride = DataConfig(max_length=max_length, max_tokens=max(8192, max_length), stride=stride).window_stride
     budget, content = max_length - specials, (lengths["tokens"] - specials).clip(lower=1)
     windows = 1 + np.ceil((content - budget).clip(lower=0) / (budget - stride)).astype(int)
     table = lengths.assign(

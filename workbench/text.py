@@ -9,7 +9,7 @@ model. Enormous inputs are cut before tokenizing, so a 100 MB "review" costs no 
 
 With ``truncation="windows"`` nothing is thrown away: a text becomes ``{"windows": [ids, ids, ...]}``, windows of
 ``max_length`` tokens (special tokens included) that overlap by ``stride`` tokens, and the model pools the
-windows' logits into the text's (:func:`workbench.models.pool_windows`). A text that fits one window gets
+windows' logits into the text's (:func:`workbench.metrics.pool_windows`). A text that fits one window gets
 exactly the ids head truncation gives it, as its only window.
 """
 
