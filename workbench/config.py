@@ -29,6 +29,9 @@ from workbench.errors import ConfigError
 TRUNCATION_STRATEGIES = ("head", "tail", "head+tail", "windows")
 WINDOW_POOLING = ("mean", "max")  # how a long document's window logits become its logits
 POOLING_MODES = ("cls", "mean", "attention")
+HEAD_NORMS = ("layer", "l2", "none")  # what the pooled vector passes through before the head
+TRAIN_METHODS = ("finetune", "setfit")  # train.method: fine-tuning with a loss, or SetFit (workbench.fewshot)
+SETFIT_HEADS = ("logistic", "differentiable")
 SINGLE_LABEL_LOSSES = ("cross_entropy", "focal")
 MULTI_LABEL_LOSSES = ("bce", "focal_bce")  # cross_entropy and focal on multi-label data mean these two
 LOSSES = SINGLE_LABEL_LOSSES + MULTI_LABEL_LOSSES
@@ -136,6 +139,16 @@ class DataConfig:
     val_fraction: float = _help("Fraction of train held out for validation when none is given.", 0.1)
     train_subset: int | None = _help("Use a stratified subset of this many training examples.", None)
     val_subset: int | None = _help("Use a stratified subset of this many validation examples.", None)
+    shots: int | None = _help(
+        "Few-shot: train on this many examples of each class, a seeded sample (train.seed) of the training split "
+        "(after train_subset), recorded in the run's training_rows.json. Single-label data only.",
+        None,
+    )
+    label_descriptions: dict | None = _help(
+        "Label -> description, e.g. {ENTY: an entity}: what a SetFit template says of each label "
+        "(setfit.template; the label's name where none is given).",
+        None,
+    )
     max_length: int = _help("Longest tokenized input, special tokens included.", 128)
     truncation: str = _help(
         "Which tokens to keep from long texts: head, tail or head+tail; windows keeps them all, as overlapping "
@@ -211,6 +224,26 @@ class DataConfig:
         for name in ("train_subset", "val_subset"):
             value = getattr(self, name)
             _require(value is None or value > 0, f"data.{name}={value} must be a positive count.")
+        _require(
+            self.shots is None or self.shots > 0,
+            f"data.shots={self.shots} must be a positive count of examples per class (zero-shot, no examples: "
+            "train.method=setfit with setfit.zero_shot=true).",
+        )
+        _require(
+            self.shots is None or not self.multi_label,
+            "data.shots samples single-label data (one class per example); leave it out for multi-label data.",
+        )
+        _require(
+            self.label_descriptions is None
+            or (
+                isinstance(self.label_descriptions, dict)
+                and all(isinstance(v, str) for v in self.label_descriptions.values())
+            ),
+            f"data.label_descriptions={self.label_descriptions!r} must map each label to a text, "
+            "e.g. {positive: a happy review}.",
+        )
+        if self.label_descriptions is not None:
+            self.label_descriptions = {str(k): v for k, v in self.label_descriptions.items()}
 
     @property
     def window_stride(self) -> int:
@@ -225,6 +258,11 @@ class ModelConfig:
     backbone: str = _help("Hugging Face name or local path; 'minilm' is the packaged all-MiniLM-L6-v2.", "minilm")
     pooling: str = _help("How token states become one vector: cls, mean or attention.", "mean")
     dropout: float = _help("Dropout before the head.", 0.1)
+    head_norm: str = _help(
+        "What the pooled vector passes through before the head: layer (a learned LayerNorm), l2 (unit length, as "
+        "a sentence-transformers model's Normalize module; SetFit sets it) or none.",
+        "layer",
+    )
     hidden_layers: list[int] = _help("Widths of hidden Linear layers in the head ([] = one Linear).", None, list)
     activation: str = _help("Activation between head layers (any torch.nn.functional name).", "gelu")
     freeze_embeddings: bool = _help(
@@ -243,6 +281,7 @@ class ModelConfig:
     def __post_init__(self):
         self.hidden_layers, self.trust_remote_code = list(self.hidden_layers), list(self.trust_remote_code)  # or tuples
         _require_choice("model", "pooling", self.pooling, POOLING_MODES)
+        _require_choice("model", "head_norm", self.head_norm, HEAD_NORMS)
         _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1).")
         _require(0.0 < self.multi_label_threshold < 1.0, "model.multi_label_threshold must be between 0 and 1.")
 
@@ -251,6 +290,11 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, precision, checkpoints and early stopping."""
 
+    method: str = _help(
+        "finetune (the backbone and head trained on a loss, the settings below) or setfit (few-shot: contrastive "
+        "training of a sentence encoder on pairs, then a head; the setfit section).",
+        "finetune",
+    )
     epochs: float = _help("Passes over the training data (fractions allowed).", 3.0)
     lr: float = _help("Peak learning rate.", 5e-5)
     weight_decay: float = _help("Decoupled weight decay (not applied to biases and LayerNorm).", 0.01)
@@ -294,6 +338,7 @@ class TrainConfig:
     device: str = _help("auto, cpu or cuda.", "auto")
 
     def __post_init__(self):
+        _require_choice("train", "method", self.method, TRAIN_METHODS)
         _require_choice("train", "optimizer", self.optimizer, OPTIMIZERS)
         _require_choice("train", "schedule", self.schedule, SCHEDULES)
         _require_choice("train", "loss", self.loss, LOSSES)
@@ -552,6 +597,66 @@ class DistillConfig:
 
 
 @dataclass
+class SetFitConfig:
+    """SetFit (``train.method: setfit``): a sentence encoder trained on pairs of examples, then a head on it."""
+
+    iterations: int = _help(
+        "Pair generation: each training example goes into this many similar and this many dissimilar pairs "
+        "(SetFit's num_iterations; the paper's 20).",
+        20,
+    )
+    body_epochs: int = _help("Passes over the pairs while training the encoder (0: frozen encoder, head only).", 1)
+    body_lr: float = _help("Learning rate of the encoder on the pairs.", 2.0e-5)
+    pair_batch_size: int = _help("Pairs per batch while training the encoder.", 16)
+    head: str = _help(
+        "logistic (scikit-learn's logistic regression on the embeddings) or differentiable (a linear head "
+        "trained with torch, the encoder frozen).",
+        "logistic",
+    )
+    head_epochs: int = _help("Epochs of the differentiable head.", 16)
+    head_lr: float = _help("Learning rate of the differentiable head.", 1.0e-2)
+    zero_shot: bool = _help(
+        "Train on templated examples only (setfit.template with each label's description or name), none of the "
+        "training split's texts: a model before the first label.",
+        False,
+    )
+    template: str = _help("The templated example of a label; {} stands for its description.", "This sentence is {}.")
+    template_examples: int | None = _help(
+        "Templated examples per label added to the training data (None: 8 when zero_shot, else 0).", None
+    )
+
+    def __post_init__(self):
+        _require_choice("setfit", "head", self.head, SETFIT_HEADS)
+        _require(self.iterations >= 1, f"setfit.iterations={self.iterations} must be at least 1.")
+        _require(self.body_epochs >= 0, f"setfit.body_epochs={self.body_epochs} must be 0 or more.")
+        _require(self.body_lr > 0, f"setfit.body_lr={self.body_lr} must be positive.")
+        _require(self.pair_batch_size >= 2, f"setfit.pair_batch_size={self.pair_batch_size} must be at least 2.")
+        _require(self.head_epochs >= 1, f"setfit.head_epochs={self.head_epochs} must be at least 1.")
+        _require(self.head_lr > 0, f"setfit.head_lr={self.head_lr} must be positive.")
+        _require(
+            "{}" in self.template,
+            f"setfit.template={self.template!r} needs {{}} where the label's description goes, "
+            "e.g. 'This sentence is {}.'",
+        )
+        _require(
+            self.template_examples is None or self.template_examples >= 0,
+            f"setfit.template_examples={self.template_examples} must be 0 or more.",
+        )
+        _require(
+            not self.zero_shot or self.template_examples != 0,
+            "setfit.zero_shot trains on templated examples only: setfit.template_examples must be 1 or more "
+            "(or left out: 8).",
+        )
+
+    @property
+    def templates_per_label(self) -> int:
+        """Templated examples per label: ``template_examples``, or 8 zero-shot and 0 otherwise."""
+        if self.template_examples is not None:
+            return self.template_examples
+        return 8 if self.zero_shot else 0
+
+
+@dataclass
 class Config:
     """The root of the configuration tree."""
 
@@ -562,6 +667,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    setfit: SetFitConfig = field(default_factory=SetFitConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -688,7 +794,7 @@ def check_options(owner: str, options: typing.Iterable[str], section: type) -> N
 
 
 def _validate(cfg: Config) -> None:
-    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune, cfg.augment, cfg.distill):
+    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune, cfg.augment, cfg.distill, cfg.setfit):
         section.__post_init__()
     check_search_space(cfg.tune.space)
 
@@ -696,14 +802,14 @@ def _validate(cfg: Config) -> None:
 def check_search_space(space: dict) -> None:
     """Raise ConfigError naming the first search-space entry whose key or range is wrong.
 
-    Keys are dotted keys of the data, model, train and augment sections; values are one of
+    Keys are dotted keys of the data, model, train, augment and setfit sections; values are one of
     :data:`SEARCH_DISTRIBUTIONS` with its arguments.
     """
     _require(isinstance(space, dict), f"tune.space must map dotted config keys to ranges, not {space!r}.")
     searchable = {
         f"{s.name}.{f.name}"
         for s in dataclasses.fields(Config)
-        if s.name in ("data", "model", "train", "augment")
+        if s.name in ("data", "model", "train", "augment", "setfit")
         for f in dataclasses.fields(s.default_factory)
     }
     for key, spec in space.items():
@@ -711,7 +817,7 @@ def check_search_space(space: dict) -> None:
         _require(
             key in searchable,
             f"{where}: '{key}' is not a config key that can be searched. Use a dotted key of "
-            "the data, model, train or augment section, e.g. train.lr (see `workbench config`).",
+            "the data, model, train, augment or setfit section, e.g. train.lr (see `workbench config`).",
         )
         _require(
             isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_DISTRIBUTIONS,

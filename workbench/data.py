@@ -218,6 +218,32 @@ class LabelledRows:
         """``n`` rows and the rest, stratified by :attr:`strata` where every class has two rows."""
         return stratified_split(self, n, seed)
 
+    def per_class(self, shots: int, seed: int) -> LabelledRows:
+        """``shots`` rows of each label (single-label rows), drawn with ``seed``, in a seeded random order.
+
+        Every class must have ``shots`` rows: a DataError names the first class that has fewer, and how many.
+        """
+        by_label: dict[str, list[int]] = {}
+        for position, label in enumerate(self.labels):
+            by_label.setdefault(str(label), []).append(position)
+        short = sorted((len(positions), label) for label, positions in by_label.items() if len(positions) < shots)
+        if short:
+            count, label = short[0]
+            raise DataError(
+                f"data.shots={shots}: class '{label}' of {self.source} has only {count} example(s). "
+                f"Lower data.shots to {count} or less, or add examples of '{label}'."
+            )
+        rng = np.random.default_rng(seed)
+        chosen = [int(i) for label in sorted(by_label) for i in rng.choice(by_label[label], shots, replace=False)]
+        return self.take(rng.permutation(chosen).tolist())
+
+    def rows_by_label(self) -> dict[str, list[int]]:
+        """Each label's row numbers (as in :attr:`rows`), in order: what a run records of a few-shot sample."""
+        found: dict[str, list[int]] = {}
+        for row, label in zip(self.rows, self.labels, strict=True):
+            found.setdefault(str(label), []).append(row)
+        return {label: sorted(rows) for label, rows in sorted(found.items())}
+
 
 def _catalog_entry(name: str):
     entries = {entry.name: entry for entry in list_datasets()}
@@ -270,6 +296,7 @@ class TextDataModule:
         self.train_dataset: EncodedExamples | None = None
         self.val_dataset: EncodedExamples | None = None
         self.test_dataset: EncodedExamples | None = None
+        self.training_rows: dict | None = None  # data.shots: the sample's rows by label, which a run records
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -409,6 +436,19 @@ class TextDataModule:
             train, _ = train.split(cfg.train_subset, self.seed)
         if cfg.val_subset and cfg.val_subset < len(val):
             val, _ = val.split(cfg.val_subset, self.seed)
+        if cfg.shots:
+            if self.multi_label:
+                raise DataError(
+                    f"data.shots samples single-label data, and {train.source} is multi-label: leave data.shots out."
+                )
+            if not isinstance(train, LabelledRows):
+                raise DataError(
+                    f"data.shots samples the training split in memory, and {cfg.train_file} is read in pieces "
+                    f"(data.stream_from_mb={cfg.stream_from_mb:g}): raise data.stream_from_mb above its size."
+                )
+            train = train.per_class(cfg.shots, self.seed)
+            self.training_rows = {"shots": cfg.shots, "seed": self.seed, "source": train.source}
+            self.training_rows["rows"] = train.rows_by_label()
         self.label_map = label_map or LabelMap(LabelMap.from_labels(train.label_names).names, self.multi_label)
         if len(self.label_map) < (1 if self.multi_label else 2):
             raise DataError(

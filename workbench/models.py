@@ -39,7 +39,7 @@ META_FILE = "workbench_model.json"
 BACKBONE_CONFIG_FILE = "backbone_config.json"
 _NO_TOKEN_TYPES = ("distilbert", "roberta", "mpnet")  # backbones without a token-type embedding
 # ModelConfig fields that workbench_model.json files written before the field existed lack: they load with its default
-_ADDED_TO_METADATA = ("freeze_embeddings", "multi_label_threshold", "trust_remote_code")
+_ADDED_TO_METADATA = ("freeze_embeddings", "multi_label_threshold", "trust_remote_code", "head_norm")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,16 +106,25 @@ def pool(states: torch.Tensor, mask: torch.Tensor, mode: str, attention: nn.Modu
     return attention(states, mask)
 
 
+class UnitLength(nn.Module):
+    """Scales each vector to length 1, as a sentence-transformers ``Normalize`` module does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, p=2.0, dim=-1)
+
+
 def build_head(
-    hidden: int, num_labels: int, dropout: float, hidden_layers: Sequence[int], activation: str
+    hidden: int, num_labels: int, dropout: float, hidden_layers: Sequence[int], activation: str, norm: str = "layer"
 ) -> nn.Sequential:
-    """Dropout -> LayerNorm -> [Linear -> activation -> Dropout]* -> Linear."""
+    """Dropout -> norm (LayerNorm, :class:`UnitLength` or none: ``model.head_norm``) -> [Linear -> activation ->
+    Dropout]* -> Linear."""
     act = getattr(F, activation, None)
     if act is None:
         raise ModelLoadError(
             f"model.activation='{activation}' is not a torch.nn.functional function (try gelu, relu, tanh)."
         )
-    layers: list[nn.Module] = [nn.Dropout(dropout), nn.LayerNorm(hidden)]
+    norms = {"layer": lambda: nn.LayerNorm(hidden), "l2": UnitLength, "none": nn.Identity}
+    layers: list[nn.Module] = [nn.Dropout(dropout), norms[norm]()]
     width = hidden
     for size in hidden_layers:
         layers += [nn.Linear(width, size), _Activation(activation), nn.Dropout(dropout)]
@@ -211,7 +220,9 @@ class TextClassificationModel(nn.Module):
         with torch.random.fork_rng():  # the new layers' initial weights follow `seed`, not the global RNG
             torch.manual_seed(seed)
             self.attention_pool = AttentionPooling(hidden) if config.pooling == "attention" else None
-            self.head = build_head(hidden, len(labels), config.dropout, config.hidden_layers, config.activation)
+            self.head = build_head(
+                hidden, len(labels), config.dropout, config.hidden_layers, config.activation, config.head_norm
+            )
         use_fast_cpu_dropout(self)
         if config.freeze_embeddings:
             # The whole embedding block (word, position and token-type tables and their LayerNorm): then

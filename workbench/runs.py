@@ -41,7 +41,18 @@ from workbench.metrics import SUMMARY_METRICS, greater_is_better
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("torch", "transformers", "accelerate", "scikit-learn", "numpy", "pandas", "tokenizers", "safetensors")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "accelerate",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "tokenizers",
+    "safetensors",
+    "setfit",
+    "sentence-transformers",
+)
 CHECKPOINT_PREFIX = "checkpoint-"  # transformers.Trainer's name for checkpoint folders (checkpoint-<step>)
 
 
@@ -62,6 +73,7 @@ class RunDir:
     BEST, LAST, CHECKPOINTS = "best", "last", "checkpoints"
     TRACKING, TENSORBOARD = "tracking.json", "tensorboard"  # workbench.track: tracker run ids, TensorBoard events
     EXPORTS = "exports"  # workbench.export: one folder per engine, exports/<engine>/
+    TRAINING_ROWS = "training_rows.json"  # data.shots: the rows of the training split sampled for the run
     FINISHED = (CONFIG, METRICS)  # written last: a run with both has finished
     COMPLETE = "complete.json"  # written into a checkpoint after its last file: its files and their sizes
     VERSION = "version_"
@@ -354,8 +366,12 @@ def summary_markdown(run_dir: str | Path, metrics: dict) -> str:
     lines += [
         "",
         f"- examples: {train['examples']}, epochs: {train['epochs']:.2f}, optimizer steps: {train['optimizer_steps']}",
-        f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s, "
-        f"{train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})",
+        f"- training time: {train['runtime_s']:.0f} s, {train['samples_per_s'] or 0:.1f} samples/s"
+        + (
+            f", {train['tokens_per_s'] or 0:.0f} tokens/s (padding ratio {train['padding_ratio']:.3f})"
+            if train.get("padding_ratio") is not None
+            else f" ({train.get('method', 'finetune')}: pairs of examples per second)"
+        ),
         f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})",
         f"- device: {metrics['device']}, precision: {metrics['precision']}",
         "",

@@ -49,6 +49,7 @@ from workbench.config import (
 from workbench.data import TextDataModule
 from workbench.errors import ConfigError, ModelLoadError, WorkbenchError
 from workbench.evaluation import evaluate_model
+from workbench.fewshot import fit_setfit
 from workbench.labels import LabelMap
 from workbench.losses import DISTILL_FEATURES, DistillationLoss, build_loss, class_weights_from_labels
 from workbench.metrics import (
@@ -560,6 +561,8 @@ class Trainer:
             config.save(run / RunDir.CONFIG)
             run.write_json(RunDir.ENV, environment)
             run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
+            if datamodule.training_rows is not None:
+                run.write_json(RunDir.TRAINING_ROWS, datamodule.training_rows)
         if checkpoint is not None and main:
             trim_log(run / RunDir.LOG, checkpoint_step(checkpoint))
         callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
@@ -793,6 +796,13 @@ def train(
         dm.num_labels,
         len(dm.train_batch_sampler()),
     )
+    if config.train.method == "setfit":
+        if resume:
+            raise ConfigError(
+                "A SetFit run (train.method=setfit) keeps no checkpoints to resume: it trains in minutes. "
+                "Run it again without --resume."
+            )
+        return FitResult(*fit_setfit(config, dm))
     model = TextClassificationModel(
         config.model, labels=dm.label_names, multi_label=dm.multi_label, seed=config.train.seed
     )
