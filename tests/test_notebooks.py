@@ -41,6 +41,8 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     assert distilled["transfer_set"] == {"train": 200, "augmented": 0, "unlabelled": 0}
     assert distilled["student_parameters_m"] == distilled["teacher_parameters_m"] > 0  # one tiny backbone for both
     assert 0.0 <= distilled["agreement"] <= 1.0 and [s["model"] for s in distilled["speed"]] == ["teacher", "student"]
+    few = state["experiments"]["few_shot_tiny"]["notebooks"]["13_few_shot"]["results"]
+    assert few["runs"] == 8 and set(few["accuracy"]) == {"setfit/4", "finetune/4", "frozen/4", "zero-shot/0"}
     study = state["experiments"]["tune_tiny"]["notebooks"]["10_tune"]
     assert study["results"]["trials"] == 3 and Path(tiny_reports, study["results"]["run_dir"]).is_dir()
     html = (tiny_reports / "reports" / study["html"]).read_text()

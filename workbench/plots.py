@@ -374,6 +374,31 @@ def augmentation_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def shots_figure(runs: pd.DataFrame, metric: str = "accuracy") -> Figure:
+    """Few-shot learning curves: ``metric`` against examples per class, one line per method (mean over seeds,
+    a band of one standard deviation, each seed a dot); zero-shot runs (``shots`` 0) sit at x = 0.
+
+    Args:
+        runs: one row per run with the columns ``method``, ``shots``, ``seed`` and ``metric``.
+    """
+    _check_columns(runs, ["method", "shots", "seed", metric], "shots_figure")
+    fig, ax = _figure(7.5, 4.2)
+    for index, (method, rows) in enumerate(runs.groupby("method", sort=True)):
+        color = f"C{index}"
+        stats = rows.groupby("shots")[metric].agg(["mean", "std"]).fillna(0.0)
+        ax.plot(stats.index, stats["mean"], marker="o", color=color, label=f"{method} (mean of seeds)")
+        ax.fill_between(
+            stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.15
+        )
+        ax.scatter(rows["shots"], rows[metric], color=color, s=10, alpha=0.5)
+    shots = sorted(runs["shots"].unique())
+    ax.set_xscale("symlog", linthresh=max(1, min([s for s in shots if s > 0], default=1)))
+    ax.set_xticks(shots, [str(s) for s in shots])
+    ax.set(xlabel="labelled examples per class (0: zero-shot)", ylabel=metric, title=f"{metric} against shots")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 # -- hyperparameter search (workbench.tune): figures of a study's trials table ---------------------
 # Optuna's own matplotlib plots draw through pyplot's global state and return Axes; these take the plain
 # trials table (:meth:`workbench.tune.TuneResult.trials_table`) like every figure here.
