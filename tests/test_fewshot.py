@@ -157,7 +157,9 @@ def test_setfit_config_defaults():
     assert SetFitConfig().templates_per_label == 0 and SetFitConfig(zero_shot=True).templates_per_label == 8
 
 
-@pytest.mark.parametrize("case", ["too_many_shots", "no_shots", "negative_shots", "multi_label", "descriptions"])
+@pytest.mark.parametrize(
+    "case", ["too_many_shots", "no_shots", "negative_shots", "multi_label", "descriptions", "windows"]
+)
 def test_bad_input_is_one_line_and_exit_2(case, topic_files, multilabel_file, tiny_bert, tmp_path, capsys):
     data = [f"data.train_file={topic_files['train']}", f"data.val_file={topic_files['val']}"]
     argv, expected = {
@@ -169,9 +171,34 @@ def test_bad_input_is_one_line_and_exit_2(case, topic_files, multilabel_file, ti
             "multi-label",
         ),
         "descriptions": ([*data, "data.label_descriptions={sport: games, weather: rain}"], "weather"),
+        "windows": ([*data, "data.truncation=windows", "data.stride=4"], "set data.truncation=head"),
     }[case]
     code = main(["train", *argv, f"model.backbone={tiny_bert}", "train.method=setfit", "run.name=bad"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("workbench train: error:") and expected in err, err
     assert len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs" / "bad").exists()  # no run folder left half-made
+
+
+def test_cv_tune_calibration_and_explanations_take_setfit_runs(topic_files, tiny_bert, tmp_path):
+    """data.shots and train.method=setfit are one key each for cross-validation and a study; a SetFit run
+    calibrates and explains as any run does."""
+    from workbench.cv import cross_validate
+    from workbench.evaluation import calibrate_run
+    from workbench.explain import token_attributions
+    from workbench.tune import tune
+
+    base = {"data.shots": 3, "setfit.iterations": 5}
+    folds = cross_validate(setfit_config(topic_files, tiny_bert, tmp_path, **base, **{"run.name": "cv"}), n_folds=2)
+    assert len(folds.summary["folds"]) == 2 and len(list(folds.folder.glob("fold_*/version_0/training_rows.json"))) == 2
+    for drawn_file in sorted(folds.folder.glob("fold_*/version_0/training_rows.json")):  # each fold's own sample
+        drawn = json.loads(drawn_file.read_text())["rows"]
+        assert all(len(rows) == 3 for rows in drawn.values())
+    space = {"setfit.body_lr": {"log_uniform": [1e-4, 3e-3]}}
+    study = tune(setfit_config(topic_files, tiny_bert, tmp_path, **base, **{"tune.space": space, "tune.trials": 2}))
+    table = study.trials_table()
+    assert (table["state"] == "COMPLETE").all() and table["value"].between(0, 1).all()
+    run = train(setfit_config(topic_files, tiny_bert, tmp_path, **base))
+    assert "temperature" in calibrate_run(run.run_dir)
+    (explained,) = token_attributions(run.model, "the football match today", n_steps=4)
+    assert len(explained.tokens) == len(explained.scores) > 0 and explained.target in TOPICS

@@ -295,6 +295,8 @@ def _optimize(study: optuna.Study, config: Config, folder: Path, n_trials: int, 
             if "mlflow" in config.run.track and trial.user_attrs.get("run_dir"):
                 mark_pruned(trial.user_attrs["run_dir"], str(exc))
             raise
+        # the pruning callback names the run as training starts; a SetFit trial (no transformers Trainer) here
+        trial.set_user_attr("run_dir", str(Path(result.run_dir).resolve()))
         return float(result.metrics["best_metric"])
 
     # trials that ran to an end count, those of every worker on the study; failed ones (a bad combination,
