@@ -48,6 +48,11 @@ def check_setfit(config: Config, dm: TextDataModule) -> None:
             "train.method=setfit trains single-label classifiers, and this data is multi-label. "
             "Use train.method=finetune for multi-label data."
         )
+    if config.data.text_pair_column:
+        raise ConfigError(
+            f"train.method=setfit embeds single texts, and data.text_pair_column='{config.data.text_pair_column}' "
+            "makes pairs: use train.method=finetune for sentence pairs."
+        )
     if config.data.truncation != "head":
         raise ConfigError(
             f"train.method=setfit reads the first data.max_length tokens of a text (the sentence encoder's own "

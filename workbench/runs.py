@@ -372,7 +372,11 @@ def summary_markdown(run_dir: str | Path, metrics: dict) -> str:
             if train.get("padding_ratio") is not None
             else f" ({train.get('method', 'finetune')}: pairs of examples per second)"
         ),
-        f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})",
+        (
+            f"- best checkpoint: {metrics['best_checkpoint']} ({metrics['monitor']} = {metrics['best_metric']})"
+            if metrics["best_checkpoint"]
+            else f"- the final model kept (no checkpoints; validation {metrics['monitor']} = {metrics['best_metric']})"
+        ),
         f"- device: {metrics['device']}, precision: {metrics['precision']}",
         "",
     ]
