@@ -32,6 +32,8 @@ POOLING_MODES = ("cls", "mean", "attention")
 HEAD_NORMS = ("layer", "l2", "none")  # what the pooled vector passes through before the head
 TRAIN_METHODS = ("finetune", "setfit")  # train.method: fine-tuning with a loss, or SetFit (workbench.fewshot)
 SETFIT_HEADS = ("logistic", "differentiable")
+# active learning (workbench.active): how the texts to label next are picked
+QUERY_STRATEGIES = ("random", "least_confidence", "entropy", "breaking_ties", "bald", "kmeans", "coreset", "cal")
 SINGLE_LABEL_LOSSES = ("cross_entropy", "focal")
 MULTI_LABEL_LOSSES = ("bce", "focal_bce")  # cross_entropy and focal on multi-label data mean these two
 LOSSES = SINGLE_LABEL_LOSSES + MULTI_LABEL_LOSSES

@@ -15,7 +15,7 @@ ModelConfig, thresholds, text processing), ``backbone_config.json`` and the toke
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
@@ -293,9 +293,9 @@ class TextClassificationModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None and self.backbone.config.model_type not in _NO_TOKEN_TYPES:
+        if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        states = self.backbone(**inputs).last_hidden_state  # (batch, seq, hidden)
+        states = self.backbone(**self._backbone_inputs(inputs)).last_hidden_state  # (batch, seq, hidden)
         pooled = pool(states, attention_mask, self.model_config.pooling, self.attention_pool)  # (batch, hidden)
         logits = self.head(pooled)  # (batch, labels)
         output = {"logits": logits}
@@ -345,19 +345,63 @@ class TextClassificationModel(nn.Module):
         if windowed is not None:  # every window, then pooled per text
             logits = self.logits_of(windowed[0], batch_size, max_tokens).numpy()
             return torch.from_numpy(pool_windows(logits, windowed[1], self.processing.window_pooling))
+        return self._batched(
+            features, self.num_labels, lambda padded: self(**padded)["logits"], batch_size, max_tokens, lengths
+        )
+
+    @torch.no_grad()
+    def vectors_of(
+        self, features: Sequence[dict], batch_size: int = 64, dropout: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each encoded example's pooled vector ``(N, hidden)`` (what the head reads) and its logits ``(N, K)``; a
+        windowed text gets the mean of its windows' vectors and its pooled logits. ``dropout=True`` keeps dropout on:
+        each call is one Monte-Carlo draw (BALD, :mod:`workbench.active`)."""
+        windowed = window_items(features)
+        if windowed is not None:
+            vectors, logits = self.vectors_of(windowed[0], batch_size, dropout)
+            starts = np.cumsum([0, *windowed[1][:-1]])
+            means = torch.stack([vectors[s : s + n].mean(0) for s, n in zip(starts, windowed[1], strict=True)])
+            return means, torch.from_numpy(pool_windows(logits.numpy(), windowed[1], self.processing.window_pooling))
+        width = self.backbone.config.hidden_size
+
+        def both(padded: dict) -> torch.Tensor:
+            states = self.backbone(**self._backbone_inputs(padded)).last_hidden_state
+            pooled = pool(states, padded["attention_mask"], self.model_config.pooling, self.attention_pool)
+            return torch.cat([pooled, self.head(pooled)], dim=-1)
+
+        out = self._batched(features, width + self.num_labels, both, batch_size, train_mode=dropout)
+        return out[:, :width], out[:, width:]
+
+    def _backbone_inputs(self, padded: dict) -> dict:
+        inputs = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+        if "token_type_ids" in padded and self.backbone.config.model_type not in _NO_TOKEN_TYPES:
+            inputs["token_type_ids"] = padded["token_type_ids"]
+        return inputs
+
+    def _batched(
+        self,
+        features: Sequence[dict],
+        width: int,
+        run: Callable[[dict], torch.Tensor],
+        batch_size: int = 64,
+        max_tokens: int = 16384,
+        lengths: Sequence[int] | None = None,
+        train_mode: bool = False,
+    ) -> torch.Tensor:
+        """``run`` on length-sorted padded batches of ``features``, its ``(batch, width)`` rows back in order."""
         was_training = self.training
-        self.eval()
+        self.train(train_mode)
         lengths = [len(f["input_ids"]) for f in features] if lengths is None else np.asarray(lengths)
         sampler = LengthBucketedBatchSampler(
             lengths, max(max_tokens, int(np.max(lengths, initial=1))), batch_size, shuffle=False
         )
-        out = torch.empty(len(features), self.num_labels)
+        out = torch.empty(len(features), width)
         keys = [k for k in ("input_ids", "token_type_ids") if len(features) and k in features[0]]
         for batch in sampler:
             items = [features[i] for i in batch]
             padded = self.tokenizer.pad([{k: item[k] for k in keys} for item in items], return_tensors="pt")
             padded = {k: v.to(self.device) for k, v in padded.items()}
-            out[batch] = self(**padded)["logits"].float().cpu()
+            out[batch] = run(padded).float().cpu()
         self.train(was_training)
         return out
 
