@@ -1,12 +1,16 @@
 """Active learning's query strategies (workbench.active) on the tiny trained model and a pool whose informative
 texts are known: sentences that mix the positive and negative words the model learnt."""
 
+import itertools
+import json
+
 import numpy as np
 import pytest
 from conftest import NEGATIVE, POSITIVE
 
 from workbench.active import ModelClassifier, Pool, contrastive_scores, query
 from workbench.config import QUERY_STRATEGIES
+from workbench.data import TextDataModule
 from workbench.errors import ConfigError
 from workbench.models import TextClassificationModel
 
@@ -82,3 +86,97 @@ def test_bad_queries_name_the_problem(model, pool, strategy, n, message):
     _, features = pool
     with pytest.raises(ConfigError, match=message):
         query(model, features, [0, 4], [1, 0], strategy, n)
+
+
+def study_config(files, backbone, tmp_path, **overrides):
+    from workbench import load_config
+
+    return load_config(
+        None,
+        {
+            "data.train_file": files["train"],
+            "data.val_file": files["val"],
+            "data.max_length": 16,
+            "model.backbone": backbone,
+            "model.freeze_embeddings": False,
+            "train.epochs": 2,
+            "train.lr": 3e-3,
+            "active.initial": 6,
+            "active.batch": 6,
+            "active.max_labels": 18,
+            "run.root": str(tmp_path / "runs"),
+            "run.name": "study",
+            **overrides,
+        },
+    )
+
+
+@pytest.fixture
+def topic_files(tmp_path):
+    from test_fewshot import topic_rows
+
+    topic_rows(20, 0).to_csv(tmp_path / "train.csv", index=False)
+    topic_rows(10, 1).to_csv(tmp_path / "val.csv", index=False)
+    return {"train": str(tmp_path / "train.csv"), "val": str(tmp_path / "val.csv")}
+
+
+def test_simulated_rounds_grow_the_labels_and_resume_after_a_kill(topic_files, tiny_bert, tmp_path, monkeypatch):
+    import workbench.active as active
+
+    config = study_config(topic_files, tiny_bert, tmp_path)
+    calls = {"n": 0}
+    real_train = active.train
+
+    def train_then_die(*args, **kwargs):  # the second round's training is killed
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(active, "train", train_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        active.simulate(config, echo=None)
+    folder = tmp_path / "runs" / "study" / "active" / "breaking_ties" / "seed42"
+    assert [r["labels"] for r in json.loads((folder / "curve.json").read_text())["rounds"]] == [6]
+    monkeypatch.setattr(active, "train", real_train)
+    curve = active.simulate(config, echo=None)
+    rounds = curve["rounds"]
+    assert [r["labels"] for r in rounds] == [6, 12, 18] and rounds[0]["agreement"] is None
+    for before, after in itertools.pairwise(rounds):  # each round keeps every label before it
+        assert after["positions"][: before["labels"]] == before["positions"]
+        assert len(set(after["positions"])) == after["labels"] and 0.0 <= after["agreement"] <= 1.0
+    assert len(list((folder / "round_000").glob("version_*"))) == 1  # the finished round was read back, not retrained
+    again = active.simulate(study_config(topic_files, tiny_bert, tmp_path, **{"run.name": "again"}), echo=None)
+    assert [r["positions"] for r in again["rounds"]] == [r["positions"] for r in rounds]  # a seed repeats the study
+
+
+def test_kmeans_cold_start_spreads_the_first_labels(topic_files, tiny_bert, tmp_path):
+    from workbench.active import cold_start
+
+    config = study_config(topic_files, tiny_bert, tmp_path, **{"active.cold_start": "kmeans"})
+    dm = TextDataModule(config=config.data, model_name=tiny_bert).setup()
+    picked = cold_start(config, dm.train_dataset.features, 6, 0)
+    assert len(set(picked)) == 6 and list(picked) == list(cold_start(config, dm.train_dataset.features, 6, 0))
+
+
+def test_al_simulate_on_the_command_line(topic_files, tiny_bert, tmp_path, capsys):
+    from workbench.cli import main
+
+    argv = [
+        f"data.train_file={topic_files['train']}",
+        f"data.val_file={topic_files['val']}",
+        "data.max_length=16",
+        f"model.backbone={tiny_bert}",
+        "train.epochs=1",
+        "active.initial=6",
+        "active.max_labels=9",
+        "active.batch=3",
+        f"run.root={tmp_path / 'runs'}",
+    ]
+    assert main(["al", "simulate", *argv, "--strategies", "random", "entropy"]) == 0
+    out = capsys.readouterr().out
+    assert "random (seed 42)" in out and "entropy (seed 42)" in out and out.count("(validation)") == 4
+    assert main(["al", "simulate", *argv, "run.name=bad", "--strategies", "entropy", "nearest"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("workbench al: error:") and "active.strategy" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs" / "bad").exists()

@@ -20,14 +20,25 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from workbench.config import QUERY_STRATEGIES
-from workbench.errors import ConfigError
+from workbench.config import QUERY_STRATEGIES, Config
+from workbench.data import TextDataModule
+from workbench.errors import ConfigError, DataError
 from workbench.models import TextClassificationModel
+from workbench.runs import write_atomic
+from workbench.trainer import train
+
+CURVE_FILE = "curve.json"  # a simulated study's rounds: labels, scores, run folders, the labelled positions
+AGREEMENT_TEXTS = 2000  # pool texts (a seeded sample) whose predictions are compared round to round
 
 
 class Pool:
@@ -147,3 +158,164 @@ def query(
             return np.asarray(chosen, dtype=int)
     finally:
         np.random.set_state(state)
+
+
+def cold_start(config: Config, pool_features: Sequence[dict], n: int, seed: int) -> np.ndarray:
+    """The first ``n`` texts to label, before any model: a seeded random draw, or (``active.cold_start=kmeans``)
+    the text nearest each of ``n`` k-means clusters of the untrained encoder's pooled vectors."""
+    if n > len(pool_features):
+        raise ConfigError(f"active.initial={n} is more than the {len(pool_features)} texts of the pool.")
+    rng = np.random.default_rng(seed)
+    if config.active.cold_start == "random":
+        return np.sort(rng.choice(len(pool_features), n, replace=False))
+    from sklearn.cluster import KMeans
+
+    encoder = TextClassificationModel(config.model, num_classes=2, seed=seed)
+    vectors = encoder.vectors_of(pool_features)[0].numpy()
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    centres = KMeans(n_clusters=n, n_init=1, random_state=seed).fit(unit).cluster_centers_
+    chosen: list[int] = []
+    for similarity in centres @ unit.T:  # nearest text to each centre, each text once
+        order = [i for i in np.argsort(-similarity) if i not in chosen]
+        chosen.append(int(order[0]))
+    return np.sort(np.asarray(chosen))
+
+
+def _round_config(config: Config, folder: Path, train_rows: pd.DataFrame, name: str) -> Config:
+    """The round's config: trained on its labelled texts, validated and tested on the study's fixed files."""
+    train_file = folder / f"{name}.train.parquet"
+    train_rows.to_parquet(train_file)
+    data = replace(
+        config.data,
+        dataset=None,
+        train_file=str(train_file),
+        val_file=str(folder / "validation.parquet"),
+        test_file=str(folder / "test.parquet") if (folder / "test.parquet").exists() else None,
+        text_column="text",
+        label_column="label",
+        train_subset=None,
+        val_subset=None,
+        shots=None,
+    )
+    return replace(config, data=data, run=replace(config.run, root=str(folder), name=name))
+
+
+def _write_split(dataset, label_names: Sequence[str], path: Path) -> None:
+    pd.DataFrame({"text": dataset.texts, "label": [label_names[i] for i in dataset.labels]}).to_parquet(path)
+
+
+def _candidates(unlabelled: np.ndarray, pool_size: int | None, seed: int) -> np.ndarray:
+    if pool_size is None or pool_size >= len(unlabelled):
+        return unlabelled
+    return np.sort(np.random.default_rng(seed).choice(unlabelled, pool_size, replace=False))
+
+
+def _next_texts(
+    config: Config,
+    model: TextClassificationModel | None,
+    features: Sequence[dict],
+    truth: np.ndarray,
+    labelled: np.ndarray,
+    strategy: str,
+    round_number: int,
+) -> np.ndarray:
+    """The pool positions a round adds: the cold start without a model, else ``strategy``'s query among
+    ``active.pool_size`` sampled unlabelled texts (and the labelled ones, which some strategies compare with)."""
+    settings, seed = config.active, config.train.seed
+    if model is None:
+        return cold_start(config, features, settings.initial, seed)
+    round_seed = seed * 1009 + round_number
+    unlabelled = np.setdiff1d(np.arange(len(features)), labelled)
+    n = min(settings.batch, settings.max_labels - len(labelled), len(unlabelled))
+    candidates = np.concatenate([_candidates(unlabelled, settings.pool_size, round_seed), labelled])
+    chosen = query(
+        model,
+        [features[i] for i in candidates],
+        np.arange(len(candidates) - len(labelled), len(candidates)),
+        truth[labelled],
+        strategy,
+        n,
+        round_seed,
+    )
+    return candidates[chosen]
+
+
+def simulate(config: Config, strategy: str | None = None, echo: Callable[[str], None] | None = print) -> dict:
+    """The active-learning loop with the known labels as the oracle: the cold start, then rounds of training on
+    the labels so far (each round an ordinary run) and asking ``strategy`` (default ``active.strategy``) for
+    ``active.batch`` more, until ``active.max_labels`` (or ``active.stop_agreement``). The pool is the training
+    split (validation held out as training would); every round is scored on the test split (else validation), and
+    its predictions on a fixed sample of the pool are compared with the round before's (``agreement``).
+
+    Writes ``<run.root>/<run.name>/active/<strategy>/seed<train.seed>/curve.json`` after every round, and resumes
+    from it: a finished round is read back, not trained again.
+
+    Returns:
+        The curve: ``{"strategy", "seed", "rounds": [{"labels", "accuracy", "macro_f1", "run_dir", ...}]}``.
+    """
+    settings, seed = config.active, config.train.seed
+    strategy = strategy or settings.strategy
+    if strategy not in QUERY_STRATEGIES:
+        raise ConfigError(f"Unknown query strategy '{strategy}'. Choose one of: {', '.join(QUERY_STRATEGIES)}.")
+    echo = echo or (lambda line: None)
+    dm = TextDataModule(
+        config=replace(config.data, shots=None),
+        model_name=config.model.backbone,
+        trust_remote_code=config.model.trust_remote_code,
+        seed=seed,
+    ).setup()
+    if dm.multi_label:
+        raise ConfigError("Active learning here picks single-label texts; this data is multi-label.")
+    pool, names = dm.train_dataset, dm.label_names
+    if len(pool) <= settings.initial:
+        raise DataError(f"The pool has {len(pool)} texts, not more than active.initial={settings.initial}.")
+    folder = Path(config.run.root) / config.run.name / "active" / strategy / f"seed{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_split(dm.val_dataset, names, folder / "validation.parquet")
+    if dm.test_dataset is not None:
+        _write_split(dm.test_dataset, names, folder / "test.parquet")
+    curve_file = folder / CURVE_FILE
+    curve = json.loads(curve_file.read_text()) if curve_file.exists() else {"strategy": strategy, "seed": seed}
+    rounds = curve.setdefault("rounds", [])
+    truth = np.asarray(pool.labels)
+    watched = [pool.features[i] for i in _candidates(np.arange(len(pool)), AGREEMENT_TEXTS, seed)]
+    model, previous = None, None
+    if rounds:
+        model = TextClassificationModel.from_pretrained(rounds[-1]["run_dir"])
+        previous = model.logits_of(watched).argmax(1).numpy()
+        echo(f"{strategy} seed {seed}: resuming after round {len(rounds) - 1} ({rounds[-1]['labels']} labels)")
+    while True:
+        labelled = np.asarray(rounds[-1]["positions"], dtype=int) if rounds else np.empty(0, dtype=int)
+        if len(labelled) >= settings.max_labels:
+            break
+        if rounds and settings.stop_agreement and rounds[-1].get("agreement", 0.0) >= settings.stop_agreement:
+            echo(f"{strategy} seed {seed}: predictions stable ({rounds[-1]['agreement']:.4f}), stopping")
+            break
+        started = time.perf_counter()
+        picked = _next_texts(config, model, pool.features, truth, labelled, strategy, len(rounds))
+        positions = np.concatenate([labelled, picked])
+        query_seconds = time.perf_counter() - started
+        rows = pd.DataFrame({"text": [pool.texts[i] for i in positions], "label": [names[truth[i]] for i in positions]})
+        name = f"round_{len(rounds):03d}"
+        result = train(_round_config(config, folder, rows, name), label_map=dm.label_map)
+        model = result.model
+        predicted = model.logits_of(watched).argmax(1).numpy()
+        scored = result.metrics.get("test", result.metrics["validation"])
+        rounds.append(
+            {
+                "round": len(rounds),
+                "labels": len(positions),
+                "accuracy": scored["accuracy"],
+                "macro_f1": scored["macro_f1"],
+                "scored_on": "test" if "test" in result.metrics else "validation",
+                "agreement": None if previous is None else float((predicted == previous).mean()),
+                "query_seconds": query_seconds,
+                "train_seconds": result.metrics["train"]["runtime_s"],
+                "run_dir": str(result.run_dir),
+                "positions": [int(i) for i in positions],
+            }
+        )
+        previous = predicted
+        write_atomic(curve_file, json.dumps(curve, indent=2))
+        echo(f"{strategy} seed {seed}: {len(positions)} labels, accuracy {scored['accuracy']:.4f}")
+    return curve

@@ -198,6 +198,24 @@ def _cv(args) -> int:
     return 0
 
 
+def _al_simulate(args) -> int:
+    from workbench.active import simulate
+    from workbench.config import load_config
+
+    # argparse gives --strategies every word after it; dotted overrides (key=value) among them are overrides
+    overrides = list(args.overrides) + [s for s in args.strategies or [] if "=" in s]
+    config = load_config(args.config, overrides)
+    strategies = [s for s in args.strategies or [] if "=" not in s] or [config.active.strategy]
+    for strategy in strategies:  # every name is checked before the first study starts
+        load_config(args.config, [*overrides, f"active.strategy={strategy}"])
+    for strategy in strategies:
+        curve = simulate(config, strategy)
+        print(f"{strategy} (seed {curve['seed']}): labels -> accuracy")
+        for point in curve["rounds"]:
+            print(f"  {point['labels']:5d}  {point['accuracy']:.4f}  ({point['scored_on']})")
+    return 0
+
+
 def _augment(args) -> int:
     from workbench.config import load_config
     from workbench.data import TextDataModule
@@ -542,6 +560,16 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
     cv.set_defaults(func=_cv)
+
+    active = sub.add_parser("al", help="active learning: which texts to label next")
+    active_commands = active.add_subparsers(dest="al_command", required=True)
+    simulate = with_config(
+        active_commands.add_parser(
+            "simulate", help="the loop with the known labels as the oracle: a learning curve per query strategy"
+        )
+    )
+    simulate.add_argument("--strategies", nargs="+", help="query strategies to compare (default: active.strategy)")
+    simulate.set_defaults(func=_al_simulate)
 
     augment = with_config(sub.add_parser("augment", help="write the augmented training set of an epoch for inspection"))
     augment.add_argument("--out", required=True, help="the .csv, .tsv or .jsonl file to write")

@@ -34,6 +34,7 @@ TRAIN_METHODS = ("finetune", "setfit")  # train.method: fine-tuning with a loss,
 SETFIT_HEADS = ("logistic", "differentiable")
 # active learning (workbench.active): how the texts to label next are picked
 QUERY_STRATEGIES = ("random", "least_confidence", "entropy", "breaking_ties", "bald", "kmeans", "coreset", "cal")
+COLD_STARTS = ("random", "kmeans")  # the first labels: a seeded random draw, or one text per k-means cluster
 SINGLE_LABEL_LOSSES = ("cross_entropy", "focal")
 MULTI_LABEL_LOSSES = ("bce", "focal_bce")  # cross_entropy and focal on multi-label data mean these two
 LOSSES = SINGLE_LABEL_LOSSES + MULTI_LABEL_LOSSES
@@ -659,6 +660,49 @@ class SetFitConfig:
 
 
 @dataclass
+class ActiveConfig:
+    """Active learning (``workbench al``): rounds of training on the labels so far and asking for the next ones."""
+
+    strategy: str = _help(
+        "How the next texts are picked: random, least_confidence, entropy, breaking_ties, bald (Monte-Carlo "
+        "dropout), kmeans (one per cluster of the pooled vectors), coreset or cal (contrastive).",
+        "breaking_ties",
+    )
+    batch: int = _help("Texts asked for in each round.", 20)
+    initial: int = _help("Labels of the cold start, before any model exists.", 20)
+    cold_start: str = _help(
+        "How the first texts are picked: random (a seeded draw) or kmeans (one text nearest each of `initial` "
+        "k-means clusters of the untrained encoder's vectors: diverse).",
+        "random",
+    )
+    max_labels: int = _help("The loop stops when this many texts are labelled.", 500)
+    pool_size: int | None = _help(
+        "Score at most this many unlabelled texts a round (a seeded sample, drawn afresh each round); None: all.",
+        None,
+    )
+    stop_agreement: float | None = _help(
+        "Stop early once this share of the pool is predicted as in the round before (stabilising predictions, "
+        "e.g. 0.99); None: run to max_labels.",
+        None,
+    )
+
+    def __post_init__(self):
+        _require_choice("active", "strategy", self.strategy, QUERY_STRATEGIES)
+        _require_choice("active", "cold_start", self.cold_start, COLD_STARTS)
+        _require(self.batch >= 1, f"active.batch={self.batch} must be at least 1.")
+        _require(self.initial >= 1, f"active.initial={self.initial} must be at least 1.")
+        _require(
+            self.max_labels >= self.initial,
+            f"active.max_labels={self.max_labels} must be at least active.initial={self.initial}.",
+        )
+        _require(self.pool_size is None or self.pool_size >= 1, f"active.pool_size={self.pool_size} must be positive.")
+        _require(
+            self.stop_agreement is None or 0.0 < self.stop_agreement <= 1.0,
+            f"active.stop_agreement={self.stop_agreement} must be in (0, 1].",
+        )
+
+
+@dataclass
 class Config:
     """The root of the configuration tree."""
 
@@ -670,6 +714,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     setfit: SetFitConfig = field(default_factory=SetFitConfig)
+    active: ActiveConfig = field(default_factory=ActiveConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -796,7 +841,17 @@ def check_options(owner: str, options: typing.Iterable[str], section: type) -> N
 
 
 def _validate(cfg: Config) -> None:
-    for section in (cfg.data, cfg.model, cfg.train, cfg.run, cfg.tune, cfg.augment, cfg.distill, cfg.setfit):
+    for section in (
+        cfg.data,
+        cfg.model,
+        cfg.train,
+        cfg.run,
+        cfg.tune,
+        cfg.augment,
+        cfg.distill,
+        cfg.setfit,
+        cfg.active,
+    ):
         section.__post_init__()
     check_search_space(cfg.tune.space)
 
