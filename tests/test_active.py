@@ -180,3 +180,72 @@ def test_al_simulate_on_the_command_line(topic_files, tiny_bert, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("workbench al: error:") and "active.strategy" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_label_rounds_on_the_command_line(topic_files, tiny_bert, tmp_path, capsys):
+    """The cold start writes texts to label; labelling them and running again trains a round and asks for more."""
+    import pandas as pd
+
+    from workbench.cli import main
+
+    pool = pd.read_csv(topic_files["train"])
+    pool[["text"]].to_csv(tmp_path / "pool.csv", index=False)
+    truth = dict(zip(pool["text"], pool["label"], strict=False))
+    argv = [
+        "label",
+        "--pool",
+        str(tmp_path / "pool.csv"),
+        "--labels",
+        str(tmp_path / "labels.jsonl"),
+        "--out",
+        str(tmp_path / "next.csv"),
+        f"model.backbone={tiny_bert}",
+        "data.max_length=16",
+        "train.epochs=1",
+        "active.labels=[sport,money,food]",
+        "active.initial=9",
+        "active.batch=4",
+        f"run.root={tmp_path / 'runs'}",
+    ]
+    assert main(argv) == 0 and "cold start" in capsys.readouterr().out
+    first = pd.read_csv(tmp_path / "next.csv")
+    assert len(first) == 9
+    with open(tmp_path / "labels.jsonl", "a") as labels:  # what the labeller writes, one line a click
+        for text in first["text"]:
+            labels.write(json.dumps({"text": text, "label": truth[text]}) + "\n")
+    assert main(argv) == 0 and "trained on 9 labels" in capsys.readouterr().out
+    asked = pd.read_csv(tmp_path / "next.csv")
+    assert len(asked) == 4 and not set(asked["text"]) & set(first["text"])
+    assert set(asked["guess"]) <= {"sport", "money", "food"} and asked["confidence"].is_monotonic_increasing
+
+
+@pytest.mark.parametrize("case", ["unknown_label", "unknown_text", "empty_pool", "batch_too_big", "strategy"])
+def test_bad_label_input_is_one_line_and_exit_2(case, topic_files, tiny_bert, tmp_path, capsys):
+    import pandas as pd
+
+    from workbench.cli import main
+
+    pool = pd.read_csv(topic_files["train"])[["text"]]
+    pool.to_csv(tmp_path / "pool.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    labels = tmp_path / "labels.jsonl"
+    line = {"text": pool["text"][0], "label": "sport"}
+    if case == "unknown_label":
+        line["label"] = "weather"
+    if case == "unknown_text":
+        line["text"] = "a text nobody put in the pool"
+    labels.write_text(json.dumps(line) + "\n")
+    argv = {
+        "unknown_label": ([], "label 'weather' is not one of active.labels"),
+        "unknown_text": ([], "is not in the pool"),
+        "empty_pool": (["--pool", str(tmp_path / "empty.csv")], "empty.csv"),
+        "batch_too_big": (["active.batch=500"], "active.batch=500 is more than the 59 unlabelled texts"),
+        "strategy": (["active.strategy=nearest"], "active.strategy"),
+    }
+    extra, expected = argv[case]
+    command = ["label", "--pool", str(tmp_path / "pool.csv"), "--labels", str(labels), *extra]
+    command += [f"model.backbone={tiny_bert}", "active.labels=[sport,money,food]", "run.name=bad"]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("workbench label: error:") and expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "runs" / "bad").exists()

@@ -32,7 +32,9 @@ import torch
 
 from workbench.config import QUERY_STRATEGIES, Config
 from workbench.data import TextDataModule
+from workbench.datafiles import read_table
 from workbench.errors import ConfigError, DataError
+from workbench.labels import LabelMap
 from workbench.models import TextClassificationModel
 from workbench.runs import write_atomic
 from workbench.trainer import train
@@ -319,3 +321,98 @@ def simulate(config: Config, strategy: str | None = None, echo: Callable[[str], 
         write_atomic(curve_file, json.dumps(curve, indent=2))
         echo(f"{strategy} seed {seed}: {len(positions)} labels, accuracy {scored['accuracy']:.4f}")
     return curve
+
+
+# -- a person labels: the labels file and one round from the command line (workbench label) ----------------
+
+
+def read_labels(path: str | Path, pool_texts: Sequence[str], label_names: Sequence[str]) -> dict[str, str]:
+    """The labels given so far: text -> label, from a table with ``text`` and ``label`` columns (the labeller
+    appends one JSON line per click; a later line for the same text replaces the earlier). A missing or empty file
+    is no labels yet. A label outside ``label_names`` or a text not in the pool is a DataError naming the row."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    table = read_table(path)
+    missing = [c for c in ("text", "label") if c not in table.columns]
+    if missing:
+        raise DataError(f"{path} has no column {missing[0]!r}: a labels file has the columns text and label.")
+    known, labels = set(pool_texts), set(label_names)
+    given: dict[str, str] = {}
+    for text, label, row in zip(table["text"], table["label"], table["_row"], strict=True):
+        if str(label) not in labels:
+            raise DataError(
+                f"{path}, row {row}: label {label!r} is not one of active.labels ({', '.join(label_names)}). "
+                "Fix the row, or add the label to active.labels."
+            )
+        if text not in known:
+            raise DataError(f"{path}, row {row}: the text {str(text)[:60]!r} is not in the pool. Remove the row.")
+        given[text] = str(label)
+    return given
+
+
+def label_round(config: Config, pool_file: str | Path, labels_file: str | Path, out: str | Path) -> dict:
+    """One round of ``workbench label``: train on the labels file (no training before the first labels: the cold
+    start), then write the ``active.batch`` pool texts to label next to ``out`` (text, the model's guess and its
+    confidence), least confident first.
+
+    Returns:
+        ``{"labels": given so far, "asked": texts written, "run_dir": the round's run or None}``.
+    """
+    settings = config.active
+    if len(settings.labels) < 2:
+        raise ConfigError(f"active.labels={settings.labels}: name the two or more labels a person chooses from.")
+    pool = read_table(pool_file)
+    column = config.data.text_column
+    if column not in pool.columns:
+        raise DataError(
+            f"{pool_file} has no column {column!r} (data.text_column). Its columns: {', '.join(pool.columns)}."
+        )
+    texts = list(dict.fromkeys(str(t) for t in pool[column]))  # each text once, in file order
+    given = read_labels(labels_file, texts, settings.labels)
+    unlabelled = [t for t in texts if t not in given]
+    n = settings.batch if given else settings.initial
+    if n > len(unlabelled):
+        raise ConfigError(
+            f"active.{'batch' if given else 'initial'}={n} is more than the {len(unlabelled)} unlabelled texts of "
+            f"{pool_file}. Ask for fewer."
+        )
+    label_map = LabelMap(settings.labels)
+    if not given:
+        dm = TextDataModule(config=config.data, model_name=config.model.backbone)
+        picked = cold_start(config, dm.processor.encode(texts), n, config.train.seed)
+        asked = pd.DataFrame({"text": [texts[i] for i in picked], "guess": None, "confidence": None})
+        run_dir = None
+    else:
+        folder = Path(config.run.root) / config.run.name / "rounds"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"round_{len(list(folder.glob('round_*.train.parquet'))):03d}"
+        rows = pd.DataFrame({"text": list(given), "label": list(given.values())})
+        round_config = _round_config(config, folder, rows, name)
+        round_config.data.val_file = config.data.val_file  # a labelled validation file, else 10% held out
+        round_config.data.test_file = config.data.test_file
+        result = train(round_config, label_map=label_map)
+        model, run_dir = result.model, str(result.run_dir)
+        features = model.processor().encode(texts)
+        positions = {t: i for i, t in enumerate(texts)}
+        labelled = [positions[t] for t in given]
+        chosen = query(
+            model,
+            features,
+            labelled,
+            [label_map.index[given[texts[i]]] for i in labelled],
+            settings.strategy,
+            n,
+            config.train.seed + len(given),
+        )
+        proba = model.predict_proba([texts[i] for i in chosen])
+        asked = pd.DataFrame(
+            {
+                "text": [texts[i] for i in chosen],
+                "guess": [model.label_names[k] for k in proba.argmax(1)],
+                "confidence": proba.max(1),
+            }
+        ).sort_values("confidence", kind="stable")
+    out = Path(out)
+    write_atomic(out, asked.to_csv(index=False))
+    return {"labels": len(given), "asked": len(asked), "run_dir": run_dir}

@@ -198,6 +198,18 @@ def _cv(args) -> int:
     return 0
 
 
+def _label(args) -> int:
+    from workbench.active import label_round
+    from workbench.config import load_config
+
+    done = label_round(load_config(args.config, args.overrides), args.pool, args.labels, args.out)
+    trained = (
+        f"trained on {done['labels']} labels ({done['run_dir']})" if done["run_dir"] else "cold start, no model yet"
+    )
+    print(f"{trained}; {done['asked']} texts to label next: {args.out}")
+    return 0
+
+
 def _al_simulate(args) -> int:
     from workbench.active import simulate
     from workbench.config import load_config
@@ -560,6 +572,18 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
     cv.set_defaults(func=_cv)
+
+    label = with_config(
+        sub.add_parser(
+            "label", help="one active-learning round: train on the labels so far, write the texts to label next"
+        )
+    )
+    label.add_argument("--pool", required=True, help="the unlabelled texts (data.text_column), any table format")
+    label.add_argument(
+        "--labels", required=True, help="the labels so far: a table with text and label (may not exist yet)"
+    )
+    label.add_argument("--out", default="to_label.csv", help="where the next texts go (text, guess, confidence)")
+    label.set_defaults(func=_label)
 
     active = sub.add_parser("al", help="active learning: which texts to label next")
     active_commands = active.add_subparsers(dest="al_command", required=True)

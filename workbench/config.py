@@ -680,6 +680,12 @@ class ActiveConfig:
         "Score at most this many unlabelled texts a round (a seeded sample, drawn afresh each round); None: all.",
         None,
     )
+    labels: list[str] = _help(
+        "The labels a person chooses from (workbench label, the labeller widget); a labels file naming another is "
+        "refused.",
+        None,
+        list,
+    )
     stop_agreement: float | None = _help(
         "Stop early once this share of the pool is predicted as in the round before (stabilising predictions, "
         "e.g. 0.99); None: run to max_labels.",
@@ -687,6 +693,8 @@ class ActiveConfig:
     )
 
     def __post_init__(self):
+        self.labels = [str(label) for label in self.labels]
+        _require(len(set(self.labels)) == len(self.labels), f"active.labels={self.labels} names a label twice.")
         _require_choice("active", "strategy", self.strategy, QUERY_STRATEGIES)
         _require_choice("active", "cold_start", self.cold_start, COLD_STARTS)
         _require(self.batch >= 1, f"active.batch={self.batch} must be at least 1.")
