@@ -54,3 +54,38 @@ def test_static_html_and_highlighting(table, tiny_bert):
     assert "rgba(" in inspector.view.value
     with pytest.raises(WorkbenchError, match="lacks"):
         errors_html(table.drop(columns=["loss"]))
+
+
+def test_labeller_writes_each_click_at_once_and_undo_removes_it(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from workbench.widgets import Labeller
+
+    queue = pd.DataFrame({"text": ["goal in extra time", "shares fell", "a cheese soup"], "guess": ["sport"] * 3})
+    queue["confidence"] = [0.9, 0.4, 0.5]
+    labels_file = tmp_path / "labels.jsonl"
+    rounds = pd.DataFrame({"strategy": ["breaking_ties"] * 2, "seed": [0, 0], "labels": [3, 6], "accuracy": [0.5, 0.7]})
+    asked = []
+    labeller = Labeller(
+        queue,
+        ["sport", "money", "food"],
+        labels_file,
+        retrain=lambda: asked.append(True) or (pd.DataFrame({"text": ["rain again"]}), rounds),
+    )
+    read = lambda: [json.loads(line) for line in labels_file.read_text().splitlines()]
+    assert "goal in extra time" in labeller.view.value and "sport (90%)" in labeller.view.value
+    labeller.label_buttons[0].click()  # sport
+    assert read() == [{"text": "goal in extra time", "label": "sport"}]  # on disk before anything else happens
+    labeller.skip_button.click()
+    labeller.label_buttons[2].click()  # food
+    assert [r["label"] for r in read()] == ["sport", "food"] and "3 of 3 · 2 labelled" in labeller.progress.value
+    assert all(b.disabled for b in labeller.label_buttons)  # the batch is done
+    labeller.undo_button.click()  # back to the soup: its label is gone from the file
+    assert read() == [{"text": "goal in extra time", "label": "sport"}] and "cheese soup" in labeller.view.value
+    labeller.undo_button.click()  # back over the skipped text: the file keeps its one label
+    assert len(read()) == 1 and "shares fell" in labeller.view.value
+    labeller.retrain_button.click()
+    assert asked == [True] and "rain again" in labeller.view.value and "no model yet" in labeller.view.value
+    assert labeller.curve.value.startswith("<img src='data:image/png;base64,")  # the learning curve, drawn

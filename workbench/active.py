@@ -40,6 +40,7 @@ from workbench.runs import write_atomic
 from workbench.trainer import train
 
 CURVE_FILE = "curve.json"  # a simulated study's rounds: labels, scores, run folders, the labelled positions
+HISTORY_FILE = "history.json"  # workbench label's rounds: labels given, validation scores, run folders
 AGREEMENT_TEXTS = 2000  # pool texts (a seeded sample) whose predictions are compared round to round
 
 
@@ -413,6 +414,32 @@ def label_round(config: Config, pool_file: str | Path, labels_file: str | Path, 
                 "confidence": proba.max(1),
             }
         ).sort_values("confidence", kind="stable")
+        history = _history(folder)
+        history.append(
+            {
+                "round": len(history),
+                "labels": len(given),
+                "accuracy": result.metrics["validation"]["accuracy"],
+                "macro_f1": result.metrics["validation"]["macro_f1"],
+                "run_dir": run_dir,
+            }
+        )
+        write_atomic(folder / HISTORY_FILE, json.dumps(history, indent=2))
     out = Path(out)
     write_atomic(out, asked.to_csv(index=False))
     return {"labels": len(given), "asked": len(asked), "run_dir": run_dir}
+
+
+def _history(folder: Path) -> list[dict]:
+    path = folder / HISTORY_FILE
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def next_batch(config: Config, pool_file: str | Path, labels_file: str | Path, out: str | Path) -> tuple:
+    """:func:`label_round`, then what the labeller shows: the texts to label next (text, guess, confidence) and
+    the rounds so far (``strategy``, ``seed``, ``labels``, ``accuracy`` on validation), for
+    :func:`workbench.plots.active_curve_figure`."""
+    label_round(config, pool_file, labels_file, out)
+    history = pd.DataFrame(_history(Path(config.run.root) / config.run.name / "rounds"))
+    history = history.assign(strategy=config.active.strategy, seed=config.train.seed) if len(history) else history
+    return pd.read_csv(out), history

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,29 @@ def parse_multi_label(cell: Any, delimiter: str, where: str) -> list[str]:
             raise DataError(f"{where}: the labels {text!r} must be a list.")
         return [label_text(x) for x in value if label_text(x)]
     return [part.strip() for part in text.split(delimiter) if part.strip()]
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    """Append ``record`` to a JSON-lines file as one line, flushed to disk before returning: a process killed right
+    after loses nothing (the labeller writes each click this way)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def drop_last_record(path: str | Path) -> dict | None:
+    """Remove the last line of a JSON-lines file (rewritten to a temporary name, then renamed) and return it; None
+    when the file is missing or empty."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return None
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text("".join(line + "\n" for line in lines[:-1]), encoding="utf-8")
+    os.replace(partial, path)
+    return json.loads(lines[-1])

@@ -399,6 +399,27 @@ def shots_figure(runs: pd.DataFrame, metric: str = "accuracy") -> Figure:
     return fig
 
 
+def active_curve_figure(points: pd.DataFrame, metric: str = "accuracy") -> Figure:
+    """Active-learning curves: ``metric`` against the labels given, one line per strategy (the mean over seeds,
+    a band of one standard deviation).
+
+    Args:
+        points: one row per round with the columns ``strategy``, ``seed``, ``labels`` and ``metric``.
+    """
+    _check_columns(points, ["strategy", "seed", "labels", metric], "active_curve_figure")
+    fig, ax = _figure(7.5, 4.2)
+    for index, (strategy, rows) in enumerate(points.groupby("strategy", sort=True)):
+        stats = rows.groupby("labels")[metric].agg(["mean", "std"]).fillna(0.0)
+        color = f"C{index}"
+        ax.plot(stats.index, stats["mean"], marker=".", color=color, label=strategy)
+        ax.fill_between(
+            stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.15
+        )
+    ax.set(xlabel="labelled texts", ylabel=metric, title=f"{metric} against labels")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 # -- hyperparameter search (workbench.tune): figures of a study's trials table ---------------------
 # Optuna's own matplotlib plots draw through pyplot's global state and return Axes; these take the plain
 # trials table (:meth:`workbench.tune.TuneResult.trials_table`) like every figure here.

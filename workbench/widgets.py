@@ -1,4 +1,5 @@
-"""The error inspector: an ipywidgets view of an error table for JupyterLab, and its static HTML twin.
+"""The error inspector: an ipywidgets view of an error table for JupyterLab, and its static HTML twin; the
+active-learning labeller (:class:`Labeller`).
 
 :class:`ErrorInspector` filters by true and predicted class, sorts by loss, confidence or length, pages
 through examples, shows each text with its tokens coloured by attribution (when given a highlighter such
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench.datafiles import append_record, drop_last_record
 from workbench.errors import WorkbenchError
 from workbench.explain import token_attributions, tokens_html
 
@@ -164,6 +166,133 @@ class ErrorInspector:
         self.selection().to_csv(target)
         self.status.value = f"wrote {len(self.selection())} rows to {target}"
         return target
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+# -- active learning: the labeller ------------------------------------------------------------------------------
+
+
+class Labeller:
+    """Label texts one at a time in JupyterLab: the text, the model's guess and confidence, a button per label,
+    skip, undo, progress, and a retrain button that asks ``retrain`` for the next texts and the learning curve.
+
+    Every click is appended to ``labels_file`` at once (:func:`workbench.datafiles.append_record`, flushed to
+    disk), so a killed kernel loses no label; undo removes the file's last line.
+
+    Args:
+        queue: the texts to label: ``text`` and, when a model exists, ``guess`` and ``confidence``.
+        labels: the label names, one button each.
+        labels_file: the JSON-lines labels file (``text``, ``label``) that ``workbench label`` reads.
+        retrain: called by the retrain button; returns the next queue and the rounds so far (a table for
+            :func:`workbench.plots.active_curve_figure`), e.g.
+            ``partial(active.next_batch, config, pool, labels, out)``.
+
+    Example:
+        >>> Labeller(queue, ["sport", "money"], "labels.jsonl", retrain=next_texts)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        queue: pd.DataFrame,
+        labels: list[str],
+        labels_file: str | Path,
+        retrain: Callable[[], tuple[pd.DataFrame, pd.DataFrame]] | None = None,
+    ):
+        import ipywidgets as w
+
+        if "text" not in queue.columns:
+            raise WorkbenchError("Labeller needs a queue with a 'text' column (the texts to label).")
+        self.labels, self.labels_file, self.retrain_with = list(labels), Path(labels_file), retrain
+        self.queue, self.position, self.done = queue.reset_index(drop=True), 0, []  # done: (text, label or None)
+        self.view, self.progress, self.status = w.HTML(), w.Label(), w.Label()
+        self.label_buttons = [w.Button(description=label, button_style="primary") for label in self.labels]
+        for button, label in zip(self.label_buttons, self.labels, strict=True):
+            button.on_click(lambda _, chosen=label: self.choose(chosen))
+        self.skip_button, self.undo_button = w.Button(description="skip"), w.Button(description="undo")
+        self.retrain_button = w.Button(description="retrain", button_style="success", disabled=retrain is None)
+        self.skip_button.on_click(lambda _: self.skip())
+        self.undo_button.on_click(lambda _: self.undo())
+        self.retrain_button.on_click(lambda _: self.retrain())
+        self.curve = w.HTML()  # the learning curve as an inline PNG
+        self.widget = w.VBox(
+            [
+                self.progress,
+                self.view,
+                w.HBox(self.label_buttons),
+                w.HBox([self.skip_button, self.undo_button, self.retrain_button, self.status]),
+                self.curve,
+            ]
+        )
+        self.render()
+
+    @property
+    def current(self) -> pd.Series | None:
+        return self.queue.iloc[self.position] if self.position < len(self.queue) else None
+
+    def choose(self, label: str) -> None:
+        """Label the current text ``label`` (written to the labels file at once) and show the next."""
+        if self.current is None:
+            return
+        append_record(self.labels_file, {"text": self.current["text"], "label": label})
+        self.done.append((self.current["text"], label))
+        self.position += 1
+        self.render()
+
+    def skip(self) -> None:
+        if self.current is not None:
+            self.done.append((self.current["text"], None))
+            self.position += 1
+            self.render()
+
+    def undo(self) -> None:
+        """Go back one text; a label given to it is removed from the labels file."""
+        if not self.done:
+            return
+        _, label = self.done.pop()
+        if label is not None:
+            drop_last_record(self.labels_file)
+        self.position -= 1
+        self.render()
+
+    def retrain(self) -> None:
+        """Ask ``retrain`` for the next texts and the rounds so far; redraw the learning curve."""
+        import base64
+        import io
+
+        from workbench.plots import active_curve_figure
+
+        self.status.value = "training ..."
+        queue, rounds = self.retrain_with()
+        self.queue, self.position, self.done = queue.reset_index(drop=True), 0, []
+        self.status.value = f"retrained: {len(self.queue)} new texts"
+        if len(rounds):
+            image = io.BytesIO()
+            active_curve_figure(rounds).savefig(image, format="png", dpi=80)
+            self.curve.value = f"<img src='data:image/png;base64,{base64.b64encode(image.getvalue()).decode()}'/>"
+        self.render()
+
+    def render(self) -> None:
+        labelled = sum(label is not None for _, label in self.done)
+        self.progress.value = f"{min(self.position + 1, len(self.queue))} of {len(self.queue)} · {labelled} labelled"
+        row = self.current
+        finished = row is None
+        for button in (*self.label_buttons, self.skip_button):
+            button.disabled = finished
+        self.undo_button.disabled = not self.done
+        if finished:
+            self.view.value = "<p>All texts of this batch done: retrain for the next.</p>"
+            return
+        guess = row.get("guess")
+        hint = (
+            f"<p style='color:#555'>model: {html.escape(str(guess))} ({float(row['confidence']):.0%})</p>"
+            if isinstance(guess, str)
+            else "<p style='color:#555'>no model yet</p>"
+        )
+        self.view.value = f"<div style='font-size:1.1em;padding:6px 0'>{html.escape(str(row['text']))}</div>{hint}"
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
