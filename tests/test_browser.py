@@ -50,10 +50,10 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     index = tiny_reports / "reports" / "index.html"
     page.goto(index.as_uri())
     rows = page.locator("table#reports tbody tr")
-    assert rows.count() == 17
-    assert page.locator(".status.ok").count() == 17
+    assert rows.count() == 18
+    assert page.locator(".status.ok").count() == 18
     hrefs = page.eval_on_selector_all("table#reports a", "links => links.map(a => a.href)")
-    assert len(hrefs) == 34  # an HTML page and the notebook for each row
+    assert len(hrefs) == 36  # an HTML page and the notebook for each row
     for href in hrefs:
         assert Path(urllib.request.url2pathname(href.removeprefix("file://"))).is_file(), href
     page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
@@ -96,7 +96,7 @@ def test_every_report_page_works_offline(browser, tiny_reports, tmp_path):
         "**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:")) else route.abort()
     )
     pages = sorted((tiny_reports / "reports").rglob("*.html"))
-    assert len(pages) >= 18  # the index, 17 notebook reports, and the pages they wrote (attention views)
+    assert len(pages) >= 19  # the index, 18 notebook reports, and the pages they wrote (attention views)
     views = 0
     for report in pages:
         page.goto(report.as_uri())

@@ -443,3 +443,38 @@ def next_batch(config: Config, pool_file: str | Path, labels_file: str | Path, o
     history = pd.DataFrame(_history(Path(config.run.root) / config.run.name / "rounds"))
     history = history.assign(strategy=config.active.strategy, seed=config.train.seed) if len(history) else history
     return pd.read_csv(out), history
+
+
+def curve_points(curves: Sequence[dict]) -> pd.DataFrame:
+    """The rounds of :func:`simulate`'s curves as one table: strategy, seed, labels, accuracy, macro_f1."""
+    return pd.DataFrame(
+        [
+            {"strategy": c["strategy"], "seed": c["seed"], **{k: r[k] for k in ("labels", "accuracy", "macro_f1")}}
+            for c in curves
+            for r in c["rounds"]
+        ]
+    )
+
+
+def curve_table(points: pd.DataFrame, target: float | None = None) -> pd.DataFrame:
+    """Per strategy, over its seeds: the last round's accuracy, the area under the learning curve (the mean
+    accuracy over the labels range, trapezoids), and the labels the mean curve first reaches ``target`` with (None
+    when it never does)."""
+    rows = []
+    for strategy, group in points.groupby("strategy", sort=True):
+        mean = group.groupby("labels")["accuracy"].mean()
+        labels, accuracy = mean.index.to_numpy(dtype=float), mean.to_numpy()
+        span = labels[-1] - labels[0]
+        area = float(np.trapezoid(accuracy, labels) / span) if span else float(accuracy[-1])
+        reached = labels[accuracy >= target] if target is not None else []
+        rows.append(
+            {
+                "strategy": strategy,
+                "seeds": group["seed"].nunique(),
+                "final_labels": int(labels[-1]),
+                "final_accuracy": float(accuracy[-1]),
+                "area_under_curve": area,
+                "labels_to_target": int(reached[0]) if len(reached) else None,
+            }
+        )
+    return pd.DataFrame(rows).set_index("strategy")
