@@ -5,6 +5,7 @@ is unreachable here). `.ci/run` installs Chromium (a missing one fails there); e
 it. Screenshots go to the test's output folder, whose path is printed.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -115,7 +116,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
+@contextlib.contextmanager
+def jupyterlab(tmp_path, root_dir: Path):
+    """A JupyterLab server on 127.0.0.1 serving ``root_dir``; yields its base URL's (port, token)."""
     port, token = _free_port(), "workbench-test"
     env = {
         **os.environ,
@@ -133,7 +136,7 @@ def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
             f"--ServerApp.port={port}",
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={REPO}",
+            f"--ServerApp.root_dir={root_dir}",
             *(["--allow-root"] if os.geteuid() == 0 else []),
         ],
         env=env,
@@ -152,6 +155,19 @@ def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-2000:])
                 time.sleep(0.5)
+        yield port, token
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:  # a kernel it started can hold shutdown up
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)
+
+
+def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
+    with jupyterlab(tmp_path, REPO) as (port, token):
         page = watched_page(browser, [])
         page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/02_train.ipynb?token={token}")
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
@@ -167,14 +183,84 @@ def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
         assert "@jupyter-widgets/jupyterlab-manager" in extensions  # ipywidgets render in JupyterLab 4
         page.screenshot(path=str(tmp_path / "jupyterlab_02_train.png"))
         print(f"screenshot: {tmp_path / 'jupyterlab_02_train.png'}")
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:  # a kernel it started can hold shutdown up
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
+
+
+def _run_all(page, restart: bool = False) -> None:
+    """JupyterLab's Run menu: run every cell (after restarting the kernel when ``restart``)."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Kernel" if restart else "Run").click()
+    label = "Restart Kernel and Run All Cells…" if restart else "Run All Cells"
+    page.locator(".lm-Menu-itemLabel", has_text=label).first.click()
+    if restart:
+        page.locator(".jp-Dialog-button", has_text="Confirm").or_(
+            page.locator(".jp-Dialog-button.jp-mod-accept")
+        ).first.click()
+
+
+def test_the_labeller_saves_clicks_retrains_and_keeps_labels_over_a_kernel_restart(browser, tiny_bert, tmp_path):
+    """Notebook 14's labeller in JupyterLab: Playwright clicks two labels, retrains, restarts the kernel, and the
+    labels are still there (in the file, and read back by the notebook)."""
+    import nbformat
+    import pandas as pd
+    from test_fewshot import topic_rows
+
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    pool = topic_rows(8, 0)
+    pool[["text"]].to_csv(folder / "pool.csv", index=False)
+    labels_file = folder / "labels.jsonl"
+    settings = {
+        "model.backbone": tiny_bert,
+        "data.max_length": 16,
+        "train.epochs": 1,
+        "active.labels": ["sport", "money", "food"],
+        "active.initial": 4,
+        "active.batch": 3,
+        "run.root": str(folder / "runs"),
+    }
+    notebook = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
+    )
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "from functools import partial\n"
+            "from workbench import active, widgets\n"
+            "from workbench.config import load_config\n"
+            f"config = load_config(None, {settings!r})\n"
+            f"retrain = partial(active.next_batch, config, {str(folder / 'pool.csv')!r}, {str(labels_file)!r}, "
+            f"{str(folder / 'next.csv')!r})\n"
+            "queue, _ = retrain()\n"
+            f"labeller = widgets.Labeller(queue, config.active.labels, {str(labels_file)!r}, retrain=retrain)\n"
+            "labeller"
+        ),
+        nbformat.v4.new_code_cell(
+            f"import pandas as pd\ntexts = pd.read_csv({str(folder / 'pool.csv')!r})['text']\n"
+            f"print('labels kept:', len(active.read_labels({str(labels_file)!r}, texts, config.active.labels)))"
+        ),
+    ]
+    nbformat.write(notebook, folder / "labeller.ipynb")
+    with jupyterlab(tmp_path, folder) as (port, token):
+        page = watched_page(browser, [])
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/labeller.ipynb?token={token}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
+        _run_all(page)
+        panel = page.locator(".jp-NotebookPanel:visible")
+        panel.locator("button", has_text="sport").wait_for(timeout=120_000)  # the widget rendered
+        expect(panel.locator(".jp-OutputArea-output", has_text="labels kept: 0")).to_be_visible(timeout=60_000)
+        panel.locator("button", has_text="sport").click()
+        panel.locator("button", has_text="money").click()
+        deadline = time.monotonic() + 30
+        while len(labels_file.read_text().splitlines()) < 2 if labels_file.exists() else True:
+            assert time.monotonic() < deadline, "the clicks did not reach the labels file"
+            time.sleep(0.3)
+        clicked = [json.loads(line)["label"] for line in labels_file.read_text().splitlines()]
+        assert clicked == ["sport", "money"]
+        panel.locator("button", has_text="retrain").click()
+        expect(panel.locator(".widget-label", has_text="retrained: 3 new texts")).to_be_visible(timeout=120_000)
+        page.screenshot(path=str(tmp_path / "labeller.png"))
+        _run_all(page, restart=True)
+        expect(panel.locator(".jp-OutputArea-output", has_text="labels kept: 2")).to_be_visible(timeout=120_000)
+    assert [json.loads(line)["label"] for line in labels_file.read_text().splitlines()] == ["sport", "money"]
+    assert len(pd.read_csv(folder / "next.csv")) == 3
 
 
 def test_optuna_dashboard_shows_a_study(browser, tiny_bert, sentiment_files, tmp_path):
