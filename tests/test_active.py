@@ -13,6 +13,7 @@ from workbench.config import QUERY_STRATEGIES
 from workbench.data import TextDataModule
 from workbench.errors import ConfigError
 from workbench.models import TextClassificationModel
+from workbench.runs import load_run
 
 MIXED = [
     "a good and awful film",
@@ -249,3 +250,36 @@ def test_bad_label_input_is_one_line_and_exit_2(case, topic_files, tiny_bert, tm
     err = capsys.readouterr().err.strip()
     assert err.startswith("workbench label: error:") and expected in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_warm_started_rounds_begin_from_the_round_before(topic_files, tiny_bert, tmp_path):
+    """model.init_from loads a finished run's weights: trained with a vanishing learning rate, the new run predicts
+    as the run it started from; active.warm_start chains the rounds that way."""
+    from workbench import train
+    from workbench.active import simulate
+
+    first = train(study_config(topic_files, tiny_bert, tmp_path, **{"run.name": "first"}))
+    texts = [*MIXED, "the football match today"]
+    again = train(
+        study_config(
+            topic_files,
+            tiny_bert,
+            tmp_path,
+            **{"run.name": "again", "model.init_from": str(first.run_dir), "train.lr": 1e-12, "train.epochs": 1},
+        )
+    )
+    np.testing.assert_allclose(again.model.predict_proba(texts), first.model.predict_proba(texts), atol=1e-4)
+    curve = simulate(study_config(topic_files, tiny_bert, tmp_path, **{"active.warm_start": True}), echo=None)
+    rounds = curve["rounds"]
+    assert [r["labels"] for r in rounds] == [6, 12, 18]
+    for before, after in itertools.pairwise(rounds):
+        assert load_run(after["run_dir"]).config.model.init_from == before["run_dir"]
+    assert load_run(rounds[0]["run_dir"]).config.model.init_from is None
+
+
+def test_init_from_a_model_with_other_labels_is_refused(topic_files, tiny_bert, tiny_run, tmp_path):
+    from workbench import train
+
+    config = study_config(topic_files, tiny_bert, tmp_path, **{"model.init_from": str(tiny_run)})
+    with pytest.raises(ConfigError, match="predicts \\['neg', 'pos'\\], the data \\['food', 'money', 'sport'\\]"):
+        train(config)

@@ -258,6 +258,8 @@ def simulate(config: Config, strategy: str | None = None, echo: Callable[[str], 
     """
     settings, seed = config.active, config.train.seed
     strategy = strategy or settings.strategy
+    if settings.warm_start and config.train.method != "finetune":
+        raise ConfigError("active.warm_start continues fine-tuning; set train.method=finetune or turn it off.")
     if strategy not in QUERY_STRATEGIES:
         raise ConfigError(f"Unknown query strategy '{strategy}'. Choose one of: {', '.join(QUERY_STRATEGIES)}.")
     echo = echo or (lambda line: None)
@@ -300,7 +302,10 @@ def simulate(config: Config, strategy: str | None = None, echo: Callable[[str], 
         query_seconds = time.perf_counter() - started
         rows = pd.DataFrame({"text": [pool.texts[i] for i in positions], "label": [names[truth[i]] for i in positions]})
         name = f"round_{len(rounds):03d}"
-        result = train(_round_config(config, folder, rows, name), label_map=dm.label_map)
+        round_config = _round_config(config, folder, rows, name)
+        if settings.warm_start and rounds:
+            round_config = replace(round_config, model=replace(config.model, init_from=rounds[-1]["run_dir"]))
+        result = train(round_config, label_map=dm.label_map)
         model = result.model
         predicted = model.logits_of(watched).argmax(1).numpy()
         scored = result.metrics.get("test", result.metrics["validation"])

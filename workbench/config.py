@@ -274,6 +274,11 @@ class ModelConfig:
         True,
     )
     multi_label_threshold: float = _help("Default decision threshold of each class in multi-label mode.", 0.5)
+    init_from: str | None = _help(
+        "A finished run (or saved model folder) whose weights start training instead of the pretrained backbone and "
+        "a fresh head: same backbone and labels (active learning's warm-started rounds set it).",
+        None,
+    )
     trust_remote_code: list[str] = _help(
         "Backbones (hub names or folders, as written in model.backbone) allowed to run Python code shipped with them "
         "(transformers' trust_remote_code). Empty: no backbone runs its own code.",
@@ -676,6 +681,11 @@ class ActiveConfig:
         "random",
     )
     max_labels: int = _help("The loop stops when this many texts are labelled.", 500)
+    warm_start: bool = _help(
+        "Start each round's training from the round before's model (model.init_from) instead of the pretrained "
+        "backbone; fine-tuning only.",
+        False,
+    )
     pool_size: int | None = _help(
         "Score at most this many unlabelled texts a round (a seeded sample, drawn afresh each round); None: all.",
         None,

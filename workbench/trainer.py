@@ -806,9 +806,30 @@ def train(
     model = TextClassificationModel(
         config.model, labels=dm.label_names, multi_label=dm.multi_label, seed=config.train.seed
     )
+    if config.model.init_from:
+        start_from(model, config.model.init_from)
     return Trainer(config, checkpoint_dir=None, callbacks=callbacks, study=study).fit(
         model, dm, resume=resume, full_config=config
     )
+
+
+def start_from(model: TextClassificationModel, source: str | Path) -> None:
+    """Load a finished run's (or saved model's) weights into ``model`` (``model.init_from``): the same backbone
+    architecture, head and labels, or a ConfigError saying which differs."""
+    start = TextClassificationModel.from_pretrained(source)
+    if start.label_names != model.label_names:
+        raise ConfigError(
+            f"model.init_from={source} predicts {start.label_names}, the data {model.label_names}: "
+            "start from a model with the same labels."
+        )
+    theirs, ours = start.state_dict(), model.state_dict()
+    differ = sorted(k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape)
+    if differ:
+        raise ConfigError(
+            f"model.init_from={source} is another architecture ({', '.join(differ[:3])} differ): start from a "
+            "model with the same backbone and head settings."
+        )
+    model.load_state_dict(theirs)
 
 
 def ensure_run(run_dir: str | Path | None, **small_run: object) -> Run:
