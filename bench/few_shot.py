@@ -29,12 +29,13 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 import transformers
 
 from workbench import load_config, train
 from workbench.catalog import load_split
-from workbench.labels import stratified_split
+from workbench.data import LabelledRows
 from workbench.runs import machine_info
 
 SCORES = ("accuracy", "macro_f1")
@@ -80,29 +81,17 @@ METHODS = {
 }
 
 
-class _Rows:
-    """A frame as ``stratified_split`` wants it (len, strata, take)."""
-
-    def __init__(self, frame):
-        self.frame, self.strata = frame.reset_index(drop=True), frame["label"].tolist()
-
-    def __len__(self) -> int:
-        return len(self.frame)
-
-    def take(self, positions):
-        return self.frame.iloc[list(positions)]
-
-
 def ag_news_files() -> dict:
     """The AG News pool (2,000) and evaluation part (2,000) of its test split, written once under ``WORK``."""
     pool, evaluation = WORK / "ag_news_pool.parquet", WORK / "ag_news_eval.parquet"
     if not (pool.exists() and evaluation.exists()):
         WORK.mkdir(parents=True, exist_ok=True)
-        stories = load_split("ag_news", "test")[["text", "label"]]
-        labelled, rest = stratified_split(_Rows(stories), 2000, 0)
-        scored, _ = stratified_split(_Rows(rest), 2000, 0)
-        labelled.to_parquet(pool)
-        scored.to_parquet(evaluation)
+        stories = load_split("ag_news", "test")
+        rows = LabelledRows(stories["text"].tolist(), stories["label"].tolist(), list(range(len(stories))), "ag_news")
+        labelled, rest = rows.split(2000, 0)
+        scored, _ = rest.split(2000, 0)
+        for part, path in ((labelled, pool), (scored, evaluation)):
+            pd.DataFrame({"text": part.texts, "label": part.labels}).to_parquet(path)
     return {"data.train_file": str(pool), "data.test_file": str(evaluation)}
 
 
