@@ -39,7 +39,7 @@ META_FILE = "workbench_model.json"
 BACKBONE_CONFIG_FILE = "backbone_config.json"
 _NO_TOKEN_TYPES = ("distilbert", "roberta", "mpnet")  # backbones without a token-type embedding
 # ModelConfig fields that workbench_model.json files written before the field existed lack: they load with its default
-_ADDED_TO_METADATA = ("freeze_embeddings", "multi_label_threshold", "trust_remote_code", "head_norm")
+_ADDED_TO_METADATA = ("freeze_embeddings", "multi_label_threshold", "trust_remote_code", "head_norm", "init_from")
 
 
 # --------------------------------------------------------------------------------------------------
