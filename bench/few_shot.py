@@ -77,6 +77,7 @@ DATASETS = {
 METHODS = {
     "setfit": {"train.method": "setfit"},
     "frozen": {"train.method": "setfit", "setfit.body_epochs": 0},
+    "setfit_templates": {"train.method": "setfit", "setfit.template_examples": 8},  # + 8 templated examples a label
     "finetune": {"train.method": "finetune", "data.batch_size": 8, "train.epochs": 20, "train.lr": 1e-4},
 }
 
@@ -109,6 +110,8 @@ def config_for(dataset: str, method: str, shots: int, seed: int, backbone: str):
     }
     if dataset == "ag_news":  # no validation file: 10% of the 2,000-story pool is held out
         overrides["data.val_fraction"] = 0.1
+    if method == "setfit_templates":
+        overrides.update({"setfit.template": spec["template"], "data.label_descriptions": spec["descriptions"]})
     if shots:
         overrides["data.shots"] = shots
     else:
@@ -145,7 +148,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--shots", nargs="+", type=int, default=[0, 8, 16, 32, 64])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["setfit", "frozen", "finetune"], choices=list(METHODS))
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
