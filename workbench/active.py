@@ -104,7 +104,7 @@ def contrastive_scores(
     return rel_entr(theirs, own).sum(-1).mean(-1)
 
 
-def _strategy(name: str, num_classes: int):
+def _strategy(name: str):
     import small_text
 
     return {
@@ -155,7 +155,7 @@ def query(
                 vectors, proba = classifier.embed(pool, return_proba=True)
                 scores = contrastive_scores(vectors, proba, unlabelled, labelled)
                 return unlabelled[np.argsort(-scores, kind="stable")[:n]]
-            chosen = _strategy(strategy, model.num_labels).query(
+            chosen = _strategy(strategy).query(
                 classifier, pool, unlabelled, labelled, np.asarray(labels, dtype=int), n=n
             )
             return np.asarray(chosen, dtype=int)
@@ -184,16 +184,19 @@ def cold_start(config: Config, pool_features: Sequence[dict], n: int, seed: int)
     return np.sort(np.asarray(chosen))
 
 
-def _round_config(config: Config, folder: Path, train_rows: pd.DataFrame, name: str) -> Config:
-    """The round's config: trained on its labelled texts, validated and tested on the study's fixed files."""
+def _round_config(
+    config: Config, folder: Path, train_rows: pd.DataFrame, name: str, val_file: str | None, test_file: str | None
+) -> Config:
+    """The round's config: trained on its labelled texts (written to ``folder``), validated on ``val_file`` (None:
+    10% of them held out) and tested on ``test_file``, the run in ``folder/name``."""
     train_file = folder / f"{name}.train.parquet"
     train_rows.to_parquet(train_file)
     data = replace(
         config.data,
         dataset=None,
         train_file=str(train_file),
-        val_file=str(folder / "validation.parquet"),
-        test_file=str(folder / "test.parquet") if (folder / "test.parquet").exists() else None,
+        val_file=val_file,
+        test_file=test_file,
         text_column="text",
         label_column="label",
         train_subset=None,
@@ -302,7 +305,15 @@ def simulate(config: Config, strategy: str | None = None, echo: Callable[[str], 
         query_seconds = time.perf_counter() - started
         rows = pd.DataFrame({"text": [pool.texts[i] for i in positions], "label": [names[truth[i]] for i in positions]})
         name = f"round_{len(rounds):03d}"
-        round_config = _round_config(config, folder, rows, name)
+        test_file = folder / "test.parquet"
+        round_config = _round_config(
+            config,
+            folder,
+            rows,
+            name,
+            str(folder / "validation.parquet"),
+            str(test_file) if test_file.exists() else None,
+        )
         if settings.warm_start and rounds:
             round_config = replace(round_config, model=replace(config.model, init_from=rounds[-1]["run_dir"]))
         result = train(round_config, label_map=dm.label_map)
@@ -394,9 +405,7 @@ def label_round(config: Config, pool_file: str | Path, labels_file: str | Path, 
         folder.mkdir(parents=True, exist_ok=True)
         name = f"round_{len(list(folder.glob('round_*.train.parquet'))):03d}"
         rows = pd.DataFrame({"text": list(given), "label": list(given.values())})
-        round_config = _round_config(config, folder, rows, name)
-        round_config.data.val_file = config.data.val_file  # a labelled validation file, else 10% held out
-        round_config.data.test_file = config.data.test_file
+        round_config = _round_config(config, folder, rows, name, config.data.val_file, config.data.test_file)
         result = train(round_config, label_map=label_map)
         model, run_dir = result.model, str(result.run_dir)
         features = model.processor().encode(texts)

@@ -35,7 +35,7 @@ from workbench.errors import ConfigError, DataError
 from workbench.evaluation import evaluate_model
 from workbench.metrics import monitored_metric
 from workbench.models import TextClassificationModel
-from workbench.runs import RunDir, environment_info, save_best, summary_markdown, write_atomic
+from workbench.runs import RunDir, environment_info
 from workbench.text import TextProcessing
 
 log = logging.getLogger(__name__)
@@ -278,11 +278,7 @@ def fit_setfit(config: Config, dm: TextDataModule) -> tuple[Path, dict, TextClas
     )
     run = RunDir.next_version(config.run.root, config.run.name)
     environment = {**environment_info(config.train.seed), "device": _device(), "precision": "32", "method": "setfit"}
-    config.save(run / RunDir.CONFIG)
-    run.write_json(RunDir.ENV, environment)
-    run.write_json(RunDir.LABELS, dm.label_map.to_dict())
-    if dm.training_rows is not None:
-        run.write_json(RunDir.TRAINING_ROWS, dm.training_rows)
+    run.record_start(config, environment, dm.label_map.to_dict(), dm.training_rows)
     log.info("Run directory: %s", run.path)
     model, done = fit_setfit_model(
         texts + extra_texts,
@@ -319,8 +315,5 @@ def fit_setfit(config: Config, dm: TextDataModule) -> tuple[Path, dict, TextClas
     }
     if dm.test_dataset is not None:
         metrics["test"] = evaluate_model(model, dm.test_dataset)
-    save_best(model, run.best)
-    run.link_last()
-    write_atomic(run / RunDir.SUMMARY, summary_markdown(run.path, metrics))
-    run.write_json(RunDir.METRICS, metrics)  # last: with it the run counts as finished
+    run.record_finish(model, metrics)
     return run.path, metrics, model

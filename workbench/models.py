@@ -295,8 +295,7 @@ class TextClassificationModel(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        states = self.backbone(**self._backbone_inputs(inputs)).last_hidden_state  # (batch, seq, hidden)
-        pooled = pool(states, attention_mask, self.model_config.pooling, self.attention_pool)  # (batch, hidden)
+        pooled = self._pooled(inputs)  # (batch, hidden)
         logits = self.head(pooled)  # (batch, labels)
         output = {"logits": logits}
         if labels is not None:
@@ -365,18 +364,20 @@ class TextClassificationModel(nn.Module):
         width = self.backbone.config.hidden_size
 
         def both(padded: dict) -> torch.Tensor:
-            states = self.backbone(**self._backbone_inputs(padded)).last_hidden_state
-            pooled = pool(states, padded["attention_mask"], self.model_config.pooling, self.attention_pool)
+            pooled = self._pooled(padded)
             return torch.cat([pooled, self.head(pooled)], dim=-1)
 
         out = self._batched(features, width + self.num_labels, both, batch_size, train_mode=dropout)
         return out[:, :width], out[:, width:]
 
-    def _backbone_inputs(self, padded: dict) -> dict:
+    def _pooled(self, padded: dict) -> torch.Tensor:
+        """One vector per example ``(batch, hidden)``: the backbone's token states pooled (``model.pooling``); token
+        types reach the backbone only where it has a token-type embedding."""
         inputs = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
         if "token_type_ids" in padded and self.backbone.config.model_type not in _NO_TOKEN_TYPES:
             inputs["token_type_ids"] = padded["token_type_ids"]
-        return inputs
+        states = self.backbone(**inputs).last_hidden_state  # (batch, seq, hidden)
+        return pool(states, padded["attention_mask"], self.model_config.pooling, self.attention_pool)
 
     def _batched(
         self,

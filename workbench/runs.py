@@ -167,6 +167,22 @@ class RunDir:
     def write_json(self, name: str, values: dict) -> None:
         write_atomic(self.path / name, json.dumps(values, indent=2, default=str))
 
+    def record_start(self, config, environment: dict, labels: dict, training_rows: dict | None = None) -> None:
+        """What a run writes before it trains: its config, environment and labels, and the rows a few-shot sample
+        drew (``data.shots``)."""
+        config.save(self.path / self.CONFIG)
+        self.write_json(self.ENV, environment)
+        self.write_json(self.LABELS, labels)
+        if training_rows is not None:
+            self.write_json(self.TRAINING_ROWS, training_rows)
+
+    def record_finish(self, model, metrics: dict) -> None:
+        """What makes a run finished: ``best/``, the ``last`` link, ``summary.md`` and, last, ``metrics.json``."""
+        save_best(model, self.best)
+        self.link_last()
+        write_atomic(self.path / self.SUMMARY, summary_markdown(self.path, metrics))
+        self.write_json(self.METRICS, metrics)  # last: with it the run counts as finished
+
     def read_json(self, name: str) -> dict:
         """A JSON record of the run (``{}`` when the run has not written it)."""
         path = self.path / name

@@ -74,10 +74,7 @@ from workbench.runs import (
     mark_complete,
     point_link,
     resume_point,
-    save_best,
-    summary_markdown,
     trim_log,
-    write_atomic,
 )
 from workbench.text import TextProcessing
 from workbench.track import StudyRun, Tracking, check_installed, data_description
@@ -558,11 +555,7 @@ class Trainer:
             "processes": processes.num_processes,
         }
         if main:
-            config.save(run / RunDir.CONFIG)
-            run.write_json(RunDir.ENV, environment)
-            run.write_json(RunDir.LABELS, datamodule.label_map.to_dict())
-            if datamodule.training_rows is not None:
-                run.write_json(RunDir.TRAINING_ROWS, datamodule.training_rows)
+            run.record_start(config, environment, datamodule.label_map.to_dict(), datamodule.training_rows)
         if checkpoint is not None and main:
             trim_log(run / RunDir.LOG, checkpoint_step(checkpoint))
         callbacks = [StepLogCallback(run / RunDir.LOG), *self.callbacks]
@@ -699,10 +692,7 @@ class Trainer:
             return metrics
         if self.extra_metrics is not None:
             metrics.update(self.extra_metrics(model, dm))
-        save_best(model, run.best)
-        run.link_last()
-        write_atomic(run / RunDir.SUMMARY, summary_markdown(run.path, metrics))
-        run.write_json(RunDir.METRICS, metrics)  # last: with it the run counts as finished
+        run.record_finish(model, metrics)
         if self.checkpoint_dir:
             point_link(Path(self.checkpoint_dir) / "best-model.ckpt", run.best.resolve())
         return metrics
