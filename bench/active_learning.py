@@ -24,14 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 import transformers
+from splits import ag_news_test_parts
 
 from workbench import load_config
 from workbench.active import curve_points, curve_table, simulate
-from workbench.catalog import load_split
-from workbench.data import LabelledRows
 from workbench.runs import machine_info
 
 WORK = Path("runs/active_bench")
@@ -46,11 +44,9 @@ def ag_news_files() -> dict:
     pool, evaluation = WORK / "ag_news_pool.parquet", WORK / "ag_news_eval.parquet"
     if not (pool.exists() and evaluation.exists()):
         WORK.mkdir(parents=True, exist_ok=True)
-        stories = load_split("ag_news", "test")
-        rows = LabelledRows(stories["text"].tolist(), stories["label"].tolist(), list(range(len(stories))), "ag_news")
-        scored, rest = rows.split(2000, 0)
-        for part, path in ((rest, pool), (scored, evaluation)):
-            pd.DataFrame({"text": part.texts, "label": part.labels}).to_parquet(path)
+        scored, rest = ag_news_test_parts(2000, None)
+        rest.to_parquet(pool)
+        scored.to_parquet(evaluation)
     return {"data.train_file": str(pool), "data.test_file": str(evaluation), "data.max_length": 128}
 
 
