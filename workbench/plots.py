@@ -395,7 +395,7 @@ def shots_figure(runs: pd.DataFrame, metric: str = "accuracy") -> Figure:
     ax.set_xscale("symlog", linthresh=max(1, min([s for s in shots if s > 0], default=1)))
     ax.set_xticks(shots, [str(s) for s in shots])
     ax.set(xlabel="labelled examples per class (0: zero-shot)", ylabel=metric, title=f"{metric} against shots")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     return fig
 
 
