@@ -29,8 +29,8 @@ without loading torch and transformers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import sys
@@ -40,6 +40,7 @@ from pathlib import Path
 from workbench.config import (
     ENGINE_EXPORTS,
     ENGINES,
+    EXECUTORS,
     EXPORT_FORMATS,
     QUANTIZATIONS,
     DataConfig,
@@ -123,41 +124,53 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _executor(args):
+    """The executor that ``--executor`` and ``--address`` ask for, to be entered (``with``)."""
+    from workbench.cluster import Executor
+
+    return Executor(args.executor, address=args.address, shared_dir=args.shared_dir)
+
+
+def _predictor(path: str, executor):
+    """What predicts: an export folder's :class:`~workbench.runtime.Predictor` (or, for Ray Data, its path, which
+    each actor loads), else the saved model."""
+    from workbench.runtime import EXPORT_FILE, load_export
+
+    is_export = (Path(path) / EXPORT_FILE).is_file()
+    if executor.distributed:
+        if not is_export:
+            raise WorkbenchError(
+                f"{path} is not an export folder: with --executor ray, predict maps an export over the file (ONNX, "
+                "no torch on the workers). Export the run first: workbench export RUN_DIR --engine onnx-int8"
+            )
+        return path
+    return load_export(path) if is_export else _load_model(path)
+
+
 def _predict(args) -> int:
-    from workbench.datafiles import check_text_column, read_table_chunks, require_columns
+    from workbench.cluster import file_texts, predict_file, prediction_lines
 
-    model = _load_model(args.model)
+    executor = _executor(args)
+    if executor.distributed and not args.file:
+        raise WorkbenchError("--executor ray predicts a file: pass --file FILE (standard input is read here).")
+    predictor = _predictor(args.model, executor)
     if args.file:
-
-        def pieces():  # a piece at a time, written as it is predicted: memory does not grow with the file
-            for frame in read_table_chunks(args.file, args.chunk_rows):
-                require_columns(frame, [args.text_column], args.file, fix="Pass --text-column with the right name.")
-                check_text_column(frame, args.text_column, args.file)
-                yield frame[args.text_column].astype(str).tolist()
+        next(file_texts(args.file, args.text_column, 1))  # the input's errors come before --out is opened (and emptied)
     else:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         if not texts:
             raise WorkbenchError("No input: pass --file FILE or pipe one text per line on standard input.")
-
-        def pieces():
-            yield texts
-
-    stream = pieces()
-    first = next(stream)  # the input's errors come before --out is opened (and emptied)
-    handle = open(args.out, "w") if args.out else sys.stdout
-    try:
-        for texts in itertools.chain([first], stream):
-            proba = model.predict_proba(texts)
-            for text, label, row in zip(texts, model.labels_from_proba(proba), proba, strict=True):
-                record = {"text": text, "label": label}
-                if args.proba:
-                    record["probabilities"] = {
-                        name: round(float(p), 6) for name, p in zip(model.label_names, row, strict=True)
-                    }
-                handle.write(json.dumps(record) + "\n")
-    finally:
-        if args.out:
-            handle.close()
+    with executor, open(args.out, "w") if args.out else contextlib.nullcontext(sys.stdout) as handle:
+        if args.file:
+            options = {"text_column": args.text_column, "with_proba": args.proba, "rows": args.chunk_rows}
+            predict_file(predictor, args.file, handle, executor=executor, actors=args.actors, **options)
+        else:
+            handle.write(
+                "".join(
+                    f"{line}\n"
+                    for line in prediction_lines(texts, predictor.predict_proba(texts), predictor, args.proba)
+                )
+            )
     return 0
 
 
@@ -191,7 +204,10 @@ def _cv(args) -> int:
     from workbench.config import load_config
     from workbench.cv import cross_validate
 
-    result = cross_validate(load_config(args.config, args.overrides), n_folds=args.folds, resume=not args.restart)
+    with _executor(args) as executor:
+        result = cross_validate(
+            load_config(args.config, args.overrides), n_folds=args.folds, resume=not args.restart, executor=executor
+        )
     for key, mean in result.summary["mean"].items():
         print(f"{key:20s} {mean:.4f} ± {result.summary['std'][key]:.4f}")
     print(f"out-of-fold probabilities: {result.folder / 'oof.parquet'}")
@@ -469,14 +485,16 @@ def _run(args) -> int:
 
     logging.getLogger("papermill").setLevel(logging.WARNING)  # our own progress lines say what runs where
     overrides = parse_overrides(args.set) if args.set else {}
-    state = run_experiments(
-        args.experiments,
-        resume=args.resume,
-        reports_dir=args.reports,
-        overrides=overrides,
-        cell_timeout=args.cell_timeout,
-        progress=not args.no_progress,
-    )
+    with _executor(args) as executor:
+        state = run_experiments(
+            args.experiments,
+            resume=args.resume,
+            reports_dir=args.reports,
+            overrides=overrides,
+            cell_timeout=args.cell_timeout,
+            progress=not args.no_progress,
+            executor=executor,
+        )
     return 1 if state["failed"] else 0
 
 
@@ -527,6 +545,23 @@ def build_parser() -> argparse.ArgumentParser:
             help="resume the newest version of this run name, or the given run directory/checkpoint",
         )
 
+    def with_executor(p):
+        p.add_argument(
+            "--executor",
+            choices=EXECUTORS,
+            default=EXECUTORS[0],
+            help="local: here, one item after another (default); ray: one Ray task per item (workbench.cluster)",
+        )
+        p.add_argument(
+            "--address",
+            help="with --executor ray: HOST:PORT of a cluster (`ray start --head`); default: start one here",
+        )
+        p.add_argument(
+            "--shared-dir",
+            help="with --executor ray: the folder every node mounts at the same path, where runs and reports go "
+            "(default: the current directory)",
+        )
+
     train = with_config(sub.add_parser("train", help="fine-tune a model"))
     with_resume(train)
     train.set_defaults(func=_train)
@@ -560,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=10_000,
         help="rows read, predicted and written at a time (memory does not grow with the file)",
     )
+    predict.add_argument(
+        "--actors", type=int, default=2, help="with --executor ray: Ray Data's pool of predicting actors, a CPU each"
+    )
+    with_executor(predict)
     predict.set_defaults(func=_predict)
 
     datasets = sub.add_parser("datasets", help="list the catalog datasets and their split sizes")
@@ -571,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--restart", action="store_true", help="retrain every fold instead of reusing finished ones")
+    with_executor(cv)
     cv.set_defaults(func=_cv)
 
     label = with_config(
@@ -741,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reports", help="reports folder (default: the file's reports_dir, or reports)")
     run.add_argument("--cell-timeout", type=float, default=None, help="seconds one cell may run (default: no limit)")
     run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
+    with_executor(run)
     run.set_defaults(func=_run)
 
     config = with_config(sub.add_parser("config", help="print the resolved configuration with help texts"))

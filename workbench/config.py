@@ -34,6 +34,7 @@ TRAIN_METHODS = ("finetune", "setfit")  # train.method: fine-tuning with a loss,
 SETFIT_HEADS = ("logistic", "differentiable")
 # active learning (workbench.active): how the texts to label next are picked
 QUERY_STRATEGIES = ("random", "least_confidence", "entropy", "breaking_ties", "bald", "kmeans", "coreset", "cal")
+EXECUTORS = ("local", "ray")  # where a grid's experiments, CV folds and batch predictions run (workbench.cluster)
 COLD_STARTS = ("random", "kmeans")  # the first labels: a seeded random draw, or one text per k-means cluster
 SINGLE_LABEL_LOSSES = ("cross_entropy", "focal")
 MULTI_LABEL_LOSSES = ("bce", "focal_bce")  # cross_entropy and focal on multi-label data mean these two

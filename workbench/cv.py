@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.cluster import Executor
 from workbench.config import Config
 from workbench.data import LabelledRows, TextDataModule
 from workbench.errors import DataError, WorkbenchError
@@ -260,8 +261,42 @@ def _fold_row(fold: int, run: Run) -> dict:
     return row
 
 
+@dataclass
+class _FoldJob:
+    """One fold's training and held-out predictions: what a task of :meth:`Executor.map` receives."""
+
+    config: Config
+    table: pd.DataFrame
+    fold: int
+    folder: Path
+    label_map: LabelMap
+    test_file: Path | None
+    resume: bool
+    echo: Callable[[str], None] | None
+
+
+def _run_fold(job: _FoldJob) -> tuple[dict, pd.DataFrame]:
+    """Train (or read back) one fold and predict its held-out examples: its summary row and its probabilities."""
+    run = train_fold(
+        job.config,
+        job.table,
+        job.fold,
+        job.folder,
+        label_map=job.label_map,
+        test_file=job.test_file,
+        resume=job.resume,
+        echo=job.echo,
+    )
+    part = fold_predictions(run, job.table, job.fold, job.folder, label_delimiter=job.config.data.label_delimiter)
+    return _fold_row(job.fold, run), part
+
+
 def cross_validate(
-    config: Config, n_folds: int = 5, resume: bool = True, echo: Callable[[str], None] | None = print
+    config: Config,
+    n_folds: int = 5,
+    resume: bool = True,
+    echo: Callable[[str], None] | None = print,
+    executor: Executor | None = None,
 ) -> CVResult:
     """Train one run per fold and gather out-of-fold probabilities and mean ± std metrics.
 
@@ -269,7 +304,11 @@ def cross_validate(
         config: the experiment; its training data is split into folds (a given validation split is not used).
         n_folds: number of folds.
         resume: reuse folds that already finished under the same folder (same folds file).
-        echo: where progress lines go (``print``; None to silence them).
+        echo: where progress lines go (``print``; None to silence them). Folds trained as Ray tasks print on
+            their workers, which Ray forwards here.
+        executor: where the folds train: None (or ``local``) one after another here; an entered
+            :class:`~workbench.cluster.Executor` of kind ``ray``, one task of one CPU per fold. The folds, seeds and
+            results are the same either way.
     """
     folder = Path(config.run.root) / config.run.name / "cv"
     folder.mkdir(parents=True, exist_ok=True)
@@ -279,15 +318,19 @@ def cross_validate(
     test_file = folder / TEST_FILE if test is not None else None
     if test is not None:
         _as_table(test, delimiter).to_parquet(test_file)
-    rows, parts = [], []
-    for fold in range(n_folds):
-        run = train_fold(
-            config, table, fold, folder, label_map=label_map, test_file=test_file, resume=resume, echo=echo
-        )
-        rows.append(_fold_row(fold, run))
-        parts.append(fold_predictions(run, table, fold, folder, label_delimiter=delimiter))
+    jobs = [_FoldJob(config, table, fold, folder, label_map, test_file, resume, echo) for fold in range(n_folds)]
+    executor = executor or Executor()
+    nodes: dict[int, str] = {}
+    done = executor.map(
+        _run_fold,
+        jobs,
+        names=[f"fold_{fold}" for fold in range(n_folds)],
+        on_result=lambda fold, result, node: nodes.update({fold: node} if node else {}),
+    )
+    rows = [{**row, "node": nodes[fold]} if fold in nodes else row for fold, (row, _) in enumerate(done)]
+    parts = [part for _, part in done]
     per_fold = pd.DataFrame(rows)
-    metrics = [c for c in per_fold.columns if c not in ("fold", "run_dir")]
+    metrics = [c for c in per_fold.columns if c not in ("fold", "run_dir", "node")]
     summary = {
         "n_folds": n_folds,
         "examples": len(table),

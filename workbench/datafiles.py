@@ -63,8 +63,10 @@ def _check_utf8(path: Path) -> None:
         ) from None
 
 
-def _readable_suffix(path: Path) -> str:
-    """The file's format suffix, after checking that it exists, has a known format and is not empty."""
+def readable_format(path: str | Path) -> str:
+    """The suffix that names a data file's format (``.csv``, ``.jsonl``, ...), after checking that the file exists,
+    has a known format and is not empty; errors name the file and the fix."""
+    path = Path(path)
     if not path.exists():
         raise DataError(f"Data file {path} does not exist. Check the path (it is read relative to {Path.cwd()}).")
     if path.is_dir():
@@ -122,7 +124,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         The rows, with column ``_row`` holding each row's number in the file (as a person counts lines).
     """
     path = Path(path)
-    suffix = _readable_suffix(path)
+    suffix = readable_format(path)
     _check_utf8(path)
     try:
         if suffix == ".parquet":
@@ -153,7 +155,7 @@ def read_table_chunks(path: str | Path, rows: int = 10_000) -> Iterator[pd.DataF
     path = Path(path)
     if rows < 1:
         raise DataError(f"Rows per piece must be at least 1 (got {rows}).")
-    suffix = _readable_suffix(path)
+    suffix = readable_format(path)
     if suffix == ".json":  # one JSON array: it cannot be read in pieces, so read it whole and hand it out in pieces
         whole = read_table(path)
         for start in range(0, len(whole), rows):

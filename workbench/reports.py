@@ -45,14 +45,17 @@ from typing import Any
 
 import yaml
 
+from workbench.cluster import Executor, Resources
 from workbench.config import yaml_problem
-from workbench.errors import WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.runs import write_atomic
 
-FILE_KEYS = {"experiments", "parameters", "notebooks_dir", "reports_dir"}
-EXPERIMENT_KEYS = {"name", "notebooks", "parameters", "grid"}
+FILE_KEYS = {"experiments", "parameters", "notebooks_dir", "reports_dir", "resources"}
+EXPERIMENT_KEYS = {"name", "notebooks", "parameters", "grid", "resources", "after"}
 NOTEBOOK_KEYS = {"notebook", "parameters"}
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATE_FILE = "index.json"
+EXPERIMENT_STATE_FILE = "experiment.json"  # one experiment's record, written by whichever process runs it
 
 
 class ExperimentsError(WorkbenchError, ValueError):
@@ -75,6 +78,8 @@ class Experiment:
     grid_point: dict = field(default_factory=dict)
 
     overrides: dict = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)  # what its Ray task reserves (workbench run --executor ray)
+    after: list[str] = field(default_factory=list)  # experiments (expanded names) whose results it reads
 
     def parameters_for(self, spec: NotebookSpec) -> dict:
         """The parameters this notebook receives: the experiment's that it declares, its own, then overrides."""
@@ -193,6 +198,25 @@ def _notebook_specs(entries, name: str, notebooks_dir: Path, declared_cache: dic
     return specs
 
 
+def _earlier_experiments(value: Any, name: str, experiments: list[Experiment]) -> list[str]:
+    """``after: [a, b]`` as the expanded names of the earlier experiments it names (a grid's name means all of its
+    points): an experiment that reads others' runs (a leaderboard) waits for them under Ray."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ExperimentsError(f"experiment '{name}': after must list experiment names, e.g. after: [trec_tiny].")
+    names = []
+    for wanted in value:
+        matched = [e.name for e in experiments if e.name == wanted or e.name.startswith(wanted + "__")]
+        if not matched:
+            raise ExperimentsError(
+                f"experiment '{name}': after names '{wanted}', which is not an experiment above it in the file. "
+                f"Earlier ones: {', '.join(sorted({e.name.split('__')[0] for e in experiments})) or 'none'}."
+            )
+        names += [m for m in matched if m not in names]
+    return names
+
+
 def load_experiments(path: str | Path, reports_dir: str | Path | None = None, overrides: dict | None = None) -> Plan:
     """Read, check and expand an experiments file.
 
@@ -251,8 +275,13 @@ def load_experiments(path: str | Path, reports_dir: str | Path | None = None, ov
                     "that takes it."
                 )
         parameters = {**defaults, **own}
+        try:
+            resources = Resources.parse(entry.get("resources", raw.get("resources")), f"experiment '{name}'")
+        except ConfigError as exc:
+            raise ExperimentsError(str(exc)) from None
+        after = _earlier_experiments(entry.get("after"), name, experiments)
         for expanded, values, point in expand_grid(name, parameters, grid):
-            experiments.append(Experiment(expanded, specs, values, point, dict(overrides or {})))
+            experiments.append(Experiment(expanded, specs, values, point, dict(overrides or {}), resources, after))
     declared_anywhere = {key for declared in declared_cache.values() for key in declared}
     undeclared = sorted(set(overrides or {}) - declared_anywhere)
     if undeclared:
@@ -451,6 +480,102 @@ def _run_notebook(
     return error
 
 
+@dataclass
+class _ExperimentJob:
+    """One experiment's notebooks and what running them needs: the item of one task of :meth:`Executor.map`."""
+
+    experiment: Experiment
+    reports: Path
+    resume: bool
+    previous: dict  # its notebooks' records in the index (--resume), for reports older than experiment.json
+    first: int  # the number of its first notebook among all (for the "[3/12]" progress headers)
+    total: int
+    attempt: str  # this invocation's id: a retried task (its node was lost) keeps what its first try finished
+    kernel_name: str | None
+    cell_timeout: float | None
+    progress: bool
+
+
+def _previous_records(job: _ExperimentJob) -> dict:
+    """The notebook records to keep: with --resume, the experiment's last ones; else only those of a lost try of
+    this same invocation (a Ray task retried after its node died goes on where the first try stopped)."""
+    path = job.reports / job.experiment.name / EXPERIMENT_STATE_FILE
+    try:
+        own = json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        own = {}
+    if own.get("attempt") == job.attempt or job.resume:
+        return own.get("notebooks") or job.previous
+    return {}
+
+
+def _run_experiment(job: _ExperimentJob) -> dict:
+    """Run one experiment's notebooks in order (here, or as a Ray task in the shared folder) and return its entry
+    for the index; its record is also kept in ``<reports>/<experiment>/experiment.json`` after every notebook.
+
+    Over 80 lines because the per-notebook decision (kept, skipped after a failure, run) and its progress line
+    share one record; split, the record would be built in three places.
+    """
+    experiment, reports = job.experiment, job.reports
+    folder = reports / experiment.name
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = _previous_records(job)
+    entry = {
+        "parameters": experiment.parameters,
+        "grid_point": experiment.grid_point,
+        "notebooks": {},
+        "failed": 0,
+        "attempt": job.attempt,
+    }
+    chained: dict = {}
+    blocked = None
+    for number, spec in enumerate(experiment.notebooks, job.first):
+        parameters = experiment.parameters_for(spec)
+        if "output_dir" in spec.declared:
+            parameters.setdefault("output_dir", str(folder))
+        if "run_dir" in spec.declared and "run_dir" in chained:
+            parameters.setdefault("run_dir", chained["run_dir"])
+        fingerprint = _fingerprint(spec.path, parameters)
+        target = folder / f"{spec.name}.ipynb"
+        record = {
+            "status": None,
+            "parameters": parameters,
+            "fingerprint": fingerprint,
+            "ipynb": f"{experiment.name}/{spec.name}.ipynb",
+            "html": f"{experiment.name}/{spec.name}.html",
+        }
+        old = previous.get(spec.name)
+        header = f"[{number}/{job.total}] {experiment.name} / {spec.name}"
+        if (
+            old
+            and old.get("status") == "ok"
+            and old.get("fingerprint") == fingerprint
+            and (reports / old["html"]).exists()
+        ):
+            record.update({k: old[k] for k in ("status", "duration_s", "finished", "results") if k in old}, kept=True)
+            print(f"{header}: ok before, kept")
+        elif blocked:
+            record.update(status="skipped", error=f"not run: {blocked} failed earlier in this experiment")
+            print(f"{header}: skipped ({blocked} failed)")
+        else:
+            print(f"{header}: running")
+            error = _run_notebook(
+                spec, parameters, target, experiment.name, record, job.kernel_name, job.cell_timeout, job.progress
+            )
+            if error:
+                entry["failed"] += 1
+                blocked = spec.name
+            print(
+                f"{header}: {'FAILED' if error else 'ok'} in {record['duration_s']:.0f} s"
+                + (f"\n  {error}" if error else "")
+            )
+        if record.get("results", {}).get("run_dir"):
+            chained["run_dir"] = record["results"]["run_dir"]
+        entry["notebooks"][spec.name] = record
+        write_atomic(folder / EXPERIMENT_STATE_FILE, json.dumps(entry, indent=2, default=str))
+    return entry
+
+
 def run_experiments(
     path: str | Path,
     *,
@@ -461,6 +586,7 @@ def run_experiments(
     cell_timeout: float | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    executor: Executor | None = None,
 ) -> dict:
     """Run every notebook of every experiment in an experiments file and write the HTML reports and index.
 
@@ -472,6 +598,10 @@ def run_experiments(
         kernel_name: Jupyter kernel (default: the notebook's, ``python3``).
         cell_timeout: seconds a single cell may run (None: no limit).
         progress: show papermill's per-cell progress bar.
+        echo: where the runner's own lines go (a notebook's progress lines are printed where it runs).
+        executor: None (or ``local``): the experiments one after another in this process; an entered
+            :class:`~workbench.cluster.Executor` of kind ``ray``: one Ray task per experiment, reserving its
+            ``resources:`` and waiting for the experiments named in its ``after:``.
 
     Returns:
         The index state: ``{"experiments": {name: {"notebooks": {stem: {...status, duration_s, ...}}}}}``,
@@ -482,68 +612,46 @@ def run_experiments(
     reports.mkdir(parents=True, exist_ok=True)
     state = _load_state(reports)
     total = sum(len(e.notebooks) for e in plan.experiments)
-    done, failed, start = 0, 0, time.monotonic()
-    for experiment in plan.experiments:
-        folder = reports / experiment.name
-        folder.mkdir(parents=True, exist_ok=True)
-        previous = state["experiments"].get(experiment.name, {}).get("notebooks", {}) if resume else {}
-        entry = {
-            "parameters": experiment.parameters,
-            "grid_point": experiment.grid_point,
-            "source": str(plan.source),
-            "notebooks": {},
-        }
+    firsts = itertools.accumulate([len(e.notebooks) for e in plan.experiments[:-1]], initial=1)
+    attempt = f"{os.getpid()}-{time.time_ns()}"
+    jobs = [
+        _ExperimentJob(
+            experiment,
+            reports.resolve(),
+            resume,
+            state["experiments"].get(experiment.name, {}).get("notebooks", {}) if resume else {},
+            first,
+            total,
+            attempt,
+            kernel_name,
+            cell_timeout,
+            progress,
+        )
+        for experiment, first in zip(plan.experiments, firsts, strict=True)
+    ]
+    start = time.monotonic()
+    failed = 0
+
+    def finished(index: int, entry: dict, node: str | None) -> None:
+        nonlocal failed
+        experiment = plan.experiments[index]
+        entry = {**entry, "source": str(plan.source)}
+        if node:
+            entry["node"] = node
+        failed += entry.pop("failed")
         state["experiments"][experiment.name] = entry
-        chained: dict = {}
-        blocked = None
-        for spec in experiment.notebooks:
-            done += 1
-            parameters = experiment.parameters_for(spec)
-            if "output_dir" in spec.declared:
-                parameters.setdefault("output_dir", str(folder))
-            if "run_dir" in spec.declared and "run_dir" in chained:
-                parameters.setdefault("run_dir", chained["run_dir"])
-            fingerprint = _fingerprint(spec.path, parameters)
-            target = folder / f"{spec.name}.ipynb"
-            record = {
-                "status": None,
-                "parameters": parameters,
-                "fingerprint": fingerprint,
-                "ipynb": f"{experiment.name}/{spec.name}.ipynb",
-                "html": f"{experiment.name}/{spec.name}.html",
-            }
-            old = previous.get(spec.name)
-            header = f"[{done}/{total}] {experiment.name} / {spec.name}"
-            if (
-                old
-                and old.get("status") == "ok"
-                and old.get("fingerprint") == fingerprint
-                and (reports / old["html"]).exists()
-            ):
-                record.update(
-                    {k: old[k] for k in ("status", "duration_s", "finished", "results") if k in old}, kept=True
-                )
-                echo(f"{header}: ok before, kept (--resume)")
-            elif blocked:
-                record.update(status="skipped", error=f"not run: {blocked} failed earlier in this experiment")
-                echo(f"{header}: skipped ({blocked} failed)")
-            else:
-                echo(f"{header}: running (elapsed {time.monotonic() - start:.0f} s)")
-                error = _run_notebook(
-                    spec, parameters, target, experiment.name, record, kernel_name, cell_timeout, progress
-                )
-                if error:
-                    failed += 1
-                    blocked = spec.name
-                echo(
-                    f"{header}: {'FAILED' if error else 'ok'} in {record['duration_s']:.0f} s"
-                    + (f"\n  {error}" if error else "")
-                )
-            if record.get("results", {}).get("run_dir"):
-                chained["run_dir"] = record["results"]["run_dir"]
-            entry["notebooks"][spec.name] = record
-            (reports / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
-            write_index(reports, state)
+        write_atomic(reports / STATE_FILE, json.dumps(state, indent=2, default=str))
+        write_index(reports, state)
+
+    names = [e.name for e in plan.experiments]
+    (executor or Executor()).map(
+        _run_experiment,
+        jobs,
+        names=names,
+        resources=[e.resources for e in plan.experiments],
+        after=[[names.index(n) for n in e.after] for e in plan.experiments],
+        on_result=finished,
+    )
     echo(f"{total} notebook(s), {failed} failed, {time.monotonic() - start:.0f} s; index: {reports / 'index.html'}")
     state["failed"] = failed
     return state
