@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import missing_prerequisite
 from test_reports import experiments_file, write_notebook
 
@@ -123,13 +124,14 @@ def cluster(tmp_path_factory, _token_auth):
 
 @pytest.fixture
 def slow_notebooks(tmp_path) -> Path:
-    """A notebook that notes each start in attempts.txt, takes a few seconds and reports 10 * x."""
+    """A notebook that notes each start in attempts.txt, takes a few seconds and reports 10 * x (fails for x = 3)."""
     folder = tmp_path / "nbs"
     write_notebook(
         folder / "10_slow.ipynb",
         "x = 1\nseconds = 4\noutput_dir = None",
         "import time\nfrom pathlib import Path\nwith open('attempts.txt', 'a') as f:\n    f.write(f'x={x}\\n')\n"
         "time.sleep(seconds)",
+        "if x == 3:\n    raise ValueError(f'x={x} is not allowed here')",
         "from workbench.reports import save_results\nsave_results(output_dir, '10_slow', {'value': x * 10})",
     )
     return folder
@@ -150,22 +152,22 @@ def _results(state: dict) -> dict:
 
 def test_a_grid_runs_one_experiment_per_node_as_it_runs_here(cluster, tmp_path, slow_notebooks):
     path = _grid(tmp_path, slow_notebooks, seconds=3)
+    failing = {"name": "bad", "notebooks": ["10_slow"], "parameters": {"x": 3, "seconds": 0}, "after": ["g"]}
+    body = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**body, "experiments": [*body["experiments"], failing]}))
     here = run_experiments(path, progress=False, reports_dir=tmp_path / "local")
     with Executor("ray", address=cluster.address) as executor:
         spread = run_experiments(path, progress=False, reports_dir=tmp_path / "ray", executor=executor)
-    assert here["failed"] == spread["failed"] == 0
-    assert (
-        _results(spread)
-        == _results(here)
-        == {
-            "g__x-1": {"10_slow": {"value": 10}},
-            "g__x-2": {"10_slow": {"value": 20}},
-        }
-    )
-    nodes = {entry["node"] for entry in spread["experiments"].values()}
+    expected = {"g__x-1": {"10_slow": {"value": 10}}, "g__x-2": {"10_slow": {"value": 20}}, "bad": {"10_slow": None}}
+    assert _results(spread) == _results(here) == expected
+    assert here["failed"] == spread["failed"] == 1  # a failed notebook is reported as it is here
+    error = here["experiments"]["bad"]["notebooks"]["10_slow"]["error"]
+    assert "ValueError: x=3 is not allowed here" in error
+    assert spread["experiments"]["bad"]["notebooks"]["10_slow"]["error"] == error
+    nodes = {spread["experiments"][name]["node"] for name in ("g__x-1", "g__x-2")}
     assert len(nodes) == 2 and nodes <= set(cluster.alive_nodes())  # each experiment on its own node
     index = json.loads((tmp_path / "ray" / "index.json").read_text())
-    assert set(index["experiments"]) == {"g__x-1", "g__x-2"} and (tmp_path / "ray" / "index.html").exists()
+    assert set(index["experiments"]) == {"g__x-1", "g__x-2", "bad"} and (tmp_path / "ray" / "index.html").exists()
 
 
 def test_a_two_fold_cross_validation_on_the_cluster_equals_the_local_one(cluster, tmp_path, tiny_bert, sentiment_files):
@@ -187,8 +189,8 @@ def test_a_two_fold_cross_validation_on_the_cluster_equals_the_local_one(cluster
     finally:
         torch.set_num_threads(before)
     with Executor("ray", address=cluster.address) as executor:
-        spread = cross_validate(
-            load_config(overrides={**overrides, "run.name": "spread"}), n_folds=2, echo=None, executor=executor
+        spread = cross_validate(  # echo=print, the default: the folds print on their workers
+            load_config(overrides={**overrides, "run.name": "spread"}), n_folds=2, executor=executor
         )
     assert (spread.oof["fold"] == here.oof["fold"]).all()  # same seed, same folds
     assert np.allclose(spread.proba, here.proba, atol=1e-5)

@@ -275,6 +275,10 @@ class _FoldJob:
     echo: Callable[[str], None] | None
 
 
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
 def _run_fold(job: _FoldJob) -> tuple[dict, pd.DataFrame]:
     """Train (or read back) one fold and predict its held-out examples: its summary row and its probabilities."""
     run = train_fold(
@@ -318,8 +322,10 @@ def cross_validate(
     test_file = folder / TEST_FILE if test is not None else None
     if test is not None:
         _as_table(test, delimiter).to_parquet(test_file)
-    jobs = [_FoldJob(config, table, fold, folder, label_map, test_file, resume, echo) for fold in range(n_folds)]
     executor = executor or Executor()
+    if executor.distributed and echo is not None:
+        echo = _print_line  # a task prints on its worker (Ray forwards the lines here); the caller's echo stays here
+    jobs = [_FoldJob(config, table, fold, folder, label_map, test_file, resume, echo) for fold in range(n_folds)]
     nodes: dict[int, str] = {}
     done = executor.map(
         _run_fold,

@@ -10,6 +10,14 @@ their parameters and an optional grid::
         parameters: {epochs: 2}
         grid: {lr: [5e-5, 1e-4]}                 # -> trec_minilm__lr-5e-05, trec_minilm__lr-0.0001
 
+An experiment may also say what its Ray task reserves and which experiments it reads the results of (both used
+only under ``workbench run --executor ray``, where experiments run side by side; locally they run in file order)::
+
+      - name: trec_leaderboard
+        notebooks: [09_compare_runs]
+        resources: {cpus: 1, gpus: 0}            # default one CPU; also a file-wide key
+        after: [trec_minilm]                     # starts when every trec_minilm grid point has finished
+
 ``workbench run experiments/trec.yaml`` executes every notebook into
 ``reports/<experiment>/<NN_name>.ipynb``, converts it to a self-contained HTML page (images embedded, no
 network needed) and writes ``reports/index.html`` with each notebook's status, key metrics, duration and
