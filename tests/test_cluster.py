@@ -325,7 +325,10 @@ def test_experiment_files_declare_resources_and_order(tmp_path, slow_notebooks):
         Executor("ray", address="nowhere").__enter__()
 
 
-def test_the_local_executor_needs_no_ray():
+def test_the_local_executor_needs_no_ray_and_the_predicting_actors_no_torch():
     code = "import sys, workbench.cluster, workbench.reports, workbench.cv; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"  # imported only when --executor ray is asked for
+    code = "import sys, workbench.cluster; print('torch' in sys.modules)"  # what a Ray Data actor imports
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
