@@ -8,6 +8,7 @@ it. Screenshots go to the test's output folder, whose path is printed.
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import missing_prerequisite
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,14 +188,32 @@ def test_jupyterlab_serves_and_opens_the_training_notebook(browser, tmp_path):
 
 
 def _run_all(page, restart: bool = False) -> None:
-    """JupyterLab's Run menu: run every cell (after restarting the kernel when ``restart``)."""
-    page.locator(".lm-MenuBar-itemLabel", has_text="Kernel" if restart else "Run").click()
-    label = "Restart Kernel and Run All Cells…" if restart else "Run All Cells"
-    page.locator(".lm-Menu-itemLabel", has_text=label).first.click()
-    if restart:
-        page.locator(".jp-Dialog-button", has_text="Confirm").or_(
-            page.locator(".jp-Dialog-button.jp-mod-accept")
-        ).first.click()
+    """JupyterLab's Run menu: run every cell (after restarting the kernel when ``restart``).
+
+    It waits for the kernel to be idle first, and without a restart checks that the first cell started (its prompt
+    leaves ``[ ]``), clicking again once if not: a click that lands while the kernel connects can be lost (CI at
+    stop 30 waited 120 s for a widget whose cell never ran)."""
+    panel = page.locator(".jp-NotebookPanel:visible")
+    panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=90_000)
+    for attempt in range(2):
+        page.locator(".lm-MenuBar-itemLabel", has_text="Kernel" if restart else "Run").click()
+        label = "Restart Kernel and Run All Cells…" if restart else "Run All Cells"
+        page.locator(".lm-Menu-itemLabel", has_text=label).first.click()
+        if restart:
+            page.locator(".jp-Dialog-button", has_text="Confirm").or_(
+                page.locator(".jp-Dialog-button.jp-mod-accept")
+            ).first.click()
+            return
+        try:
+            expect(panel.locator(".jp-InputPrompt").first).not_to_have_text(re.compile(r"\[\s*\]"), timeout=15_000)
+            return
+        except AssertionError:
+            if attempt:
+                raise
+
+
+def _lab_log(tmp_path) -> str:
+    return "JupyterLab's log ends:\n" + (tmp_path / "lab.log").read_text()[-3000:]
 
 
 def test_the_labeller_saves_clicks_retrains_and_keeps_labels_over_a_kernel_restart(browser, tiny_bert, tmp_path):
@@ -244,7 +264,11 @@ def test_the_labeller_saves_clicks_retrains_and_keeps_labels_over_a_kernel_resta
         page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
         _run_all(page)
         panel = page.locator(".jp-NotebookPanel:visible")
-        panel.locator("button", has_text="sport").wait_for(timeout=120_000)  # the widget rendered
+        try:
+            panel.locator("button", has_text="sport").wait_for(timeout=120_000)  # the widget rendered
+        except PlaywrightTimeout:
+            page.screenshot(path=str(tmp_path / "labeller_timeout.png"))
+            pytest.fail(f"no labeller widget after 120 s ({tmp_path / 'labeller_timeout.png'}). {_lab_log(tmp_path)}")
         expect(panel.locator(".jp-OutputArea-output", has_text="labels kept: 0")).to_be_visible(timeout=60_000)
         panel.locator("button", has_text="sport").click()
         panel.locator("button", has_text="money").click()
