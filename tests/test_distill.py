@@ -13,8 +13,10 @@ from transformers import AutoModel, BertConfig
 
 from workbench import load_config, train
 from workbench.cli import main
-from workbench.distill import distill, load_teacher, soft_targets, teacher_logits
+from workbench.distill import distill, load_teacher, soft_targets, teacher_logits, teacher_states
+from workbench.losses import DistillationLoss
 from workbench.metrics import proba_from_logits
+from workbench.models import TextClassificationModel
 
 POSITIVE = ["good", "great", "fine", "wonderful", "nice", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "terrible", "dull", "horrid"]
@@ -178,10 +180,70 @@ def test_augmented_copies_join_the_transfer_set(task, tiny_bert, tmp_path):
     assert result.metrics["train"]["examples"] == 48 + 96 + 96
 
 
-def test_resumed_distillation_gives_the_same_weights(task, tiny_bert, tmp_path):
+def test_the_hidden_state_loss_is_the_distance_of_unit_vectors():
+    teacher = torch.tensor([[[3.0, 0.0]], [[0.0, 2.0]]])  # two texts, one layer, 2 wide
+    loss = DistillationLoss(torch.nn.CrossEntropyLoss(), 1.0, 1.0, hidden_weight=1.0, teacher_hidden=teacher)
+    same, across = torch.tensor([[[5.0, 0.0]]]), torch.tensor([[[0.0, 1.0]]])
+    assert float(loss.hidden(same, torch.tensor([0]))) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss.hidden(across, torch.tensor([0]))) == pytest.approx(2.0)  # at right angles
+    assert float(loss.hidden(-same, torch.tensor([0]))) == pytest.approx(4.0)  # opposite
+    assert float(loss.hidden(torch.cat([same, across]), torch.tensor([0, 0]))) == pytest.approx(1.0)  # mean
+
+
+def _hidden_distance(model, projection_state, teacher, texts, layers) -> float:
+    """The mean hidden-state loss of a student with these projection weights against the teacher's states."""
+    model.match_hidden(layers, teacher.model.backbone.config.hidden_size)
+    model.distill_projection.load_state_dict(projection_state)
+    padded = model.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        projected = model(padded["input_ids"], padded["attention_mask"], match_hidden=True)["projected"]
+    states = torch.from_numpy(teacher_states(teacher, texts, [1, 2])[0])
+    loss = DistillationLoss(torch.nn.CrossEntropyLoss(), 1.0, 1.0, hidden_weight=1.0, teacher_hidden=states)
+    return float(loss.hidden(projected, torch.arange(len(texts))))
+
+
+def test_hidden_states_are_matched_through_a_projection_the_saved_student_lacks(task, tiny_bert, tmp_path):
+    """distill.match_layers: the student's layer means, projected to the teacher's width, move towards the
+    teacher's; checkpoints keep the projection, the saved student does not, and the teacher's states are cached."""
+    from safetensors.torch import load_file
+
+    config = student_config(
+        task,
+        tiny_bert,
+        tmp_path,
+        **{"run.name": "hidden", "distill.match_layers": [1, 2], "distill.match_weight": 0.1},
+    )
+    result = distill(config)
+    figures = result.metrics["distill"]
+    assert figures["match_layers"] == {"teacher": [1, 2], "student": [1, 2]} and figures["match_weight"] == 0.1
+    assert figures["validation"]["agreement"] >= 0.9  # the soft targets still teach
+    checkpoint = load_file(str(result.run_dir / "last" / "model.safetensors"))
+    projection = {k.split(".", 1)[1]: v for k, v in checkpoint.items() if k.startswith("distill_projection.")}
+    assert projection["0.weight"].shape == (48, 32)  # student width 32 to teacher width 48
+    saved = load_file(str(result.best_dir / "model.safetensors"))
+    assert not any(k.startswith("distill_projection") for k in saved)
+    assert TextClassificationModel.from_pretrained(result.run_dir / "last").distill_projection is None
+
+    teacher = load_teacher(task["teachers"][0])
+    texts = pd.read_csv(task["unlabelled"]).text.tolist()[:32]
+    _, hit = teacher_states(teacher, texts, [1, 2])
+    assert not hit and teacher_states(teacher, texts, [1, 2])[1]  # computed once, then read back
+    untrained = TextClassificationModel(config.model, labels=["neg", "pos"])
+    untrained.match_hidden([1, 2], 48, seed=config.train.seed)
+    before = _hidden_distance(untrained, untrained.distill_projection.state_dict(), teacher, texts, [1, 2])
+    after = _hidden_distance(
+        TextClassificationModel.from_pretrained(result.best_dir), projection, teacher, texts, [1, 2]
+    )
+    assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("hidden", [False, True], ids=["soft", "soft+hidden"])
+def test_resumed_distillation_gives_the_same_weights(task, tiny_bert, tmp_path, hidden):
     from safetensors.torch import load_file
 
     options = {"train.epochs": 2, "train.eval_every": 3, "train.keep_top_k": 10}
+    if hidden:  # the projection is in the checkpoint, and a resumed run goes on with it
+        options["distill.match_layers"] = [2]
     straight = distill(student_config(task, tiny_bert, tmp_path, **options, **{"run.name": "straight"}))
     cut = student_config(task, tiny_bert, tmp_path, **options, **{"run.name": "cut"})
     with pytest.raises(KeyboardInterrupt, match="resume with"):
@@ -190,6 +252,7 @@ def test_resumed_distillation_gives_the_same_weights(task, tiny_bert, tmp_path):
     assert resumed.metrics["train"]["resumed_from_epoch"] > 0
     final_a = load_file(str(straight.run_dir / "last" / "model.safetensors"))
     final_b = load_file(str(resumed.run_dir / "last" / "model.safetensors"))
+    assert any(name.startswith("distill_projection") for name in final_a) == hidden
     for name, tensor in final_a.items():
         assert torch.allclose(tensor, final_b[name], atol=1e-6), name
 
@@ -214,7 +277,19 @@ def test_the_cli_distils_and_reports(task, tiny_bert, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "not_a_run", "labels_differ", "temperature", "weight", "backbone_alias", "no_teacher", "unlabelled"],
+    [
+        "missing",
+        "not_a_run",
+        "labels_differ",
+        "temperature",
+        "weight",
+        "backbone_alias",
+        "no_teacher",
+        "unlabelled",
+        "hidden_ensemble",
+        "hidden_too_deep",
+        "hidden_negative",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_2(task, tiny_bert, tmp_path, capsys, monkeypatch, case):
     (tmp_path / "empty").mkdir()
@@ -238,6 +313,12 @@ def test_bad_input_is_one_line_and_exit_2(task, tiny_bert, tmp_path, capsys, mon
         "backbone_alias": (["--teacher", "mpnet", *data], "`make mpnet`"),
         "no_teacher": (data, "No teacher"),
         "unlabelled": ([*teacher, *data, "distill.unlabelled_file=absent.csv"], "absent.csv does not exist"),
+        "hidden_ensemble": (
+            ["--teacher", *task["teachers"], *data, "distill.match_layers=[2]"],
+            "matches one teacher's states, but 2 teachers",
+        ),
+        "hidden_too_deep": ([*teacher, *data, "distill.match_layers=[5]"], "has layers 0..2"),
+        "hidden_negative": ([*teacher, *data, "distill.match_layers=[-1]"], "must be layer numbers"),
     }[case]
     assert main(["distill", *argv, "run.name=bad"]) == 2
     err = capsys.readouterr().err.strip()

@@ -594,9 +594,25 @@ class DistillConfig:
         "A file of unlabelled texts (in data.text_column) the teacher labels for the transfer set.", None
     )
     teacher_batch_size: int = _help("Texts per batch when the teacher labels the transfer set.", 64)
+    match_layers: list[int] = _help(
+        "Teacher layers (0 = embeddings, 1 up to its depth) whose token-averaged states the student's layers at the "
+        "same relative depth learn to reproduce through a learned projection (widths differ; the tokenizers may "
+        "too, so tokens are not matched one by one). [] = off. One teacher only.",
+        None,
+        list,
+    )
+    match_weight: float = _help(
+        "Weight of the hidden-state loss (squared distance of unit-length vectors, 0..4) with distill.match_layers.",
+        1.0,
+    )
 
     def __post_init__(self):
         self.teacher = [str(path) for path in self.teacher]
+        _require(
+            all(isinstance(layer, int) and layer >= 0 for layer in self.match_layers),
+            f"distill.match_layers={self.match_layers} must be layer numbers, 0 (embeddings) or more.",
+        )
+        _require(self.match_weight >= 0, f"distill.match_weight={self.match_weight} must be 0 or more.")
         _require(self.temperature > 0, f"distill.temperature={self.temperature} must be positive (T > 0).")
         _require(0.0 <= self.soft_weight <= 1.0, f"distill.soft_weight={self.soft_weight} must be in [0, 1].")
         _require(self.transfer_copies >= 0, f"distill.transfer_copies={self.transfer_copies} must be 0 or more.")

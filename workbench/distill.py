@@ -111,9 +111,9 @@ def check_teachers(teachers: list[Teacher], label_names: list[str], multi_label:
     return LabelMap(first.model.label_names, multi_label)
 
 
-def _cache_path(teacher: Teacher, texts: list[str], pairs: list[str] | None, precision: str) -> Path:
+def _cache_path(teacher: Teacher, texts: list[str], pairs: list[str] | None, precision: str, what: str = "") -> Path:
     key = hashlib.sha256()
-    for part in (teacher.fingerprint, json.dumps(asdict(teacher.model.processing), sort_keys=True), precision):
+    for part in (teacher.fingerprint, json.dumps(asdict(teacher.model.processing), sort_keys=True), precision, what):
         key.update(part.encode())
     for text in texts:
         key.update(text.encode() + b"\0")
@@ -158,6 +158,50 @@ def teacher_logits(
     return logits, False
 
 
+def teacher_states(
+    teacher: Teacher, texts: list[str], layers: list[int], batch_size: int = 64
+) -> tuple[np.ndarray, bool]:
+    """The teacher's token-averaged states at ``layers`` for ``texts``, ``(N, len(layers), width)`` in float16 (what
+    ``distill.match_layers`` matches), and whether they came from the cache; computed once and cached as
+    :func:`teacher_logits` caches logits."""
+    model = teacher.model
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision, _ = choose_precision("auto", device, model.backbone.config.hidden_size)
+    path = _cache_path(teacher, texts, None, precision, what=f"layer means {layers}")
+    shape = (len(texts), len(layers), model.backbone.config.hidden_size)
+    with PartialState(cpu=device == "cpu").main_process_first():
+        if path.exists():
+            try:
+                states = np.load(path)
+                if states.shape == shape:
+                    return states, True
+            except (OSError, ValueError) as exc:
+                log.warning("Teacher-output cache %s is unreadable (%s); computing again.", path, exc)
+        model.to(device)
+        features = encode_cached(model.processor(), texts)
+        states = np.empty(shape, dtype=np.float16)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for start in tqdm(range(0, len(texts), CHUNK), desc=f"teacher layers {layers}", unit="chunk"):
+                chunk = features[start : start + CHUNK]
+                states[start : start + len(chunk)] = model.layer_means(chunk, layers, batch_size)
+        model.to("cpu")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{PartialState().process_index}.partial.npy")
+        np.save(partial, states)
+        partial.replace(path)
+    return states, False
+
+
+def student_layers(teacher_layers: list[int], teacher_depth: int, student_depth: int) -> list[int]:
+    """The student layer that matches each teacher layer: the one at the same relative depth.
+
+    Example:
+        >>> student_layers([4, 8, 12], 12, 6)
+        [2, 4, 6]
+    """
+    return [round(layer * student_depth / teacher_depth) for layer in teacher_layers]
+
+
 def soft_targets(logits: list[np.ndarray], temperature: float, multi_label: bool) -> np.ndarray:
     """The teachers' averaged probabilities ``(N, K)`` at ``temperature``: softmax, or sigmoid per class.
 
@@ -179,11 +223,13 @@ def _unlabelled_texts(dm: TextDataModule, path: str) -> tuple[list[str], list[in
 class TransferSet(EncodedDataset):
     """The student's training examples: each carries its label (a placeholder where it has none), the teachers'
     ``soft_targets`` and ``hard_mask`` (1 where the label is real). ``kinds`` says where each came from:
-    ``train``, ``augmented`` or ``unlabelled``."""
+    ``train``, ``augmented`` or ``unlabelled``. With ``distill.match_layers``, ``teacher_hidden`` holds the teacher's
+    layer means ``(N, layers, width)`` and each example its row, ``teacher_index``."""
 
     def __init__(self, features: list[dict], texts: list[str], rows: list[int], kinds: list[str]):
         super().__init__(features, texts, rows, "distillation transfer set")
         self.kinds = kinds
+        self.teacher_hidden: torch.Tensor | None = None
 
     def sizes(self) -> dict[str, int]:
         return {kind: self.kinds.count(kind) for kind in ("train", "augmented", "unlabelled")}
@@ -225,11 +271,38 @@ def transfer_set(dm: TextDataModule, config: Config, teachers: list[Teacher]) ->
         logits.append(made)
         hits += cached
     targets = soft_targets(logits, cfg.temperature, dm.multi_label)
-    for feature, target, kind in zip(features, targets, kinds, strict=True):
+    for index, (feature, target, kind) in enumerate(zip(features, targets, kinds, strict=True)):
         feature[DISTILL_FEATURES[0]] = target.tolist()
         feature[DISTILL_FEATURES[1]] = int(kind != "unlabelled")
+        if cfg.match_layers:
+            feature[DISTILL_FEATURES[2]] = index
+    transfer = TransferSet(features, texts, rows, kinds)
+    if cfg.match_layers:
+        states, cached = teacher_states(teachers[0], texts, cfg.match_layers, cfg.teacher_batch_size)
+        transfer.teacher_hidden = torch.from_numpy(states)
+        hits += cached
     cost = {"teacher_seconds": time.perf_counter() - start, "teacher_cache_hits": hits}
-    return TransferSet(features, texts, rows, kinds), cost
+    return transfer, cost
+
+
+def _check_hidden_layers(cfg: DistillConfig, teachers: list[Teacher]) -> None:
+    """distill.match_layers needs one teacher that reads a text as one sequence, and layers it has."""
+    if len(teachers) > 1:
+        raise ConfigError(
+            f"distill.match_layers matches one teacher's states, but {len(teachers)} teachers are given (their "
+            "vectors live in different spaces). Give one teacher, or set distill.match_layers=[]."
+        )
+    teacher = teachers[0].model
+    if teacher.processing.truncation == "windows":
+        raise ConfigError(
+            f"distill.match_layers needs a teacher that truncates; {teachers[0].path} reads texts as windows. "
+            "Set distill.match_layers=[]."
+        )
+    depth = teacher.backbone.config.num_hidden_layers
+    if max(cfg.match_layers) > depth:
+        raise ConfigError(
+            f"distill.match_layers={cfg.match_layers}: the teacher {teachers[0].path} has layers 0..{depth}."
+        )
 
 
 def _agreement(student: np.ndarray, teacher: np.ndarray) -> float:
@@ -279,6 +352,8 @@ def distill(config: Config, resume: bool | str | Path = False, callbacks: list |
     if cfg.unlabelled_file and not Path(cfg.unlabelled_file).is_file():
         raise DataError(f"distill.unlabelled_file {cfg.unlabelled_file} does not exist. Give a file of texts.")
     teachers = [load_teacher(path) for path in cfg.teacher]
+    if cfg.match_layers:
+        _check_hidden_layers(cfg, teachers)
     # augment.ops make the transfer copies, labelled once by the teacher, not fresh variants every epoch
     dm = TextDataModule(
         config=config.data,
@@ -296,6 +371,17 @@ def distill(config: Config, resume: bool | str | Path = False, callbacks: list |
     model = TextClassificationModel(
         config.model, labels=dm.label_names, multi_label=dm.multi_label, seed=config.train.seed
     )
+    matched = {}
+    if cfg.match_layers:
+        teacher_backbone = teachers[0].model.backbone.config
+        layers = student_layers(
+            cfg.match_layers, teacher_backbone.num_hidden_layers, model.backbone.config.num_hidden_layers
+        )
+        model.match_hidden(layers, teacher_backbone.hidden_size, seed=config.train.seed)
+        matched = {
+            "match_layers": {"teacher": cfg.match_layers, "student": layers},
+            "match_weight": cfg.match_weight,
+        }
 
     def report(student: TextClassificationModel, data: TextDataModule) -> dict:
         splits = {"validation": data.val_dataset, "test": data.test_dataset}
@@ -304,6 +390,7 @@ def distill(config: Config, resume: bool | str | Path = False, callbacks: list |
                 "teachers": [t.path for t in teachers],
                 "temperature": cfg.temperature,
                 "soft_weight": cfg.soft_weight,
+                **matched,
                 "transfer_set": data.train_dataset.sizes(),
                 **cost,
                 **{

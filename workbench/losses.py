@@ -103,19 +103,22 @@ def build_loss(
 
 
 # What a distillation transfer set's examples carry beside the label (workbench.distill), passed to DistillationLoss
-DISTILL_FEATURES = ("soft_targets", "hard_mask")
+DISTILL_FEATURES = ("soft_targets", "hard_mask", "teacher_index")
 
 
 class DistillationLoss(nn.Module):
     """Knowledge distillation (Hinton et al. 2015): the student matches a teacher's soft targets at temperature T,
-    mixed with the ordinary loss on the hard labels.
+    mixed with the ordinary loss on the hard labels, and optionally the teacher's hidden states.
 
-    ``loss = soft_weight * T^2 * soft + (1 - soft_weight) * hard``, where ``soft`` is the KL divergence from the
-    teacher's softmax at T to the student's (single-label), or the binary cross-entropy of the student's sigmoid at T
-    against the teacher's (multi-label), averaged over the batch; ``hard`` is ``hard_loss`` over the examples that have
-    a label (``hard_mask`` 1; a text the teacher alone labelled has 0), scaled by their share of the batch. The T^2
-    keeps the soft gradients' size independent of T. Without ``soft_targets`` (validation batches) it is
-    ``hard_loss``.
+    ``loss = soft_weight * T^2 * soft + (1 - soft_weight) * hard + hidden_weight * hidden``, where ``soft`` is the
+    KL divergence from the teacher's softmax at T to the student's (single-label), or the binary cross-entropy of the
+    student's sigmoid at T against the teacher's (multi-label), averaged over the batch; ``hard`` is ``hard_loss``
+    over the examples that have a label (``hard_mask`` 1; a text the teacher alone labelled has 0), scaled by their
+    share of the batch. The T^2 keeps the soft gradients' size independent of T. ``hidden`` (with
+    ``teacher_hidden``, the teacher's token-averaged states at chosen layers ``(N, layers, width)``, and the
+    student's ``projected`` ones for the batch's rows ``teacher_index``) is the squared distance between the two
+    after scaling each to unit length, averaged over layers and examples (Patient KD, Sun et al. 2019): 0 when they
+    point the same way, 4 at most. Without ``soft_targets`` (validation batches) it is ``hard_loss``.
 
     Example:
         >>> loss = DistillationLoss(nn.CrossEntropyLoss(), temperature=2.0, soft_weight=0.5)
@@ -123,7 +126,15 @@ class DistillationLoss(nn.Module):
         0.34...
     """
 
-    def __init__(self, hard_loss: nn.Module, temperature: float, soft_weight: float, multi_label: bool = False):
+    def __init__(
+        self,
+        hard_loss: nn.Module,
+        temperature: float,
+        soft_weight: float,
+        multi_label: bool = False,
+        hidden_weight: float = 0.0,
+        teacher_hidden: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.hard_loss, self.temperature, self.soft_weight, self.multi_label = (
             hard_loss,
@@ -131,6 +142,12 @@ class DistillationLoss(nn.Module):
             soft_weight,
             multi_label,
         )
+        self.hidden_weight, self.teacher_hidden = hidden_weight, teacher_hidden  # on the CPU: rows move per batch
+
+    @property
+    def matches_hidden(self) -> bool:
+        """Whether the student's hidden states are matched (the trainer then asks the model for them)."""
+        return self.teacher_hidden is not None and self.hidden_weight > 0
 
     def soft(self, logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
         """The soft-target loss alone (before the T^2 scale): logits and targets ``(batch, K)``."""
@@ -139,12 +156,21 @@ class DistillationLoss(nn.Module):
             return F.binary_cross_entropy_with_logits(scaled, soft_targets.float())
         return F.kl_div(scaled.log_softmax(-1), soft_targets.float(), reduction="batchmean")
 
+    def hidden(self, projected: torch.Tensor, teacher_index: torch.Tensor) -> torch.Tensor:
+        """The hidden-state loss alone: the student's ``projected`` layer means ``(batch, layers, width)`` against the
+        teacher's rows ``teacher_index``."""
+        teacher = self.teacher_hidden[teacher_index.cpu()].to(projected.device, torch.float32)
+        distance = (F.normalize(projected.float(), dim=-1) - F.normalize(teacher, dim=-1)).pow(2).sum(-1)
+        return distance.mean()
+
     def forward(
         self,
         logits: torch.Tensor,
         target: torch.Tensor,
         soft_targets: torch.Tensor | None = None,
         hard_mask: torch.Tensor | None = None,
+        teacher_index: torch.Tensor | None = None,
+        projected: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if soft_targets is None:
             return self.hard_loss(logits, target)
@@ -156,4 +182,6 @@ class DistillationLoss(nn.Module):
             if keep.any():
                 share = keep.float().mean()
                 loss = loss + (1.0 - self.soft_weight) * share * self.hard_loss(logits[keep], target[keep])
+        if projected is not None and teacher_index is not None and self.matches_hidden:
+            loss = loss + self.hidden_weight * self.hidden(projected, teacher_index)
         return loss

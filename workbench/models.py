@@ -35,6 +35,7 @@ from workbench.store import EncodedExamples
 from workbench.text import TextProcessing, TextProcessor, check_model_inputs, window_items
 
 MODEL_FILE = "model.safetensors"
+DISTILL_PROJECTION = "distill_projection"  # training-only layers (distillation's hidden-state matching): not saved
 META_FILE = "workbench_model.json"
 BACKBONE_CONFIG_FILE = "backbone_config.json"
 _NO_TOKEN_TYPES = ("distilbert", "roberta", "mpnet")  # backbones without a token-type embedding
@@ -223,6 +224,8 @@ class TextClassificationModel(nn.Module):
             self.head = build_head(
                 hidden, len(labels), config.dropout, config.hidden_layers, config.activation, config.head_norm
             )
+        self.distill_projection: nn.ModuleList | None = None  # see match_hidden
+        self.distill_layers: list[int] = []
         use_fast_cpu_dropout(self)
         if config.freeze_embeddings:
             # The whole embedding block (word, position and token-type tables and their LayerNorm): then
@@ -251,6 +254,21 @@ class TextClassificationModel(nn.Module):
             self._tokenizer = tokenizer
         if processing is not None:
             self.processing = processing
+
+    def match_hidden(self, layers: Sequence[int], width: int, seed: int = TrainConfig.seed) -> None:
+        """Give the model, for training only, one learned projection per backbone layer in ``layers`` (0 = the
+        embeddings) from its width to ``width``: ``forward(..., match_hidden=True)`` then also returns
+        ``projected`` ``(batch, len(layers), width)``, each layer's token-averaged states projected, for distillation
+        to match with a teacher's (:class:`~workbench.losses.DistillationLoss`). Checkpoints keep the projections
+        (a resumed run goes on with them); the saved model does not (:meth:`save_pretrained`)."""
+        depth = self.backbone.config.num_hidden_layers
+        if any(not 0 <= layer <= depth for layer in layers):
+            raise ConfigError(f"Layers {list(layers)} are not all in 0..{depth}, the layers of this backbone.")
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            hidden = self.backbone.config.hidden_size
+            self.distill_projection = nn.ModuleList(nn.Linear(hidden, width) for _ in layers).to(self.device)
+        self.distill_layers = list(layers)
 
     # -- forward ------------------------------------------------------------------------------------
 
@@ -289,15 +307,29 @@ class TextClassificationModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        match_hidden: bool = False,
     ) -> dict:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        pooled = self._pooled(inputs)  # (batch, hidden)
+        output = {}
+        if match_hidden and self.distill_projection is not None:  # distillation: layer means, projected (match_hidden)
+            layers = self._encode(inputs, hidden_states=True).hidden_states
+            states = layers[-1]
+            output["projected"] = torch.stack(
+                [
+                    project(pool(layers[layer], attention_mask, "mean"))
+                    for project, layer in zip(self.distill_projection, self.distill_layers, strict=True)
+                ],
+                dim=1,
+            )  # (batch, len(distill_layers), teacher width)
+        else:
+            states = self._encode(inputs).last_hidden_state
+        pooled = pool(states, attention_mask, self.model_config.pooling, self.attention_pool)  # (batch, hidden)
         logits = self.head(pooled)  # (batch, labels)
-        output = {"logits": logits}
+        output["logits"] = logits
         if labels is not None:
             # the Trainer computes its configured loss itself; this default serves direct calls
             loss_fn = nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss()
@@ -370,14 +402,33 @@ class TextClassificationModel(nn.Module):
         out = self._batched(features, width + self.num_labels, both, batch_size, train_mode=dropout)
         return out[:, :width], out[:, width:]
 
-    def _pooled(self, padded: dict) -> torch.Tensor:
-        """One vector per example ``(batch, hidden)``: the backbone's token states pooled (``model.pooling``); token
-        types reach the backbone only where it has a token-type embedding."""
+    def _encode(self, padded: dict, hidden_states: bool = False):
+        """The backbone's output for a padded batch (with every layer's states when ``hidden_states``); token types
+        reach the backbone only where it has a token-type embedding."""
         inputs = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
-        if "token_type_ids" in padded and self.backbone.config.model_type not in _NO_TOKEN_TYPES:
+        if padded.get("token_type_ids") is not None and self.backbone.config.model_type not in _NO_TOKEN_TYPES:
             inputs["token_type_ids"] = padded["token_type_ids"]
-        states = self.backbone(**inputs).last_hidden_state  # (batch, seq, hidden)
+        if hidden_states:
+            inputs["output_hidden_states"] = True
+        return self.backbone(**inputs)
+
+    def _pooled(self, padded: dict) -> torch.Tensor:
+        """One vector per example ``(batch, hidden)``: the backbone's token states pooled (``model.pooling``)."""
+        states = self._encode(padded).last_hidden_state  # (batch, seq, hidden)
         return pool(states, padded["attention_mask"], self.model_config.pooling, self.attention_pool)
+
+    @torch.no_grad()
+    def layer_means(self, features: Sequence[dict], layers: Sequence[int], batch_size: int = 64) -> np.ndarray:
+        """Each encoded example's token-averaged states at each backbone layer in ``layers`` (0 = the embeddings):
+        ``(N, len(layers), hidden)``, float16 (a distillation teacher's, :func:`workbench.distill.teacher_states`)."""
+        width = self.backbone.config.hidden_size
+
+        def means(padded: dict) -> torch.Tensor:
+            states = self._encode(padded, hidden_states=True).hidden_states
+            return torch.cat([pool(states[layer], padded["attention_mask"], "mean") for layer in layers], dim=-1)
+
+        out = self._batched(features, width * len(layers), means, batch_size)
+        return out.reshape(len(features), len(layers), width).numpy().astype(np.float16)
 
     def _batched(
         self,
@@ -473,11 +524,16 @@ class TextClassificationModel(nn.Module):
             **config,
         }
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write weights (safetensors), labels, head and processing settings, backbone config and tokenizer."""
+    def save_pretrained(self, folder: str | Path, training: bool = False) -> Path:
+        """Write weights (safetensors), labels, head and processing settings, backbone config and tokenizer.
+        ``training``: a checkpoint, which also keeps training-only layers (:meth:`match_hidden`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if training or not k.startswith(DISTILL_PROJECTION + ".")
+        }
         save_file(state, folder / MODEL_FILE, metadata={"format": "pt"})
         (folder / META_FILE).write_text(json.dumps(self.metadata(), indent=2))
         (folder / BACKBONE_CONFIG_FILE).write_text(self.backbone.config.to_json_string())
@@ -539,6 +595,7 @@ class TextClassificationModel(nn.Module):
             raise ModelLoadError(
                 f"{folder / META_FILE} lacks or garbles the entry {exc}. Re-save the model or use another checkpoint."
             ) from None
+        state = {k: v for k, v in state.items() if not k.startswith(DISTILL_PROJECTION + ".")}  # a checkpoint's
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches

@@ -205,7 +205,10 @@ class _HFTrainer(transformers.Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         teacher = {key: inputs.pop(key) for key in DISTILL_FEATURES if key in inputs}  # a distillation transfer set
-        outputs = model(**inputs)
+        match_hidden = "teacher_index" in teacher and getattr(self.loss_fn, "matches_hidden", False)
+        outputs = model(**inputs, match_hidden=True) if match_hidden else model(**inputs)
+        if match_hidden:
+            teacher["projected"] = outputs["projected"]
         logits = outputs["logits"]
         self.loss_fn.to(logits.device)  # class weights are buffers built on the CPU; a no-op once moved
         loss = self.loss_fn(logits, labels.to(logits.dtype) if labels.dtype.is_floating_point else labels, **teacher)
@@ -251,7 +254,7 @@ class _HFTrainer(transformers.Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:  # transformers calls this on every process; one writes (as its own _save does)
             return
-        self.model.save_pretrained(output_dir or self.args.output_dir)
+        self.model.save_pretrained(output_dir or self.args.output_dir, training=True)  # a checkpoint
 
     def _save_checkpoint(self, model, trial) -> None:
         # Record the checkpoint as whole (runs.mark_complete) after its last file and before older checkpoints are
@@ -455,7 +458,14 @@ class Trainer:
         )
         if self.distill is None:
             return loss
-        return DistillationLoss(loss, self.distill.temperature, self.distill.soft_weight, dm.multi_label)
+        return DistillationLoss(
+            loss,
+            self.distill.temperature,
+            self.distill.soft_weight,
+            dm.multi_label,
+            hidden_weight=self.distill.match_weight,
+            teacher_hidden=getattr(dm.train_dataset, "teacher_hidden", None),  # a transfer set's (workbench.distill)
+        )
 
     def monitor(self, dm: TextDataModule) -> str:
         """The metric that picks the best checkpoint: train.monitor, or accuracy / micro_f1 by the kind of data."""
