@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -122,74 +123,82 @@ def _cache_path(teacher: Teacher, texts: list[str], pairs: list[str] | None, pre
     return cache_root() / "teacher" / f"{key.hexdigest()[:32]}.npy"
 
 
-def teacher_logits(
-    teacher: Teacher, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, desc: str = "teacher"
+def _cached_teacher_output(
+    teacher: Teacher,
+    texts: list[str],
+    pairs: list[str] | None,
+    what: str,
+    row_shape: tuple[int, ...],
+    dtype: type,
+    compute: Callable[[list[dict]], np.ndarray],
+    desc: str,
 ) -> tuple[np.ndarray, bool]:
-    """The teacher's logits ``(N, K)`` for ``texts`` and whether they came from the cache.
-
-    They are computed once, in bf16 autocast where :func:`~workbench.trainer.choose_precision` would train the
-    teacher in bf16, in chunks under a progress bar, and saved atomically; with several processes (torchrun) the
-    first computes them and the others read its file.
-    """
+    """What ``compute`` makes of the teacher's encoded ``texts``, ``(N, *row_shape)``, and whether it came from the
+    cache (keyed by ``what`` too). It is computed once, in bf16 autocast where
+    :func:`~workbench.trainer.choose_precision` would train the teacher in bf16, in chunks under a progress bar, and
+    saved atomically; with several processes (torchrun) the first computes it and the others read its file."""
     model = teacher.model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision, _ = choose_precision("auto", device, model.backbone.config.hidden_size)
-    path = _cache_path(teacher, texts, pairs, precision)
+    path = _cache_path(teacher, texts, pairs, precision, what)
+    shape = (len(texts), *row_shape)
     with PartialState(cpu=device == "cpu").main_process_first():
         if path.exists():
             try:
-                logits = np.load(path)
-                if logits.shape == (len(texts), model.num_labels):
-                    return logits, True
+                out = np.load(path)
+                if out.shape == shape:
+                    return out, True
             except (OSError, ValueError) as exc:
                 log.warning("Teacher-output cache %s is unreadable (%s); computing again.", path, exc)
         model.to(device)
         features = encode_cached(model.processor(), texts, pairs)
-        logits = np.empty((len(texts), model.num_labels), dtype=np.float32)
+        out = np.empty(shape, dtype=dtype)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            for start in tqdm(range(0, len(texts), CHUNK), desc=f"{desc} ({len(texts)} texts)", unit="chunk"):
+            for start in tqdm(range(0, len(texts), CHUNK), desc=desc, unit="chunk"):
                 chunk = features[start : start + CHUNK]
-                logits[start : start + len(chunk)] = model.logits_of(chunk, batch_size=batch_size).numpy()
+                out[start : start + len(chunk)] = compute(chunk)
         model.to("cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{PartialState().process_index}.partial.npy")
-        np.save(partial, logits)
+        np.save(partial, out)
         partial.replace(path)
-    return logits, False
+    return out, False
+
+
+def teacher_logits(
+    teacher: Teacher, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, desc: str = "teacher"
+) -> tuple[np.ndarray, bool]:
+    """The teacher's logits ``(N, K)`` for ``texts`` and whether they came from the cache (computed once:
+    :func:`_cached_teacher_output`)."""
+    model = teacher.model
+    return _cached_teacher_output(
+        teacher,
+        texts,
+        pairs,
+        "",
+        (model.num_labels,),
+        np.float32,
+        lambda chunk: model.logits_of(chunk, batch_size=batch_size).numpy(),
+        f"{desc} ({len(texts)} texts)",
+    )
 
 
 def teacher_states(
     teacher: Teacher, texts: list[str], layers: list[int], batch_size: int = 64
 ) -> tuple[np.ndarray, bool]:
     """The teacher's token-averaged states at ``layers`` for ``texts``, ``(N, len(layers), width)`` in float16 (what
-    ``distill.match_layers`` matches), and whether they came from the cache; computed once and cached as
-    :func:`teacher_logits` caches logits."""
+    ``distill.match_layers`` matches), and whether they came from the cache (computed once, as logits are)."""
     model = teacher.model
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision, _ = choose_precision("auto", device, model.backbone.config.hidden_size)
-    path = _cache_path(teacher, texts, None, precision, what=f"layer means {layers}")
-    shape = (len(texts), len(layers), model.backbone.config.hidden_size)
-    with PartialState(cpu=device == "cpu").main_process_first():
-        if path.exists():
-            try:
-                states = np.load(path)
-                if states.shape == shape:
-                    return states, True
-            except (OSError, ValueError) as exc:
-                log.warning("Teacher-output cache %s is unreadable (%s); computing again.", path, exc)
-        model.to(device)
-        features = encode_cached(model.processor(), texts)
-        states = np.empty(shape, dtype=np.float16)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            for start in tqdm(range(0, len(texts), CHUNK), desc=f"teacher layers {layers}", unit="chunk"):
-                chunk = features[start : start + CHUNK]
-                states[start : start + len(chunk)] = model.layer_means(chunk, layers, batch_size)
-        model.to("cpu")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{PartialState().process_index}.partial.npy")
-        np.save(partial, states)
-        partial.replace(path)
-    return states, False
+    return _cached_teacher_output(
+        teacher,
+        texts,
+        None,
+        f"layer means {layers}",
+        (len(layers), model.backbone.config.hidden_size),
+        np.float16,
+        lambda chunk: model.layer_means(chunk, layers, batch_size),
+        f"teacher layers {layers}",
+    )
 
 
 def student_layers(teacher_layers: list[int], teacher_depth: int, student_depth: int) -> list[int]:
@@ -285,7 +294,7 @@ def transfer_set(dm: TextDataModule, config: Config, teachers: list[Teacher]) ->
     return transfer, cost
 
 
-def _check_hidden_layers(cfg: DistillConfig, teachers: list[Teacher]) -> None:
+def _check_match_layers(cfg: DistillConfig, teachers: list[Teacher]) -> None:
     """distill.match_layers needs one teacher that reads a text as one sequence, and layers it has."""
     if len(teachers) > 1:
         raise ConfigError(
@@ -353,7 +362,7 @@ def distill(config: Config, resume: bool | str | Path = False, callbacks: list |
         raise DataError(f"distill.unlabelled_file {cfg.unlabelled_file} does not exist. Give a file of texts.")
     teachers = [load_teacher(path) for path in cfg.teacher]
     if cfg.match_layers:
-        _check_hidden_layers(cfg, teachers)
+        _check_match_layers(cfg, teachers)
     # augment.ops make the transfer copies, labelled once by the teacher, not fresh variants every epoch
     dm = TextDataModule(
         config=config.data,
