@@ -45,6 +45,9 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     assert few["runs"] == 8 and set(few["accuracy"]) == {"setfit/4", "finetune/4", "frozen/4", "zero-shot/0"}
     learned = state["experiments"]["active_tiny"]["notebooks"]["14_active_learning"]["results"]
     assert learned["rounds"] == 3 and learned["labelled_in_labeller"] == 12 and learned["queued_after_retrain"] == 6
+    behaved = state["experiments"]["behavior_tiny"]["notebooks"]["15_behavior"]["results"]
+    assert behaved["suite"] == "questions" and behaved["tests"] == len(behaved["failure_rates"]) == 16
+    assert behaved["run_dir"].startswith("runs/tiny/") and 0.0 <= behaved["failure_rate"] <= 1.0
     study = state["experiments"]["tune_tiny"]["notebooks"]["10_tune"]
     assert study["results"]["trials"] == 3 and Path(tiny_reports, study["results"]["run_dir"]).is_dir()
     html = (tiny_reports / "reports" / study["html"]).read_text()

@@ -264,7 +264,7 @@ def punctuation_insertion(words: list[str], rng: np.random.Generator) -> list[st
 
 
 @contextlib.contextmanager
-def _seeded_globals(seed: int):
+def seeded_globals(seed: int):
     """Seed Python's, NumPy's and torch's global generators inside the block, and restore them after it:
     nlpaug's augmenters draw from the global ``random`` and ``numpy.random``, and generation from torch's."""
     import torch
@@ -365,7 +365,7 @@ class BackTranslator:
                 self.max_tokens(0),
             )
         todo = [t for t, skip in zip(texts, long, strict=True) if not skip]
-        with _seeded_globals(seed):
+        with seeded_globals(seed):
             pivot = self.translate(todo, 0, copies, desc="translating") if todo else []
             back = self.translate(pivot, 1, 1, desc="translating back") if todo else []
         made, k = [], 0
@@ -422,7 +422,7 @@ class ContextualSubstituter:
     def __call__(self, texts: Sequence[str], copies: int, seed: int) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in texts]
         for copy in range(copies):
-            with _seeded_globals(seed + copy):
+            with seeded_globals(seed + copy):
                 for start in tqdm(
                     range(0, len(texts), self.batch_size),
                     desc=f"substituting (copy {copy + 1})",

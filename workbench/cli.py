@@ -1,5 +1,5 @@
-"""The ``workbench`` command line: train, distill, evaluate, predict, datasets, config, augment, cv, tune, dashboard,
-ui, register, speed and run.
+"""The ``workbench`` command line: train, distill, evaluate, behave, predict, datasets, config, augment, cv, tune,
+dashboard, ui, register, speed and run.
 
 The commands that build a config (train, distill, config, cv, tune) take ``--config FILE`` (an experiment YAML holding
 only what differs from the defaults) and dotted overrides such as ``train.lr=3e-5 data.train_subset=2000``::
@@ -7,6 +7,7 @@ only what differs from the defaults) and dotted overrides such as ``train.lr=3e-
     workbench train --config configs/sst2.yaml train.epochs=1
     workbench distill --config configs/sst2.yaml --teacher runs/sst2_mpnet/version_0
     workbench evaluate runs/sst2/version_0 --dataset sst2 --split validation
+    workbench behave runs/sst2/version_0 --suite sentiment
     echo "a gripping, funny film" | workbench predict runs/sst2/version_0
     workbench datasets
     workbench config --config configs/trec.yaml
@@ -121,6 +122,18 @@ def _evaluate(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(metrics, indent=2))
     print("  ".join(f"{k}={metrics[k]:.4f}" for k in SUMMARY_METRICS if metrics.get(k) is not None))
+    return 0
+
+
+def _behave(args) -> int:
+    from workbench.behave import failure_table, run_suite
+
+    result = run_suite(args.suite, args.run_dir, split=args.split, out=args.out)
+    table = failure_table(result)
+    percent = table["failure_rate"].map(lambda rate: "-" if rate != rate else f"{rate:.1%}")  # NaN: no text applied
+    print(table.assign(failure_rate=percent).to_string(index=False))
+    mean = "-" if result["failure_rate"] is None else f"{result['failure_rate']:.1%}"
+    print(f"mean failure rate {mean} over {len(table)} tests; written to {result['file']}")
     return 0
 
 
@@ -584,6 +597,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--out", help="write the full metrics JSON here")
     evaluate.set_defaults(func=_evaluate)
+
+    behave = sub.add_parser(
+        "behave", help="behavioural tests of a run's model (minimum functionality, invariance, directional)"
+    )
+    behave.add_argument("run_dir", help="a finished run directory (its best/ model and its data)")
+    behave.add_argument(
+        "--suite", required=True, help="a suite YAML file, or a shipped one: sentiment (SST-2, IMDB), questions (TREC)"
+    )
+    behave.add_argument("--split", help="the split whose texts are perturbed: validation or test (default: suite's)")
+    behave.add_argument("--out", help="write <suite>.json into this folder (default: the run's behavior/ folder)")
+    behave.set_defaults(func=_behave)
 
     predict = sub.add_parser("predict", help="label texts from a file or standard input (JSON lines out)")
     _add_input_options(predict, model=_SAVED_MODEL, file="file with a text column; without it, one text per stdin line")

@@ -34,6 +34,16 @@ TRAIN_METHODS = ("finetune", "setfit")  # train.method: fine-tuning with a loss,
 SETFIT_HEADS = ("logistic", "differentiable")
 # active learning (workbench.active): how the texts to label next are picked
 QUERY_STRATEGIES = ("random", "least_confidence", "entropy", "breaking_ties", "bald", "kmeans", "coreset", "cal")
+# behavioural tests (workbench.behave, CheckList's three kinds): minimum functionality (templated texts with known
+# labels), invariance (a perturbation must not change the prediction), directional (a label's probability must not
+# move the wrong way)
+BEHAVIOR_TEST_TYPES = ("mft", "inv", "dir")
+# what an invariance or directional test does to a real text; append / prepend add a templated phrase
+PERTURBATIONS = (
+    "typos", "keyboard", "punctuation", "lowercase", "contractions", "names", "places", "numbers", "synonym",
+    "append", "prepend",
+)  # fmt: skip
+BEHAVIOR_DIRECTIONS = ("rise", "fall")  # a directional test's expect.must_not
 EXECUTORS = ("local", "ray")  # where a grid's experiments, CV folds and batch predictions run (workbench.cluster)
 COLD_STARTS = ("random", "kmeans")  # the first labels: a seeded random draw, or one text per k-means cluster
 SINGLE_LABEL_LOSSES = ("cross_entropy", "focal")

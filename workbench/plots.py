@@ -399,6 +399,37 @@ def shots_figure(runs: pd.DataFrame, metric: str = "accuracy") -> Figure:
     return fig
 
 
+def failure_rate_figure(table: pd.DataFrame, runs: Sequence[str] | None = None) -> Figure:
+    """Behavioural tests' failure rates: one row of bars per test, grouped by test type, one bar per run.
+
+    Args:
+        table: :func:`workbench.behave.failure_table` (a ``failure_rate`` column) or
+            :func:`workbench.behave.compare` (one column per run), with ``type`` and ``test`` columns.
+        runs: the columns to draw (default: ``failure_rate``, else every column but type, capability and test).
+    """
+    _check_columns(table, ["type", "test"], "failure_rate_figure")
+    if runs is None:
+        runs = (
+            ["failure_rate"]
+            if "failure_rate" in table
+            else [c for c in table if c not in ("type", "capability", "test")]
+        )
+    table = table.iloc[::-1].reset_index(drop=True)  # the suite's first test on top
+    fig, ax = _figure(8.0, max(2.5, 0.32 * len(table) * max(1, len(runs) ** 0.5) + 1.2))
+    height = 0.8 / len(runs)
+    for index, run in enumerate(runs):
+        rates = table[run].astype(float).fillna(0.0) * 100
+        positions = np.arange(len(table)) + (index - (len(runs) - 1) / 2) * height
+        ax.barh(positions, rates, height=height, color=f"C{index}", label=str(run))
+    ax.set_yticks(
+        range(len(table)), [f"{t} · {name}" for t, name in zip(table["type"], table["test"], strict=True)], fontsize=8
+    )
+    ax.set(xlabel="failure rate (%)", xlim=(0, 100), title="behavioural tests: failure rate by test")
+    if len(runs) > 1:
+        ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 def active_curve_figure(points: pd.DataFrame, metric: str = "accuracy") -> Figure:
     """Active-learning curves: ``metric`` against the labels given, one line per strategy (the mean over seeds,
     a band of one standard deviation).

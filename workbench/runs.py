@@ -73,6 +73,7 @@ class RunDir:
     BEST, LAST, CHECKPOINTS = "best", "last", "checkpoints"
     TRACKING, TENSORBOARD = "tracking.json", "tensorboard"  # workbench.track: tracker run ids, TensorBoard events
     EXPORTS = "exports"  # workbench.export: one folder per engine, exports/<engine>/
+    BEHAVIOR = "behavior"  # workbench.behave: <suite>.json, one per behavioural suite run on the model
     TRAINING_ROWS = "training_rows.json"  # data.shots: the rows of the training split sampled for the run
     FINISHED = (CONFIG, METRICS)  # written last: a run with both has finished
     COMPLETE = "complete.json"  # written into a checkpoint after its last file: its files and their sizes
@@ -517,7 +518,8 @@ def leaderboard(root: str | Path = "runs", metric: str | None = None) -> pd.Data
     Returns:
         A DataFrame sorted best first with columns ``run``, ``dataset``, the differing config keys,
         ``val_<metric>`` / ``test_<metric>`` for the summary metrics, ``train_s``, ``samples_per_s``,
-        ``epochs`` and ``finished``. Empty when there are no runs.
+        ``epochs``, ``finished`` and, for each behavioural suite run on a model (``workbench behave``),
+        ``behavior_<suite>``: its mean failure rate over the suite's tests. Empty when there are no runs.
     """
     runs = [load_run(p) for p in list_runs(root)]
     if not runs:
@@ -543,6 +545,8 @@ def leaderboard(root: str | Path = "runs", metric: str | None = None) -> pd.Data
                 "finished": pd.Timestamp((run.path / RunDir.METRICS).stat().st_mtime, unit="s").floor("s"),
             }
         )
+        for suite in sorted((run.path / RunDir.BEHAVIOR).glob("*.json")):  # workbench behave: mean failure rate
+            row[f"behavior_{suite.stem}"] = json.loads(suite.read_text()).get("failure_rate")
         rows.append(row)
     table = pd.DataFrame(rows)
     differences = config_differences([r.config for r in runs]).drop(columns=["data.dataset"], errors="ignore")
