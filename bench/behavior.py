@@ -60,12 +60,7 @@ def measure(suite_name: str, run_dir: str) -> dict:
         "seconds": round(seconds, 1),
         "failure_rate": result["failure_rate"],
         "tests": {
-            t["name"]: {
-                "type": t["type"],
-                "capability": t["capability"],
-                "n": t["n"],
-                "failure_rate": t["failure_rate"],
-            }
+            t["name"]: {k: t[k] for k in ("type", "capability", "n", "failure_rate", "label_changes")}
             for t in result["tests"]
         },
         "worst": {t["name"]: t["examples"][:2] for t in result["tests"] if t["examples"]},

@@ -65,6 +65,7 @@ def test_a_keyword_rule_passes_the_invariance_tests_that_leave_its_keyword_alone
     rates = {t["name"]: (t["n"], t["failure_rate"]) for t in result["tests"]}
     assert rates["names"] == (3, 0.0) and rates["clause"] == (5, 0.0) and rates["negative phrase"] == (5, 0.0)
     assert rates["typos"] == (3, 1.0)  # the typo always lands in the keyword: every positive text flips
+    assert [t["label_changes"] for t in result["tests"]] == [0, 0, 3, None]
     typos = next(t for t in result["tests"] if t["name"] == "typos")["examples"]
     assert all("good" not in e["perturbed"].split() and e["prediction"] == "negative" for e in typos)
 

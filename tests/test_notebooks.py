@@ -24,7 +24,9 @@ def test_the_tiny_experiments_file_runs_every_notebook(tiny_reports):
     lr = state["experiments"]["trec_tiny__lr-0.0003"]["notebooks"]
     assert lr["02_train"]["results"]["run_dir"] == lr["03_evaluate"]["results"]["run_dir"]  # evaluated what it trained
     assert lr["01_data"]["results"]["labels"] == 6  # TREC coarse
-    assert state["experiments"]["leaderboard"]["notebooks"]["09_compare_runs"]["results"]["runs"] == 5  # + behavior_tiny's 2
+    assert (
+        state["experiments"]["leaderboard"]["notebooks"]["09_compare_runs"]["results"]["runs"] == 5
+    )  # + behavior_tiny's 2
     inspect = state["experiments"]["trec_tiny_inspect"]["notebooks"]
     assert inspect["04_error_analysis"]["results"]["run_dir"] == inspect["02_train"]["results"]["run_dir"]
     assert inspect["04_error_analysis"]["results"]["examples"] == 100
