@@ -52,7 +52,7 @@ def test_a_model_that_ignores_its_input_fails_every_minimum_functionality_test(t
 
 
 def test_a_keyword_rule_passes_the_invariance_tests_that_leave_its_keyword_alone(tmp_path):
-    texts = ["tom is so good", "amy is so good", "it is a good one", "ben was bad", "it was not for me"]
+    texts = ["sam is so good", "amy is so good", "it is a good one", "ben was bad", "it was not for me"]
     labels = ["positive", "positive", "positive", "negative", "negative"]
     tests = [
         {"name": "names", "type": "inv", "perturb": "names"},
@@ -105,9 +105,14 @@ def test_templates_fill_every_combination_or_a_sample_of_distinct_ones():
     assert len(sample) == len(set(sample)) == 4 and set(sample) <= {f"{a}-{b}" for a in "xyz" for b in "12"}
 
 
-def test_swapped_words_are_whole_words_in_their_case():
+def test_swapped_words_are_whole_words_in_their_case_and_one_form_one_replacement():
     rng = np.random.default_rng(0)
     assert behave.swap_words("Johnny met john", [["John", "Mary"]], rng) == "Johnny met mary"
+    names = [["John", "Mary", "Lisa", "Gary", "Anna", "Paul"]]
+    for seed in range(5):  # "John ... john" becomes one other name, in each occurrence's case
+        first, _, second = behave.swap_words("John met john", names, np.random.default_rng(seed)).split()
+        assert first != "John" and second == first.lower()
+    assert behave.swap_words("Is not it ?", [["is not", "isn't"]], rng) == "Isn't it ?"
     text = behave.swap_words("it 's fine , is n't it ?", [["it 's", "it is"], ["is n't", "is not"]], rng)
     assert text == "it is fine , is not it ?"
 
@@ -140,6 +145,12 @@ def test_behave_writes_into_the_run_and_the_leaderboard_shows_it(tiny_run, tmp_p
         ({"name": "x", "tests": [{"name": "t", "type": "mft", "cases": [{"template": "a {gadget}", "label": "pos"}]}]},
          "placeholder {gadget} has no word list"),
         ({"name": "x", "tests": []}, "has no tests"),
+        ({"name": "x", "tests": [{"name": "t", "type": "mft", "cases": [{"template": "a {} film", "label": "pos"}]}]},
+         "has the field {}: use plain {word_list} names"),
+        ({"name": "x", "tests": [{"name": "t", "type": "mft", "cases": [{"template": "a {pos_adj", "label": "pos"}]}]},
+         "template 'a {pos_adj' is not valid"),
+        ({"name": "x", "words": {"answer": ["maybe", True]}, "tests": [{"name": "t", "type": "mft", "cases": []}]},
+         "words.answer holds True, which YAML read as no word: quote it"),
         ({"name": "x", "tests": [{"name": "t", "type": "inv", "perturb": "shout"}]}, "unknown perturbation 'shout'"),
         ({"name": "x", "tests": [{"name": "t", "type": "dir", "perturb": "typos"}]}, "a dir test needs expect"),
         ({"name": "x", "n": "all", "tests": [{"name": "t", "type": "inv", "perturb": "typos"}]},

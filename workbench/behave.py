@@ -124,6 +124,24 @@ def _unknown(keys, allowed: set, where: str) -> None:
         raise ConfigError(f"{where}: unknown key '{extra[0]}'. Valid keys: {', '.join(sorted(allowed))}.")
 
 
+def _labels(value, where: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: labels must be a list, e.g. labels: [negative, positive]; got {value!r}.")
+    return [str(label) for label in value]
+
+
+def _number(value, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: {key} must be a number; got {value!r}.")
+    return float(value)
+
+
+def _seed(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: seed must be a whole number, 0 or more; got {value!r}.")
+    return value
+
+
 def _count(value, key: str, where: str, optional: bool = False) -> int | None:
     """A positive whole number from a suite (``n``, ``examples``), or None where it may be left out."""
     if value is None and optional:
@@ -140,7 +158,7 @@ def placeholders(template: str) -> list[str]:
         >>> placeholders("The {thing} was {pos_adj}, the {thing} was long.")
         ['thing', 'pos_adj']
     """
-    names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     return list(dict.fromkeys(names))
 
 
@@ -157,7 +175,7 @@ def _parse_test(raw, where: str) -> BehaviorTest:
         type=kind,
         capability=str(raw.get("capability", "other")),
         description=str(raw.get("description", "")),
-        labels=[str(label) for label in raw.get("labels", [])],
+        labels=_labels(raw.get("labels", []), where),
         n=_count(raw.get("n"), "n", where, optional=True),
     )
     if kind == "mft":
@@ -167,16 +185,18 @@ def _parse_test(raw, where: str) -> BehaviorTest:
         test.cases = [Case(str(c["template"]), str(c["label"])) for c in cases]
         return test
     _parse_perturbation(test, raw.get("perturb"), where)
+    expect = raw.get("expect") or {}
+    if not isinstance(expect, dict):
+        raise ConfigError(f"{where}: expect must be a mapping, e.g. expect: {{tolerance: 0.1}}.")
     if kind == "inv":
-        test.tolerance = float((raw.get("expect") or {}).get("tolerance", test.tolerance))
+        test.tolerance = _number(expect.get("tolerance", test.tolerance), "expect.tolerance", where)
     else:
-        expect = raw.get("expect") or {}
-        if not isinstance(expect, dict) or "label" not in expect or expect.get("must_not") not in BEHAVIOR_DIRECTIONS:
+        if "label" not in expect or expect.get("must_not") not in BEHAVIOR_DIRECTIONS:
             raise ConfigError(
                 f"{where}: a dir test needs expect: {{label: LABEL, must_not: rise|fall, tolerance: 0.1}}."
             )
         test.expect_label, test.must_not = str(expect["label"]), expect["must_not"]
-        test.tolerance = float(expect.get("tolerance", test.tolerance))
+        test.tolerance = _number(expect.get("tolerance", test.tolerance), "expect.tolerance", where)
     return test
 
 
@@ -209,29 +229,40 @@ def load_suite(suite: str | Path) -> Suite:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Suite {path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"Suite {path}: not valid YAML{line} ({getattr(exc, 'problem', None) or exc}).") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"Suite {path}: expected a mapping with name and tests.")
     _unknown(raw, _SUITE_KEYS, f"Suite {path}")
     if not raw.get("tests"):
         raise ConfigError(f"Suite {path} has no tests: add a tests: list (see workbench/suites/sentiment.yaml).")
     words = yaml.safe_load(WORDS_FILE.read_text())
-    for key, values in (raw.get("words") or {}).items():
+    own = raw.get("words") or {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"Suite {path}: words must be a mapping of lists, e.g. words: {{gadget: [phone, laptop]}}.")
+    for key, values in own.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"Suite {path}: words.{key} must be a list of words, e.g. {key}: [one, two].")
+        odd = [word for word in values if word is None or isinstance(word, (bool, dict, list))]
+        if odd:
+            raise ConfigError(f"Suite {path}: words.{key} holds {odd[0]!r}, which YAML read as no word: quote it.")
         words[str(key)] = [str(word) for word in values]
     tests = [_parse_test(t, f"Suite {path}, test {i + 1}") for i, t in enumerate(raw["tests"])]
     names = [t.name for t in tests]
     if len(set(names)) < len(names):
         raise ConfigError(f"Suite {path}: test '{next(n for n in names if names.count(n) > 1)}' is named twice.")
+    name = str(raw.get("name") or path.stem)
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ConfigError(f"Suite {path}: name {name!r} names its results file: use letters, digits, '.', '_', '-'.")
     result = Suite(
-        name=str(raw.get("name") or path.stem),
+        name=name,
         tests=tests,
-        labels=[str(label) for label in raw.get("labels", [])],
+        labels=_labels(raw.get("labels", []), f"Suite {path}"),
         words=words,
         description=str(raw.get("description", "")),
         split=str(raw.get("split", "validation")),
-        seed=int(raw.get("seed", 0)),
+        seed=_seed(raw.get("seed", 0), f"Suite {path}"),
         n=_count(raw.get("n", 300), "n", f"Suite {path}"),
         examples=_count(raw.get("examples", 10), "examples", f"Suite {path}"),
         path=str(path),
@@ -244,9 +275,25 @@ def _templates(test: BehaviorTest) -> list[str]:
     return [case.template for case in test.cases] + ([test.phrase] if test.phrase else [])
 
 
+def _check_template(template: str, where: str) -> None:
+    """A template's fields must be plain ``{name}`` placeholders: no ``{}``, format spec or conversion."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)]
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: template {template!r} is not valid ({exc}); write a brace as {{{{ or }}}}."
+        ) from None
+    for name, spec, conversion in fields:
+        if name is not None and (not name.isidentifier() or spec or conversion):
+            raise ConfigError(
+                f"{where}: template {template!r} has the field {{{name}}}: use plain {{word_list}} names."
+            )
+
+
 def _check_placeholders(suite: Suite) -> None:
     for test in suite.tests:
         for template in _templates(test):
+            _check_template(template, f"Suite {suite.path}, test '{test.name}'")
             for name in placeholders(template):
                 if not suite.words.get(name):
                     raise ConfigError(
@@ -367,7 +414,8 @@ def _typo_in_one_word(text: str, augmenter, rng: np.random.Generator) -> str | N
 
 def swap_words(text: str, groups: list[list[str]], rng: np.random.Generator) -> str:
     """Each occurrence (whole words, any case) of a group's member replaced by another member of its group, drawn
-    by ``rng``; a name list is one group, contractions one group per form (``"is not|isn't|is n't"``).
+    by ``rng`` once per form, in the case of what it replaces; a name list is one group, contractions one group per
+    form (``"is not|isn't|is n't"``).
 
     nlpaug's ``ReservedAug`` does the same for plain words, but it garbles apostrophes ("I'm" became
     "innnnn ' nnnnnm") and re-spaces punctuation, which would test the tokenizer, not the model.
@@ -382,11 +430,17 @@ def swap_words(text: str, groups: list[list[str]], rng: np.random.Generator) -> 
     alternation = "|".join(re.escape(form) for form in sorted(members, key=len, reverse=True))
     pattern = re.compile(rf"(?<![\w'])(?:{alternation})(?![\w'])", re.IGNORECASE)
 
+    chosen: dict[str, str] = {}  # one replacement per form: "John ... John" becomes "Lisa ... Lisa"
+
     def other(match: re.Match) -> str:
-        group = members[match.group().lower()]
-        options = [form for form in group if form.lower() != match.group().lower()]
-        choice = options[int(rng.integers(len(options)))]
-        return choice.lower() if match.group().islower() else choice
+        found = match.group()
+        if found.lower() not in chosen:
+            options = [form for form in members[found.lower()] if form.lower() != found.lower()]
+            chosen[found.lower()] = options[int(rng.integers(len(options)))]
+        choice = chosen[found.lower()]
+        if found.islower():
+            return choice.lower()
+        return choice[:1].upper() + choice[1:] if found[:1].isupper() else choice
 
     return pattern.sub(other, text)
 
@@ -504,8 +558,10 @@ def check_behavior(
         (1.0, 0.0, 0.0)
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    names = list(label_names)
+    names = [str(name) for name in label_names]
     check_labels(suite, names)
+    if len(labels) != len(texts):
+        raise WorkbenchError(f"check_behavior: {len(texts)} texts but {len(labels)} labels; give one label a text.")
     cases = {test.name: make_cases(suite, test, list(texts), list(labels)) for test in suite.tests}
     every = list(dict.fromkeys(t for rows in cases.values() for row in rows for t in _texts_of(row)))
     proba = np.asarray(predict_proba(every)) if every else np.zeros((0, len(names)))
@@ -540,7 +596,8 @@ def run_suite(
         suite: a :class:`Suite`, a suite YAML file or a shipped suite's name.
         run: a finished run (its ``best/`` model and its data config, whose ``split`` gives the real texts).
         split: ``validation`` or ``test`` (default: the suite's).
-        out: the folder for ``<suite>.json`` (default: the run's ``behavior/`` folder).
+        out: the folder for ``<suite>.json`` (``<suite>.<split>.json`` on another split than the suite's; default:
+            the run's ``behavior/`` folder).
         model: the run's model when it is already loaded.
 
     Returns:
@@ -570,8 +627,9 @@ def run_suite(
     result = {"suite": suite.name, "suite_file": suite.path, "run": str(run.path), "split": split, **checked}
     folder = Path(out) if out else RunDir(run.path) / RunDir.BEHAVIOR
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / f"{suite.name}.json", json.dumps(result, indent=2))
-    return {**result, "file": str(folder / f"{suite.name}.json")}
+    file = folder / (f"{suite.name}.json" if split == suite.split else f"{suite.name}.{split}.json")
+    write_atomic(file, json.dumps(result, indent=2))
+    return {**result, "file": str(file)}
 
 
 def _texts_of(row: dict) -> list[str]:
@@ -585,8 +643,9 @@ def _split_texts(run: Run, model: TextClassificationModel, split: str) -> tuple[
     dm = run_datamodule(run, model)
     dataset = dm.val_dataset if split == "validation" else dm.test_dataset
     if dataset is None:
-        raise WorkbenchError(f"Run {run.path} has no {split} split to perturb: give --split validation.")
-    names = list(model.label_names)
+        other = "test" if split == "validation" else "validation"
+        raise WorkbenchError(f"Run {run.path} has no {split} split to perturb: give --split {other}.")
+    names = [str(name) for name in model.label_names]
     labels = [names[int(np.argmax(y))] if np.ndim(y) else names[int(y)] for y in dataset.labels]
     return list(dataset.texts), labels
 
@@ -605,9 +664,9 @@ def failure_table(result: dict) -> pd.DataFrame:
     """One row per test: type, capability, test, texts, failures, failure rate and (invariance tests) how many
     labels changed at all, in the suite's order."""
     columns = ["type", "capability", "name", "n", "failures", "failure_rate", "label_changes"]
-    return pd.DataFrame([{k: t[k] for k in columns} for t in result["tests"]], columns=columns).rename(
-        columns={"name": "test"}
-    )
+    table = pd.DataFrame([{k: t[k] for k in columns} for t in result["tests"]], columns=columns)
+    table["failure_rate"] = table["failure_rate"].astype(float)  # NaN: a test that no text applied to
+    return table.rename(columns={"name": "test"})
 
 
 def summary_by_type(result: dict) -> pd.DataFrame:

@@ -418,9 +418,11 @@ def failure_rate_figure(table: pd.DataFrame, runs: Sequence[str] | None = None) 
     fig, ax = _figure(8.0, max(2.5, 0.32 * len(table) * max(1, len(runs) ** 0.5) + 1.2))
     height = 0.8 / len(runs)
     for index, run in enumerate(runs):
-        rates = table[run].astype(float).fillna(0.0) * 100
+        rates = table[run].astype(float) * 100
         positions = np.arange(len(table)) + (index - (len(runs) - 1) / 2) * height
-        ax.barh(positions, rates, height=height, color=f"C{index}", label=str(run))
+        ax.barh(positions, rates.fillna(0.0), height=height, color=f"C{index}", label=str(run))
+        for position in positions[rates.isna().to_numpy()]:  # no text applied: not a pass
+            ax.text(1, position, "no texts", va="center", fontsize=7, color="grey")
     ax.set_yticks(
         range(len(table)), [f"{t} · {name}" for t, name in zip(table["type"], table["test"], strict=True)], fontsize=8
     )
