@@ -53,10 +53,10 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     index = tiny_reports / "reports" / "index.html"
     page.goto(index.as_uri())
     rows = page.locator("table#reports tbody tr")
-    assert rows.count() == 18
-    assert page.locator(".status.ok").count() == 18
+    assert rows.count() == 19
+    assert page.locator(".status.ok").count() == 19
     hrefs = page.eval_on_selector_all("table#reports a", "links => links.map(a => a.href)")
-    assert len(hrefs) == 36  # an HTML page and the notebook for each row
+    assert len(hrefs) == 38  # an HTML page and the notebook for each row
     for href in hrefs:
         assert Path(urllib.request.url2pathname(href.removeprefix("file://"))).is_file(), href
     page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
@@ -84,7 +84,7 @@ def test_report_index_and_reports_render(browser, tiny_reports, tmp_path):
     page.locator("table.dataTable thead th", has_text="val_accuracy").click()
     page.wait_for_timeout(300)
     page.locator("table.dataTable thead th", has_text="val_accuracy").click()
-    assert page.locator("table.dataTable tbody tr").count() == 3 and first
+    assert page.locator("table.dataTable tbody tr").count() == 5 and first  # trec_tiny's 3, behavior_tiny's 2
     page.screenshot(path=str(tmp_path / "09_compare_runs.png"), full_page=True)
     print(f"screenshots: {tmp_path}")
     assert problems == []
@@ -99,7 +99,7 @@ def test_every_report_page_works_offline(browser, tiny_reports, tmp_path):
         "**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:")) else route.abort()
     )
     pages = sorted((tiny_reports / "reports").rglob("*.html"))
-    assert len(pages) >= 19  # the index, 18 notebook reports, and the pages they wrote (attention views)
+    assert len(pages) >= 20  # the index, 19 notebook reports, and the pages they wrote (attention views)
     views = 0
     for report in pages:
         page.goto(report.as_uri())

@@ -133,7 +133,7 @@ def test_the_tiny_experiments_file_runs_every_notebook_with_the_real_backbone(tm
         for name, experiment in state["experiments"].items()
         for notebook, record in experiment["notebooks"].items()
     }
-    assert len(records) == 18 and {nb for _, nb in records} == {p.stem for p in NOTEBOOKS}
+    assert len(records) == 19 and {nb for _, nb in records} == {p.stem for p in NOTEBOOKS}
     failed = {key: record.get("error") for key, record in records.items() if record["status"] != "ok"}
     assert not failed
     exports = records["trec_tiny_inspect", "11_export"]["results"]["exports"]
