@@ -35,7 +35,7 @@ import yaml
 from workbench.augment import seeded_globals, synonym_replacement
 from workbench.config import BEHAVIOR_DIRECTIONS, BEHAVIOR_TEST_TYPES, PERTURBATIONS
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.evaluation import run_datamodule
+from workbench.evaluation import run_split
 from workbench.metrics import labels_from_proba
 from workbench.models import TextClassificationModel
 from workbench.runs import Run, RunDir, load_run, write_atomic
@@ -358,10 +358,10 @@ class Perturber:
 
     def __init__(self, test: BehaviorTest, words: dict[str, list[str]]):
         self.test, self.words = test, words
-        self._augmenter = self._nlpaug(test.perturb, words)
+        self._augmenter = self._nlpaug(test.perturb)
 
     @staticmethod
-    def _nlpaug(kind: str, words: dict[str, list[str]]):
+    def _nlpaug(kind: str):
         if kind == "typos":  # two adjacent characters swapped in one word, as CheckList's add_typos
             from nlpaug.augmenter.char import RandomCharAug
 
@@ -503,8 +503,9 @@ def judge(test: BehaviorTest, rows: list[dict], proba: dict[str, np.ndarray], pr
         if test.type == "inv":
             top = int(np.argmax(before))
             change = float(after[top] - before[top])
-            label_changes += answers["prediction"] != answers["original_prediction"]
-            failed = answers["prediction"] != answers["original_prediction"] and abs(change) > test.tolerance
+            relabelled = answers["prediction"] != answers["original_prediction"]
+            label_changes += relabelled
+            failed = relabelled and abs(change) > test.tolerance
             judged.append((failed, -abs(change), {**row, **answers, "change": change}))
         else:
             column = names.index(test.expect_label)
@@ -638,13 +639,7 @@ def _texts_of(row: dict) -> list[str]:
 
 def _split_texts(run: Run, model: TextClassificationModel, split: str) -> tuple[list[str], list[str]]:
     """The texts of the run's split and their true labels (names; a multi-label text's first label)."""
-    if split not in ("validation", "test"):
-        raise WorkbenchError(f"split={split!r}: choose 'validation' or 'test'.")
-    dm = run_datamodule(run, model)
-    dataset = dm.val_dataset if split == "validation" else dm.test_dataset
-    if dataset is None:
-        other = "test" if split == "validation" else "validation"
-        raise WorkbenchError(f"Run {run.path} has no {split} split to perturb: give --split {other}.")
+    dataset = run_split(run, model, split)
     names = [str(name) for name in model.label_names]
     labels = [names[int(np.argmax(y))] if np.ndim(y) else names[int(y)] for y in dataset.labels]
     return list(dataset.texts), labels
@@ -666,6 +661,7 @@ def failure_table(result: dict) -> pd.DataFrame:
     columns = ["type", "capability", "name", "n", "failures", "failure_rate", "label_changes"]
     table = pd.DataFrame([{k: t[k] for k in columns} for t in result["tests"]], columns=columns)
     table["failure_rate"] = table["failure_rate"].astype(float)  # NaN: a test that no text applied to
+    table["label_changes"] = table["label_changes"].astype("Int64")  # counts; <NA> where not an invariance test
     return table.rename(columns={"name": "test"})
 
 

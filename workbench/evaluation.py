@@ -111,6 +111,20 @@ def run_datamodule(run: Run, model: TextClassificationModel) -> TextDataModule:
     return dm.setup(label_map=LabelMap(model.label_names, model.multi_label))
 
 
+def run_split(run: Run, model: TextClassificationModel, split: str) -> EncodedExamples:
+    """The run's ``validation`` or ``test`` split, encoded as in training (:func:`run_datamodule`)."""
+    if split not in ("validation", "test"):
+        raise WorkbenchError(f"split={split!r}: choose 'validation' or 'test'.")
+    dm = run_datamodule(run, model)
+    dataset = dm.val_dataset if split == "validation" else dm.test_dataset
+    if dataset is None:
+        raise WorkbenchError(
+            f"Run {run.path} has no test split: its data config names no test_file or test_split. "
+            "Use split='validation'."
+        )
+    return dataset
+
+
 def evaluate_run(
     run: Run | str | Path, split: str = "validation", *, model: TextClassificationModel | None = None
 ) -> Evaluation:
@@ -126,16 +140,8 @@ def evaluate_run(
         >>> evaluation.metrics["accuracy"], evaluation.model.label_names  # doctest: +SKIP
     """
     run = run if isinstance(run, Run) else load_run(run)
-    if split not in ("validation", "test"):
-        raise WorkbenchError(f"split={split!r}: choose 'validation' or 'test'.")
     model = model or TextClassificationModel.from_pretrained(run.model_dir)
-    dm = run_datamodule(run, model)
-    dataset = dm.val_dataset if split == "validation" else dm.test_dataset
-    if dataset is None:
-        raise WorkbenchError(
-            f"Run {run.path} has no test split: its data config names no test_file or test_split. "
-            "Use split='validation'."
-        )
+    dataset = run_split(run, model, split)
     proba = model.predict_proba_features(dataset)
     labels = dataset.labels
     predicted = predict_from_proba(proba, model.thresholds if model.multi_label else None)
