@@ -9,8 +9,10 @@ outlives a session loses nothing::
     workbench train --config configs/reuters_windows.yaml     [--resume]
 
 ``collect`` then reads the finished runs into one JSON: each run's test metrics, training time and machine. A
-windowed run is scored on its test split once per window pooling (``mean`` and ``max``): pooling only acts at
-prediction (every window trains on its text's label), so one training serves both rows. ``ag-news`` runs 5-fold
+windowed run is scored on its validation and test splits once per window pooling (``mean``, ``max`` and
+``attention``): every window trains on its text's label, so one training serves every row; attention pooling's
+scorer is fitted on the training texts' windows (``--max-texts`` of them) when the run was trained with another
+pooling, and a multi-label run's thresholds are tuned on validation for each pooling. ``ag-news`` runs 5-fold
 cross-validation on AG News' 7,600-story test split, the only split in the data folder (labelled as such)::
 
     python bench/long_documents.py collect --runs runs/imdb_head256 runs/imdb_windows --out bench/results/imdb.json
@@ -34,7 +36,8 @@ import transformers
 from workbench import TextClassificationModel, load_config
 from workbench.config import WINDOW_POOLING
 from workbench.cv import cross_validate
-from workbench.evaluation import evaluate_run
+from workbench.evaluation import evaluate_model, run_datamodule
+from workbench.metrics import tune_thresholds
 from workbench.runs import load_run, machine_info
 
 SCORES = ("accuracy", "macro_f1", "micro_f1", "examples")
@@ -56,7 +59,7 @@ def _update(out: Path, key: str, value: dict) -> None:
     out.write_text(json.dumps(data, indent=2))
 
 
-def collect(runs: list[str], out: Path) -> None:
+def collect(runs: list[str], out: Path, max_texts: int) -> None:
     for path in runs:
         run = load_run(path)
         data = run.config.data
@@ -71,12 +74,28 @@ def collect(runs: list[str], out: Path) -> None:
             "precision": run.env.get("precision"),
         }
         if data.truncation == "windows":
-            entry.update(stride=data.window_stride, max_windows=data.max_windows, test={})
+            entry.update(stride=data.window_stride, max_windows=data.max_windows, test={}, validation_by_pooling={})
             model = TextClassificationModel.from_pretrained(run.model_dir)
+            dm = run_datamodule(run, model)
+            trained_scorer = model.window_attention  # a run trained with attention pooling: its fitted scorer
             for pooling in WINDOW_POOLING:
-                model.processing = replace(model.processing, window_pooling=pooling)
+                model.use_data(processing=replace(model.processing, window_pooling=pooling))
                 start = time.perf_counter()
-                scores = evaluate_run(run, "test", model=model).metrics
+                if pooling == "attention" and trained_scorer is not None:
+                    model.window_attention = trained_scorer
+                elif pooling == "attention":  # trained with another pooling: fit the scorer as training ends would
+                    entry["window_attention"] = model.fit_window_attention(
+                        dm.train_dataset.base.features, max_texts=max_texts, seed=run.config.train.seed
+                    )
+                val_proba = model.predict_proba_features(dm.val_dataset)
+                if model.multi_label:  # each pooling its own thresholds, tuned on validation as training tunes them
+                    model.thresholds = tune_thresholds(
+                        dm.val_dataset.labels, val_proba, default=model.model_config.multi_label_threshold
+                    )
+                entry["validation_by_pooling"][pooling] = {
+                    k: v for k, v in evaluate_model(model, dm.val_dataset, val_proba).items() if k in SCORES
+                }
+                scores = evaluate_model(model, dm.test_dataset)
                 entry["test"][pooling] = {k: v for k, v in scores.items() if k in SCORES}
                 entry["test"][pooling]["seconds"] = time.perf_counter() - start
         else:
@@ -111,13 +130,16 @@ def main() -> None:
     gather = commands.add_parser("collect", help="finished runs into one JSON (windowed runs: each pooling)")
     gather.add_argument("--runs", nargs="+", required=True)
     gather.add_argument("--out", required=True, type=Path)
+    gather.add_argument(
+        "--max-texts", type=int, default=4000, help="training texts that fit attention pooling's scorer (a sample)"
+    )
     news = commands.add_parser("ag-news", help="k-fold cross-validation on AG News' test split")
     news.add_argument("--folds", type=int, default=5)
     news.add_argument("--out", required=True, type=Path)
     news.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     if args.command == "collect":
-        collect(args.runs, args.out)
+        collect(args.runs, args.out, args.max_texts)
     else:
         ag_news(args.folds, args.out, args.overrides)
 

@@ -89,14 +89,15 @@ def test_bad_explanation_requests(model, tiny_bert):
     assert len(tokens) == len(weights) and np.isclose(weights.sum(), 1.0)
 
 
-def test_a_windowed_model_is_explained_on_the_window_that_decided(tiny_bert, tmp_path):
+@pytest.mark.parametrize("pooling", ["max", "attention"])
+def test_a_windowed_model_is_explained_on_the_window_that_decided(tiny_bert, tmp_path, pooling):
     from conftest import long_text_files
 
     from workbench import TextDataModule, Trainer
     from workbench.analysis import deciding_windows
 
     files = long_text_files(tmp_path)
-    data = {"max_length": 16, "truncation": "windows", "stride": 4, "window_pooling": "max", "max_windows": 0}
+    data = {"max_length": 16, "truncation": "windows", "stride": 4, "window_pooling": pooling, "max_windows": 0}
     dm = TextDataModule(str(files["train"]), str(files["val"]), model_name=tiny_bert, batch_size=8, **data)
     model = TextClassificationModel(tiny_bert, num_classes=2, freeze_embeddings=False)
     Trainer(max_epochs=6, lr=3e-3, checkpoint_dir=None).fit(model, dm)
@@ -105,7 +106,7 @@ def test_a_windowed_model_is_explained_on_the_window_that_decided(tiny_bert, tmp
     assert (table["windows"] > 2).all() and (table["deciding_window"] == table["windows"] - 1).all()  # the last
     assert (
         table["window_text"].str.contains("great|awful").all() and (table["window_share"] > 1 / table["windows"]).all()
-    )
+    )  # with attention pooling: the learned weights favour the window that holds the label word
     wrong = deciding_windows(model, texts[:2], classes=["neg", "pos"])  # asked about a class the text is not
     assert len(wrong) == 2 and (wrong["window_share"] <= 1).all()
     (result,) = token_attributions(model, texts[0], n_steps=8)

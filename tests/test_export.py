@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from workbench import TextClassificationModel, export
 from workbench.cli import main
@@ -330,3 +331,34 @@ def test_a_windowed_model_exports_and_serves_with_its_windows_pooled(tiny_bert, 
     with TestClient(create_app(predictor)) as client:  # ... and the service windows and pools inside
         answer = client.post("/v1/predict", json={"texts": texts[-2:]}).json()["predictions"]
         assert [p["label"] for p in answer] == model.predict(texts[-2:])
+
+
+def test_attention_pooled_windows_export_and_serve_with_the_pytorch_answer(tiny_bert, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from workbench.inference import torch_predictor
+    from workbench.metrics import pool_windows
+    from workbench.serve import create_app
+    from workbench.text import TextProcessing
+
+    processing = TextProcessing(max_length=16, truncation="windows", stride=4, window_pooling="attention")
+    model = TextClassificationModel(tiny_bert, labels=["neg", "pos"], processing=processing, seed=3)
+    with torch.no_grad():  # a scorer as fit_window_attention would leave it: windows weighed unequally
+        model.window_attention.weight.normal_(generator=torch.Generator().manual_seed(0))
+    texts = [" ".join(["the plot", "was long"] * n) + (" great" if n % 2 else " awful") for n in range(1, 13)]
+    rows = tmp_path / "long.csv"
+    pd.DataFrame({"text": texts, "label": ["pos", "neg"] * 6}).to_csv(rows, index=False)
+    meta = export_model(model, tmp_path / "onnx", engine="onnx", examples=rows, echo=None)
+    assert meta["parity"]["max_abs_logit_diff"] <= export.FP32_TOLERANCE and meta["parity"]["agreement"] == 1.0
+    for predictor in (load_export(tmp_path / "onnx"), torch_predictor(model)):
+        windows = [{"input_ids": w} for w in predictor.encode(texts[-1:])[0]["windows"]]
+        engine_rows = predictor.run(predictor.pad(windows))  # each window's logits and its score
+        assert engine_rows.shape == (len(windows), 3) and np.ptp(engine_rows[:, 2]) > 0
+        pooled = pool_windows(engine_rows[:, :2], [len(windows)], "attention", engine_rows[:, 2])
+        np.testing.assert_allclose(predictor.logits(predictor.encode(texts[-1:])), pooled, atol=1e-5)
+        assert not np.allclose(pooled, engine_rows[:, :2].mean(0, keepdims=True), atol=1e-4)  # not the mean
+        np.testing.assert_allclose(predictor.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+        assert predictor.logits(windows).shape == (len(windows), 2)  # windows alone: logits, the score left out
+    with TestClient(create_app(load_export(tmp_path / "onnx"))) as client:
+        answer = client.post("/v1/predict", json={"texts": texts[-3:]}).json()["predictions"]
+        assert [p["label"] for p in answer] == model.predict(texts[-3:])

@@ -306,3 +306,29 @@ def test_code_shipped_with_a_backbone_runs_only_when_named(tiny_bert, tmp_path):
     assert not marker.exists()
     backbone = load_backbone(str(folder), trust_remote_code=[str(folder)])
     assert type(backbone).__name__ == "CustomModel" and marker.exists()
+
+
+def test_attention_window_pooling_starts_as_the_mean_and_its_scorer_is_saved(tiny_bert, tmp_path):
+    windows = {"max_length": 16, "truncation": "windows", "stride": 4}
+    texts = [" ".join(["the plot was long and"] * n) + " great" for n in (1, 3, 6)]
+
+    def build(pooling: str) -> TextClassificationModel:
+        processing = TextProcessing(**windows, window_pooling=pooling)
+        return TextClassificationModel(tiny_bert, labels=["neg", "pos"], processing=processing, seed=3)
+
+    mean, attention = build("mean"), build("attention")
+    assert mean.window_attention is None and not attention.window_attention.weight.requires_grad  # not trained
+    features = attention.processor().encode(texts)
+    assert [len(f["windows"]) for f in features] == [1, 2, 3]
+    torch.testing.assert_close(attention.logits_of(features), mean.logits_of(features))  # a zero scorer: the mean
+    with pytest.raises(ConfigError, match="does not pool windows by attention"):
+        mean.fit_window_attention(features)
+    with torch.no_grad():
+        attention.window_attention.weight.normal_()
+    logits, scores = attention.window_outputs(features)[-1]
+    weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+    np.testing.assert_allclose(attention.logits_of(features)[-1].numpy(), weights @ logits, rtol=1e-5, atol=1e-6)
+    loaded = TextClassificationModel.from_pretrained(attention.save_pretrained(tmp_path / "saved"))
+    torch.testing.assert_close(loaded.logits_of(features), attention.logits_of(features))
+    attention.use_data(processing=TextProcessing(**windows, window_pooling="max"))  # another pooling: no scorer
+    assert attention.window_attention is None

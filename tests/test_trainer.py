@@ -648,7 +648,7 @@ def test_resume_refuses_checkpoint_files_that_are_not_plain_tensors(tiny_bert, s
         Trainer(max_epochs=2, lr=1e-3, run_name="r").fit(*make(tiny_bert, sentiment_files), resume=True)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "max"])
+@pytest.mark.parametrize("pooling", ["mean", "max", "attention"])
 def test_windows_read_the_label_word_that_head_truncation_cuts_off(tiny_bert, tmp_path, pooling):
     files = long_text_files(tmp_path)
     options = {"max_epochs": 6, "lr": 3e-3, "checkpoint_dir": None}
@@ -660,6 +660,15 @@ def test_windows_read_the_label_word_that_head_truncation_cuts_off(tiny_bert, tm
     assert windows.metrics["validation"]["accuracy"] == 1.0
     texts = pd.read_csv(files["val"])
     assert windows.model.predict(list(texts["text"])) == list(texts["label"])  # predict() windows and pools too
+    fitted = windows.metrics["train"].get("window_attention")
+    if pooling == "attention":  # its scorer learned on the 48 training texts (all of several windows), once
+        assert fitted["texts"] == 48 and fitted["windows"] > 96
+        assert fitted["loss_attention"] < fitted["loss_mean_pooling"]
+        saved = TextClassificationModel.from_pretrained(windows.run_dir)  # best/ keeps the scorer
+        assert torch.equal(saved.window_attention.weight, windows.model.window_attention.weight)
+        assert saved.window_attention.weight.abs().sum() > 0
+    else:
+        assert fitted is None and windows.model.window_attention is None
 
 
 def test_resume_mid_epoch_with_windows_gives_the_same_weights(tiny_bert, tmp_path):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.metrics import pool_windows, predict_from_proba
+from workbench.metrics import deciding_window, pool_windows, predict_from_proba
 from workbench.text import check_model_inputs
 
 
@@ -206,7 +206,8 @@ def label_issues(
 
 def deciding_windows(model, texts: Sequence[str], classes: Sequence[str] | None = None) -> pd.DataFrame:
     """For a model that reads long texts as windows (``data.truncation=windows``): which window decided each
-    text's class, the one whose logit of that class is the largest (max pooling takes it; a mean weighs it most).
+    text's class, the one whose logit of that class is the largest (max pooling takes it; a mean weighs it most),
+    or with attention pooling the one pushing hardest for it (:func:`workbench.metrics.deciding_window`).
 
     Args:
         model: a :class:`~workbench.models.TextClassificationModel`.
@@ -217,31 +218,31 @@ def deciding_windows(model, texts: Sequence[str], classes: Sequence[str] | None 
     Returns:
         One row per text: ``windows`` (how many), ``deciding_window`` (from 0), ``window_share`` (that window's
         logit of the class, as a softmax share over the text's windows: 1 / windows when all agree, 1 when one
-        window alone speaks for it) and ``window_text`` (its tokens, decoded).
+        window alone speaks for it; with attention pooling its attention weight) and ``window_text`` (its tokens,
+        decoded).
     """
     texts = list(texts)
     check_model_inputs(texts, pair_model=bool(model.processing.text_pair_column))
     features = model.processor().encode(texts)
-    logits = model.window_logits(features)
+    outputs = model.window_outputs(features)
     if classes is None:  # each text's prediction, from its pooled window logits
-        pooled = np.concatenate([pool_windows(part, [len(part)], model.processing.window_pooling) for part in logits])
+        mode = model.processing.window_pooling
+        pooled = np.concatenate([pool_windows(part, [len(part)], mode, scores) for part, scores in outputs])
         classes = model.labels_from_proba(model.proba_from_logits(pooled))
     classes = list(classes)
     if model.multi_label and any(not isinstance(c, str) for c in classes):
         raise WorkbenchError("deciding_windows: give a multi-label model one class name per text (classes=...).")
     rows = []
-    for text_logits, feature, name in zip(logits, features, classes, strict=True):
+    for (text_logits, scores), feature, name in zip(outputs, features, classes, strict=True):
         if str(name) not in model.label_names:
             raise WorkbenchError(f"deciding_windows: '{name}' is not a class of this model.")
-        column = text_logits[:, model.label_names.index(str(name))]
-        best = int(column.argmax())
-        shares = np.exp(column - column.max())
+        best, shares = deciding_window(text_logits, model.label_names.index(str(name)), scores)
         ids = feature["windows"][best] if "windows" in feature else feature["input_ids"]
         rows.append(
             {
-                "windows": len(column),
+                "windows": len(text_logits),
                 "deciding_window": best,
-                "window_share": float(shares[best] / shares.sum()),
+                "window_share": float(shares[best]),
                 "window_text": model.tokenizer.decode(ids, skip_special_tokens=True),
             }
         )

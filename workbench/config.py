@@ -27,7 +27,7 @@ import yaml
 from workbench.errors import ConfigError
 
 TRUNCATION_STRATEGIES = ("head", "tail", "head+tail", "windows")
-WINDOW_POOLING = ("mean", "max")  # how a long document's window logits become its logits
+WINDOW_POOLING = ("mean", "max", "attention")  # how a long document's window logits become its logits
 POOLING_MODES = ("cls", "mean", "attention")
 HEAD_NORMS = ("layer", "l2", "none")  # what the pooled vector passes through before the head
 TRAIN_METHODS = ("finetune", "setfit")  # train.method: fine-tuning with a loss, or SetFit (workbench.fewshot)
@@ -176,7 +176,9 @@ class DataConfig:
         None,
     )
     window_pooling: str = _help(
-        "With windows truncation, how the windows' logits become the text's: mean or max (per class).", "mean"
+        "With windows truncation, how the windows' logits become the text's: mean or max (per class), or attention "
+        "(a mean weighted by a score learned from each window's vector on the training texts once training ends).",
+        "mean",
     )
     max_windows: int = _help(
         "With windows truncation, the most windows of one training text in an epoch, drawn afresh each epoch "

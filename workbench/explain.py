@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from workbench.errors import DataError, WorkbenchError
-from workbench.metrics import pool_windows
+from workbench.metrics import deciding_window, pool_windows
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,16 @@ class Attribution:
 def _encode(model, text: str, target: str | int | None = None) -> tuple[dict[str, torch.Tensor], int | None]:
     """One text's model inputs, and the class explained when the text decided it: for a windowed model
     (``data.truncation=windows``), the window that decided ``target`` (default: the text's predicted class, from
-    the pooled logits), whose logit of that class is the largest; None for a model that truncates."""
+    the pooled logits: :func:`workbench.metrics.deciding_window`); None for a model that truncates."""
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"Cannot explain an empty text ({text!r}); give it at least one word.")
     features = model.processor().encode([text])[0]
     decided = None
     if "windows" in features:
-        logits = model.window_logits([features])[0]  # (windows, K)
-        pooled = pool_windows(logits, [len(logits)], model.processing.window_pooling)[0]
+        logits, scores = model.window_outputs([features])[0]  # (windows, K), (windows,) or None
+        pooled = pool_windows(logits, [len(logits)], model.processing.window_pooling, scores)[0]
         decided = _target_index(model, target, torch.from_numpy(pooled))
-        features = {"input_ids": features["windows"][int(logits[:, decided].argmax())]}
+        features = {"input_ids": features["windows"][deciding_window(logits, decided, scores)[0]]}
     inputs = {
         k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")
     }

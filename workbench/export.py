@@ -73,7 +73,9 @@ _ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "d
 
 
 class _Logits(nn.Module):
-    """The classifier as a function of token tensors in a fixed order, returning only logits (what exporters trace)."""
+    """The classifier as a function of token tensors in a fixed order, returning what an engine returns (logits,
+    and a window score column for attention pooling: :meth:`TextClassificationModel.engine_output`); exporters
+    trace it."""
 
     def __init__(self, model: TextClassificationModel):
         super().__init__()
@@ -82,7 +84,7 @@ class _Logits(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.model(input_ids, attention_mask, token_type_ids)["logits"]  # (batch, labels)
+        return self.model.engine_output(input_ids, attention_mask, token_type_ids)
 
 
 def _load_source(source) -> tuple[TextClassificationModel, object | None]:

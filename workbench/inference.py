@@ -53,7 +53,7 @@ def torch_predictor(model: TextClassificationModel, batch_size: int = 32) -> Pre
     @torch.inference_mode()
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
         inputs = {name: torch.from_numpy(values).to(model.device) for name, values in batch.items()}
-        return model(**inputs)["logits"].float().cpu().numpy()
+        return model.engine_output(**inputs).float().cpu().numpy()
 
     return Predictor(meta, tokenizer, run, "torch", batch_size)
 

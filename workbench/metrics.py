@@ -73,14 +73,18 @@ def proba_from_logits(logits: np.ndarray, temperature: float = 1.0, *, multi_lab
     return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def pool_windows(logits: np.ndarray, counts: Sequence[int], mode: str) -> np.ndarray:
+def pool_windows(logits: np.ndarray, counts: Sequence[int], mode: str, scores: np.ndarray | None = None) -> np.ndarray:
     """One row of logits per text from its windows' rows: ``logits`` ``(sum(counts), K)`` holds each text's
-    ``counts[i]`` windows in turn; ``mode`` is ``"mean"`` or ``"max"`` (per class) over them (data.window_pooling).
+    ``counts[i]`` windows in turn; ``mode`` is ``"mean"`` or ``"max"`` (per class) over them, or ``"attention"``:
+    their mean weighted by the softmax of each window's learned ``scores`` ``(sum(counts),)`` over its text's
+    windows (data.window_pooling; :meth:`workbench.models.TextClassificationModel.fit_window_attention`).
 
     Example:
         >>> pool_windows(np.array([[0.0, 2.0], [2.0, 0.0], [1.0, 1.0]]), [2, 1], "max")
         array([[2., 2.],
                [1., 1.]])
+        >>> pool_windows(np.array([[0.0, 2.0], [2.0, 0.0]]), [2], "attention", scores=np.log([3.0, 1.0]))
+        array([[0.5, 1.5]])
     """
     counts = np.asarray(counts, dtype=np.int64)
     if counts.sum() != len(logits) or (counts < 1).any():
@@ -88,7 +92,37 @@ def pool_windows(logits: np.ndarray, counts: Sequence[int], mode: str) -> np.nda
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     if mode == "max":
         return np.maximum.reduceat(logits, starts, axis=0)
-    return np.add.reduceat(logits, starts, axis=0) / counts[:, None]
+    if mode == "attention":
+        if scores is None or len(scores) != len(logits):
+            raise WorkbenchError("Attention pooling needs one score per window row (the model's window_attention).")
+        shifted = np.asarray(scores, dtype=np.float64) - np.repeat(np.maximum.reduceat(scores, starts), counts)
+        weights = np.exp(shifted)
+        weights /= np.repeat(np.add.reduceat(weights, starts), counts)
+        return np.add.reduceat(logits * weights[:, None], starts, axis=0).astype(logits.dtype)
+    return (np.add.reduceat(logits, starts, axis=0) / counts[:, None]).astype(logits.dtype)
+
+
+def deciding_window(logits: np.ndarray, k: int, scores: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+    """Which of one text's windows decided its class ``k``, and each window's share ``(windows,)`` (summing to 1).
+    Mean and max pooling (no ``scores``): the window with the largest logit of ``k`` (max pooling takes it; a mean
+    weighs it most), shares the softmax of those logits over the windows. Attention pooling: the window that
+    pushes hardest for ``k``, its attention weight times ``k``'s margin over the window's best other class; shares
+    the attention weights.
+
+    Example:
+        >>> deciding_window(np.array([[0.0, 1.0], [3.0, 0.0]]), 1, scores=np.log([1.0, 3.0]))
+        (0, array([0.25, 0.75]))
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if scores is None:
+        column = logits[:, k]
+        shares = np.exp(column - column.max())
+        return int(column.argmax()), shares / shares.sum()
+    shares = np.exp(np.asarray(scores, dtype=np.float64) - np.max(scores))
+    shares /= shares.sum()
+    others = np.delete(logits, k, axis=1)
+    margin = logits[:, k] - (others.max(axis=1) if others.shape[1] else 0.0)
+    return int((shares * margin).argmax()), shares
 
 
 def predict_from_proba(proba: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:

@@ -15,6 +15,7 @@ ModelConfig, thresholds, text processing), ``backbone_config.json`` and the toke
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -226,6 +227,8 @@ class TextClassificationModel(nn.Module):
             )
         self.distill_projection: nn.ModuleList | None = None  # see match_hidden
         self.distill_layers: list[int] = []
+        self.window_attention: nn.Linear | None = None  # see fit_window_attention
+        self._use_window_attention()
         use_fast_cpu_dropout(self)
         if config.freeze_embeddings:
             # The whole embedding block (word, position and token-type tables and their LayerNorm): then
@@ -254,6 +257,20 @@ class TextClassificationModel(nn.Module):
             self._tokenizer = tokenizer
         if processing is not None:
             self.processing = processing
+            self._use_window_attention()
+
+    def _use_window_attention(self) -> None:
+        """Give a model whose processing pools windows by attention its window scorer (``window_attention``,
+        zero at first, so that it pools as the mean does until :meth:`fit_window_attention`), and take it from one
+        that pools otherwise. The scorer is not trained with the encoder: its weights are frozen."""
+        wanted = self.processing.truncation == "windows" and self.processing.window_pooling == "attention"
+        if not wanted:
+            self.window_attention = None
+        elif self.window_attention is None:
+            scorer = nn.Linear(self.backbone.config.hidden_size, 1)
+            nn.init.zeros_(scorer.weight)
+            nn.init.zeros_(scorer.bias)
+            self.window_attention = scorer.requires_grad_(False).to(next(self.backbone.parameters()).device)
 
     def match_hidden(self, layers: Sequence[int], width: int, seed: int = TrainConfig.seed) -> None:
         """Give the model, for training only, one learned projection per backbone layer in ``layers`` (0 = the
@@ -330,11 +347,24 @@ class TextClassificationModel(nn.Module):
         pooled = pool(states, attention_mask, self.model_config.pooling, self.attention_pool)  # (batch, hidden)
         logits = self.head(pooled)  # (batch, labels)
         output["logits"] = logits
+        if self.window_attention is not None:  # each window's score for attention pooling (fit_window_attention)
+            output["window_score"] = self.window_attention(pooled).squeeze(-1)
         if labels is not None:
             # the Trainer computes its configured loss itself; this default serves direct calls
             loss_fn = nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss()
             output["loss"] = loss_fn(logits, labels.to(logits.dtype) if self.multi_label else labels)
         return output
+
+    def engine_output(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What an inference engine returns for a padded batch: the logits ``(batch, K)``, and for a model that pools
+        windows by attention each window's score as one more column ``(batch, K + 1)``
+        (:class:`workbench.runtime.Predictor` splits it off to pool)."""
+        output = self(input_ids, attention_mask, token_type_ids)
+        if "window_score" in output:
+            return torch.cat([output["logits"], output["window_score"][:, None]], dim=-1)
+        return output["logits"]
 
     # -- prediction ---------------------------------------------------------------------------------
 
@@ -374,11 +404,23 @@ class TextClassificationModel(nn.Module):
         """
         windowed = window_items(features)
         if windowed is not None:  # every window, then pooled per text
-            logits = self.logits_of(windowed[0], batch_size, max_tokens).numpy()
-            return torch.from_numpy(pool_windows(logits, windowed[1], self.processing.window_pooling))
+            logits, scores = self._window_rows(windowed[0], batch_size, max_tokens)
+            return torch.from_numpy(pool_windows(logits, windowed[1], self.processing.window_pooling, scores))
         return self._batched(
             features, self.num_labels, lambda padded: self(**padded)["logits"], batch_size, max_tokens, lengths
         )
+
+    @torch.no_grad()
+    def _window_rows(
+        self, windows: Sequence[dict], batch_size: int = 64, max_tokens: int = 16384
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each window's logits ``(W, K)`` and, for attention pooling, its score ``(W,)`` (else None)."""
+        if self.window_attention is None:
+            return self.logits_of(windows, batch_size, max_tokens).numpy(), None
+        rows = self._batched(
+            windows, self.num_labels + 1, lambda padded: self.engine_output(**padded), batch_size, max_tokens
+        ).numpy()
+        return rows[:, :-1], rows[:, -1]
 
     @torch.no_grad()
     def vectors_of(
@@ -392,7 +434,9 @@ class TextClassificationModel(nn.Module):
             vectors, logits = self.vectors_of(windowed[0], batch_size, dropout)
             starts = np.cumsum([0, *windowed[1][:-1]])
             means = torch.stack([vectors[s : s + n].mean(0) for s, n in zip(starts, windowed[1], strict=True)])
-            return means, torch.from_numpy(pool_windows(logits.numpy(), windowed[1], self.processing.window_pooling))
+            scores = None if self.window_attention is None else self._scores(vectors)
+            pooled = pool_windows(logits.numpy(), windowed[1], self.processing.window_pooling, scores)
+            return means, torch.from_numpy(pooled)
         width = self.backbone.config.hidden_size
 
         def both(padded: dict) -> torch.Tensor:
@@ -459,14 +503,88 @@ class TextClassificationModel(nn.Module):
 
     def window_logits(self, features: Sequence[dict]) -> list[np.ndarray]:
         """Each encoded text's windows' logits ``(windows, K)``, before pooling (``data.truncation=windows``); a
-        model that truncates gives each text one row. The window that decided class ``k`` is
-        ``argmax(logits[:, k])``: the largest logit of ``k``, which max pooling takes and which weighs most in a
-        mean."""
+        model that truncates gives each text one row. :func:`workbench.analysis.deciding_windows` says which window
+        decided."""
+        return [logits for logits, _ in self.window_outputs(features)]
+
+    def window_outputs(self, features: Sequence[dict]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Each encoded text's windows' logits ``(windows, K)`` and, for attention pooling, their scores
+        ``(windows,)`` (else None), before pooling; a model that truncates gives each text one row."""
         windowed = window_items(features)
         if windowed is None:
-            return [row[None] for row in self.logits_of(features).numpy()]
-        logits = self.logits_of(windowed[0]).numpy()
-        return np.split(logits, np.cumsum(windowed[1])[:-1])
+            return [(row[None], None) for row in self.logits_of(features).numpy()]
+        logits, scores = self._window_rows(windowed[0])
+        cuts = np.cumsum(windowed[1])[:-1]
+        scores = [None] * len(features) if scores is None else np.split(scores, cuts)
+        return list(zip(np.split(logits, cuts), scores, strict=True))
+
+    @torch.no_grad()
+    def _scores(self, vectors: torch.Tensor) -> np.ndarray:
+        """Window vectors' attention scores ``(W,)`` (:meth:`fit_window_attention`)."""
+        scorer = self.window_attention
+        return scorer(vectors.to(scorer.weight.device, scorer.weight.dtype)).squeeze(-1).float().cpu().numpy()
+
+    def fit_window_attention(
+        self, features: Sequence[dict], max_texts: int = 4000, steps: int = 300, seed: int = TrainConfig.seed
+    ) -> dict:
+        """Learn attention pooling's window scorer (``data.window_pooling=attention``) on encoded training texts
+        whose labels are known, with the encoder and head fixed: each window's score is a linear function of its
+        pooled vector, a text's logits are its windows' logits weighted by the softmax of their scores, and the
+        scorer minimises the texts' loss (cross-entropy, or binary cross-entropy per class for multi-label
+        models), with a little weight decay. The second stage of a hierarchical long-document model (segments
+        first, then how to combine them: Pappagari et al. 2019, "Hierarchical Transformers for Long Document
+        Classification"), here reduced to the weights of the combination.
+
+        Only texts of two or more windows teach anything (one window is weighed 1); at most ``max_texts`` of them,
+        a seeded sample, which bounds the cost to one pass of the encoder over their windows. Returns what it did:
+        ``texts``, ``windows``, the loss before (mean pooling) and after, and the seconds it took.
+        """
+        if self.window_attention is None:
+            raise ConfigError(
+                "fit_window_attention: this model does not pool windows by attention "
+                "(data.truncation=windows with data.window_pooling=attention)."
+            )
+        start = time.perf_counter()
+        long = [i for i, feature in enumerate(features) if len(feature.get("windows", ())) > 1]
+        if len(long) > max_texts:
+            long = sorted(np.random.default_rng(seed).choice(long, max_texts, replace=False).tolist())
+        if not long:
+            return {"texts": 0, "windows": 0, "seconds": 0.0}
+        chosen = [features[i] for i in long]
+        items, counts = window_items(chosen)
+        vectors, logits = self.vectors_of(items)  # (W, hidden), (W, K): each window alone
+        text_of = torch.repeat_interleave(torch.arange(len(chosen)), torch.as_tensor(counts))
+        labels = torch.as_tensor(np.asarray([f["labels"] for f in chosen]))
+        loss_fn = nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss()
+        labels = labels.float() if self.multi_label else labels.long()
+        weight = torch.zeros(vectors.shape[1], requires_grad=True)  # zero: the mean, where training left it
+        optimizer = torch.optim.Adam([weight], lr=0.01)
+
+        def loss_of(weight: torch.Tensor) -> torch.Tensor:
+            scores = vectors @ weight
+            top = torch.full((len(chosen),), -torch.inf).scatter_reduce(0, text_of, scores, "amax")
+            exp = (scores - top[text_of]).exp()  # a softmax over each text's windows
+            total = torch.zeros(len(chosen)).index_add(0, text_of, exp)
+            weights = (exp / total[text_of])[:, None]
+            return loss_fn(torch.zeros(len(chosen), logits.shape[1]).index_add(0, text_of, logits * weights), labels)
+
+        with torch.enable_grad():
+            before = float(loss_of(weight.detach()))
+            for _ in range(steps):  # full batch: the vectors are fixed, so a step costs microseconds per window
+                optimizer.zero_grad()
+                (loss_of(weight) + 1e-3 * weight.square().sum()).backward()
+                optimizer.step()
+            after = float(loss_of(weight.detach()))
+        with torch.no_grad():
+            self.window_attention.weight.copy_(weight.detach()[None])
+            self.window_attention.bias.zero_()  # one constant for every window of a text: no effect on a softmax
+        return {
+            "texts": len(chosen),
+            "windows": len(items),
+            "loss_mean_pooling": before,
+            "loss_attention": after,
+            "seconds": time.perf_counter() - start,
+        }
 
     def predict_proba_features(self, dataset: EncodedExamples) -> np.ndarray:
         """Probabilities ``(N, K)`` for an encoded dataset, in order."""

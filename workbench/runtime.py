@@ -35,7 +35,9 @@ TOKENIZER_FILE = "tokenizer.json"
 _REQUIRED_META = ("engine", "model_format", "file", "labels", "multi_label", "thresholds", "inputs")
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "pt2": "model.pt2"}
 
-Engine = Callable[[dict[str, np.ndarray]], np.ndarray]  # a padded batch of int64 arrays -> logits (batch, labels)
+# a padded batch of int64 arrays -> logits (batch, labels), or (batch, labels + 1) with attention pooling's window
+# scores (TextClassificationModel.engine_output)
+Engine = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 class _TokenizerCalls:
@@ -97,6 +99,8 @@ class Predictor:
         processing = TextProcessing(**meta.get("processing", {}))
         self.pairs = bool(processing.text_pair_column)
         self.window_pooling = processing.window_pooling
+        # attention pooling: the engine gives each window's score as a last column (workbench.export._Logits)
+        self.window_scores = processing.truncation == "windows" and processing.window_pooling == "attention"
         self.processor = TextProcessor.from_config(processing.data_config(), _TokenizerCalls(tokenizer, self.inputs))
 
     def check(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
@@ -130,9 +134,16 @@ class Predictor:
         text (``data.truncation=windows``) runs as its windows, whose logits are pooled as the trained model pools
         them (:func:`workbench.metrics.pool_windows`)."""
         windowed = window_items(features)
-        if windowed is not None:
-            return pool_windows(self.logits(windowed[0]), windowed[1], self.window_pooling)
-        out = np.empty((len(features), len(self.label_names)), dtype=np.float32)
+        rows = self._rows(windowed[0] if windowed is not None else features)
+        logits, scores = (rows[:, :-1], rows[:, -1]) if self.window_scores else (rows, None)
+        if windowed is None:
+            return logits
+        return pool_windows(logits, windowed[1], self.window_pooling, scores)
+
+    def _rows(self, features: Sequence[dict]) -> np.ndarray:
+        """The engine's rows for encoded examples, in their given order: logits, and a window score column for a
+        model that pools windows by attention."""
+        out = np.empty((len(features), len(self.label_names) + self.window_scores), dtype=np.float32)
         order = np.argsort([len(f["input_ids"]) for f in features], kind="stable")
         for start in range(0, len(order), self.batch_size):
             chosen = order[start : start + self.batch_size]

@@ -672,6 +672,16 @@ class Trainer:
         n_train = len(dm.train_dataset)
         tokens = int(dm.train_dataset.lengths.sum())
         runtime = float(output.metrics.get("train_runtime", 0.0))
+        window_attention = None
+        if model.window_attention is not None:  # attention pooling: its scorer, on the best weights' window vectors
+            window_attention = model.fit_window_attention(
+                getattr(dm.train_dataset, "base", dm.train_dataset).features, seed=self.config.seed
+            )
+            log.info(
+                "Window attention fitted on %d training texts in %.1f s.",
+                window_attention["texts"],
+                window_attention["seconds"],
+            )
         val_proba = model.predict_proba_features(dm.val_dataset)  # once: tunes thresholds and scores validation
         if dm.multi_label:
             model.thresholds = tune_thresholds(dm.val_dataset.labels, val_proba, default=float(model.thresholds.mean()))
@@ -688,6 +698,7 @@ class Trainer:
                 "resumed_from_epoch": float(start_epoch or 0),
                 "final_train_loss": output.metrics.get("train_loss"),
                 "padding_ratio": _padding_ratio(dm),
+                **({"window_attention": window_attention} if window_attention else {}),
             },
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": state.best_metric,
