@@ -11,8 +11,10 @@ Run:
     python bench/distill.py --config configs/trec_distill.yaml --teacher runs/trec_mpnet/version_0 \
         --seeds 42 1 2 --out bench/results/trec_distill_minilm.json
 
-The JSON is rewritten after every seed. ``distill.soft_weight=0`` as an override gives the hard-label control:
-the same student, data and schedule, trained on the gold labels alone, with its agreement with the teacher.
+The JSON is rewritten after every seed. ``--resume RUN_DIR`` resumes an interrupted first seed from its last
+checkpoint (the teacher's outputs come from the cache). ``distill.soft_weight=0`` as an override gives the
+hard-label control: the same student, data and schedule, trained on the gold labels alone, with its agreement with
+the teacher.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def main() -> None:
     parser.add_argument("--teacher", nargs="+", required=True, help="teacher run directory (several: an ensemble)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--resume", help="the first seed's student run directory, interrupted: resumed from its last checkpoint"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, as for workbench distill")
     args = parser.parse_args()
     teachers = [
@@ -53,7 +58,7 @@ def main() -> None:
         overrides = [*args.overrides, f"train.seed={seed}", f"distill.teacher={json.dumps(args.teacher)}"]
         cfg = load_config(args.config, overrides)
         start = time.perf_counter()
-        result = distill(cfg)
+        result = distill(cfg, resume=args.resume if args.resume and seed == args.seeds[0] else False)
         students.append(
             {
                 "seed": seed,

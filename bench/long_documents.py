@@ -11,8 +11,9 @@ outlives a session loses nothing::
 ``collect`` then reads the finished runs into one JSON: each run's test metrics, training time and machine. A
 windowed run is scored on its validation and test splits once per window pooling (``mean``, ``max`` and
 ``attention``): every window trains on its text's label, so one training serves every row; attention pooling's
-scorer is fitted on the training texts' windows (``--max-texts`` of them) when the run was trained with another
-pooling, and a multi-label run's thresholds are tuned on validation for each pooling. ``ag-news`` runs 5-fold
+scorer is fitted on the validation texts' windows (``--max-texts`` of them at most), as training's end fits it,
+when the run was trained with another pooling; a multi-label run's thresholds are tuned on validation for each
+pooling. ``ag-news`` runs 5-fold
 cross-validation on AG News' 7,600-story test split, the only split in the data folder (labelled as such)::
 
     python bench/long_documents.py collect --runs runs/imdb_head256 runs/imdb_windows --out bench/results/imdb.json
@@ -83,9 +84,9 @@ def collect(runs: list[str], out: Path, max_texts: int) -> None:
                 start = time.perf_counter()
                 if pooling == "attention" and trained_scorer is not None:
                     model.window_attention = trained_scorer
-                elif pooling == "attention":  # trained with another pooling: fit the scorer as training ends would
+                elif pooling == "attention":  # trained with another pooling: fit the scorer as training's end would
                     entry["window_attention"] = model.fit_window_attention(
-                        dm.train_dataset.base.features, max_texts=max_texts, seed=run.config.train.seed
+                        dm.val_dataset.features, max_texts=max_texts, seed=run.config.train.seed
                     )
                 val_proba = model.predict_proba_features(dm.val_dataset)
                 if model.multi_label:  # each pooling its own thresholds, tuned on validation as training tunes them
@@ -131,7 +132,7 @@ def main() -> None:
     gather.add_argument("--runs", nargs="+", required=True)
     gather.add_argument("--out", required=True, type=Path)
     gather.add_argument(
-        "--max-texts", type=int, default=4000, help="training texts that fit attention pooling's scorer (a sample)"
+        "--max-texts", type=int, default=4000, help="validation texts that fit attention pooling's scorer (a sample)"
     )
     news = commands.add_parser("ag-news", help="k-fold cross-validation on AG News' test split")
     news.add_argument("--folds", type=int, default=5)

@@ -177,7 +177,7 @@ class DataConfig:
     )
     window_pooling: str = _help(
         "With windows truncation, how the windows' logits become the text's: mean or max (per class), or attention "
-        "(a mean weighted by a score learned from each window's vector on the training texts once training ends).",
+        "(a mean weighted by a score learned from each window's vector on the validation texts once training ends).",
         "mean",
     )
     max_windows: int = _help(

@@ -527,13 +527,14 @@ class TextClassificationModel(nn.Module):
     def fit_window_attention(
         self, features: Sequence[dict], max_texts: int = 4000, steps: int = 300, seed: int = TrainConfig.seed
     ) -> dict:
-        """Learn attention pooling's window scorer (``data.window_pooling=attention``) on encoded training texts
-        whose labels are known, with the encoder and head fixed: each window's score is a linear function of its
-        pooled vector, a text's logits are its windows' logits weighted by the softmax of their scores, and the
-        scorer minimises the texts' loss (cross-entropy, or binary cross-entropy per class for multi-label
-        models), with a little weight decay. The second stage of a hierarchical long-document model (segments
-        first, then how to combine them: Pappagari et al. 2019, "Hierarchical Transformers for Long Document
-        Classification"), here reduced to the weights of the combination.
+        """Learn attention pooling's window scorer (``data.window_pooling=attention``) on encoded texts whose labels
+        are known (the trainer gives it the validation split once training ends), with the encoder and head fixed:
+        each window's score is a linear function of its pooled vector, a text's logits are its windows' logits
+        weighted by the softmax of their scores, and the scorer minimises the texts' loss (cross-entropy, or binary
+        cross-entropy per class for multi-label models), with a little weight decay. The second stage of a
+        hierarchical long-document model (segments first, then how to combine them: Pappagari et al. 2019,
+        "Hierarchical Transformers for Long Document Classification"), here reduced to the weights of the
+        combination.
 
         Only texts of two or more windows teach anything (one window is weighed 1); at most ``max_texts`` of them,
         a seeded sample, which bounds the cost to one pass of the encoder over their windows. Returns what it did:
