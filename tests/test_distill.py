@@ -175,9 +175,15 @@ def _transfer_features(task, tiny_bert, tmp_path):
 
 
 def test_augmented_copies_join_the_transfer_set(task, tiny_bert, tmp_path):
-    result = distill(student_config(task, tiny_bert, tmp_path, **{"train.epochs": 1, "distill.transfer_copies": 2}))
+    options = {"train.epochs": 1, "distill.transfer_copies": 2}
+    result = distill(student_config(task, tiny_bert, tmp_path, **options))
     assert result.metrics["distill"]["transfer_set"] == {"train": 48, "augmented": 96, "unlabelled": 96}
     assert result.metrics["train"]["examples"] == 48 + 96 + 96
+    assert result.metrics["distill"]["teacher_cache_hits"] == 0
+    other_seed = distill(student_config(task, tiny_bert, tmp_path, **options, **{"train.seed": 7}))
+    assert other_seed.metrics["distill"]["teacher_cache_hits"] == 1  # the same copies: the teacher labels them once
+    other_copies = distill(student_config(task, tiny_bert, tmp_path, **options, **{"distill.transfer_seed": 7}))
+    assert other_copies.metrics["distill"]["teacher_cache_hits"] == 0  # other copies, labelled anew
 
 
 def test_the_hidden_state_loss_is_the_distance_of_unit_vectors():

@@ -602,6 +602,11 @@ class DistillConfig:
         "operations (augment.ops; EDA if none) and labelled by the teacher (0 = the training split only).",
         0,
     )
+    transfer_seed: int = _help(
+        "Seed of the augmented copies (transfer_copies). Fixed rather than train.seed, so students of different "
+        "seeds share one transfer set and the teacher labels it once.",
+        42,
+    )
     unlabelled_file: str | None = _help(
         "A file of unlabelled texts (in data.text_column) the teacher labels for the transfer set.", None
     )

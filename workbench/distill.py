@@ -256,7 +256,7 @@ def transfer_set(dm: TextDataModule, config: Config, teachers: list[Teacher]) ->
     features = [dict(f) for f in train.features]
     if cfg.transfer_copies:
         augment = replace(config.augment, ops=config.augment.ops or ["eda"], variants=cfg.transfer_copies)
-        augmenter = Augmenter(augment, seed=config.train.seed)
+        augmenter = Augmenter(augment, seed=cfg.transfer_seed)  # not train.seed: one transfer set for every student
         originals = [processor.clean(t) for t in train.texts]
         made = augmenter.epoch_variants(originals, 0, augmenter.model_variants(originals))
         copies = [text for _, text in made]
