@@ -37,7 +37,7 @@ import transformers
 from workbench import TextClassificationModel, load_config
 from workbench.config import WINDOW_POOLING
 from workbench.cv import cross_validate
-from workbench.evaluation import evaluate_model, run_datamodule
+from workbench.evaluation import evaluate_model, run_datamodule, run_split
 from workbench.metrics import tune_thresholds
 from workbench.runs import load_run, machine_info
 
@@ -78,13 +78,14 @@ def collect(runs: list[str], out: Path, max_texts: int) -> None:
             entry.update(stride=data.window_stride, max_windows=data.max_windows, test={}, validation_by_pooling={})
             model = TextClassificationModel.from_pretrained(run.model_dir)
             dm = run_datamodule(run, model)
-            trained_scorer = model.window_attention  # a run trained with attention pooling: its fitted scorer
+            test = run_split(run, model, "test")
             for pooling in WINDOW_POOLING:
+                if pooling == "attention":  # the saved model again: a run trained with attention keeps its scorer
+                    model = TextClassificationModel.from_pretrained(run.model_dir)
                 model.use_data(processing=replace(model.processing, window_pooling=pooling))
                 start = time.perf_counter()
-                if pooling == "attention" and trained_scorer is not None:
-                    model.window_attention = trained_scorer
-                elif pooling == "attention":  # trained with another pooling: fit the scorer as training's end would
+                if pooling == "attention" and "window_attention" not in run.metrics["train"]:
+                    # trained with another pooling: fit the scorer as training's end would have
                     entry["window_attention"] = model.fit_window_attention(
                         dm.val_dataset.features, max_texts=max_texts, seed=run.config.train.seed
                     )
@@ -96,7 +97,7 @@ def collect(runs: list[str], out: Path, max_texts: int) -> None:
                 entry["validation_by_pooling"][pooling] = {
                     k: v for k, v in evaluate_model(model, dm.val_dataset, val_proba).items() if k in SCORES
                 }
-                scores = evaluate_model(model, dm.test_dataset)
+                scores = evaluate_model(model, test)
                 entry["test"][pooling] = {k: v for k, v in scores.items() if k in SCORES}
                 entry["test"][pooling]["seconds"] = time.perf_counter() - start
         else:

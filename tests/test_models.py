@@ -12,6 +12,7 @@ from workbench.config import ModelConfig
 from workbench.errors import ConfigError, DataError, ModelLoadError
 from workbench.models import TextClassificationModel
 from workbench.text import TextProcessing
+from workbench.trainer import start_from
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "deberta", "mpnet"])
@@ -330,5 +331,8 @@ def test_attention_window_pooling_starts_as_the_mean_and_its_scorer_is_saved(tin
     np.testing.assert_allclose(attention.logits_of(features)[-1].numpy(), weights @ logits, rtol=1e-5, atol=1e-6)
     loaded = TextClassificationModel.from_pretrained(attention.save_pretrained(tmp_path / "saved"))
     torch.testing.assert_close(loaded.logits_of(features), attention.logits_of(features))
+    plain = TextClassificationModel(tiny_bert, labels=["neg", "pos"], seed=4)  # as train() builds it (init_from)
+    start_from(plain, tmp_path / "saved")  # the scorer is left behind: the new run fits its own
+    torch.testing.assert_close(plain.head[-1].weight, attention.head[-1].weight)
     attention.use_data(processing=TextProcessing(**windows, window_pooling="max"))  # another pooling: no scorer
     assert attention.window_attention is None

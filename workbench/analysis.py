@@ -236,7 +236,9 @@ def deciding_windows(model, texts: Sequence[str], classes: Sequence[str] | None 
     for (text_logits, scores), feature, name in zip(outputs, features, classes, strict=True):
         if str(name) not in model.label_names:
             raise WorkbenchError(f"deciding_windows: '{name}' is not a class of this model.")
-        best, shares = deciding_window(text_logits, model.label_names.index(str(name)), scores)
+        best, shares = deciding_window(
+            text_logits, model.label_names.index(str(name)), scores, multi_label=model.multi_label
+        )
         ids = feature["windows"][best] if "windows" in feature else feature["input_ids"]
         rows.append(
             {

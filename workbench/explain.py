@@ -64,7 +64,8 @@ def _encode(model, text: str, target: str | int | None = None) -> tuple[dict[str
         logits, scores = model.window_outputs([features])[0]  # (windows, K), (windows,) or None
         pooled = pool_windows(logits, [len(logits)], model.processing.window_pooling, scores)[0]
         decided = _target_index(model, target, torch.from_numpy(pooled))
-        features = {"input_ids": features["windows"][deciding_window(logits, decided, scores)[0]]}
+        best, _ = deciding_window(logits, decided, scores, multi_label=model.multi_label)
+        features = {"input_ids": features["windows"][best]}
     inputs = {
         k: torch.tensor([v], device=model.device) for k, v in features.items() if k in ("input_ids", "token_type_ids")
     }

@@ -102,12 +102,14 @@ def pool_windows(logits: np.ndarray, counts: Sequence[int], mode: str, scores: n
     return (np.add.reduceat(logits, starts, axis=0) / counts[:, None]).astype(logits.dtype)
 
 
-def deciding_window(logits: np.ndarray, k: int, scores: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+def deciding_window(
+    logits: np.ndarray, k: int, scores: np.ndarray | None = None, *, multi_label: bool = False
+) -> tuple[int, np.ndarray]:
     """Which of one text's windows decided its class ``k``, and each window's share ``(windows,)`` (summing to 1).
     Mean and max pooling (no ``scores``): the window with the largest logit of ``k`` (max pooling takes it; a mean
     weighs it most), shares the softmax of those logits over the windows. Attention pooling: the window that
-    pushes hardest for ``k``, its attention weight times ``k``'s margin over the window's best other class; shares
-    the attention weights.
+    pushes hardest for ``k``, its attention weight times ``k``'s margin over the window's best other class (its
+    logit of ``k`` for a multi-label model, whose classes are decided one by one); shares the attention weights.
 
     Example:
         >>> deciding_window(np.array([[0.0, 1.0], [3.0, 0.0]]), 1, scores=np.log([1.0, 3.0]))
@@ -121,7 +123,7 @@ def deciding_window(logits: np.ndarray, k: int, scores: np.ndarray | None = None
     shares = np.exp(np.asarray(scores, dtype=np.float64) - np.max(scores))
     shares /= shares.sum()
     others = np.delete(logits, k, axis=1)
-    margin = logits[:, k] - (others.max(axis=1) if others.shape[1] else 0.0)
+    margin = logits[:, k] - (others.max(axis=1) if others.shape[1] and not multi_label else 0.0)
     return int((shares * margin).argmax()), shares
 
 

@@ -15,6 +15,7 @@ ModelConfig, thresholds, text processing), ``backbone_config.json`` and the toke
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, fields, replace
@@ -37,11 +38,14 @@ from workbench.text import TextProcessing, TextProcessor, check_model_inputs, wi
 
 MODEL_FILE = "model.safetensors"
 DISTILL_PROJECTION = "distill_projection"  # training-only layers (distillation's hidden-state matching): not saved
+WINDOW_ATTENTION = "window_attention"  # attention pooling's window scorer, fitted after training (fit_window_attention)
 META_FILE = "workbench_model.json"
 BACKBONE_CONFIG_FILE = "backbone_config.json"
 _NO_TOKEN_TYPES = ("distilbert", "roberta", "mpnet")  # backbones without a token-type embedding
 # ModelConfig fields that workbench_model.json files written before the field existed lack: they load with its default
 _ADDED_TO_METADATA = ("freeze_embeddings", "multi_label_threshold", "trust_remote_code", "head_norm", "init_from")
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,8 +267,7 @@ class TextClassificationModel(nn.Module):
         """Give a model whose processing pools windows by attention its window scorer (``window_attention``,
         zero at first, so that it pools as the mean does until :meth:`fit_window_attention`), and take it from one
         that pools otherwise. The scorer is not trained with the encoder: its weights are frozen."""
-        wanted = self.processing.truncation == "windows" and self.processing.window_pooling == "attention"
-        if not wanted:
+        if not self.processing.pools_windows_by_attention:
             self.window_attention = None
         elif self.window_attention is None:
             scorer = nn.Linear(self.backbone.config.hidden_size, 1)
@@ -348,7 +351,8 @@ class TextClassificationModel(nn.Module):
         logits = self.head(pooled)  # (batch, labels)
         output["logits"] = logits
         if self.window_attention is not None:  # each window's score for attention pooling (fit_window_attention)
-            output["window_score"] = self.window_attention(pooled).squeeze(-1)
+            with torch.autocast(pooled.device.type, enabled=False):  # in fp32: the score is exponentiated
+                output["window_score"] = self.window_attention(pooled.float()).squeeze(-1)
         if labels is not None:
             # the Trainer computes its configured loss itself; this default serves direct calls
             loss_fn = nn.BCEWithLogitsLoss() if self.multi_label else nn.CrossEntropyLoss()
@@ -550,6 +554,7 @@ class TextClassificationModel(nn.Module):
         if len(long) > max_texts:
             long = sorted(np.random.default_rng(seed).choice(long, max_texts, replace=False).tolist())
         if not long:
+            log.warning("Attention pooling has no text of two or more windows to learn from: it stays the mean.")
             return {"texts": 0, "windows": 0, "seconds": 0.0}
         chosen = [features[i] for i in long]
         items, counts = window_items(chosen)

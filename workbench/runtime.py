@@ -100,7 +100,7 @@ class Predictor:
         self.pairs = bool(processing.text_pair_column)
         self.window_pooling = processing.window_pooling
         # attention pooling: the engine gives each window's score as a last column (workbench.export._Logits)
-        self.window_scores = processing.truncation == "windows" and processing.window_pooling == "attention"
+        self.window_scores = processing.pools_windows_by_attention
         self.processor = TextProcessor.from_config(processing.data_config(), _TokenizerCalls(tokenizer, self.inputs))
 
     def check(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:

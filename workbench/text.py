@@ -64,6 +64,11 @@ class TextProcessing:
     mask_emails: bool = _DEFAULT.mask_emails
     lowercase: bool = _DEFAULT.lowercase
 
+    @property
+    def pools_windows_by_attention(self) -> bool:
+        """Whether windows are pooled by a learned attention (the model then scores each window)."""
+        return self.truncation == "windows" and self.window_pooling == "attention"
+
     @classmethod
     def from_config(cls, config: DataConfig) -> TextProcessing:
         """The processing a data config encodes its texts with."""

@@ -61,7 +61,7 @@ from workbench.metrics import (
     multilabel_metrics,
     tune_thresholds,
 )
-from workbench.models import TextClassificationModel
+from workbench.models import WINDOW_ATTENTION, TextClassificationModel
 from workbench.runs import (
     CHECKPOINT_PREFIX,
     Run,
@@ -435,6 +435,9 @@ class Trainer:
                 f"'{model.model_config.backbone}' has. Set data.max_length to {limit} or less."
             )
         model.use_data(dm.label_names, dm.tokenizer, TextProcessing.from_config(dm.config))
+        if model.window_attention is not None:  # attention pooling pools by the mean while the encoder trains
+            with torch.no_grad():
+                model.window_attention.weight.zero_()
         if self.precision == "auto":
             width = model.backbone.config.hidden_size  # every transformers config maps it (DistilBERT's dim)
             self.precision, self.precision_reason = choose_precision("auto", self.device, width)
@@ -834,14 +837,18 @@ def start_from(model: TextClassificationModel, source: str | Path) -> None:
             f"model.init_from={source} predicts {start.label_names}, the data {model.label_names}: "
             "start from a model with the same labels."
         )
-    theirs, ours = start.state_dict(), model.state_dict()
-    differ = sorted(k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape)
+    # attention pooling's scorer is not carried over: the new run's training end fits its own
+    theirs = {k: v for k, v in start.state_dict().items() if not k.startswith(WINDOW_ATTENTION + ".")}
+    ours = {k: v for k, v in model.state_dict().items() if not k.startswith(WINDOW_ATTENTION + ".")}
+    differ = sorted(
+        k for k in ours.keys() | theirs.keys() if k not in theirs or k not in ours or theirs[k].shape != ours[k].shape
+    )
     if differ:
         raise ConfigError(
             f"model.init_from={source} is another architecture ({', '.join(differ[:3])} differ): start from a "
             "model with the same backbone and head settings."
         )
-    model.load_state_dict(theirs)
+    model.load_state_dict(theirs, strict=False)  # every key but the scorer's, checked above
 
 
 def ensure_run(run_dir: str | Path | None, **small_run: object) -> Run:
