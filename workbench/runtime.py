@@ -99,7 +99,7 @@ class Predictor:
         processing = TextProcessing(**meta.get("processing", {}))
         self.pairs = bool(processing.text_pair_column)
         self.window_pooling = processing.window_pooling
-        # attention pooling: the engine gives each window's score as a last column (workbench.export._Logits)
+        # attention pooling: the engine gives each window's score as a last column (model.engine_output)
         self.window_scores = processing.pools_windows_by_attention
         self.processor = TextProcessor.from_config(processing.data_config(), _TokenizerCalls(tokenizer, self.inputs))
 
