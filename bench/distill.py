@@ -11,8 +11,10 @@ Run:
     python bench/distill.py --config configs/trec_distill.yaml --teacher runs/trec_mpnet/version_0 \
         --seeds 42 1 2 --out bench/results/trec_distill_minilm.json
 
-The JSON is rewritten after every seed. ``--resume RUN_DIR`` resumes an interrupted first seed from its last
-checkpoint (the teacher's outputs come from the cache). ``distill.soft_weight=0`` as an override gives the
+The JSON is rewritten after every seed. A benchmark longer than a session continues where it stopped: with
+``--keep-finished`` the seeds already in ``--out`` (written by the same command) are kept and not rerun, and
+``--resume RUN_DIR`` resumes the first seed still to run from its last checkpoint (the teacher's outputs come from
+the cache). ``distill.soft_weight=0`` as an override gives the
 hard-label control: the same student, data and schedule, trained on the gold labels alone, with its agreement with
 the teacher.
 """
@@ -41,7 +43,10 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--out", required=True)
     parser.add_argument(
-        "--resume", help="the first seed's student run directory, interrupted: resumed from its last checkpoint"
+        "--resume", help="the first seed to run, interrupted: its student run directory, resumed from its checkpoint"
+    )
+    parser.add_argument(
+        "--keep-finished", action="store_true", help="keep the seeds already in --out (same command) and run the others"
     )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, as for workbench distill")
     args = parser.parse_args()
@@ -53,12 +58,17 @@ def main() -> None:
         }
         for path in args.teacher
     ]
-    students = []
-    for seed in args.seeds:
+    command = "python " + " ".join(a for a in sys.argv if a not in ("--keep-finished",))
+    students = _finished(Path(args.out), command, args.seeds) if args.keep_finished else []
+    to_run = [seed for seed in args.seeds if seed not in {s["seed"] for s in students}]
+    if not to_run:
+        print(f"every seed is already in {args.out}")
+        return
+    for seed in to_run:
         overrides = [*args.overrides, f"train.seed={seed}", f"distill.teacher={json.dumps(args.teacher)}"]
         cfg = load_config(args.config, overrides)
         start = time.perf_counter()
-        result = distill(cfg, resume=args.resume if args.resume and seed == args.seeds[0] else False)
+        result = distill(cfg, resume=args.resume if args.resume and seed == to_run[0] else False)
         students.append(
             {
                 "seed": seed,
@@ -73,7 +83,7 @@ def main() -> None:
         )
         print(json.dumps({"seed": seed, **result.metrics["distill"]}, indent=2), flush=True)
         out = {
-            "command": "python " + " ".join(sys.argv),
+            "command": command,
             "config": cfg.to_dict(),
             "teachers": teachers,
             "students": students,  # written after every seed: an interrupted benchmark keeps the seeds it finished
@@ -87,6 +97,25 @@ def main() -> None:
     for split in ("validation", "test"):
         if f"{split}_accuracy_mean" in out:
             print(f"{split} accuracy {out[f'{split}_accuracy_mean']:.4f} ± {out[f'{split}_accuracy_std']:.4f}")
+
+
+def _finished(out: Path, command: str, seeds: list[int]) -> list[dict]:
+    """The students an earlier run of the same command left in ``out``, for the seeds asked for."""
+    if not out.exists():
+        return []
+    earlier = json.loads(out.read_text())
+    if _without_resume(earlier["command"]) != _without_resume(command):
+        print(f"error: {out} was written by another command: {earlier['command']}; give another --out", file=sys.stderr)
+        sys.exit(2)
+    kept = [s for s in earlier["students"] if s["seed"] in seeds]
+    print(f"keeping seeds {[s['seed'] for s in kept]} from {out}", flush=True)
+    return kept
+
+
+def _without_resume(command: str) -> str:
+    """A command without its --resume RUN_DIR, which differs between the sessions of one benchmark."""
+    words = command.split()
+    return " ".join(w for i, w in enumerate(words) if w != "--resume" and (i == 0 or words[i - 1] != "--resume"))
 
 
 def _mean_std(students: list[dict], split: str) -> dict[str, float]:
