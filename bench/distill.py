@@ -12,7 +12,7 @@ Run:
         --seeds 42 1 2 --out bench/results/trec_distill_minilm.json
 
 The JSON is rewritten after every seed. A benchmark longer than a session continues where it stopped: with
-``--keep-finished`` the seeds already in ``--out`` (written by the same command) are kept and not rerun, and
+``--keep-finished`` the seeds already in ``--out`` (students of the same config) are kept and not rerun, and
 ``--resume RUN_DIR`` resumes the first seed still to run from its last checkpoint (the teacher's outputs come from
 the cache). ``distill.soft_weight=0`` as an override gives the
 hard-label control: the same student, data and schedule, trained on the gold labels alone, with its agreement with
@@ -46,7 +46,7 @@ def main() -> None:
         "--resume", help="the first seed to run, interrupted: its student run directory, resumed from its checkpoint"
     )
     parser.add_argument(
-        "--keep-finished", action="store_true", help="keep the seeds already in --out (same command) and run the others"
+        "--keep-finished", action="store_true", help="keep the seeds already in --out (same config) and run the others"
     )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, as for workbench distill")
     args = parser.parse_args()
@@ -58,15 +58,20 @@ def main() -> None:
         }
         for path in args.teacher
     ]
-    command = "python " + " ".join(a for a in sys.argv if a not in ("--keep-finished",))
-    students = _finished(Path(args.out), command, args.seeds) if args.keep_finished else []
+    command = "python " + " ".join(a for a in sys.argv if a != "--keep-finished")
+
+    def config_of(seed: int):
+        return load_config(
+            args.config, [*args.overrides, f"train.seed={seed}", f"distill.teacher={json.dumps(args.teacher)}"]
+        )
+
+    students = _finished(Path(args.out), config_of(args.seeds[0]).to_dict(), args.seeds) if args.keep_finished else []
     to_run = [seed for seed in args.seeds if seed not in {s["seed"] for s in students}]
     if not to_run:
         print(f"every seed is already in {args.out}")
         return
     for seed in to_run:
-        overrides = [*args.overrides, f"train.seed={seed}", f"distill.teacher={json.dumps(args.teacher)}"]
-        cfg = load_config(args.config, overrides)
+        cfg = config_of(seed)
         start = time.perf_counter()
         result = distill(cfg, resume=args.resume if args.resume and seed == to_run[0] else False)
         students.append(
@@ -99,23 +104,24 @@ def main() -> None:
             print(f"{split} accuracy {out[f'{split}_accuracy_mean']:.4f} ± {out[f'{split}_accuracy_std']:.4f}")
 
 
-def _finished(out: Path, command: str, seeds: list[int]) -> list[dict]:
-    """The students an earlier run of the same command left in ``out``, for the seeds asked for."""
+def _finished(out: Path, config: dict, seeds: list[int]) -> list[dict]:
+    """The students an earlier run left in ``out`` for the seeds asked for, if it trained the same config."""
     if not out.exists():
         return []
     earlier = json.loads(out.read_text())
-    if _without_resume(earlier["command"]) != _without_resume(command):
-        print(f"error: {out} was written by another command: {earlier['command']}; give another --out", file=sys.stderr)
+    if _but_seed(earlier["config"]) != _but_seed(config):
+        print(
+            f"error: {out} holds students of another config ({earlier['command']}); give another --out", file=sys.stderr
+        )
         sys.exit(2)
     kept = [s for s in earlier["students"] if s["seed"] in seeds]
     print(f"keeping seeds {[s['seed'] for s in kept]} from {out}", flush=True)
     return kept
 
 
-def _without_resume(command: str) -> str:
-    """A command without its --resume RUN_DIR, which differs between the sessions of one benchmark."""
-    words = command.split()
-    return " ".join(w for i, w in enumerate(words) if w != "--resume" and (i == 0 or words[i - 1] != "--resume"))
+def _but_seed(config: dict) -> dict:
+    """A config as a dict without train.seed, the one key in which a benchmark's students differ."""
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "seed"}}
 
 
 def _mean_std(students: list[dict], split: str) -> dict[str, float]:
