@@ -94,8 +94,11 @@ def main() -> None:
                     "random_last_accuracy": target,
                     "strategies": curve_table(points, target).reset_index().to_dict(orient="records"),
                 }
+                command = "python " + " ".join(sys.argv)
+                if command not in data.setdefault("commands", []):  # studies added by later calls keep the first's
+                    data["commands"].append(command)
                 data.update(
-                    command="python " + " ".join(sys.argv),
+                    command=command,
                     settings=base,
                     machine=machine_info(),
                     versions={"torch": torch.__version__, "transformers": transformers.__version__},
