@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.epochs=5")
     args = parser.parse_args()
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
+    command = "python " + " ".join(sys.argv)
+    if command not in data.setdefault("commands", []):  # studies added by later calls keep the earlier calls' commands
+        data["commands"].append(command)
     for dataset in args.datasets:
         base = {
             "data.max_length": 64,
@@ -94,9 +97,6 @@ def main() -> None:
                     "random_last_accuracy": target,
                     "strategies": curve_table(points, target).reset_index().to_dict(orient="records"),
                 }
-                command = "python " + " ".join(sys.argv)
-                if command not in data.setdefault("commands", []):  # studies added by later calls keep the first's
-                    data["commands"].append(command)
                 data.update(
                     command=command,
                     settings=base,
